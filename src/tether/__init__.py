@@ -1,0 +1,46 @@
+"""tether: tunnels that behave like well-kept processes.
+
+The Python API runs the same engine as the command line::
+
+    async with Tunnel(TunnelSpec(target=Endpoint.parse("db:5432"))) as tunnel:
+        print(tunnel.address)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from tether.errors import (
+    AuthenticationError,
+    ConfigError,
+    HostKeyError,
+    Interrupted,
+    PortInUseError,
+    ReadinessTimeoutError,
+    TargetUnreachableError,
+    TetherError,
+    TransportUnreachableError,
+    UsageError,
+)
+from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
+from tether.tunnel import Tunnel, TunnelStats
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "Endpoint",
+    "HostKeyError",
+    "Interrupted",
+    "PortInUseError",
+    "ReadinessTimeoutError",
+    "SshOptions",
+    "TargetUnreachableError",
+    "TetherError",
+    "TransportUnreachableError",
+    "Tunnel",
+    "TunnelSpec",
+    "TunnelStats",
+    "UsageError",
+    "Via",
+    "__version__",
+]

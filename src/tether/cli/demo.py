@@ -1,0 +1,15 @@
+"""`tether demo`: the offline demonstration."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+
+@click.command()
+def demo() -> None:
+    """Show tether working end to end, offline: SSH server, target and tunnel on loopback."""
+    from tether.demo import run_demo
+
+    asyncio.run(run_demo(lambda line: click.echo(line)))

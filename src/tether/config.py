@@ -1,0 +1,232 @@
+"""TOML profiles and flag overrides turned into a validated TunnelSpec; errors name file and key."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ConfigError, UsageError
+from tether.spec import Endpoint, SshOptions, TunnelSpec, Via, parse_host, parse_port
+
+CONFIG_ENV = "TETHER_CONFIG"
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+# Keys a profile (or [defaults]) may set, with the type TOML must give them.
+PROFILE_KEYS: dict[str, tuple[type, ...]] = {
+    "to": (str,),
+    "via": (str,),
+    "host": (str,),
+    "port": (int, str),
+    "timeout": (int, float),
+    "probe": (bool,),
+    "identity_file": (str, list),
+    "known_hosts": (str,),
+    "keepalive_interval": (int, float),
+    "keepalive_count_max": (int,),
+    "connect_timeout": (int, float),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One raw option value and where it came from, so errors can point at it."""
+
+    value: Any
+    origin: str
+
+
+Settings = dict[str, Setting]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A parsed config file: defaults plus named profiles, not yet validated per key."""
+
+    path: Path | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path else "config"
+
+    def default_settings(self) -> Settings:
+        """The [defaults] table alone: what an ad-hoc tunnel (no profile) starts from."""
+        return {k: Setting(v, f"{self.label}: defaults.{k}") for k, v in self.defaults.items()}
+
+    def settings(self, name: str) -> Settings:
+        """The raw settings of profile ``name`` with the defaults beneath them."""
+        if name not in self.profiles:
+            known = ", ".join(sorted(self.profiles)) or "none"
+            where = f" in {self.path}" if self.path else " (no config file found)"
+            raise ConfigError(f"unknown profile {name!r}{where}; known profiles: {known}")
+        merged = self.default_settings()
+        merged.update(
+            {k: Setting(v, f"{self.label}: tunnels.{name}.{k}") for k, v in self.profiles[name].items()}
+        )
+        return merged
+
+
+def default_config_path() -> Path:
+    """The per-user config file: ~/.config/tether/config.toml on Linux."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("tether")) / "config.toml"
+
+
+def find_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -> tuple[Path, bool]:
+    """The config path to read, and whether the user named it (then it must exist)."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]).expanduser(), True
+    return default_config_path(), False
+
+
+def load_config(path: Path, *, required: bool) -> Config:
+    """Read and structurally check a config file; a missing optional file is an empty config."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: config file not found") from None
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
+    """Check the shape of parsed TOML: top-level tables and the keys and types inside them."""
+    label = str(path) if path else "config"
+    for key in data:
+        if key not in ("defaults", "tunnels"):
+            raise ConfigError(f"{label}: {key}: unknown top-level key (expected defaults, tunnels)")
+    defaults = _table(data.get("defaults", {}), f"{label}: defaults")
+    _check_keys(defaults, f"{label}: defaults")
+    tunnels = _table(data.get("tunnels", {}), f"{label}: tunnels")
+    profiles: dict[str, Mapping[str, Any]] = {}
+    for name, body in tunnels.items():
+        if not PROFILE_NAME.match(name):
+            raise ConfigError(
+                f"{label}: tunnels.{_show(name)}: a profile name uses letters, digits, '.', '_', '-'"
+            )
+        where = f"{label}: tunnels.{name}"
+        profiles[name] = _table(body, where)
+        _check_keys(profiles[name], where)
+    return Config(path, defaults, profiles)
+
+
+def _table(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {_show(value)}")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], where: str) -> None:
+    for key, value in table.items():
+        if key not in PROFILE_KEYS:
+            known = ", ".join(PROFILE_KEYS)
+            raise ConfigError(f"{where}.{key}: unknown key (known keys: {known})")
+        types = PROFILE_KEYS[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            names = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise ConfigError(f"{where}.{key}: expected {names}, got {_show(value)}")
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list of strings"}
+
+
+def _show(value: Any) -> str:
+    # JSON quoting keeps the message on one line whatever the value holds.
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def build_spec(settings: Settings, *, name: str = "") -> TunnelSpec:
+    """Validate raw settings (from a profile, flags or both) into a TunnelSpec.
+
+    Each error names where the bad value came from: a file and key, or a flag.
+    """
+
+    def get(key: str) -> Setting | None:
+        return settings.get(key)
+
+    def check(key: str, parse: Any) -> Any:
+        setting = get(key)
+        if setting is None:
+            return None
+        try:
+            return parse(setting.value)
+        except UsageError as exc:
+            problem = exc.message.split(": ", 1)[-1]
+            raise ConfigError(f"{setting.origin}: {problem}", hint=exc.hint) from None
+
+    target = check("to", lambda v: Endpoint.parse(v, what="to"))
+    target_host = check("target_host", lambda v: parse_host(v, what="target host"))
+    target_port = check(
+        "target_port", lambda v: parse_port(v, what="target port", allow_zero=False)
+    )
+    if target is None and (target_host is None or target_port is None):
+        raise UsageError("no target: give a PROFILE, --to HOST:PORT, or --target-host and --target-port")
+    target = Endpoint(
+        target_host if target_host is not None else target.host,
+        target_port if target_port is not None else target.port,
+    )
+    listen_host = check("host", lambda v: parse_host(v, what="host")) or "127.0.0.1"
+    listen_port = check("port", lambda v: parse_port(v, what="port"))
+    via = check("via", lambda v: Via.parse(v, what="via"))
+    timeout = check("timeout", _seconds)
+    ssh_parsers: dict[str, tuple[str, Any]] = {
+        "identity_file": ("identity_files", _paths),
+        "known_hosts": ("known_hosts", lambda v: str(Path(v).expanduser())),
+        "keepalive_interval": ("keepalive_interval", lambda v: _seconds(v, zero=True)),
+        "keepalive_count_max": ("keepalive_count_max", _count),
+        "connect_timeout": ("connect_timeout", _seconds),
+    }
+    ssh_values = {fname: check(key, parse) for key, (fname, parse) in ssh_parsers.items()}
+    ssh = SshOptions(**{k: v for k, v in ssh_values.items() if v is not None})
+    probe = get("probe")
+    return TunnelSpec(
+        target=target,
+        listen=Endpoint(listen_host, listen_port or 0),
+        via=via,
+        name=name,
+        timeout=timeout if timeout is not None else TunnelSpec.timeout,
+        probe=True if probe is None else bool(probe.value),
+        ssh=ssh,
+    )
+
+
+def _seconds(value: Any, *, zero: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not (number >= 0 if zero else number > 0) or number == float("inf"):
+        kind = "a non-negative" if zero else "a positive"
+        raise UsageError(f"seconds: expected {kind} number of seconds, got {_show(value)}")
+    return number
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"count: expected a positive integer, got {_show(value)}")
+    return value
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise UsageError(f"identity_file: expected a path or a list of paths, got {_show(value)}")
+    return tuple(str(Path(i).expanduser()) for i in items)

@@ -1,0 +1,105 @@
+"""The one exception tree of tether; every class carries the exit code the CLI returns for it.
+
+Exit codes (also in the README):
+
+====  =========================  ==================================================
+code  class                      meaning
+====  =========================  ==================================================
+0     -                          success, or a graceful stop by signal
+1     TetherError                unexpected internal failure
+2     UsageError / ConfigError   bad flags, bad profile, malformed TOML
+3     PortInUseError             the local listen address is taken
+4     TransportUnreachableError  the SSH server (or direct target) cannot be reached
+5     AuthenticationError        SSH login refused, or host key unknown / changed
+6     TargetUnreachableError     the transport is up but the target refuses
+7     ReadinessTimeoutError      not ready within --timeout
+130   Interrupted                interrupted (SIGINT) before the tunnel was ready
+====  =========================  ==================================================
+"""
+
+from __future__ import annotations
+
+
+class TetherError(Exception):
+    """Base class: a failure with a one-line message and an exit code."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(TetherError):
+    """Invalid flags or arguments; nothing was started."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A profile file that cannot be read, parsed or validated."""
+
+
+class PortInUseError(TetherError):
+    """The local address the tunnel should listen on is already taken."""
+
+    exit_code = 3
+
+
+class TransportUnreachableError(TetherError):
+    """The jump host (or, for direct tunnels, the network path) cannot be reached."""
+
+    exit_code = 4
+
+
+class AuthenticationError(TetherError):
+    """The SSH server refused our credentials."""
+
+    exit_code = 5
+
+
+class HostKeyError(AuthenticationError):
+    """The SSH server's host key is unknown or does not match known_hosts."""
+
+
+class TargetUnreachableError(TetherError):
+    """The transport is up, but the target host:port does not accept connections."""
+
+    exit_code = 6
+
+
+class ReadinessTimeoutError(TetherError):
+    """The tunnel did not become ready within the timeout."""
+
+    exit_code = 7
+
+
+class Interrupted(TetherError):
+    """Stopped by a signal before the tunnel became ready; exit 128+N (130 for SIGINT)."""
+
+    exit_code = 130
+
+    def __init__(self, message: str = "interrupted", *, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        TetherError,
+        UsageError,
+        ConfigError,
+        PortInUseError,
+        TransportUnreachableError,
+        AuthenticationError,
+        HostKeyError,
+        TargetUnreachableError,
+        ReadinessTimeoutError,
+        Interrupted,
+    )
+}

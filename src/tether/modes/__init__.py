@@ -1,0 +1,1 @@
+"""Modes own a tunnel process's lifecycle: signals, pid file, readiness, exit status."""

@@ -1,0 +1,41 @@
+"""Turning SIGINT, SIGTERM and SIGHUP into an awaitable stop request."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopRequest:
+    """Set by the first stop signal; remembers which one for the exit status."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.signum: int | None = None
+
+    def set(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+
+    async def wait(self) -> int:
+        await self.event.wait()
+        assert self.signum is not None
+        return self.signum
+
+
+@contextmanager
+def capture_stop_signals(request: StopRequest) -> Iterator[StopRequest]:
+    """Route stop signals to ``request`` while the block runs; restore the defaults after."""
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, request.set, signum)
+    try:
+        yield request
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,158 @@
+"""The byte pump between a local connection and its stream to the target.
+
+Both ends are driven by callbacks (asyncio protocols and asyncssh sessions share the shape), so bytes
+move without a coroutine switch per chunk. Flow control: when one end's write buffer passes its high
+mark, reading from the other end pauses, so memory per connection stays bounded. Half-close: EOF from
+one end becomes a write_eof on the other, and the connection closes only when both have ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# Per direction, a connection holds at most this much unsent data (plus one read chunk) before
+# reading from the sender pauses. Large enough to keep loopback and SSH windows full.
+WRITE_HIGH_WATER = 1024 * 1024
+
+
+class Conduit(Protocol):
+    """What the relay needs of either end: asyncio.Transport and asyncssh.SSHTCPChannel fit."""
+
+    def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+
+
+@dataclass
+class Counters:
+    """Live totals of one tunnel, updated by every relay it runs."""
+
+    active: int = 0
+    total: int = 0
+    bytes_to_target: int = 0
+    bytes_from_target: int = 0
+
+
+class End(asyncio.Protocol):
+    """One side of a relay; serves as an asyncio.Protocol and as an asyncssh session."""
+
+    def __init__(self, relay: Relay, local: bool) -> None:
+        self.relay = relay
+        self.local = local
+        self.conduit: Conduit | None = None
+        self.eof = False
+        self.lost = False
+
+    @property
+    def peer(self) -> End:
+        return self.relay.remote if self.local else self.relay.local
+
+    # -- callbacks from asyncio / asyncssh --------------------------------------------------
+    def connection_made(self, conduit: Any) -> None:
+        self.conduit = conduit
+        if hasattr(conduit, "set_write_buffer_limits"):
+            conduit.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        if self.local and not self.relay.linked:
+            # Hold the client's bytes until the stream to the target exists.
+            conduit.pause_reading()
+
+    def session_started(self) -> None:
+        """asyncssh calls this once the channel is open; nothing to do."""
+
+    def data_received(self, data: bytes, datatype: object = None) -> None:
+        self.relay.counted(self.local, len(data))
+        peer = self.peer.conduit
+        if peer is not None and not self.peer.lost:
+            peer.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer.conduit is not None and not peer.lost and peer.conduit.can_write_eof():
+            peer.conduit.write_eof()
+        if peer.eof:
+            self.relay.close()
+        # True keeps the other direction open (half-close).
+        return True
+
+    def pause_writing(self) -> None:
+        if self.peer.conduit is not None and not self.peer.lost:
+            self.peer.conduit.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer.conduit is not None and not self.peer.lost:
+            self.peer.conduit.resume_reading()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+        self.relay.end_lost(self, exc)
+
+
+class Relay:
+    """A local connection paired with its stream to the target."""
+
+    def __init__(self, counters: Counters, on_done: Callable[[Relay], None]) -> None:
+        self.counters = counters
+        self.on_done = on_done
+        self.local = End(self, local=True)
+        self.remote = End(self, local=False)
+        self.linked = False
+        self.done = False
+        counters.active += 1
+        counters.total += 1
+
+    def counted(self, from_local: bool, size: int) -> None:
+        if from_local:
+            self.counters.bytes_to_target += size
+        else:
+            self.counters.bytes_from_target += size
+
+    def link(self) -> None:
+        """The remote end is connected: let the client's bytes flow."""
+        self.linked = True
+        if self.local.lost:
+            self.close()
+        elif self.local.conduit is not None:
+            self.local.conduit.resume_reading()
+
+    def close(self) -> None:
+        """Close both ends, flushing what each still has to write."""
+        for end in (self.local, self.remote):
+            if end.conduit is not None and not end.lost and not end.conduit.is_closing():
+                end.conduit.close()
+        self._maybe_done()
+
+    def abort(self) -> None:
+        """Drop both ends at once, discarding buffered data."""
+        for end in (self.local, self.remote):
+            if end.conduit is not None and not end.lost:
+                end.conduit.abort()
+        self._maybe_done()
+
+    def end_lost(self, end: End, exc: BaseException | None) -> None:
+        peer = end.peer
+        if peer.conduit is not None and not peer.lost:
+            # A reset is passed on as a reset; a clean close lets the peer flush first.
+            if exc is None:
+                if not peer.conduit.is_closing():
+                    peer.conduit.close()
+            else:
+                peer.conduit.abort()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self.done:
+            return
+        ends = [e for e in (self.local, self.remote) if e.conduit is not None]
+        if all(e.lost for e in ends):
+            self.done = True
+            self.counters.active -= 1
+            self.on_done(self)

@@ -1,0 +1,68 @@
+"""Shared fixtures: real OpenSSH sshd, an in-process asyncssh server, TCP target servers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import AsyncSshServer, EchoServer, SilentServer
+from sshd_server import SshdServer, require_sshd
+from tether_process import TetherRunner
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """One real OpenSSH sshd for the session; tests that stop it use ``own_sshd``."""
+    require_sshd()
+    with SshdServer(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture
+def own_sshd(tmp_path: Path) -> Iterator[SshdServer]:
+    """A real sshd this test may stop, restart or freeze."""
+    require_sshd()
+    with SshdServer(tmp_path / "sshd") as server:
+        yield server
+
+
+@pytest.fixture
+def echo_server() -> Iterator[EchoServer]:
+    with EchoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    with SilentServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def asyncssh_server(tmp_path: Path) -> AsyncIterator[AsyncSshServer]:
+    server = AsyncSshServer(tmp_path / "asyncssh")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def tether(tmp_path: Path) -> Iterator[TetherRunner]:
+    """Runs the real `tether` command with an isolated HOME and no SSH agent."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "TETHER_"))}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), PYTHONUNBUFFERED="1")
+    runner = TetherRunner(env, tmp_path)
+    try:
+        yield runner
+    finally:
+        runner.cleanup()

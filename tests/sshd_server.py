@@ -1,0 +1,244 @@
+"""Run a real OpenSSH sshd on a loopback port with per-run keys for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Self
+
+import pytest
+
+SSHD_PATH = "/usr/sbin/sshd"
+HOST = "127.0.0.1"
+READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+
+def require_sshd() -> str:
+    if not os.access(SSHD_PATH, os.X_OK):
+        pytest.fail(
+            "OpenSSH sshd not found at /usr/sbin/sshd; "
+            "install it with: sudo apt-get install openssh-server"
+        )
+    return SSHD_PATH
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _keygen(path: Path) -> None:
+    if not path.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-C", "tether-test", "-f", str(path)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _descendants(root: int) -> list[int]:
+    # Per-connection sshd children call setsid(), so a process-group kill would miss them.
+    parent_of: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            # comm may contain spaces or ')', so parse ppid from after the last ')'.
+            parent_of[int(entry.name)] = int(
+                (entry / "stat").read_text().rpartition(")")[2].split()[1]
+            )
+        except (ValueError, OSError):
+            continue
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parent_of.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+class SshdServer:
+    """A throwaway sshd on 127.0.0.1 that authorizes only a freshly generated client key."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.host = HOST
+        # sshd authenticates the real uid; $USER can lie under sudo or in containers.
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        self.client_key = self.directory / "client_ed25519"
+        self.wrong_key = self.directory / "wrong_ed25519"
+        self.known_hosts = self.directory / "known_hosts"
+        self.ssh_config = self.directory / "ssh_config"
+        self.log_path = self.directory / "sshd.log"
+        self._port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._frozen = False
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("SshdServer.start() has not been called yet")
+        return self._port
+
+    @property
+    def via(self) -> str:
+        return f"ssh://{self.user}@{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def start(self) -> None:
+        sshd = require_sshd()
+        if self.pid is not None:
+            return
+        if self._port is None:
+            # Chosen once so restart() comes back on the address clients already know.
+            self._port = _free_port()
+            self._write_files()
+        if os.geteuid() == 0:
+            # Root sshd refuses to start without its privilege separation directory.
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            # Absolute path is mandatory: sshd re-execs itself for every connection.
+            self._proc = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", str(self.directory / "sshd_config")],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        self._frozen = False
+        self._wait_ready()
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        # sshd leaves live sessions running when the listener exits; kill them so a
+        # restart drops established connections like a real server restart would.
+        sessions = _descendants(proc.pid)
+        if self._frozen:
+            proc.send_signal(signal.SIGCONT)  # a stopped process never acts on SIGTERM
+            self._frozen = False
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for pid in sessions:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def freeze(self) -> None:
+        # Only the listener stops: new connections hang before the banner, sessions live on.
+        self._signal(signal.SIGSTOP)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+        self._frozen = False
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError("sshd is not running")
+        self._proc.send_signal(sig)
+
+    def _write_files(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        host_key = self.directory / "host_ed25519"
+        authorized_keys = self.directory / "authorized_keys"
+        for key in (host_key, self.client_key, self.wrong_key):
+            _keygen(key)
+        authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
+        key_type, key_blob = Path(f"{host_key}.pub").read_text().split()[:2]
+        self.known_hosts.write_text(f"[{HOST}]:{self.port} {key_type} {key_blob}\n")
+        sshd_options = [
+            f"ListenAddress {HOST}",
+            f"Port {self.port}",
+            f"HostKey {host_key}",
+            f"PidFile {self.directory / 'sshd.pid'}",
+            f"AuthorizedKeysFile {authorized_keys}",
+            "StrictModes no",  # tmp_path permissions are not sshd's business here
+            "UsePAM no",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes",
+            "AllowTcpForwarding yes",
+            "PermitRootLogin prohibit-password",
+            "LogLevel VERBOSE",
+            (
+                "Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,"
+                "chacha20-poly1305@openssh.com,aes128-ctr"
+            ),
+            # The defaults (10:30:100, 10 sessions) drop connections in forwarding load tests.
+            "MaxStartups 200:30:300",
+            "MaxSessions 200",
+        ]
+        (self.directory / "sshd_config").write_text("\n".join(sshd_options) + "\n")
+        client_options = [
+            f"HostName {HOST}",
+            f"Port {self.port}",
+            f"User {self.user}",
+            f"IdentityFile {self.client_key}",
+            f"UserKnownHostsFile {self.known_hosts}",
+            "StrictHostKeyChecking yes",
+            "BatchMode yes",
+            "IdentitiesOnly yes",
+        ]
+        self.ssh_config.write_text(
+            "Host tether-test\n" + "".join(f"  {o}\n" for o in client_options)
+        )
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._proc = None
+                raise RuntimeError(f"sshd exited during startup:\n{self._log_text()}")
+            if self._banner_seen():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"sshd not ready within {READY_TIMEOUT}s:\n{self._log_text()}")
+
+    def _banner_seen(self) -> bool:
+        # A bare TCP connect can succeed before sshd is serving; the banner proves it is.
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
+                data = b""
+                while b"\n" not in data:
+                    chunk = sock.recv(256)
+                    if not chunk:
+                        return False
+                    data += chunk
+                return data.startswith(b"SSH-2.0-")
+        except OSError:
+            return False
+
+    def _log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no sshd log>"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

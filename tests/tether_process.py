@@ -1,0 +1,126 @@
+"""Running the real `tether` command in subprocesses, with deadlines on every wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEADLINE = 30.0
+
+
+class TetherProcess:
+    """A running `tether` process whose output is read with deadlines, never blocking forever."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self._stdout = b""
+        self._stderr = b""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _pump(self, timeout: float) -> None:
+        streams = [s for s in (self.proc.stdout, self.proc.stderr) if s and not s.closed]
+        ready, _, _ = select.select(streams, [], [], max(timeout, 0))
+        for stream in ready:
+            chunk = os.read(stream.fileno(), 65536)
+            if stream is self.proc.stdout:
+                self._stdout += chunk
+            else:
+                self._stderr += chunk
+            if not chunk:
+                stream.close()
+
+    def wait_for(self, predicate: Any, what: str, deadline: float = DEADLINE) -> None:
+        """Read output until ``predicate(self)`` holds; fail with the output on a deadline."""
+        end = time.monotonic() + deadline
+        while not predicate(self):
+            left = end - time.monotonic()
+            open_streams = [s for s in (self.proc.stdout, self.proc.stderr) if s and not s.closed]
+            if left <= 0 or not open_streams:
+                raise AssertionError(
+                    f"timed out waiting for {what}; exit={self.proc.poll()} "
+                    f"stdout={self.stdout!r} stderr={self.stderr!r}"
+                )
+            self._pump(min(left, 0.5))
+
+    def json_line(self, deadline: float = DEADLINE) -> dict[str, Any]:
+        """The first JSON object printed on stdout (tether start --json)."""
+        self.wait_for(lambda p: b"\n" in p._stdout, "a JSON line on stdout", deadline)
+        line = self._stdout.split(b"\n", 1)[0]
+        return dict(json.loads(line))
+
+    def wait_stderr(self, text: str, deadline: float = DEADLINE) -> str:
+        self.wait_for(lambda p: text in p.stderr, f"{text!r} on stderr", deadline)
+        return self.stderr
+
+    def finish(self, deadline: float = DEADLINE) -> int:
+        """Wait for exit, collecting all output; returns the exit status."""
+        self.wait_for(
+            lambda p: all(s is None or s.closed for s in (p.proc.stdout, p.proc.stderr)),
+            "the process to close its output", deadline,
+        )
+        return self.proc.wait(timeout=deadline)
+
+    def send_signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    @property
+    def stdout(self) -> str:
+        return self._stdout.decode(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=DEADLINE)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream and not stream.closed:
+                stream.close()
+
+
+class TetherRunner:
+    """Starts `python -m tether` with an isolated environment; kills leftovers on cleanup."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.processes: list[TetherProcess] = []
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> TetherProcess:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**self.env, **(env or {})}, cwd=self.workdir,
+        )
+        process = TetherProcess(proc)
+        self.processes.append(process)
+        return process
+
+    def run(self, *args: str, deadline: float = DEADLINE) -> tuple[int, str, str]:
+        """Run to completion; returns (exit status, stdout, stderr)."""
+        process = self.spawn(*args)
+        code = process.finish(deadline)
+        return code, process.stdout, process.stderr
+
+    def ssh_args(self, sshd: Any) -> list[str]:
+        """Flags that take a tunnel through a test sshd with its per-run key and known_hosts."""
+        return ["--via", sshd.via, "-i", str(sshd.client_key),
+                "--known-hosts", str(sshd.known_hosts)]
+
+    def cleanup(self) -> None:
+        for process in self.processes:
+            if process.proc.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.kill()
