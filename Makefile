@@ -29,6 +29,7 @@ bench: $(STAMP) sshd
 	@if ! command -v socat >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat; fi
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/lifecycle.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

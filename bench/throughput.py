@@ -93,8 +93,9 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float = 2
 
 @contextmanager
 def relay(argv: list[str], port: int, json_ready: bool = False) -> Iterator[int]:
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     try:
         if json_ready:
             assert proc.stdout is not None
@@ -130,19 +131,37 @@ def main() -> None:
     tether = [sys.executable, "-m", "tether", "start", "--json", "--no-probe"]
 
     with tempfile.TemporaryDirectory() as tmp, SshdServer(Path(tmp)) as sshd:
-        ssh_flags = ["--via", sshd.via, "-i", str(sshd.client_key),
-                     "--known-hosts", str(sshd.known_hosts)]
+        ssh_flags = sshd.tether_flags()
         socat_port, ssh_port = free_port(), free_port()
         relays: dict[str, Callable[[], contextmanager[int]]] = {  # type: ignore[valid-type]
             "none (client to server)": lambda: _no_relay(server_port),
             "socat -b 262144": lambda: relay(
-                ["socat", "-b", "262144", f"TCP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr,fork",
-                 f"TCP:{target}"], socat_port),
+                [
+                    "socat",
+                    "-b",
+                    "262144",
+                    f"TCP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr,fork",
+                    f"TCP:{target}",
+                ],
+                socat_port,
+            ),
             "tether direct": lambda: relay([*tether, "--to", target], 0, json_ready=True),
             f"ssh -L ({CIPHER})": lambda: relay(
-                ["ssh", "-F", str(sshd.ssh_config), "-N", "-c", CIPHER,
-                 "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{ssh_port}:{target}",
-                 "tether-test"], ssh_port),
+                [
+                    "ssh",
+                    "-F",
+                    str(sshd.ssh_config),
+                    "-N",
+                    "-c",
+                    CIPHER,
+                    "-o",
+                    "ExitOnForwardFailure=yes",
+                    "-L",
+                    f"127.0.0.1:{ssh_port}:{target}",
+                    "tether-test",
+                ],
+                ssh_port,
+            ),
             "tether ssh": lambda: relay([*tether, "--to", target, *ssh_flags], 0, json_ready=True),
         }
         results: dict[str, dict[str, float]] = {}
@@ -151,13 +170,17 @@ def main() -> None:
                 results[name] = {m: measure(port, m, size, args.runs) for m in ("U", "D")}
     server.terminate()
 
-    print(f"\nloopback bulk throughput, {args.mib} MiB per transfer, median of {args.runs}"
-          f" (MB/s; U = client to target, D = target to client)")
+    print(
+        f"\nloopback bulk throughput, {args.mib} MiB per transfer, median of {args.runs}"
+        f" (MB/s; U = client to target, D = target to client)"
+    )
     print(f"{'relay':28} {'U MB/s':>9} {'D MB/s':>9}")
     for name, figures in results.items():
         print(f"{name:28} {figures['U']:9.0f} {figures['D']:9.0f}")
-    for ours, ref, floor in (("tether direct", "socat -b 262144", 0.8),
-                             ("tether ssh", f"ssh -L ({CIPHER})", 0.6)):
+    for ours, ref, floor in (
+        ("tether direct", "socat -b 262144", 0.8),
+        ("tether ssh", f"ssh -L ({CIPHER})", 0.6),
+    ):
         for m in ("U", "D"):
             ratio = results[ours][m] / results[ref][m]
             verdict = "ok" if ratio >= floor else f"BELOW the {floor}x floor"

@@ -60,7 +60,14 @@ def tether(tmp_path: Path) -> Iterator[TetherRunner]:
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "TETHER_"))}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), PYTHONUNBUFFERED="1")
+    runtime = tmp_path / "run"
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_STATE_HOME=str(home / ".local" / "state"),
+        TETHER_RUNTIME_DIR=str(runtime),
+        PYTHONUNBUFFERED="1",
+    )
     runner = TetherRunner(env, tmp_path)
     try:
         yield runner

@@ -91,8 +91,9 @@ class _TestSshServer(asyncssh.SSHServer):  # type: ignore[misc]
     def begin_auth(self, username: str) -> bool:
         return True
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
-                             orig_port: int) -> bool:
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
         return True
 
 
@@ -113,7 +114,9 @@ class AsyncSshServer:
 
     async def start(self) -> None:
         self._server = await asyncssh.create_server(
-            _TestSshServer, "127.0.0.1", self.port,
+            _TestSshServer,
+            "127.0.0.1",
+            self.port,
             server_host_keys=[self.host_key],
             authorized_client_keys=asyncssh.import_authorized_keys(
                 self.client_key_obj.export_public_key().decode()

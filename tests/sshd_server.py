@@ -87,6 +87,17 @@ class SshdServer:
             raise RuntimeError("SshdServer.start() has not been called yet")
         return self._port
 
+    def tether_flags(self) -> list[str]:
+        """`tether start` flags that go through this server with its per-run key and hosts."""
+        return [
+            "--via",
+            self.via,
+            "-i",
+            str(self.client_key),
+            "--known-hosts",
+            str(self.known_hosts),
+        ]
+
     @property
     def via(self) -> str:
         return f"ssh://{self.user}@{self.host}:{self.port}"

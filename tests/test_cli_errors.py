@@ -21,39 +21,56 @@ def one_line_error(err: str) -> str:
     return lines[0]
 
 
-def test_port_held_by_another_socket(tether: TetherRunner, sshd: SshdServer,
-                                     echo_server: EchoServer) -> None:
+def test_port_held_by_another_socket(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer
+) -> None:
     with socket.create_server(("127.0.0.1", 0)) as holder:
         port = holder.getsockname()[1]
-        code, _, err = tether.run("start", "--to", echo_server.address, *tether.ssh_args(sshd),
-                                  "--port", str(port))
+        code, _, err = tether.run(
+            "start", "--to", echo_server.address, *sshd.tether_flags(), "--port", str(port)
+        )
     assert code == 3
     assert "in use by another program" in one_line_error(err)
 
 
 def test_sshd_down(tether: TetherRunner, own_sshd: SshdServer, echo_server: EchoServer) -> None:
     own_sshd.stop()
-    code, _, err = tether.run("start", "--to", echo_server.address, *tether.ssh_args(own_sshd))
+    code, _, err = tether.run("start", "--to", echo_server.address, *own_sshd.tether_flags())
     assert code == 4
     assert "cannot reach SSH server" in one_line_error(err)
 
 
 def test_wrong_key(tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer) -> None:
-    code, _, err = tether.run("start", "--to", echo_server.address, "--via", sshd.via,
-                              "-i", str(sshd.wrong_key), "--known-hosts", str(sshd.known_hosts))
+    code, _, err = tether.run(
+        "start",
+        "--to",
+        echo_server.address,
+        "--via",
+        sshd.via,
+        "-i",
+        str(sshd.wrong_key),
+        "--known-hosts",
+        str(sshd.known_hosts),
+    )
     assert code == 5
     assert "authentication" in one_line_error(err)
 
 
-def test_unknown_host_key(tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer,
-                          tmp_path: Path) -> None:
+def test_unknown_host_key(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
     # No --known-hosts: the isolated HOME has no ~/.ssh/known_hosts, so the key is unknown.
-    code, _, err = tether.run("start", "--to", echo_server.address, "--via", sshd.via,
-                              "-i", str(sshd.client_key))
+    code, _, err = tether.run(
+        "start", "--to", echo_server.address, "--via", sshd.via, "-i", str(sshd.client_key)
+    )
     assert code == 5
     line = one_line_error(err)
-    listing = subprocess.run(["ssh-keygen", "-lf", str(sshd.directory / "host_ed25519.pub")],
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["ssh-keygen", "-lf", str(sshd.directory / "host_ed25519.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     fingerprint = listing.split()[1]
     assert fingerprint.startswith("SHA256:")
     assert "is not in" in line and fingerprint in line and "ssh-keyscan" in line
@@ -63,16 +80,25 @@ def test_target_with_nothing_listening(tether: TetherRunner, sshd: SshdServer) -
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code, _, err = tether.run("start", "--to", f"127.0.0.1:{port}", *tether.ssh_args(sshd))
+    code, _, err = tether.run("start", "--to", f"127.0.0.1:{port}", *sshd.tether_flags())
     assert code == 6
     assert f"cannot connect to 127.0.0.1:{port} through {sshd.via}" in one_line_error(err)
 
 
-def test_timeout_against_silent_server(tether: TetherRunner, silent_server: SilentServer,
-                                       sshd: SshdServer) -> None:
-    code, _, err = tether.run("start", "--to", "127.0.0.1:1",
-                              "--via", f"ssh://u@127.0.0.1:{silent_server.port}",
-                              "--known-hosts", str(sshd.known_hosts), "--timeout", "1")
+def test_timeout_against_silent_server(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
+    code, _, err = tether.run(
+        "start",
+        "--to",
+        "127.0.0.1:1",
+        "--via",
+        f"ssh://u@127.0.0.1:{silent_server.port}",
+        "--known-hosts",
+        str(sshd.known_hosts),
+        "--timeout",
+        "1",
+    )
     assert code == 7
     assert "not ready after 1s" in one_line_error(err)
 

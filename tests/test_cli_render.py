@@ -27,14 +27,31 @@ def read_pty_until(fd: int, text: str, deadline: float = 20.0) -> str:
     return seen.decode(errors="replace")
 
 
-def test_spinner_on_a_terminal(tether: TetherRunner, silent_server: SilentServer,
-                               sshd: SshdServer) -> None:
+def test_spinner_on_a_terminal(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tether", "start", "--to", "127.0.0.1:1",
-         "--via", f"ssh://u@127.0.0.1:{silent_server.port}", "--known-hosts",
-         str(sshd.known_hosts), "--timeout", "60", "--name", "spin"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, env=tether.env,
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "start",
+            "--to",
+            "127.0.0.1:1",
+            "--via",
+            f"ssh://u@127.0.0.1:{silent_server.port}",
+            "--known-hosts",
+            str(sshd.known_hosts),
+            "--timeout",
+            "60",
+            "--name",
+            "spin",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env=tether.env,
     )
     os.close(slave)
     try:

@@ -20,20 +20,22 @@ from tether_process import TetherProcess, TetherRunner
 
 
 def start_ssh(tether: TetherRunner, sshd: SshdServer, target: str, *extra: str) -> TetherProcess:
-    return tether.spawn("start", "--to", target, *tether.ssh_args(sshd), "--json", *extra)
+    return tether.spawn("start", "--to", target, *sshd.tether_flags(), "--json", *extra)
 
 
 def connect(info: dict[str, Any]) -> socket.socket:
     return socket.create_connection((info["local_host"], info["local_port"]), timeout=30)
 
 
-def test_50mb_each_way_through_sshd(tether: TetherRunner, sshd: SshdServer,
-                                    echo_server: EchoServer) -> None:
+def test_50mb_each_way_through_sshd(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer
+) -> None:
     info = start_ssh(tether, sshd, echo_server.address).json_line()
     size = 50 * 1024 * 1024
     sent, received = hashlib.sha256(), hashlib.sha256()
     count = 0
     with connect(info) as sock:
+
         def send() -> None:
             for _ in range(size // (1 << 20)):
                 block = os.urandom(1 << 20)
@@ -51,8 +53,9 @@ def test_50mb_each_way_through_sshd(tether: TetherRunner, sshd: SshdServer,
     assert received.hexdigest() == sent.hexdigest()
 
 
-def test_100_concurrent_connections(tether: TetherRunner, sshd: SshdServer,
-                                    echo_server: EchoServer) -> None:
+def test_100_concurrent_connections(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer
+) -> None:
     info = start_ssh(tether, sshd, echo_server.address).json_line()
 
     async def one(i: int) -> bool:
@@ -74,6 +77,7 @@ def test_half_close_through_sshd(tether: TetherRunner, sshd: SshdServer) -> None
     """The target greets and half-closes; the client then still sends, and the target gets it."""
     got: list[bytes] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
+
         def target() -> None:
             conn, _ = listener.accept()  # the readiness probe
             conn.close()
@@ -105,8 +109,13 @@ def test_json_output(tether: TetherRunner, sshd: SshdServer, echo_server: EchoSe
     process = start_ssh(tether, sshd, echo_server.address, "--name", "echo")
     info = process.json_line()
     assert info == {
-        "name": "echo", "local_host": "127.0.0.1", "local_port": info["local_port"],
-        "target": echo_server.address, "via": sshd.via, "pid": process.pid,
+        "id": info["id"],
+        "name": "echo",
+        "local_host": "127.0.0.1",
+        "local_port": info["local_port"],
+        "target": echo_server.address,
+        "via": sshd.via,
+        "pid": process.pid,
     }
     assert 0 < info["local_port"] < 65536
     process.send_signal(signal.SIGTERM)
@@ -114,10 +123,12 @@ def test_json_output(tether: TetherRunner, sshd: SshdServer, echo_server: EchoSe
 
 
 def test_banner_on_stderr(tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer) -> None:
-    process = tether.spawn("start", "--to", echo_server.address, *tether.ssh_args(sshd),
-                           "--foreground", "-p", "0")
+    process = tether.spawn(
+        "start", "--to", echo_server.address, *sshd.tether_flags(), "--foreground", "-p", "0"
+    )
     banner = process.wait_stderr("ready on")
-    assert f"-> {echo_server.address} via {sshd.via} (pid {process.pid})" in banner
+    assert f"-> {echo_server.address} via {sshd.via} (id " in banner
+    assert f", pid {process.pid})" in banner
     assert process.stdout == ""
     process.send_signal(signal.SIGINT)
     assert process.finish() == 0
@@ -136,8 +147,9 @@ def test_fg_short_flag_and_direct(tether: TetherRunner, echo_server: EchoServer)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_pid_file_life_cycle(tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer,
-                             tmp_path: Path, signum: int) -> None:
+def test_pid_file_life_cycle(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path, signum: int
+) -> None:
     pid_file = tmp_path / "tunnel.pid"
     process = start_ssh(tether, sshd, echo_server.address, "--pid-file", str(pid_file))
     process.json_line()
@@ -154,8 +166,9 @@ def test_pid_file_not_written_on_failure(tether: TetherRunner, tmp_path: Path) -
     assert code == 6 and not pid_file.exists()
 
 
-def test_profile_from_config(tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer,
-                             tmp_path: Path) -> None:
+def test_profile_from_config(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
     config = tmp_path / "tether.toml"
     config.write_text(f"""
 [defaults]
@@ -166,8 +179,14 @@ known_hosts = "{sshd.known_hosts}"
 to = "127.0.0.1:1"
 via = "{sshd.via}"
 """)
-    process = tether.spawn("start", "echo", "--target-port", str(echo_server.port), "--json",
-                           env={"TETHER_CONFIG": str(config)})
+    process = tether.spawn(
+        "start",
+        "echo",
+        "--target-port",
+        str(echo_server.port),
+        "--json",
+        env={"TETHER_CONFIG": str(config)},
+    )
     info = process.json_line()
     assert info["name"] == "echo" and info["target"] == echo_server.address
     process.send_signal(signal.SIGTERM)

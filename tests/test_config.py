@@ -26,7 +26,9 @@ def spec_of(tmp_path: Path, text: str, name: str = "db") -> Any:
 
 
 def test_profile_with_defaults(tmp_path: Path) -> None:
-    spec = spec_of(tmp_path, """
+    spec = spec_of(
+        tmp_path,
+        """
 [defaults]
 via = "ssh://ops@bastion:2222"
 timeout = 12
@@ -38,7 +40,8 @@ to = "db.internal:5432"
 port = 15432
 identity_file = ["~/.ssh/a", "/k/b"]
 probe = false
-""")
+""",
+    )
     assert spec.name == "db"
     assert spec.target == Endpoint("db.internal", 5432)
     assert spec.listen == Endpoint("127.0.0.1", 15432)
@@ -67,7 +70,9 @@ def test_unknown_key(tmp_path: Path) -> None:
 
 
 def test_wrong_type(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"tunnels\.db\.probe: expected true or false, got \"yes\""):
+    with pytest.raises(
+        ConfigError, match=r"tunnels\.db\.probe: expected true or false, got \"yes\""
+    ):
         spec_of(tmp_path, '[tunnels.db]\nto = "h:1"\nprobe = "yes"\n')
 
 
@@ -123,12 +128,32 @@ def test_bad_timeouts(value: object) -> None:
         build_spec({"to": Setting("db:1", "--to"), "timeout": Setting(value, "--timeout")})
 
 
-toml_scalars = st.one_of(st.integers(), st.text(max_size=20), st.booleans(), st.floats(),
-                         st.lists(st.text(max_size=5), max_size=3))
-profile_tables = st.dictionaries(st.sampled_from(["to", "via", "port", "host", "timeout", "probe",
-                                                  "identity_file", "known_hosts", "bogus",
-                                                  "keepalive_count_max", "connect_timeout"]),
-                                 toml_scalars, max_size=6)
+toml_scalars = st.one_of(
+    st.integers(),
+    st.text(max_size=20),
+    st.booleans(),
+    st.floats(),
+    st.lists(st.text(max_size=5), max_size=3),
+)
+profile_tables = st.dictionaries(
+    st.sampled_from(
+        [
+            "to",
+            "via",
+            "port",
+            "host",
+            "timeout",
+            "probe",
+            "identity_file",
+            "known_hosts",
+            "bogus",
+            "keepalive_count_max",
+            "connect_timeout",
+        ]
+    ),
+    toml_scalars,
+    max_size=6,
+)
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=8), profile_tables, max_size=3))

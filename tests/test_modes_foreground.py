@@ -14,12 +14,28 @@ from waiting import wait_until_sync
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_before_ready(tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer,
-                             tmp_path: Path, signum: int, code: int) -> None:
+def test_signal_before_ready(
+    tether: TetherRunner,
+    silent_server: SilentServer,
+    sshd: SshdServer,
+    tmp_path: Path,
+    signum: int,
+    code: int,
+) -> None:
     pid_file = tmp_path / "t.pid"
-    process = tether.spawn("start", "--to", "127.0.0.1:1", "--pid-file", str(pid_file),
-                           "--via", f"ssh://u@127.0.0.1:{silent_server.port}",
-                           "--known-hosts", str(sshd.known_hosts), "--timeout", "60")
+    process = tether.spawn(
+        "start",
+        "--to",
+        "127.0.0.1:1",
+        "--pid-file",
+        str(pid_file),
+        "--via",
+        f"ssh://u@127.0.0.1:{silent_server.port}",
+        "--known-hosts",
+        str(sshd.known_hosts),
+        "--timeout",
+        "60",
+    )
     wait_until_sync(lambda: silent_server.accepted == 1, "tether to connect to the server")
     process.send_signal(signum)
     assert process.finish() == code

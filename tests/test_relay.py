@@ -27,10 +27,12 @@ def spec_for(port: int, transport: str, ssh_server: AsyncSshServer) -> TunnelSpe
     if transport == "direct":
         return TunnelSpec(target=Endpoint("127.0.0.1", port), probe=False)
     return TunnelSpec(
-        target=Endpoint("127.0.0.1", port), probe=False,
+        target=Endpoint("127.0.0.1", port),
+        probe=False,
         via=Via.parse(ssh_server.via),
-        ssh=SshOptions(identity_files=(str(ssh_server.client_key),),
-                       known_hosts=str(ssh_server.known_hosts)),
+        ssh=SshOptions(
+            identity_files=(str(ssh_server.client_key),), known_hosts=str(ssh_server.known_hosts)
+        ),
     )
 
 
@@ -62,7 +64,9 @@ async def connect(tunnel: Tunnel) -> tuple[asyncio.StreamReader, asyncio.StreamW
     return await asyncio.open_connection(address.host, address.port)
 
 
-async def test_client_eof_still_gets_the_reply(open_tunnel: Callable[[int], Awaitable[Tunnel]]) -> None:
+async def test_client_eof_still_gets_the_reply(
+    open_tunnel: Callable[[int], Awaitable[Tunnel]],
+) -> None:
     """The client half-closes; the target answers only after seeing EOF."""
 
     async def answer_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -82,7 +86,9 @@ async def test_client_eof_still_gets_the_reply(open_tunnel: Callable[[int], Awai
     server.close()
 
 
-async def test_target_eof_leaves_upstream_open(open_tunnel: Callable[[int], Awaitable[Tunnel]]) -> None:
+async def test_target_eof_leaves_upstream_open(
+    open_tunnel: Callable[[int], Awaitable[Tunnel]],
+) -> None:
     """The target half-closes first; the client can still send, and the target receives it."""
     received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
@@ -123,7 +129,9 @@ async def test_counters(open_tunnel: Callable[[int], Awaitable[Tunnel]]) -> None
     server.close()
 
 
-async def test_slow_reader_bounds_buffering(open_tunnel: Callable[[int], Awaitable[Tunnel]]) -> None:
+async def test_slow_reader_bounds_buffering(
+    open_tunnel: Callable[[int], Awaitable[Tunnel]],
+) -> None:
     """A target that does not read stalls the client; the tunnel's buffer stays bounded."""
     may_read = asyncio.Event()
     digest: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -51,8 +51,10 @@ def test_port_zero_only_where_allowed() -> None:
         parse_port("0", allow_zero=False)
 
 
-@pytest.mark.parametrize("text", ["db", "db:", ":5432", "db:abc", "db:70000", "a b:1", "[::1]5432",
-                                  "::1:5432", "db:5432:1"])
+@pytest.mark.parametrize(
+    "text",
+    ["db", "db:", ":5432", "db:abc", "db:70000", "a b:1", "[::1]5432", "::1:5432", "db:5432:1"],
+)
 def test_malformed_endpoints(text: str) -> None:
     with pytest.raises(UsageError):
         Endpoint.parse(text)

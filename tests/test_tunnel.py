@@ -20,6 +20,7 @@ from tether.errors import (
 )
 from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
+from waiting import wait_until
 
 
 def free_port() -> int:
@@ -31,8 +32,9 @@ def free_port() -> int:
 def ssh_spec(server: AsyncSshServer, target: Endpoint, **ssh: object) -> TunnelSpec:
     options = {"identity_files": (str(server.client_key),), "known_hosts": str(server.known_hosts)}
     options.update(ssh)
-    return TunnelSpec(target=target, via=Via.parse(server.via), timeout=10,
-                      ssh=SshOptions(**options))  # type: ignore[arg-type]
+    return TunnelSpec(
+        target=target, via=Via.parse(server.via), timeout=10, ssh=SshOptions(**options)
+    )  # type: ignore[arg-type]
 
 
 async def roundtrip(tunnel: Tunnel, payload: bytes = b"ping") -> bytes:
@@ -45,14 +47,17 @@ async def roundtrip(tunnel: Tunnel, payload: bytes = b"ping") -> bytes:
     return reply
 
 
-async def test_ssh_tunnel_ready_and_relays(asyncssh_server: AsyncSshServer,
-                                           echo_server: EchoServer) -> None:
+async def test_ssh_tunnel_ready_and_relays(
+    asyncssh_server: AsyncSshServer, echo_server: EchoServer
+) -> None:
     phases: list[str] = []
-    tunnel = Tunnel(ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port)),
-                    on_phase=phases.append)
+    tunnel = Tunnel(
+        ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port)), on_phase=phases.append
+    )
     async with tunnel:
         assert phases == ["binding", "connecting", "authenticating", "probing", "ready"]
-        assert echo_server.accepted == 1  # the probe reached the target before ready
+        # The probe's connection reached the target (its accept thread may count it just after).
+        await wait_until(lambda: echo_server.accepted == 1, "the probe to reach the target")
         assert tunnel.address is not None and tunnel.address.port != 0
         assert await roundtrip(tunnel) == b"ping"
         assert tunnel.stats().via == asyncssh_server.via
@@ -69,8 +74,9 @@ async def test_direct_tunnel(echo_server: EchoServer) -> None:
 
 async def test_fixed_port_is_used(echo_server: EchoServer) -> None:
     port = free_port()
-    spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port),
-                      listen=Endpoint("localhost", port))
+    spec = TunnelSpec(
+        target=Endpoint("127.0.0.1", echo_server.port), listen=Endpoint("localhost", port)
+    )
     async with Tunnel(spec) as tunnel:
         assert tunnel.address == Endpoint("127.0.0.1", port)
 
@@ -78,8 +84,9 @@ async def test_fixed_port_is_used(echo_server: EchoServer) -> None:
 async def test_port_in_use(echo_server: EchoServer) -> None:
     with socket.create_server(("127.0.0.1", 0)) as holder:
         port = holder.getsockname()[1]
-        spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port),
-                          listen=Endpoint("127.0.0.1", port))
+        spec = TunnelSpec(
+            target=Endpoint("127.0.0.1", echo_server.port), listen=Endpoint("127.0.0.1", port)
+        )
         with pytest.raises(PortInUseError, match="in use by another program"):
             await Tunnel(spec).start()
 
@@ -112,43 +119,52 @@ async def test_ssh_server_down(asyncssh_server: AsyncSshServer, echo_server: Ech
         await Tunnel(spec).start()
 
 
-async def test_wrong_client_key(asyncssh_server: AsyncSshServer, echo_server: EchoServer,
-                                tmp_path: Path) -> None:
+async def test_wrong_client_key(
+    asyncssh_server: AsyncSshServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
     wrong = tmp_path / "wrong"
     asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(wrong))
-    spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port),
-                    identity_files=(str(wrong),))
-    with pytest.raises(AuthenticationError, match="authentication .* failed"):
+    spec = ssh_spec(
+        asyncssh_server, Endpoint("127.0.0.1", echo_server.port), identity_files=(str(wrong),)
+    )
+    with pytest.raises(AuthenticationError, match=r"authentication .* failed"):
         await Tunnel(spec).start()
 
 
-async def test_unknown_host_key(asyncssh_server: AsyncSshServer, echo_server: EchoServer,
-                                tmp_path: Path) -> None:
+async def test_unknown_host_key(
+    asyncssh_server: AsyncSshServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port),
-                    known_hosts=str(empty))
+    spec = ssh_spec(
+        asyncssh_server, Endpoint("127.0.0.1", echo_server.port), known_hosts=str(empty)
+    )
     fingerprint = asyncssh_server.host_key.get_fingerprint()
     with pytest.raises(HostKeyError, match="is not in") as info:
         await Tunnel(spec).start()
     assert fingerprint in str(info.value) and "ssh-keyscan" in str(info.value)
 
 
-async def test_changed_host_key(asyncssh_server: AsyncSshServer, echo_server: EchoServer,
-                                tmp_path: Path) -> None:
+async def test_changed_host_key(
+    asyncssh_server: AsyncSshServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{asyncssh_server.port} {other}\n")
-    spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port),
-                    known_hosts=str(known))
+    spec = ssh_spec(
+        asyncssh_server, Endpoint("127.0.0.1", echo_server.port), known_hosts=str(known)
+    )
     with pytest.raises(HostKeyError, match="does not match") as info:
         await Tunnel(spec).start()
     assert asyncssh_server.host_key.get_fingerprint() in str(info.value)
 
 
 async def test_default_known_hosts_missing_still_verifies(
-        asyncssh_server: AsyncSshServer, echo_server: EchoServer, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    asyncssh_server: AsyncSshServer,
+    echo_server: EchoServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """No known_hosts anywhere must mean 'unknown host', never 'skip verification'."""
     monkeypatch.setenv("HOME", str(tmp_path))
     spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port), known_hosts=None)
@@ -157,9 +173,12 @@ async def test_default_known_hosts_missing_still_verifies(
 
 
 async def test_silent_server_times_out(silent_server: SilentServer, tmp_path: Path) -> None:
-    spec = TunnelSpec(target=Endpoint("127.0.0.1", 1), timeout=0.5,
-                      via=Via("ssh", "127.0.0.1", silent_server.port),
-                      ssh=SshOptions(known_hosts=None))
+    spec = TunnelSpec(
+        target=Endpoint("127.0.0.1", 1),
+        timeout=0.5,
+        via=Via("ssh", "127.0.0.1", silent_server.port),
+        ssh=SshOptions(known_hosts=None),
+    )
     tunnel = Tunnel(spec)
     with pytest.raises(ReadinessTimeoutError, match=r"not ready after 0.5s \(still "):
         await tunnel.start()

@@ -66,7 +66,8 @@ class TetherProcess:
         """Wait for exit, collecting all output; returns the exit status."""
         self.wait_for(
             lambda p: all(s is None or s.closed for s in (p.proc.stdout, p.proc.stderr)),
-            "the process to close its output", deadline,
+            "the process to close its output",
+            deadline,
         )
         return self.proc.wait(timeout=deadline)
 
@@ -98,11 +99,16 @@ class TetherRunner:
         self.workdir = workdir
         self.processes: list[TetherProcess] = []
 
-    def spawn(self, *args: str, env: dict[str, str] | None = None) -> TetherProcess:
+    def spawn(
+        self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL
+    ) -> TetherProcess:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tether", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**self.env, **(env or {})}, cwd=self.workdir,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**self.env, **(env or {})},
+            cwd=self.workdir,
         )
         process = TetherProcess(proc)
         self.processes.append(process)
@@ -114,12 +120,20 @@ class TetherRunner:
         code = process.finish(deadline)
         return code, process.stdout, process.stderr
 
-    def ssh_args(self, sshd: Any) -> list[str]:
-        """Flags that take a tunnel through a test sshd with its per-run key and known_hosts."""
-        return ["--via", sshd.via, "-i", str(sshd.client_key),
-                "--known-hosts", str(sshd.known_hosts)]
+    def list_json(self) -> list[dict[str, Any]]:
+        code, out, err = self.run("list", "--json")
+        assert code == 0, err
+        return list(json.loads(out))
 
     def cleanup(self) -> None:
+        # Background tunnels are detached: stop them through tether itself first.
+        subprocess.run(
+            [sys.executable, "-m", "tether", "stop", "--all", "--timeout", "5"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
         for process in self.processes:
             if process.proc.poll() is None:
                 process.send_signal(signal.SIGKILL)

@@ -8,6 +8,8 @@ The Python API runs the same engine as the command line::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
 from tether.errors import (
@@ -23,7 +25,19 @@ from tether.errors import (
     UsageError,
 )
 from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
-from tether.tunnel import Tunnel, TunnelStats
+
+if TYPE_CHECKING:
+    from tether.tunnel import Tunnel, TunnelStats
+
+
+def __getattr__(name: str) -> Any:
+    # The engine (and asyncio with it) loads on first use, so `tether list` starts fast.
+    if name in ("Tunnel", "TunnelStats"):
+        from tether import tunnel
+
+        return getattr(tunnel, name)
+    raise AttributeError(f"module 'tether' has no attribute {name!r}")
+
 
 __all__ = [
     "AuthenticationError",

@@ -68,7 +68,10 @@ class Config:
             raise ConfigError(f"unknown profile {name!r}{where}; known profiles: {known}")
         merged = self.default_settings()
         merged.update(
-            {k: Setting(v, f"{self.label}: tunnels.{name}.{k}") for k, v in self.profiles[name].items()}
+            {
+                k: Setting(v, f"{self.label}: tunnels.{name}.{k}")
+                for k, v in self.profiles[name].items()
+            }
         )
         return merged
 
@@ -119,7 +122,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     for name, body in tunnels.items():
         if not PROFILE_NAME.match(name):
             raise ConfigError(
-                f"{label}: tunnels.{_show(name)}: a profile name uses letters, digits, '.', '_', '-'"
+                f"{label}: tunnels.{_show(name)}: "
+                "a profile name uses letters, digits, '.', '_', '-'"
             )
         where = f"{label}: tunnels.{name}"
         profiles[name] = _table(body, where)
@@ -139,13 +143,18 @@ def _check_keys(table: Mapping[str, Any], where: str) -> None:
             known = ", ".join(PROFILE_KEYS)
             raise ConfigError(f"{where}.{key}: unknown key (known keys: {known})")
         types = PROFILE_KEYS[key]
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             names = " or ".join(_TYPE_NAMES[t] for t in types)
             raise ConfigError(f"{where}.{key}: expected {names}, got {_show(value)}")
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               list: "a list of strings"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list of strings",
+}
 
 
 def _show(value: Any) -> str:
@@ -178,7 +187,9 @@ def build_spec(settings: Settings, *, name: str = "") -> TunnelSpec:
         "target_port", lambda v: parse_port(v, what="target port", allow_zero=False)
     )
     if target is None and (target_host is None or target_port is None):
-        raise UsageError("no target: give a PROFILE, --to HOST:PORT, or --target-host and --target-port")
+        raise UsageError(
+            "no target: give a PROFILE, --to HOST:PORT, or --target-host and --target-port"
+        )
     target = Endpoint(
         target_host if target_host is not None else target.host,
         target_port if target_port is not None else target.port,
@@ -213,7 +224,11 @@ def _seconds(value: Any, *, zero: bool = False) -> float:
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
-    if isinstance(value, bool) or not (number >= 0 if zero else number > 0) or number == float("inf"):
+    if (
+        isinstance(value, bool)
+        or not (number >= 0 if zero else number > 0)
+        or number == float("inf")
+    ):
         kind = "a non-negative" if zero else "a positive"
         raise UsageError(f"seconds: expected {kind} number of seconds, got {_show(value)}")
     return number

@@ -1,4 +1,4 @@
-"""The embedded, offline demonstration: a real SSH server, a target and a tether tunnel, all local."""
+"""The embedded, offline demonstration: an SSH server, a target and a tunnel, all on loopback."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ class _DemoSshServer(asyncssh.SSHServer):
     def begin_auth(self, username: str) -> bool:
         return True
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
-                             orig_port: int) -> bool:
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
         return dest_host in ("127.0.0.1", "localhost", "::1")
 
 
@@ -66,7 +67,9 @@ async def run_demo(say: Callable[[str], None]) -> None:
         client_key.write_private_key(str(identity))
         os.chmod(identity, 0o600)
         server = await asyncssh.create_server(
-            _DemoSshServer, "127.0.0.1", 0,
+            _DemoSshServer,
+            "127.0.0.1",
+            0,
             server_host_keys=[host_key],
             authorized_client_keys=asyncssh.import_authorized_keys(
                 client_key.export_public_key().decode()
@@ -76,8 +79,10 @@ async def run_demo(say: Callable[[str], None]) -> None:
         known_hosts = work / "known_hosts"
         public = host_key.export_public_key().decode().strip()
         known_hosts.write_text(f"[127.0.0.1]:{ssh_port} {public}\n")
-        say(f"[2/5] SSH server on 127.0.0.1:{ssh_port}, host key {host_key.get_fingerprint()} "
-            "(trusted for this run only)")
+        say(
+            f"[2/5] SSH server on 127.0.0.1:{ssh_port}, host key {host_key.get_fingerprint()} "
+            "(trusted for this run only)"
+        )
 
         spec = TunnelSpec(
             name="demo",
@@ -93,13 +98,17 @@ async def run_demo(say: Callable[[str], None]) -> None:
             await tunnel.start()
             address = tunnel.address
             assert address is not None
-            say(f"[3/5] tunnel ready in {time.monotonic() - began:.2f}s on {address} -> "
-                f"{spec.target} via {spec.via} ({' > '.join(phases)})")
+            say(
+                f"[3/5] tunnel ready in {time.monotonic() - began:.2f}s on {address} -> "
+                f"{spec.target} via {spec.via} ({' > '.join(phases)})"
+            )
             await _show_traffic(address, say)
             stats = tunnel.stats()
-            say(f"[5/5] stats: {stats.total} connections ({stats.active} active), "
+            say(
+                f"[5/5] stats: {stats.total} connections ({stats.active} active), "
                 f"{stats.bytes_to_target:,} bytes to target, "
-                f"{stats.bytes_from_target:,} bytes back")
+                f"{stats.bytes_from_target:,} bytes back"
+            )
         finally:
             await tunnel.close()
             server.close()
@@ -118,5 +127,7 @@ async def _show_traffic(address: Endpoint, say: Callable[[str], None]) -> None:
     seconds = time.monotonic() - began
     if hashlib.sha256(echoed).digest() != hashlib.sha256(payload).digest():
         raise RuntimeError("demo: the echoed bulk data does not match")
-    say(f"      echoed {len(payload) // 2**20} MiB through the tunnel and back in {seconds:.2f}s; "
-        "SHA-256 matches")
+    say(
+        f"      echoed {len(payload) // 2**20} MiB through the tunnel and back in {seconds:.2f}s; "
+        "SHA-256 matches"
+    )

@@ -13,6 +13,10 @@ code  class                      meaning
 5     AuthenticationError        SSH login refused, or host key unknown / changed
 6     TargetUnreachableError     the transport is up but the target refuses
 7     ReadinessTimeoutError      not ready within --timeout
+2     RegistryError              the registry directory is unsafe (owner, mode, symlink)
+8     NoSuchTunnelError          no running tunnel matches an id, name or port
+9     StopFailedError            a tunnel did not exit in time, or could not be verified
+127   CommandError               the --run / -- command could not be started
 130   Interrupted                interrupted (SIGINT) before the tunnel was ready
 ====  =========================  ==================================================
 """
@@ -78,6 +82,30 @@ class ReadinessTimeoutError(TetherError):
     exit_code = 7
 
 
+class RegistryError(TetherError):
+    """The registry directory is unsafe or unusable."""
+
+    exit_code = 2
+
+
+class NoSuchTunnelError(TetherError):
+    """No running tunnel matches the given id, name or port."""
+
+    exit_code = 8
+
+
+class StopFailedError(TetherError):
+    """A tunnel could not be stopped: it did not exit in time, or could not be verified."""
+
+    exit_code = 9
+
+
+class CommandError(TetherError):
+    """The command given to --run or after -- could not be started."""
+
+    exit_code = 127
+
+
 class Interrupted(TetherError):
     """Stopped by a signal before the tunnel became ready; exit 128+N (130 for SIGINT)."""
 
@@ -86,20 +114,3 @@ class Interrupted(TetherError):
     def __init__(self, message: str = "interrupted", *, signum: int = 2) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
-
-
-EXIT_CODES: dict[str, int] = {
-    cls.__name__: cls.exit_code
-    for cls in (
-        TetherError,
-        UsageError,
-        ConfigError,
-        PortInUseError,
-        TransportUnreachableError,
-        AuthenticationError,
-        HostKeyError,
-        TargetUnreachableError,
-        ReadinessTimeoutError,
-        Interrupted,
-    )
-}

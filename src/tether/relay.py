@@ -1,9 +1,10 @@
 """The byte pump between a local connection and its stream to the target.
 
-Both ends are driven by callbacks (asyncio protocols and asyncssh sessions share the shape), so bytes
-move without a coroutine switch per chunk. Flow control: when one end's write buffer passes its high
-mark, reading from the other end pauses, so memory per connection stays bounded. Half-close: EOF from
-one end becomes a write_eof on the other, and the connection closes only when both have ended.
+Both ends are driven by callbacks (asyncio protocols and asyncssh sessions share the shape), so
+bytes move without a coroutine switch per chunk. Flow control: when one end's write buffer passes
+its high mark, reading from the other end pauses, so memory per connection stays bounded.
+Half-close: EOF from one end becomes a write_eof on the other, and the connection closes only
+when both have ended.
 """
 
 from __future__ import annotations

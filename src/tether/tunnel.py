@@ -15,6 +15,8 @@ from tether.spec import Endpoint, TunnelSpec
 from tether.transports import Transport, transport_for
 from tether.transports.base import PhaseCallback
 
+LISTEN_BACKLOG = 512
+
 
 @dataclass(frozen=True)
 class TunnelStats:
@@ -53,6 +55,7 @@ class Tunnel:
         self.state = "new"
         self.last_error: str | None = None
         self.counters = Counters()
+        self._listener: socket.socket | None = None
         self._server: asyncio.Server | None = None
         self._relays: set[Relay] = set()
         self._pending: set[asyncio.Task[None]] = set()
@@ -64,7 +67,11 @@ class Tunnel:
         """Bind, connect and probe, all within ``spec.timeout`` seconds."""
         try:
             async with asyncio.timeout(self.spec.timeout):
-                await self._bind()
+                self.bind()
+                assert self._listener is not None
+                self._server = await asyncio.get_running_loop().create_server(
+                    self._accept, sock=self._listener, start_serving=False
+                )
                 self._phase("connecting")
                 await self.transport.connect(self._phase)
                 if self.spec.probe:
@@ -93,6 +100,8 @@ class Tunnel:
         self.state = "closed"
         if self._server is not None:
             self._server.close()
+        elif self._listener is not None:
+            self._listener.close()
         for task in list(self._pending):
             task.cancel()
         for relay in list(self._relays):
@@ -118,9 +127,9 @@ class Tunnel:
     @property
     def address(self) -> Endpoint | None:
         """The address actually bound (the real port when the spec asked for port 0)."""
-        if self._server is None or not self._server.sockets:
+        if self._listener is None or self._listener.fileno() < 0:
             return None
-        host, port = self._server.sockets[0].getsockname()[:2]
+        host, port = self._listener.getsockname()[:2]
         return Endpoint(host, port)
 
     def stats(self) -> TunnelStats:
@@ -144,23 +153,32 @@ class Tunnel:
         if self._on_phase:
             self._on_phase(phase)
 
-    async def _bind(self) -> None:
+    def bind(self) -> None:
+        """Bind the listening socket now, without accepting yet; ``start`` does it if needed.
+
+        Synchronous on purpose: a caller can bind while holding a port reservation lock without
+        letting other coroutines of this process run in between.
+        """
+        if self._listener is not None:
+            return
         self._phase("binding")
         listen = self.spec.listen
-        loop = asyncio.get_running_loop()
         try:
             # One address only: "localhost" may resolve to ::1 and 127.0.0.1, and with port 0
             # each would get a different port.
-            infos = await loop.getaddrinfo(
+            family, kind, proto, _, address = socket.getaddrinfo(
                 listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-            host = str(infos[0][4][0])
-            self._server = await loop.create_server(
-                self._accept, host, listen.port, start_serving=False
-            )
+            )[0]
+            sock = socket.socket(family, kind, proto)
         except socket.gaierror as exc:
             raise UsageError(f"cannot listen on {listen}: {exc.strerror}") from None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
         except OSError as exc:
+            sock.close()
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(
                     f"local address {listen} is in use by another program",
@@ -169,6 +187,7 @@ class Tunnel:
             if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
                 raise UsageError(f"cannot listen on {listen}: {exc.strerror}") from None
             raise TetherError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        self._listener = sock
 
     async def _probe(self) -> None:
         """Open one stream to the target and close it: proof that the target answers."""

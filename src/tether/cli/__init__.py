@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import traceback
 from typing import Any
@@ -11,9 +12,31 @@ import click
 from tether import __version__
 from tether.errors import TetherError
 
+# Subcommands load on first use, so `tether list` never imports what `start` needs.
+COMMANDS = {
+    "start": ("tether.cli.start", "start"),
+    "list": ("tether.cli.list", "list_command"),
+    "stop": ("tether.cli.stop", "stop"),
+    "logs": ("tether.cli.logs", "logs"),
+    "shell": ("tether.cli.shell", "shell"),
+    "demo": ("tether.cli.demo", "demo"),
+}
+ALIASES = {"ls": "list"}
+
 
 class _Group(click.Group):
-    """Turns tether's errors into one line and an exit code; tracebacks only with --debug."""
+    """Lazy subcommands, and tether's errors as one line plus an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        name = ALIASES.get(cmd_name, cmd_name)
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -40,17 +63,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     )
     # asyncssh logs every channel at INFO; without --debug only tether's own one-liners show.
     logging.getLogger("asyncssh").setLevel(logging.DEBUG if debug else logging.CRITICAL)
-
-
-def _register() -> None:
-    from tether.cli.demo import demo
-    from tether.cli.start import start
-
-    cli.add_command(start)
-    cli.add_command(demo)
-
-
-_register()
 
 
 def main() -> None:

@@ -1,17 +1,18 @@
-"""Rendering for people (banner, spinner) and for programs (JSON); rich is imported lazily."""
+"""Rendering for people (banner, spinner, tables) and for programs (JSON).
+
+rich is imported only for the spinner, and only on a terminal, so `tether list` starts fast.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Self
 
 import click
-
-from tether.tunnel import Tunnel
 
 PHASE_TEXT = {
     "binding": "binding the local port",
@@ -22,24 +23,8 @@ PHASE_TEXT = {
 }
 
 
-def ready_record(tunnel: Tunnel) -> dict[str, Any]:
-    """The stable, machine-readable description of a ready tunnel."""
-    address = tunnel.address
-    assert address is not None
-    via = tunnel.spec.via
-    return {
-        "name": tunnel.spec.name,
-        "local_host": address.host,
-        "local_port": address.port,
-        "target": str(tunnel.spec.target),
-        "via": str(via) if via else None,
-        "pid": os.getpid(),
-    }
-
-
-def print_ready(tunnel: Tunnel, *, as_json: bool) -> None:
+def print_ready(record: dict[str, Any], *, as_json: bool, hint: bool = True) -> None:
     """Announce readiness: JSON on stdout, or a banner on stderr."""
-    record = ready_record(tunnel)
     if as_json:
         click.echo(json.dumps(record))
         sys.stdout.flush()
@@ -47,11 +32,45 @@ def print_ready(tunnel: Tunnel, *, as_json: bool) -> None:
     local = f"{record['local_host']}:{record['local_port']}"
     click.echo(
         f"tether: {record['name']} ready on {local} -> {record['target']} "
-        f"via {record['via'] or 'direct'} (pid {record['pid']})",
+        f"via {record['via'] or 'direct'} (id {record['id']}, pid {record['pid']})",
         err=True,
     )
-    if sys.stderr.isatty():
+    if hint and sys.stderr.isatty():
         click.echo("tether: press Ctrl-C to stop", err=True)
+
+
+def human_bytes(count: int | None) -> str:
+    if count is None:
+        return "-"
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}TiB"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain aligned table: quick to print, and easy to read back with awk."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in (headers, *rows)
+    ]
+    return "\n".join(lines)
 
 
 class Spinner(AbstractContextManager["Spinner"]):

@@ -1,18 +1,22 @@
-"""`tether start`: build a TunnelSpec from a profile and flags, then run it in the foreground."""
+"""`tether start`: build TunnelSpecs from profiles and flags, then hand them to a mode."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
 from tether.cli.render import Spinner, print_ready
 from tether.config import Setting, Settings, build_spec, find_config, load_config
-from tether.modes.foreground import run_foreground
+from tether.errors import TetherError, UsageError
 from tether.modes.pidfile import check_pid_file_location
+from tether.registry import Registry, new_id
 from tether.spec import TunnelSpec
-from tether.tunnel import Tunnel
 
 # Flags that map one-to-one onto profile keys: (click parameter name, profile key, flag spelling).
 FLAG_KEYS = (
@@ -26,10 +30,24 @@ FLAG_KEYS = (
     ("identity_file", "identity_file", "--identity-file"),
     ("known_hosts", "known_hosts", "--known-hosts"),
 )
+# Flags that describe a single tunnel, so they cannot go with several profiles.
+SINGLE_TUNNEL_FLAGS = ("to", "target_host", "target_port", "port", "name")
+MODE_FLAGS = "--foreground, --background, --run and -- are mutually exclusive"
 
 
-def spec_from_cli(
-    profile: str | None, config_path: str | None, flags: dict[str, object], name: str | None
+@dataclass(frozen=True)
+class StartRequest:
+    """A parsed `tether start`: what to open and which mode runs it."""
+
+    specs: tuple[TunnelSpec, ...]
+    mode: str  # foreground, background, run
+    command: str | tuple[str, ...] | None
+    pid_file: Path | None
+    as_json: bool
+
+
+def spec_from_flags(
+    profile: str | None, config_path: str | None, flags: dict[str, Any], name: str | None
 ) -> TunnelSpec:
     """Profile settings (if any) under flag overrides, validated once by build_spec."""
     path, required = find_config(config_path)
@@ -44,44 +62,226 @@ def spec_from_cli(
     return build_spec(settings, name=name or profile or "")
 
 
-@click.command()
-@click.argument("profile", required=False)
+def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRequest:
+    """Check the flags together and build every spec, before anything starts."""
+    profiles: tuple[str, ...] = params["profiles"]
+    chosen = [
+        flag
+        for flag, on in (
+            ("foreground", params["foreground"]),
+            ("background", params["background"]),
+            ("run", params["run"] is not None),
+            ("--", argv is not None),
+        )
+        if on
+    ]
+    if len(chosen) > 1:
+        raise UsageError(MODE_FLAGS)
+    mode = {"run": "run", "--": "run", "background": "background"}.get(
+        chosen[0] if chosen else "", "foreground"
+    )
+    if argv is not None and not argv:
+        raise UsageError("-- must be followed by a command")
+    if len(profiles) > 1:
+        if mode != "run":
+            raise UsageError("several profiles need --run or -- (one command for all tunnels)")
+        clashing = [
+            f"--{p.replace('_', '-')}" for p in SINGLE_TUNNEL_FLAGS if params.get(p) is not None
+        ]
+        if clashing:
+            raise UsageError(f"{', '.join(clashing)} cannot be used with several profiles")
+    specs = tuple(
+        spec_from_flags(profile, params["config_path"], params, params["name"])
+        for profile in (profiles or (None,))
+    )
+    pid_file = Path(params["pid_file"]).absolute() if params["pid_file"] else None
+    if pid_file is not None:
+        check_pid_file_location(pid_file)
+    command: str | tuple[str, ...] | None = params["run"] if argv is None else tuple(argv)
+    return StartRequest(specs, mode, command, pid_file, params["as_json"])
+
+
+class _StartCommand(click.Command):
+    """Splits off everything after `--` as the command's argv before click sees it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["tether.argv"] = args[cut + 1 :]
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_StartCommand)
+@click.argument("profiles", nargs=-1)
 @click.option("--to", metavar="HOST:PORT", help="Target address (overrides the profile's).")
 @click.option("--via", metavar="ssh://[USER@]HOST[:PORT]", help="Jump host; direct TCP without.")
 @click.option("--target-host", metavar="HOST", help="Override only the target host.")
 @click.option("--target-port", metavar="PORT", help="Override only the target port.")
 @click.option("--host", "-o", metavar="ADDR", help="Local address to bind [default: 127.0.0.1].")
 @click.option("--port", "-p", metavar="PORT", help="Local port; 0 picks a free one [default: 0].")
-@click.option("--name", metavar="NAME", help="Name shown in banners [default: profile or target].")
+@click.option(
+    "--name", metavar="NAME", help="Name in banners and lists [default: profile or target]."
+)
 @click.option("--foreground", "-fg", is_flag=True, help="Block until signalled (the default).")
+@click.option("--background", "-bg", is_flag=True, help="Detach; return once the tunnel is ready.")
+@click.option(
+    "--run", "-R", metavar="CMD", help="Run CMD through the shell once ready, then close."
+)
 @click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the pid here once ready.")
 @click.option("--timeout", metavar="SECONDS", help="Bound on getting ready [default: 30].")
 @click.option("--no-probe", is_flag=True, help="Do not test-connect to the target before ready.")
 @click.option("--identity-file", "-i", metavar="PATH", help="SSH private key to use.")
 @click.option("--known-hosts", metavar="PATH", help="known_hosts file to verify the server with.")
-@click.option("--config", "config_path", metavar="PATH", help="Config file [default: $TETHER_CONFIG "
-              "or ~/.config/tether/config.toml].")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file [default: $TETHER_CONFIG or ~/.config/tether/config.toml].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout when ready.")
-def start(
-    profile: str | None,
-    name: str | None,
-    foreground: bool,
-    pid_file: str | None,
-    config_path: str | None,
-    as_json: bool,
-    **flags: object,
-) -> None:
-    """Open a tunnel to PROFILE (or --to HOST:PORT) and hold it until signalled."""
-    spec = spec_from_cli(profile, config_path, flags, name)
-    pid_path = Path(pid_file).absolute() if pid_file else None
-    if pid_path is not None:
-        check_pid_file_location(pid_path)
-    with Spinner(spec.name) as spinner:
-        def ready(tunnel: Tunnel) -> None:
-            spinner.stop()
-            print_ready(tunnel, as_json=as_json)
+@click.option("--ready-fd", type=int, hidden=True)
+@click.option("--tunnel-id", hidden=True)
+@click.option("--log-file", hidden=True)
+@click.option("--as-background", is_flag=True, hidden=True)
+@click.pass_context
+def start(ctx: click.Context, /, **params: Any) -> None:
+    """Open a tunnel to PROFILE (or --to HOST:PORT) and keep it until signalled.
 
-        code = asyncio.run(
-            run_foreground(spec, on_ready=ready, on_phase=spinner.phase, pid_file=pid_path)
+    \b
+    tether start db                       # foreground, until Ctrl-C / SIGTERM / tether stop
+    tether start db --background          # detach once ready
+    tether start db --run 'psql -h $TETHER_HOST -p $TETHER_PORT'
+    tether start db cache -- ./migrate.sh # several tunnels for one command
+    """
+    req = parse_request(params, ctx.meta.get("tether.argv"))
+    registry = Registry.default()
+    if params["as_background"]:
+        raise SystemExit(_background_child(req, registry, params))
+    if req.mode == "background":
+        raise SystemExit(_background_parent(ctx, req, registry))
+    if req.mode == "run":
+        raise SystemExit(_run(req, registry))
+    raise SystemExit(_foreground(req, registry))
+
+
+def _foreground(req: StartRequest, registry: Registry) -> int:
+    from tether.modes.foreground import run_foreground
+
+    spec = req.specs[0]
+    with Spinner(spec.name) as spinner:
+
+        def ready(hosted: Any) -> None:
+            spinner.stop()
+            print_ready(hosted.ready_record(), as_json=req.as_json)
+
+        return asyncio.run(
+            run_foreground(
+                spec, registry, on_ready=ready, on_phase=spinner.phase, pid_file=req.pid_file
+            )
         )
-    raise SystemExit(code)
+
+
+def _run(req: StartRequest, registry: Registry) -> int:
+    from tether.modes.run import run_command
+
+    assert req.command is not None
+    with Spinner(", ".join(s.name for s in req.specs)) as spinner:
+
+        def ready(tunnels: Sequence[Any]) -> None:
+            spinner.stop()
+            for hosted in tunnels:
+                print_ready(hosted.ready_record(), as_json=req.as_json, hint=False)
+
+        return asyncio.run(
+            run_command(
+                req.specs,
+                registry,
+                req.command,
+                on_ready=ready,
+                on_phase=spinner.phase,
+                pid_file=req.pid_file,
+            )
+        )
+
+
+def _background_parent(ctx: click.Context, req: StartRequest, registry: Registry) -> int:
+    from tether.modes.background import launch, state_directory
+
+    entry_id = new_id()
+    log_file = state_directory() / f"{entry_id}.log"
+    argv = [
+        "start",
+        *_child_args(ctx),
+        "--as-background",
+        "--tunnel-id",
+        entry_id,
+        "--log-file",
+        str(log_file),
+    ]
+    spec = req.specs[0]
+    with Spinner(spec.name):
+        record = launch(
+            argv, entry_id=entry_id, log_file=log_file, timeout=spec.timeout, registry=registry
+        )
+    print_ready(record, as_json=req.as_json, hint=False)
+    return 0
+
+
+def _child_args(ctx: click.Context) -> list[str]:
+    """The parent's own flags, for the child, less those that only concern the parent."""
+    skip = {
+        "background",
+        "foreground",
+        "as_json",
+        "ready_fd",
+        "tunnel_id",
+        "log_file",
+        "as_background",
+        "profiles",
+    }
+    args: list[str] = list(ctx.params["profiles"])
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name in skip or value in (None, False) or not isinstance(param, click.Option):
+            continue
+        flag = max(param.opts, key=len)
+        if param.name == "pid_file":
+            value = str(Path(value).absolute())
+        args += [flag] if param.is_flag else [flag, str(value)]
+    return args
+
+
+def _background_child(req: StartRequest, registry: Registry, params: dict[str, Any]) -> int:
+    from tether.modes.background import report
+    from tether.modes.foreground import run_foreground
+
+    # The pipe is used once: after the report its fd number may be reused by something else.
+    pipe: list[int] = [params["ready_fd"]] if params["ready_fd"] is not None else []
+
+    def send(message: dict[str, Any]) -> None:
+        if pipe:
+            report(pipe.pop(), message)
+
+    def ready(hosted: Any) -> None:
+        record = hosted.ready_record()
+        print_ready(record, as_json=False, hint=False)
+        send({"ready": record})
+
+    try:
+        return asyncio.run(
+            run_foreground(
+                req.specs[0],
+                registry,
+                on_ready=ready,
+                pid_file=req.pid_file,
+                mode="background",
+                entry_id=params["tunnel_id"],
+                log_file=params["log_file"],
+            )
+        )
+    except TetherError as exc:
+        send({"error": str(exc), "exit_code": exc.exit_code})
+        raise
+    finally:
+        sys.stderr.flush()

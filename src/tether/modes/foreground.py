@@ -1,54 +1,79 @@
-"""Foreground mode: hold the tunnel open until a stop signal, as a systemd service would."""
+"""Foreground mode: hold the tunnel open until a stop signal or `tether stop`, as systemd wants."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tether.errors import Interrupted
+from tether.modes.hosted import HostedTunnel
 from tether.modes.pidfile import remove_pid_file, write_pid_file
 from tether.modes.signals import StopRequest, capture_stop_signals
+from tether.registry import Registry
 from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
-from tether.tunnel import Tunnel
+
+CONTROL_STOP = 0  # the "signal number" recorded when `tether stop` asks us to stop
 
 
-async def start_until_ready(tunnel: Tunnel, stop: StopRequest) -> None:
-    """Start ``tunnel``; a stop signal before it is ready cancels the start and raises."""
-    starting = asyncio.ensure_future(tunnel.start())
-    stopping = asyncio.ensure_future(stop.event.wait())
+async def start_all(tunnels: Sequence[HostedTunnel], stop: StopRequest) -> None:
+    """Start every tunnel; all must get ready, or none is left open.
+
+    A stop signal before then cancels the starts and raises Interrupted; otherwise the first
+    failure (in the order given) is raised.
+    """
+    starting: asyncio.Future[Any] = asyncio.gather(
+        *(t.start() for t in tunnels), return_exceptions=True
+    )
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.event.wait())
     try:
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
     if not starting.done():
         starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
-        await tunnel.close()
+        await asyncio.gather(*(t.close() for t in tunnels))
         raise Interrupted("interrupted before the tunnel was ready", signum=stop.signum or 2)
-    starting.result()
+    failures = [r for r in starting.result() if isinstance(r, BaseException)]
+    if failures:
+        await asyncio.gather(*(t.close() for t in tunnels))
+        raise failures[0]
 
 
 async def run_foreground(
     spec: TunnelSpec,
+    registry: Registry,
     *,
-    on_ready: Callable[[Tunnel], None],
+    on_ready: Callable[[HostedTunnel], None],
     on_phase: PhaseCallback | None = None,
     pid_file: Path | None = None,
+    mode: str = "foreground",
+    entry_id: str | None = None,
+    log_file: str | None = None,
 ) -> int:
-    """Run one tunnel until SIGINT, SIGTERM or SIGHUP; a graceful stop exits 0."""
+    """Run one tunnel until SIGINT, SIGTERM, SIGHUP or a control `stop`; that exits 0."""
     stop = StopRequest()
     with capture_stop_signals(stop):
-        tunnel = Tunnel(spec, on_phase=on_phase)
-        await start_until_ready(tunnel, stop)
+        hosted = HostedTunnel(
+            spec,
+            registry,
+            mode,
+            on_stop=lambda: stop.set(CONTROL_STOP),
+            on_phase=on_phase,
+            entry_id=entry_id,
+            log_file=log_file,
+        )
+        await start_all([hosted], stop)
         try:
             if pid_file is not None:
                 write_pid_file(pid_file)
-            on_ready(tunnel)
+            on_ready(hosted)
             await stop.wait()
         finally:
-            await tunnel.close()
+            await hosted.close()
             if pid_file is not None:
                 remove_pid_file(pid_file)
     return 0

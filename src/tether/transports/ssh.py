@@ -73,7 +73,8 @@ class SshTransport(Transport):
 
     def _connect_options(self, known_hosts: str | bytes) -> dict[str, Any]:
         ciphers = list(PREFERRED_CIPHERS) + [
-            alg.decode() for alg in asyncssh.encryption.get_default_encryption_algs()
+            alg.decode()
+            for alg in asyncssh.encryption.get_default_encryption_algs()
             if alg.decode() not in PREFERRED_CIPHERS
         ]
         kwargs: dict[str, Any] = {
@@ -111,14 +112,18 @@ class SshTransport(Transport):
                 f"cannot load SSH key: {exc}", hint="load encrypted keys into ssh-agent"
             ) from exc
         except asyncssh.DisconnectError as exc:
-            raise TransportUnreachableError(f"SSH server {self.via} disconnected: {exc.reason}") from exc
+            raise TransportUnreachableError(
+                f"SSH server {self.via} disconnected: {exc.reason}"
+            ) from exc
         except socket.gaierror as exc:
             raise TransportUnreachableError(
                 f"cannot resolve SSH server {self.via.host}: {exc.strerror}"
             ) from exc
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise TransportUnreachableError(f"cannot reach SSH server {self.via}: {reason}") from exc
+            raise TransportUnreachableError(
+                f"cannot reach SSH server {self.via}: {reason}"
+            ) from exc
 
     async def _host_key_error(self, known_hosts: str | bytes) -> TetherError:
         """Explain a host-key failure: which key the server showed and how to trust it."""
@@ -142,11 +147,13 @@ class SshTransport(Transport):
             return HostKeyError(
                 f"host key for {host} does not match {where} (server offers {fingerprint}); "
                 "this may be an attack",
-                hint=f"if the change is expected, remove the old key: ssh-keygen -R '{host}' -f {where}",
+                hint=f"if the change is expected, remove the old key: "
+                f"ssh-keygen -R '{host}' -f {where}",
             )
         return HostKeyError(
             f"host key for {host} is not in {where} (server offers {fingerprint})",
-            hint=f"after checking the fingerprint, trust it: ssh-keyscan -p {via.port} {via.host} >> {where}",
+            hint=f"after checking the fingerprint, trust it: "
+            f"ssh-keyscan -p {via.port} {via.host} >> {where}",
         )
 
     async def open(self, target: Endpoint, end: End) -> Conduit:
@@ -154,8 +161,11 @@ class SshTransport(Transport):
             raise TransportUnreachableError(f"SSH connection to {self.via} is not open")
         try:
             channel, _ = await self._conn.create_connection(
-                lambda: end, target.host, target.port,
-                window=CHANNEL_WINDOW, max_pktsize=CHANNEL_PACKET,
+                lambda: end,
+                target.host,
+                target.port,
+                window=CHANNEL_WINDOW,
+                max_pktsize=CHANNEL_PACKET,
             )
         except asyncssh.ChannelOpenError as exc:
             raise TargetUnreachableError(

@@ -1,0 +1,133 @@
+"""`tether shell`: a prompt where start, list, stop and help work; batch mode without a TTY."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+import click
+
+from tether.cli.list import render_list
+from tether.cli.render import print_ready
+from tether.cli.start import parse_request, start
+from tether.errors import TetherError, UsageError
+from tether.manage import list_tunnels, select_entries, stop_tunnels
+from tether.modes.shell import ShellSession
+from tether.registry import Registry
+
+HELP = """commands:
+  start PROFILE|--to HOST:PORT [flags]   open a tunnel here (same flags as `tether start`)
+  list                                   every tunnel of this user, from any process
+  stop ID|NAME|PORT... | --all           stop tunnels (this shell's, or any other process's)
+  help                                   this text
+  exit                                   close this shell's tunnels and leave (also Ctrl-D)"""
+
+
+def _start(session: ShellSession, args: list[str]) -> None:
+    ctx = start.make_context("start", args)
+    params: dict[str, Any] = ctx.params
+    argv = ctx.meta.get("tether.argv")
+    if params["run"] is not None or argv is not None:
+        raise UsageError("--run and -- are not available in the shell; use `tether start`")
+    for flag in ("foreground", "background"):
+        if params[flag]:
+            click.echo(
+                f"tether: note: --{flag} is not needed here; the tunnel runs in this "
+                "shell until you stop it or leave",
+                err=True,
+            )
+            params[flag] = False
+    request = parse_request(params, None)
+    for spec in request.specs:
+        hosted = session.start(spec)
+        print_ready(hosted.ready_record(), as_json=request.as_json, hint=False)
+
+
+def _stop(session: ShellSession, args: list[str]) -> None:
+    every = "--all" in args
+    selectors = [a for a in args if a != "--all"]
+    entries = select_entries(session.registry, selectors, every=every)
+    others = []
+    for entry in entries:
+        if session.owns(entry.id):
+            session.stop(entry.id)
+            click.echo(f"tether: stopped {entry.id} ({entry.name})", err=True)
+        else:
+            others.append(entry)
+    for result in stop_tunnels(session.registry, others, timeout=10):
+        click.echo(
+            f"tether: stopped {result.entry.id} ({result.entry.name}, pid {result.entry.pid})",
+            err=True,
+        )
+
+
+def execute(session: ShellSession, line: str) -> bool:
+    """Run one command line; False means leave the shell."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot parse the line: {exc}") from None
+    if not words:
+        return True
+    command, args = words[0], words[1:]
+    if command in ("exit", "quit"):
+        return False
+    if command == "help":
+        click.echo(HELP)
+    elif command == "start":
+        _start(session, args)
+    elif command in ("list", "ls"):
+        click.echo(render_list(list_tunnels(session.registry), as_json="--json" in args))
+    elif command == "stop":
+        _stop(session, args)
+    else:
+        raise UsageError(f"unknown command {command!r}; try help")
+    return True
+
+
+def _read(interactive: bool) -> str | None:
+    if interactive:
+        try:
+            return input("tether> ")
+        except EOFError:
+            click.echo()
+            return None
+    line = sys.stdin.readline()
+    return line if line else None
+
+
+def _leave(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@click.command()
+def shell() -> None:
+    """An interactive prompt; tunnels started here live until stopped or the shell exits.
+
+    Without a terminal on stdin, reads one command per line and never prompts.
+    """
+    interactive = sys.stdin.isatty()
+    session = ShellSession(Registry.default())
+    status = 0
+    previous = signal.signal(signal.SIGTERM, _leave)
+    try:
+        while True:
+            try:
+                line = _read(interactive)
+                if line is None or not execute(session, line):
+                    break
+            except KeyboardInterrupt:
+                click.echo()
+            except click.ClickException as exc:
+                exc.show()
+                status = exc.exit_code
+            except TetherError as exc:
+                click.echo(f"tether: error: {exc}", err=True)
+                status = exc.exit_code
+    finally:
+        session.close()
+        signal.signal(signal.SIGTERM, previous)
+    raise SystemExit(0 if interactive else status)

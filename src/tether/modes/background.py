@@ -1,0 +1,143 @@
+"""Background mode: a detached tether process that tells its parent, over a pipe, when it is ready.
+
+The parent never polls: it blocks on the pipe (bounded by the timeout) and gets either the ready
+record or the child's one-line error and exit code. A child that dies silently closes the pipe,
+which the parent sees at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ReadinessTimeoutError, TetherError
+from tether.registry import Registry
+
+# Extra seconds the parent waits beyond --timeout, so the child can report its own, more
+# precise, timeout error first.
+REPORT_GRACE = 3.0
+STOP_GRACE = 5.0
+LOGS_KEPT = 50
+
+
+class ChildFailed(TetherError):
+    """The background child failed before ready; carries the child's own exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def state_directory() -> Path:
+    """Where background logs go: the user's state dir (~/.local/state/tether/logs), 0700."""
+    import platformdirs
+
+    path = Path(platformdirs.user_state_dir("tether")) / "logs"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def prune_logs(directory: Path, live_ids: set[str], keep: int = LOGS_KEPT) -> None:
+    """Drop the oldest logs of finished tunnels beyond ``keep``: logs outlive tunnels, not
+    forever."""
+    logs = sorted(directory.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in logs[keep:]:
+        if path.stem not in live_ids:
+            path.unlink(missing_ok=True)
+
+
+def open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
+def launch(
+    argv: list[str], *, entry_id: str, log_file: Path, timeout: float, registry: Registry
+) -> dict[str, Any]:
+    """Start ``tether <argv>`` detached and return its ready record once it reports ready."""
+    prune_logs(log_file.parent, {entry.id for entry in registry.entries()})
+    read_end, write_end = os.pipe()
+    log_fd = open_log(log_file)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", *argv, "--ready-fd", str(write_end)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            pass_fds=(write_end,),
+            start_new_session=True,
+        )
+    finally:
+        os.close(write_end)
+        os.close(log_fd)
+    try:
+        message = _read_report(read_end, timeout + REPORT_GRACE)
+    finally:
+        os.close(read_end)
+    if message is None:
+        _stop_child(proc, registry, entry_id)
+        raise ReadinessTimeoutError(
+            f"background tunnel not ready after {timeout:g}s; stopped it", hint=f"log: {log_file}"
+        )
+    if "error" in message:
+        proc.wait(STOP_GRACE)
+        raise ChildFailed(str(message["error"]), int(message.get("exit_code", 1)))
+    if "ready" not in message:
+        code = proc.wait(STOP_GRACE)
+        registry.discard(entry_id)
+        raise ChildFailed(
+            f"background tunnel exited with status {code} before ready (log: {log_file})", code or 1
+        )
+    return dict(message["ready"])
+
+
+def _read_report(fd: int, timeout: float) -> dict[str, Any] | None:
+    """The child's one JSON report; {} if it closed the pipe without one; None on timeout."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        report = json.loads(data.split(b"\n", 1)[0])
+    except ValueError:
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _stop_child(proc: subprocess.Popen[bytes], registry: Registry, entry_id: str) -> None:
+    """Stop a child that missed its deadline and make sure it left no entry behind."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    registry.discard(entry_id)
+
+
+def report(fd: int, message: dict[str, Any]) -> None:
+    """Child side: send the one report to the parent and close the pipe."""
+    try:
+        os.write(fd, json.dumps(message).encode() + b"\n")
+    except OSError:
+        pass  # the parent gave up waiting; the log still has everything
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -1,0 +1,72 @@
+"""Shell mode: tunnels that live inside an interactive tether process until stopped or exit."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from tether.modes.hosted import HostedTunnel
+from tether.registry import Registry
+from tether.spec import TunnelSpec
+
+T = TypeVar("T")
+
+
+class ShellSession:
+    """Runs an event loop in a helper thread so the prompt can block on input meanwhile.
+
+    Tunnels are registered with mode "shell": other processes list them and can stop them
+    through their control sockets, which this loop serves.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.tunnels: dict[str, HostedTunnel] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tether-shell", daemon=True
+        )
+        self._thread.start()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def start(self, spec: TunnelSpec) -> HostedTunnel:
+        """Open a tunnel in this process; returns once it is ready."""
+        holder: list[HostedTunnel] = []
+
+        async def on_stop() -> None:  # a `tether stop` from any process, in the loop thread
+            await self._close(holder[0])
+
+        hosted = HostedTunnel(spec, self.registry, "shell", on_stop=on_stop)
+        holder.append(hosted)
+        self._call(hosted.start())
+        self.tunnels[hosted.id] = hosted
+        return hosted
+
+    def owns(self, entry_id: str) -> bool:
+        return entry_id in self.tunnels
+
+    def stop(self, entry_id: str) -> None:
+        hosted = self.tunnels.get(entry_id)
+        if hosted is not None:
+            self._call(self._close(hosted))
+
+    async def _close(self, hosted: HostedTunnel) -> None:
+        self.tunnels.pop(hosted.id, None)
+        await hosted.close()
+
+    def close(self) -> None:
+        """Close every tunnel of the session and stop the loop."""
+
+        async def close_all() -> None:
+            await asyncio.gather(*(self._close(h) for h in list(self.tunnels.values())))
+
+        try:
+            self._call(close_all())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()

@@ -1,0 +1,201 @@
+"""The registry: private directory checks, lock-based liveness, reservations, corrupt entries."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tether import procs
+from tether.errors import PortInUseError, RegistryError
+from tether.registry import Registry, default_directory
+
+
+def fields(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = dict(
+        name="db",
+        mode="foreground",
+        local_host="127.0.0.1",
+        local_port=15432,
+        target_host="db",
+        target_port=5432,
+        via=None,
+        log_file=None,
+    )
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "run")
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["sleep", "300"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_directory_is_created_private(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "a" / "run")
+    assert (registry.directory.stat().st_mode & 0o777) == 0o700
+
+
+def test_location_precedence(tmp_path: Path) -> None:
+    assert default_directory({"TETHER_RUNTIME_DIR": "/x", "XDG_RUNTIME_DIR": "/y"}) == Path("/x")
+    assert default_directory({"XDG_RUNTIME_DIR": "/y"}) == Path("/y/tether")
+    assert default_directory({}).name == f"tether-{os.getuid()}"
+
+
+def test_group_writable_directory_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run"
+    path.mkdir()
+    path.chmod(0o770)
+    with pytest.raises(RegistryError, match=r"group- or world-writable \(mode 0770\)"):
+        Registry(path)
+
+
+def test_symlinked_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "run").symlink_to(tmp_path / "real")
+    with pytest.raises(RegistryError, match="is a symlink"):
+        Registry(tmp_path / "run")
+
+
+def test_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run"
+    path.mkdir(mode=0o700)
+    if os.getuid() == 0:
+        os.chown(path, 65534, 65534)
+    else:
+        path = Path("/usr")  # owned by root, and not by us
+    with pytest.raises(RegistryError, match="is owned by uid"):
+        Registry(path)
+
+
+def test_entry_lives_while_its_lock_is_held(registry: Registry) -> None:
+    registration = registry.register(**fields())
+    entry = registration.entry
+    assert [e.id for e in registry.entries()] == [entry.id]
+    assert registry.is_verified(entry)
+    on_disk = json.loads((registry.directory / f"{entry.id}.json").read_text())
+    assert on_disk["pid"] == os.getpid() and on_disk["started"].endswith("Z")
+    assert (registry.directory / f"{entry.id}.json").stat().st_mode & 0o777 == 0o600
+    registration.remove()
+    assert registry.entries() == []
+    assert list(registry.directory.iterdir()) == []
+
+
+def test_free_lock_means_dead_even_if_the_pid_lives(
+    registry: Registry, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """A recycled pid (here: a live, unrelated process) never makes a stale entry look alive."""
+    forged = fields()
+    start = procs.start_time(sleeper.pid)
+    entry = {
+        "id": "deadbeef",
+        "pid": sleeper.pid,
+        "proc_start": start,
+        "started": "x",
+        "control": str(registry.directory / "deadbeef.sock"),
+        **forged,
+    }
+    (registry.directory / "deadbeef.json").write_text(json.dumps(entry))
+    (registry.directory / "deadbeef.lock").write_text("")
+    assert registry.entries() == []
+    assert not (registry.directory / "deadbeef.json").exists()
+    assert sleeper.poll() is None
+
+
+def test_lock_held_by_another_pid_is_not_verified(
+    registry: Registry, sleeper: subprocess.Popen[bytes]
+) -> None:
+    registration = registry.register(**fields())
+    path = registry.directory / f"{registration.entry.id}.json"
+    forged = json.loads(path.read_text())
+    forged.update(pid=sleeper.pid, proc_start=procs.start_time(sleeper.pid))
+    path.write_text(json.dumps(forged))
+    (entry,) = registry.entries()
+    assert registry.is_alive(entry)  # the lock is held...
+    assert not registry.is_verified(entry)  # ...but not by the pid the entry names
+    registration.remove()
+
+
+def test_corrupt_entry_is_skipped_and_removed(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = registry.register(**fields())
+    (registry.directory / "0badc0de.json").write_text("{not json")
+    (registry.directory / "0badc0de.lock").write_text("")
+    assert [e.id for e in registry.entries()] == [live.entry.id]
+    assert "warning: removed corrupt registry entry" in capsys.readouterr().err
+    assert not (registry.directory / "0badc0de.json").exists()
+    live.remove()
+
+
+@pytest.mark.parametrize(
+    ("held", "wanted"),
+    [
+        ("127.0.0.1", "localhost"),
+        ("0.0.0.0", "127.0.0.1"),
+        ("127.0.0.1", "0.0.0.0"),
+        ("127.0.0.2", "127.0.0.2"),
+    ],
+)
+def test_overlapping_reservation_fails_naming_the_tunnel(
+    registry: Registry, held: str, wanted: str
+) -> None:
+    registration = registry.register(**fields(name="holder", local_host=held))
+    with pytest.raises(PortInUseError) as info, registry.reserving(wanted, 15432):
+        pass
+    message = str(info.value)
+    assert f"in use by tether tunnel {registration.entry.id} (holder, pid {os.getpid()})" in message
+    registration.remove()
+
+
+def test_distinct_addresses_do_not_clash(registry: Registry) -> None:
+    registration = registry.register(**fields(local_host="127.0.0.2"))
+    with registry.reserving("127.0.0.3", 15432):
+        pass
+    with registry.reserving("127.0.0.2", 15433):
+        pass
+    registration.remove()
+
+
+def test_find_by_id_prefix_name_and_port(registry: Registry) -> None:
+    a = registry.register(**fields(name="db", local_port=1111))
+    b = registry.register(**fields(name="db", local_port=2222))
+    found = registry.find([a.entry.id, a.entry.id[:5], "db", "2222", "nope"])
+    assert found[a.entry.id] == [a.entry]
+    assert found[a.entry.id[:5]] == [a.entry]
+    assert {e.id for e in found["db"]} == {a.entry.id, b.entry.id}
+    assert found["2222"] == [b.entry]
+    assert found["nope"] == []
+    a.remove()
+    b.remove()
+
+
+def test_discard_leaves_a_live_owner_alone(registry: Registry) -> None:
+    registration = registry.register(**fields())
+    registry.discard(registration.entry.id)
+    assert registry.entries() == [registration.entry]
+    registration.remove()
+
+
+def test_flock_holders_reads_proc_locks(tmp_path: Path) -> None:
+    path = tmp_path / "l"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        assert procs.flock_holders(path) == set()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert procs.flock_holders(path) == {os.getpid()}
+    finally:
+        os.close(fd)
