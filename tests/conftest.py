@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 from servers import AsyncSshServer, EchoServer, SilentServer
 from sshd_server import SshdServer, require_sshd
 from tether_process import TetherRunner
+
+
+FIGURES: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def figures() -> dict[str, str]:
+    """Measurements a test reports; printed at the end of the run for the closing note."""
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("tether figures measured in this run")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")
 
 
 @pytest.fixture(scope="session")

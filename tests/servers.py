@@ -13,8 +13,8 @@ import asyncssh
 class _ThreadedServer:
     """A loopback listener with a thread per connection; stops and joins everything on exit."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port), backlog=512)
         self.port: int = self.sock.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
         self._conns: list[socket.socket] = []

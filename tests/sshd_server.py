@@ -155,7 +155,7 @@ class SshdServer:
         self.start()
 
     def freeze(self) -> None:
-        # Only the listener stops: new connections hang before the banner, sessions live on.
+        """Stop the listener and every session: to clients, the peer went silent."""
         self._signal(signal.SIGSTOP)
         self._frozen = True
 
@@ -166,7 +166,11 @@ class SshdServer:
     def _signal(self, sig: signal.Signals) -> None:
         if self._proc is None or self._proc.poll() is not None:
             raise RuntimeError("sshd is not running")
-        self._proc.send_signal(sig)
+        for pid in [self._proc.pid, *_descendants(self._proc.pid)]:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
     def _write_files(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

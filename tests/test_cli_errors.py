@@ -111,7 +111,10 @@ def test_timeout_against_silent_server(
         (["--to", "db"], "--to: expected HOST:PORT"),
         (["--to", "db:5432", "--via", "http://x"], "unsupported scheme 'http'"),
         (["--to", "db:5432", "--via", "ssh://u:pw@x"], "passwords are not accepted"),
-        (["--to", "db:5432", "--timeout", "-3"], "--timeout: expected a positive number"),
+        (
+            ["--to", "db:5432", "--timeout", "-3"],
+            "--timeout: expected a duration like 30s, 5m or 2h",
+        ),
         (["--to", "db:5432", "--target-port", "0"], "--target-port: expected an integer 1-65535"),
         (["nope"], "unknown profile 'nope'"),
         (["--to", "db:1", "--pid-file", "/nonexistent/dir/x.pid"], "directory does not exist"),

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,24 @@ def test_unsafe_registry_is_refused(tether: TetherRunner) -> None:
     directory.chmod(0o777)
     code, _, err = tether.run("list")
     assert code == 2 and f"registry directory {directory} is group- or world-writable" in err
+
+
+def test_list_does_not_import_asyncssh(tether: TetherRunner) -> None:
+    probe = (
+        "import sys\n"
+        "from tether.cli import cli\n"
+        "try:\n"
+        "    cli(['list'], prog_name='tether')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncssh', 'rich')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=tether.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import signal
 import subprocess
 import sys
-import time
 
 from servers import EchoServer, SilentServer
 from sshd_server import SshdServer
-from tether_process import TetherRunner
-
-
-def read_pty_until(fd: int, text: str, deadline: float = 20.0) -> str:
-    seen = b""
-    end = time.monotonic() + deadline
-    while text.encode() not in seen:
-        left = end - time.monotonic()
-        assert left > 0, f"no {text!r} on the terminal; saw {seen!r}"
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            seen += os.read(fd, 65536)
-    return seen.decode(errors="replace")
+from tether_process import TetherRunner, read_pty_until
 
 
 def test_spinner_on_a_terminal(

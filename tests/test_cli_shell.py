@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
+import sys
 
 from servers import EchoServer
-from tether_process import TetherRunner
+from tether_process import TetherRunner, read_pty_until
 
 
 def test_batch_start_list_stop(tether: TetherRunner, echo_server: EchoServer) -> None:
@@ -57,3 +60,30 @@ def test_batch_errors_set_the_status(tether: TetherRunner) -> None:
     shell.proc.stdin.close()
     assert shell.finish() == 2
     assert "unknown command 'bogus'" in shell.stderr and "commands:" in shell.stdout
+
+
+def test_interactive_prompt(tether: TetherRunner, echo_server: EchoServer) -> None:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether", "shell"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=tether.env,
+    )
+    os.close(slave)
+    try:
+        read_pty_until(master, "tether> ")
+        os.write(master, b"help\n")
+        read_pty_until(master, "commands:")
+        os.write(master, f"start --to {echo_server.address} --name tty\n".encode())
+        read_pty_until(master, "tty ready on")
+        assert [e["mode"] for e in tether.list_json()] == ["shell"]
+        os.write(master, b"exit\n")
+        assert proc.wait(timeout=30) == 0
+        assert tether.list_json() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)

@@ -138,3 +138,15 @@ class TetherRunner:
             if process.proc.poll() is None:
                 process.send_signal(signal.SIGKILL)
             process.kill()
+
+
+def read_pty_until(fd: int, text: str, deadline: float = 20.0) -> str:
+    seen = b""
+    end = time.monotonic() + deadline
+    while text.encode() not in seen:
+        left = end - time.monotonic()
+        assert left > 0, f"no {text!r} on the terminal; saw {seen!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            seen += os.read(fd, 65536)
+    return seen.decode(errors="replace")

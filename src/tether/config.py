@@ -12,24 +12,40 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import ConfigError, UsageError
-from tether.spec import Endpoint, SshOptions, TunnelSpec, Via, parse_host, parse_port
+from tether.spec import (
+    Endpoint,
+    SshOptions,
+    TunnelSpec,
+    Via,
+    parse_duration,
+    parse_host,
+    parse_port,
+)
 
 CONFIG_ENV = "TETHER_CONFIG"
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 # Keys a profile (or [defaults]) may set, with the type TOML must give them.
+DURATION = (int, float, str)
 PROFILE_KEYS: dict[str, tuple[type, ...]] = {
     "to": (str,),
     "via": (str,),
     "host": (str,),
     "port": (int, str),
-    "timeout": (int, float),
+    "timeout": DURATION,
     "probe": (bool,),
     "identity_file": (str, list),
     "known_hosts": (str,),
-    "keepalive_interval": (int, float),
+    "keepalive_interval": DURATION,
     "keepalive_count_max": (int,),
-    "connect_timeout": (int, float),
+    "connect_timeout": DURATION,
+    "reconnect": (bool,),
+    "max_retries": (int, str),
+    "backoff_initial": DURATION,
+    "backoff_max": DURATION,
+    "drain": DURATION,
+    "ttl": DURATION,
+    "idle_timeout": DURATION,
 }
 
 
@@ -162,17 +178,18 @@ def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
-def build_spec(settings: Settings, *, name: str = "") -> TunnelSpec:
+RUN_MAX_RETRIES = 5  # a command should fail, not wait forever, on a tunnel that stays down
+
+
+def build_spec(settings: Settings, *, name: str = "", run_mode: bool = False) -> TunnelSpec:
     """Validate raw settings (from a profile, flags or both) into a TunnelSpec.
 
-    Each error names where the bad value came from: a file and key, or a flag.
+    Each error names where the bad value came from: a file and key, or a flag. In run mode,
+    reconnect attempts are bounded unless the settings say otherwise.
     """
 
-    def get(key: str) -> Setting | None:
-        return settings.get(key)
-
     def check(key: str, parse: Any) -> Any:
-        setting = get(key)
+        setting = settings.get(key)
         if setting is None:
             return None
         try:
@@ -194,49 +211,55 @@ def build_spec(settings: Settings, *, name: str = "") -> TunnelSpec:
         target_host if target_host is not None else target.host,
         target_port if target_port is not None else target.port,
     )
-    listen_host = check("host", lambda v: parse_host(v, what="host")) or "127.0.0.1"
-    listen_port = check("port", lambda v: parse_port(v, what="port"))
-    via = check("via", lambda v: Via.parse(v, what="via"))
-    timeout = check("timeout", _seconds)
-    ssh_parsers: dict[str, tuple[str, Any]] = {
-        "identity_file": ("identity_files", _paths),
-        "known_hosts": ("known_hosts", lambda v: str(Path(v).expanduser())),
-        "keepalive_interval": ("keepalive_interval", lambda v: _seconds(v, zero=True)),
-        "keepalive_count_max": ("keepalive_count_max", _count),
-        "connect_timeout": ("connect_timeout", _seconds),
-    }
-    ssh_values = {fname: check(key, parse) for key, (fname, parse) in ssh_parsers.items()}
-    ssh = SshOptions(**{k: v for k, v in ssh_values.items() if v is not None})
-    probe = get("probe")
+    listen = Endpoint(
+        check("host", lambda v: parse_host(v, what="host")) or "127.0.0.1",
+        check("port", lambda v: parse_port(v, what="port")) or 0,
+    )
+    ssh_values = {field: check(key, parse) for key, (field, parse) in SSH_KEYS.items()}
+    values = {field: check(key, parse) for key, (field, parse) in SPEC_KEYS.items()}
+    retries = check("max_retries", _retries)
+    if retries is not None:
+        values["max_retries"] = None if retries == UNLIMITED else retries
+    elif run_mode:
+        values["max_retries"] = RUN_MAX_RETRIES
     return TunnelSpec(
         target=target,
-        listen=Endpoint(listen_host, listen_port or 0),
-        via=via,
+        listen=listen,
+        via=check("via", lambda v: Via.parse(v, what="via")),
         name=name,
-        timeout=timeout if timeout is not None else TunnelSpec.timeout,
-        probe=True if probe is None else bool(probe.value),
-        ssh=ssh,
+        ssh=SshOptions(**{k: v for k, v in ssh_values.items() if v is not None}),
+        **{k: v for k, v in values.items() if v is not None or k == "max_retries"},
     )
 
 
-def _seconds(value: Any, *, zero: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if (
-        isinstance(value, bool)
-        or not (number >= 0 if zero else number > 0)
-        or number == float("inf")
-    ):
-        kind = "a non-negative" if zero else "a positive"
-        raise UsageError(f"seconds: expected {kind} number of seconds, got {_show(value)}")
-    return number
+UNLIMITED = -1
+
+
+def _duration(value: Any, *, zero: bool = False) -> float:
+    if zero and value in (0, "0"):
+        return 0.0
+    return parse_duration(value, what="duration")
+
+
+def _retries(value: Any) -> int:
+    if value == "unlimited":
+        return UNLIMITED
+    text = str(value)
+    if isinstance(value, bool) or not text.isdigit():
+        raise UsageError(f'retries: expected a count or "unlimited", got {_show(value)}')
+    return int(text)
 
 
 def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    text = str(value)
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
         raise UsageError(f"count: expected a positive integer, got {_show(value)}")
+    return int(text)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"flag: expected true or false, got {_show(value)}")
     return value
 
 
@@ -245,3 +268,23 @@ def _paths(value: Any) -> tuple[str, ...]:
     if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
         raise UsageError(f"identity_file: expected a path or a list of paths, got {_show(value)}")
     return tuple(str(Path(i).expanduser()) for i in items)
+
+
+# Profile keys (and their flags) that map onto one field: key -> (field, parser).
+SPEC_KEYS: dict[str, tuple[str, Any]] = {
+    "timeout": ("timeout", _duration),
+    "probe": ("probe", _bool),
+    "reconnect": ("reconnect", _bool),
+    "backoff_initial": ("backoff_initial", _duration),
+    "backoff_max": ("backoff_max", _duration),
+    "drain": ("drain", lambda v: _duration(v, zero=True)),
+    "ttl": ("ttl", _duration),
+    "idle_timeout": ("idle_timeout", _duration),
+}
+SSH_KEYS: dict[str, tuple[str, Any]] = {
+    "identity_file": ("identity_files", _paths),
+    "known_hosts": ("known_hosts", lambda v: str(Path(v).expanduser())),
+    "keepalive_interval": ("keepalive_interval", lambda v: _duration(v, zero=True)),
+    "keepalive_count_max": ("keepalive_count_max", _count),
+    "connect_timeout": ("connect_timeout", _duration),
+}

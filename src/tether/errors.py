@@ -8,16 +8,17 @@ code  class                      meaning
 0     -                          success, or a graceful stop by signal
 1     TetherError                unexpected internal failure
 2     UsageError / ConfigError   bad flags, bad profile, malformed TOML
+2     RegistryError              the registry directory is unsafe (owner, mode, symlink)
 3     PortInUseError             the local listen address is taken
 4     TransportUnreachableError  the SSH server (or direct target) cannot be reached
 5     AuthenticationError        SSH login refused, or host key unknown / changed
 6     TargetUnreachableError     the transport is up but the target refuses
 7     ReadinessTimeoutError      not ready within --timeout
-2     RegistryError              the registry directory is unsafe (owner, mode, symlink)
 8     NoSuchTunnelError          no running tunnel matches an id, name or port
 9     StopFailedError            a tunnel did not exit in time, or could not be verified
+10    TunnelLostError            the transport was lost for good (reconnecting gave up)
 127   CommandError               the --run / -- command could not be started
-130   Interrupted                interrupted (SIGINT) before the tunnel was ready
+128+N Interrupted                signal N before the tunnel was ready (130: SIGINT)
 ====  =========================  ==================================================
 """
 
@@ -80,6 +81,12 @@ class ReadinessTimeoutError(TetherError):
     """The tunnel did not become ready within the timeout."""
 
     exit_code = 7
+
+
+class TunnelLostError(TetherError):
+    """The transport was lost and reconnecting gave up (or was off)."""
+
+    exit_code = 10
 
 
 class RegistryError(TetherError):

@@ -22,6 +22,10 @@ class TunnelInfo:
     entry: Entry
     state: str
     uptime: float | None
+    reconnect_attempt: int | None
+    reconnects: int | None
+    ttl_left: float | None
+    idle_left: float | None
     connections_active: int | None
     connections_total: int | None
     bytes_in: int | None
@@ -49,6 +53,10 @@ def list_tunnels(registry: Registry) -> list[TunnelInfo]:
                 entry=entry,
                 state=str(status.get("state", "unknown")),
                 uptime=status.get("uptime"),
+                reconnect_attempt=status.get("reconnect_attempt"),
+                reconnects=status.get("reconnects"),
+                ttl_left=status.get("ttl_left"),
+                idle_left=status.get("idle_left"),
                 connections_active=status.get("connections_active"),
                 connections_total=status.get("connections_total"),
                 bytes_in=status.get("bytes_in"),

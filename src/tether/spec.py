@@ -133,6 +133,28 @@ class SshOptions:
     connect_timeout: float | None = None
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str | float, *, what: str = "duration") -> float:
+    """Parse ``30s``, ``5m``, ``2h``, ``1d``, ``250ms`` or plain seconds into seconds (> 0)."""
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: expected a duration like 30s, 5m or 2h, got {text}")
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        match = _DURATION_RE.match(text)
+        if not match:
+            raise UsageError(
+                f"{what}: expected a duration like 30s, 5m or 2h, got {json.dumps(text)}"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{what}: expected a positive duration, got {text}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class TunnelSpec:
     """Every option of one tunnel, held once; flags, profiles and the Python API build it."""
@@ -144,6 +166,16 @@ class TunnelSpec:
     timeout: float = DEFAULT_TIMEOUT
     probe: bool = True
     ssh: SshOptions = field(default_factory=SshOptions)
+    #: Reconnect a lost transport; ``max_retries`` None means without limit.
+    reconnect: bool = True
+    max_retries: int | None = None
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    #: Seconds that open connections may take to finish on a graceful stop.
+    drain: float = 5.0
+    #: Stop after this long, and after this long without connections.
+    ttl: float | None = None
+    idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -1,21 +1,28 @@
-"""The engine: a local listener, a transport, and a relay per accepted connection."""
+"""The engine: a local listener, a transport, and a relay per accepted connection.
+
+Phases: start (bind, connect, probe) -> serve (reconnecting the transport if it is lost, the
+listener staying bound throughout) -> close (stop accepting, drain, drop the rest).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import errno
+import logging
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Self
 
-from tether.errors import PortInUseError, ReadinessTimeoutError, TetherError, UsageError
+from tether.backoff import Backoff
+from tether.errors import ReadinessTimeoutError, TetherError, TunnelLostError
+from tether.listener import bind_listener
 from tether.relay import Counters, Relay
 from tether.spec import Endpoint, TunnelSpec
 from tether.transports import Transport, transport_for
 from tether.transports.base import PhaseCallback
 
-LISTEN_BACKLOG = 512
+log = logging.getLogger("tether")
+REASONS = {"ttl": "--ttl", "idle": "--idle-timeout"}
 
 
 @dataclass(frozen=True)
@@ -32,14 +39,20 @@ class TunnelStats:
     bytes_from_target: int
     uptime: float
     last_error: str | None
+    reconnect_attempt: int
+    reconnects: int
+    ttl_left: float | None
+    idle_left: float | None
 
 
 class Tunnel:
     """One local port forwarded to one target through one transport.
 
     ``start()`` returns once the tunnel is ready: listening, connected, and (unless the spec says
-    ``probe=False``) a probe stream to the target was opened and closed. It has no signals, no
-    printing and no CLI, so tests, the shell and library users drive it alike.
+    ``probe=False``) a probe stream to the target was opened and closed. ``wait_ended()`` returns
+    when a lifetime bound fires and raises TunnelLostError when the transport is lost for good.
+    It has no signals, no printing and no CLI, so tests, the shell and library users drive it
+    alike.
     """
 
     def __init__(
@@ -55,14 +68,30 @@ class Tunnel:
         self.state = "new"
         self.last_error: str | None = None
         self.counters = Counters()
+        self.reconnect_attempt = 0  # attempts in the current outage
+        self.reconnects = 0  # outages recovered from
         self._listener: socket.socket | None = None
         self._server: asyncio.Server | None = None
         self._relays: set[Relay] = set()
         self._pending: set[asyncio.Task[None]] = set()
         self._started_at: float | None = None
+        self._up = asyncio.Event()  # the transport can open streams
+        self._drained = asyncio.Event()  # no connection is active
+        self._drained.set()
+        self._ended = asyncio.Event()
+        self._end_reason: str | None = None
+        self._lost: TunnelLostError | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._timers: dict[str, tuple[asyncio.TimerHandle, float]] = {}
         self._closed = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Bind the listening socket now, without accepting yet; ``start`` does it if needed."""
+        if self._listener is None:
+            self._phase("binding")
+            self._listener = bind_listener(self.spec.listen)
+
     async def start(self) -> None:
         """Bind, connect and probe, all within ``spec.timeout`` seconds."""
         try:
@@ -73,7 +102,7 @@ class Tunnel:
                     self._accept, sock=self._listener, start_serving=False
                 )
                 self._phase("connecting")
-                await self.transport.connect(self._phase)
+                await self.transport.connect(self._phase, self._transport_lost)
                 if self.spec.probe:
                     self._phase("probing")
                     await self._probe()
@@ -90,19 +119,46 @@ class Tunnel:
         assert self._server is not None
         await self._server.start_serving()
         self._started_at = time.monotonic()
+        self._up.set()
         self._phase("ready")
+        if self.spec.ttl:
+            self._arm("ttl", self.spec.ttl)
+        self._arm_idle()
 
-    async def close(self) -> None:
-        """Stop accepting, drop open connections and release the transport; idempotent."""
-        if self.state == "closed":
+    async def wait_ended(self) -> str:
+        """Wait until the tunnel should end: returns "ttl", "idle" or "closed", or raises
+        TunnelLostError."""
+        await self._ended.wait()
+        if self._lost is not None:
+            raise self._lost
+        assert self._end_reason is not None
+        return self._end_reason
+
+    async def close(self, drain: float = 0.0) -> None:
+        """Stop accepting, give open connections up to ``drain`` seconds to finish, then drop
+        the rest and release the transport; idempotent."""
+        if self.state in ("closing", "closed"):
             await self._closed.wait()
             return
-        self.state = "closed"
+        self.state = "closing"
+        for handle, _ in self._timers.values():
+            handle.cancel()
         if self._server is not None:
             self._server.close()
         elif self._listener is not None:
             self._listener.close()
-        for task in list(self._pending):
+        if drain > 0 and self._up.is_set():
+            try:
+                await asyncio.wait_for(self._drained.wait(), drain)
+            except TimeoutError:
+                log.warning(
+                    "%s: %d connection(s) still open after %gs of drain; closing them",
+                    self.spec.name,
+                    self.counters.active,
+                    drain,
+                )
+        self.state = "closed"
+        for task in [*self._pending, *([self._supervisor] if self._supervisor else [])]:
             task.cancel()
         for relay in list(self._relays):
             relay.abort()
@@ -111,6 +167,9 @@ class Tunnel:
         finally:
             if self._server is not None:
                 await self._server.wait_closed()
+            if self._end_reason is None and self._lost is None:
+                self._end_reason = "closed"
+            self._ended.set()
             self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -124,6 +183,11 @@ class Tunnel:
         await self.close()
 
     # -- state ----------------------------------------------------------------------------------
+    @property
+    def ready_once(self) -> bool:
+        """Whether the tunnel ever became ready (uptime counts from then)."""
+        return self._started_at is not None
+
     @property
     def address(self) -> Endpoint | None:
         """The address actually bound (the real port when the spec asked for port 0)."""
@@ -145,49 +209,100 @@ class Tunnel:
             bytes_from_target=c.bytes_from_target,
             uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
             last_error=self.last_error,
+            reconnect_attempt=self.reconnect_attempt,
+            reconnects=self.reconnects,
+            ttl_left=self._left("ttl"),
+            idle_left=self._left("idle"),
         )
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- lifetime bounds ------------------------------------------------------------------------
+    def _arm(self, name: str, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._disarm(name)
+        handle = loop.call_later(seconds, self._expire, name)
+        self._timers[name] = (handle, loop.time() + seconds)
+
+    def _disarm(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer[0].cancel()
+
+    def _arm_idle(self) -> None:
+        if self.spec.idle_timeout and self.state == "ready" and self.counters.active == 0:
+            self._arm("idle", self.spec.idle_timeout)
+
+    def _left(self, name: str) -> float | None:
+        timer = self._timers.get(name)
+        if timer is None or timer[0].cancelled():
+            return None
+        return max(0.0, timer[1] - asyncio.get_running_loop().time())
+
+    def _expire(self, reason: str) -> None:
+        if self._end_reason is None and not self._ended.is_set():
+            # Warning level so that it shows without --debug: the process is about to exit 0.
+            log.warning("%s: %s reached; stopping", self.spec.name, REASONS[reason])
+            self._end_reason = reason
+            self._ended.set()
+
+    # -- losing and regaining the transport -----------------------------------------------------
+    def _transport_lost(self, reason: str) -> None:
+        # Losses during start or a reconnect attempt surface as connect() errors instead.
+        if not self._up.is_set() or self.state != "ready":
+            return
+        self._up.clear()
+        self.last_error = reason
+        log.warning("%s: transport lost: %s", self.spec.name, reason)
+        for relay in list(self._relays):
+            if relay.linked:
+                relay.abort()  # streams cannot outlive their transport
+        self._phase("reconnecting")
+        self._supervisor = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        spec = self.spec
+        backoff = Backoff(spec.backoff_initial, spec.backoff_max)
+        self.reconnect_attempt = 0
+        while spec.reconnect and (
+            spec.max_retries is None or self.reconnect_attempt < spec.max_retries
+        ):
+            self.reconnect_attempt += 1
+            await asyncio.sleep(backoff.delay(self.reconnect_attempt))
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    await self.transport.connect(None, self._transport_lost)
+            except TetherError as exc:
+                self.last_error = exc.message
+            except TimeoutError:
+                self.last_error = f"reconnect timed out after {spec.timeout:g}s"
+            else:
+                log.warning(
+                    "%s: reconnected after %d attempt(s)", spec.name, self.reconnect_attempt
+                )
+                self.reconnect_attempt = 0
+                self.reconnects += 1
+                self._up.set()
+                self._phase("ready")
+                return
+            log.warning(
+                "%s: reconnect attempt %d failed: %s",
+                spec.name,
+                self.reconnect_attempt,
+                self.last_error,
+            )
+        tried = (
+            f"after {self.reconnect_attempt} reconnect attempt(s)"
+            if spec.reconnect
+            else "and reconnecting is off"
+        )
+        self._lost = TunnelLostError(f"{spec.name}: transport lost {tried}: {self.last_error}")
+        self._phase("lost")
+        self._ended.set()
+
+    # -- connections ----------------------------------------------------------------------------
     def _phase(self, phase: str) -> None:
         self.state = phase
         if self._on_phase:
             self._on_phase(phase)
-
-    def bind(self) -> None:
-        """Bind the listening socket now, without accepting yet; ``start`` does it if needed.
-
-        Synchronous on purpose: a caller can bind while holding a port reservation lock without
-        letting other coroutines of this process run in between.
-        """
-        if self._listener is not None:
-            return
-        self._phase("binding")
-        listen = self.spec.listen
-        try:
-            # One address only: "localhost" may resolve to ::1 and 127.0.0.1, and with port 0
-            # each would get a different port.
-            family, kind, proto, _, address = socket.getaddrinfo(
-                listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0]
-            sock = socket.socket(family, kind, proto)
-        except socket.gaierror as exc:
-            raise UsageError(f"cannot listen on {listen}: {exc.strerror}") from None
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-            sock.listen(LISTEN_BACKLOG)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(
-                    f"local address {listen} is in use by another program",
-                    hint="pick another --port, or 0 for any free port",
-                ) from None
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
-                raise UsageError(f"cannot listen on {listen}: {exc.strerror}") from None
-            raise TetherError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        self._listener = sock
 
     async def _probe(self) -> None:
         """Open one stream to the target and close it: proof that the target answers."""
@@ -196,18 +311,36 @@ class Tunnel:
         conduit.close()
 
     def _accept(self) -> Any:
-        relay = Relay(self.counters, self._relays.discard)
+        relay = Relay(self.counters, self._relay_done)
         self._relays.add(relay)
+        self._drained.clear()
+        self._disarm("idle")
         task = asyncio.ensure_future(self._connect(relay))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return relay.local
 
+    def _relay_done(self, relay: Relay) -> None:
+        self._relays.discard(relay)
+        if self.counters.active == 0:
+            self._drained.set()
+            self._arm_idle()
+
     async def _connect(self, relay: Relay) -> None:
         try:
+            if not self._up.is_set():
+                # Reconnecting: the port stays open and the client waits, within the timeout.
+                await asyncio.wait_for(self._up.wait(), self.spec.timeout)
             await self.transport.open(self.spec.target, relay.remote)
+        except TimeoutError:
+            relay.close()
+            return
         except TetherError as exc:
             self.last_error = exc.message
+            log.warning("%s: %s", self.spec.name, exc.message)
             relay.abort()
             return
+        except asyncio.CancelledError:
+            relay.abort()
+            raise
         relay.link()

@@ -23,11 +23,31 @@ HEADERS = (
     "CONNS",
     "IN",
     "OUT",
+    "EXPIRES",
 )
 
 
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def state(info: TunnelInfo) -> str:
+    if info.state == "reconnecting" and info.reconnect_attempt:
+        return f"reconnecting ({info.reconnect_attempt})"
+    return info.state
+
+
+def expires(info: TunnelInfo) -> str:
+    """The nearer lifetime bound: 'ttl 4m59s' or 'idle 30s'."""
+    bounds = [
+        (left, label)
+        for left, label in ((info.ttl_left, "ttl"), (info.idle_left, "idle"))
+        if left is not None
+    ]
+    if not bounds:
+        return "-"
+    left, label = min(bounds)
+    return f"{label} {human_duration(left)}"
 
 
 def row(info: TunnelInfo) -> list[str]:
@@ -45,11 +65,12 @@ def row(info: TunnelInfo) -> list[str]:
         _address(e.local_host, e.local_port),
         _address(e.target_host, e.target_port),
         e.via or "direct",
-        info.state,
+        state(info),
         human_duration(info.uptime),
         conns,
         human_bytes(info.bytes_in),
         human_bytes(info.bytes_out),
+        expires(info),
     ]
 
 

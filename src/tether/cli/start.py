@@ -29,6 +29,15 @@ FLAG_KEYS = (
     ("timeout", "timeout", "--timeout"),
     ("identity_file", "identity_file", "--identity-file"),
     ("known_hosts", "known_hosts", "--known-hosts"),
+    ("keepalive_interval", "keepalive_interval", "--keepalive-interval"),
+    ("keepalive_count", "keepalive_count_max", "--keepalive-count"),
+    ("reconnect", "reconnect", "--reconnect"),
+    ("max_retries", "max_retries", "--max-retries"),
+    ("backoff_initial", "backoff_initial", "--backoff-initial"),
+    ("backoff_max", "backoff_max", "--backoff-max"),
+    ("drain", "drain", "--drain"),
+    ("ttl", "ttl", "--ttl"),
+    ("idle_timeout", "idle_timeout", "--idle-timeout"),
 )
 # Flags that describe a single tunnel, so they cannot go with several profiles.
 SINGLE_TUNNEL_FLAGS = ("to", "target_host", "target_port", "port", "name")
@@ -47,7 +56,12 @@ class StartRequest:
 
 
 def spec_from_flags(
-    profile: str | None, config_path: str | None, flags: dict[str, Any], name: str | None
+    profile: str | None,
+    config_path: str | None,
+    flags: dict[str, Any],
+    name: str | None,
+    *,
+    run_mode: bool = False,
 ) -> TunnelSpec:
     """Profile settings (if any) under flag overrides, validated once by build_spec."""
     path, required = find_config(config_path)
@@ -59,7 +73,7 @@ def spec_from_flags(
             settings[key] = Setting(value, flag)
     if flags.get("no_probe"):
         settings["probe"] = Setting(False, "--no-probe")
-    return build_spec(settings, name=name or profile or "")
+    return build_spec(settings, name=name or profile or "", run_mode=run_mode)
 
 
 def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRequest:
@@ -91,7 +105,9 @@ def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRe
         if clashing:
             raise UsageError(f"{', '.join(clashing)} cannot be used with several profiles")
     specs = tuple(
-        spec_from_flags(profile, params["config_path"], params, params["name"])
+        spec_from_flags(
+            profile, params["config_path"], params, params["name"], run_mode=mode == "run"
+        )
         for profile in (profiles or (None,))
     )
     pid_file = Path(params["pid_file"]).absolute() if params["pid_file"] else None
@@ -131,6 +147,34 @@ class _StartCommand(click.Command):
 @click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the pid here once ready.")
 @click.option("--timeout", metavar="SECONDS", help="Bound on getting ready [default: 30].")
 @click.option("--no-probe", is_flag=True, help="Do not test-connect to the target before ready.")
+@click.option(
+    "--reconnect/--no-reconnect", default=None, help="Reconnect a lost transport [default: on]."
+)
+@click.option(
+    "--max-retries",
+    metavar="N",
+    help="Reconnect attempts before giving up, or "
+    "'unlimited' [default: unlimited; 5 with --run / --].",
+)
+@click.option("--backoff-initial", metavar="DURATION", help="First reconnect delay [0.5s].")
+@click.option("--backoff-max", metavar="DURATION", help="Longest reconnect delay [30s].")
+@click.option(
+    "--drain", metavar="SECONDS", help="On stop, time for open connections to finish [default: 5]."
+)
+@click.option("--ttl", metavar="DURATION", help="Stop after this long (30s, 5m, 2h).")
+@click.option(
+    "--idle-timeout", metavar="DURATION", help="Stop after this long without connections."
+)
+@click.option(
+    "--keepalive-interval",
+    metavar="SECONDS",
+    help="SSH keepalive interval, 0 for off [default: 15].",
+)
+@click.option(
+    "--keepalive-count",
+    metavar="N",
+    help="Unanswered keepalives before the link counts as lost [default: 3].",
+)
 @click.option("--identity-file", "-i", metavar="PATH", help="SSH private key to use.")
 @click.option("--known-hosts", metavar="PATH", help="known_hosts file to verify the server with.")
 @click.option(
@@ -243,12 +287,15 @@ def _child_args(ctx: click.Context) -> list[str]:
     args: list[str] = list(ctx.params["profiles"])
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
-        if param.name in skip or value in (None, False) or not isinstance(param, click.Option):
+        if param.name in skip or value is None or not isinstance(param, click.Option):
             continue
-        flag = max(param.opts, key=len)
-        if param.name == "pid_file":
-            value = str(Path(value).absolute())
-        args += [flag] if param.is_flag else [flag, str(value)]
+        if param.is_flag:
+            spellings = param.opts if value else param.secondary_opts
+            args += [max(spellings, key=len)] if spellings else []
+        elif param.name == "pid_file":
+            args += [max(param.opts, key=len), str(Path(value).absolute())]
+        else:
+            args += [max(param.opts, key=len), str(value)]
     return args
 
 

@@ -67,13 +67,29 @@ async def run_foreground(
             log_file=log_file,
         )
         await start_all([hosted], stop)
+        drain = 0.0
         try:
             if pid_file is not None:
                 write_pid_file(pid_file)
             on_ready(hosted)
-            await stop.wait()
+            await serve_until_end(hosted, stop)
+            drain = spec.drain
         finally:
-            await hosted.close()
+            await hosted.close(drain)
             if pid_file is not None:
                 remove_pid_file(pid_file)
     return 0
+
+
+async def serve_until_end(hosted: HostedTunnel, stop: StopRequest) -> None:
+    """Serve until a stop request or a lifetime bound; raises TunnelLostError if the tunnel is
+    lost for good."""
+    ended = asyncio.ensure_future(hosted.tunnel.wait_ended())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([ended, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        stopping.cancel()
+    if ended.done() and not ended.cancelled():
+        ended.result()

@@ -94,7 +94,11 @@ class HostedTunnel:
         stats = self.tunnel.stats()
         return {
             "state": stats.state,
-            "uptime": round(stats.uptime, 3) if stats.state == "ready" else None,
+            "uptime": round(stats.uptime, 3) if self.tunnel.ready_once else None,
+            "reconnect_attempt": stats.reconnect_attempt,
+            "reconnects": stats.reconnects,
+            "ttl_left": _rounded(stats.ttl_left),
+            "idle_left": _rounded(stats.idle_left),
             "connections_active": stats.active,
             "connections_total": stats.total,
             "bytes_in": stats.bytes_from_target,
@@ -102,12 +106,17 @@ class HostedTunnel:
             "last_error": stats.last_error,
         }
 
-    async def close(self) -> None:
-        """Close the tunnel, then drop the control socket and the entry; idempotent."""
+    async def close(self, drain: float = 0.0) -> None:
+        """Close the tunnel (draining up to ``drain`` s), then drop the control socket and the
+        entry; idempotent."""
         try:
-            await self.tunnel.close()
+            await self.tunnel.close(drain)
         finally:
             if self._control is not None:
                 await self._control.close()
             if self.registration is not None:
                 self.registration.remove()
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)

@@ -19,6 +19,9 @@ from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
 
 
+KILL_GRACE = 5.0
+
+
 def env_name(name: str) -> str:
     """TETHER_<NAME>_ prefix part: upper case, anything not alphanumeric becomes '_'."""
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
@@ -45,6 +48,35 @@ def command_env(tunnels: Sequence[HostedTunnel]) -> dict[str, str]:
 def _forward(child: asyncio.subprocess.Process, signum: int) -> None:
     if child.returncode is None:
         child.send_signal(signum)
+
+
+async def _follow(child: asyncio.subprocess.Process, tunnels: Sequence[HostedTunnel]) -> int:
+    """Wait for the command. If a tunnel ends first, the command is stopped: a lost tunnel then
+    raises TunnelLostError, a lifetime bound gives the command's own status."""
+    exited = asyncio.ensure_future(child.wait())
+    watchers = [asyncio.ensure_future(t.tunnel.wait_ended()) for t in tunnels]
+    try:
+        await asyncio.wait([exited, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            return exited.result()
+        await terminate(child)
+        next(w for w in watchers if w.done()).result()
+        return await exited
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+
+
+async def terminate(child: asyncio.subprocess.Process, grace: float = KILL_GRACE) -> None:
+    """SIGTERM, then SIGKILL if the command has not exited after ``grace`` seconds."""
+    if child.returncode is not None:
+        return
+    child.terminate()
+    try:
+        await asyncio.wait_for(child.wait(), grace)
+    except TimeoutError:
+        child.kill()
+        await child.wait()
 
 
 def exit_status(returncode: int) -> int:
@@ -87,12 +119,13 @@ async def run_command(
                 else:
                     child = await asyncio.create_subprocess_exec(*command, env=env)
             except OSError as exc:
-                raise CommandError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+                program = command if isinstance(command, str) else command[0]
+                raise CommandError(f"cannot run {program!r}: {exc.strerror}") from None
             loop = asyncio.get_running_loop()
             for signum in STOP_SIGNALS:
                 # From now on a signal is the command's to handle; we follow its exit.
                 loop.add_signal_handler(signum, _forward, child, signum)
-            returncode = await child.wait()
+            returncode = await _follow(child, tunnels)
         finally:
             await asyncio.gather(*(t.close() for t in tunnels))
             if pid_file is not None:

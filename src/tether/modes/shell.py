@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from tether.errors import TetherError
 from tether.modes.hosted import HostedTunnel
 from tether.registry import Registry
 from tether.spec import TunnelSpec
@@ -24,6 +26,7 @@ class ShellSession:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.tunnels: dict[str, HostedTunnel] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="tether-shell", daemon=True
@@ -44,7 +47,22 @@ class ShellSession:
         holder.append(hosted)
         self._call(hosted.start())
         self.tunnels[hosted.id] = hosted
+        self._loop.call_soon_threadsafe(self._watch, hosted)
         return hosted
+
+    def _watch(self, hosted: HostedTunnel) -> None:
+        async def watch() -> None:
+            try:
+                reason = await hosted.tunnel.wait_ended()
+            except TetherError as exc:
+                reason = exc.message
+            if hosted.id in self.tunnels:
+                print(f"tether: {hosted.spec.name} ({hosted.id}) ended: {reason}", file=sys.stderr)
+                await self._close(hosted)
+
+        task = self._loop.create_task(watch())
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
 
     def owns(self, entry_id: str) -> bool:
         return entry_id in self.tunnels
@@ -56,12 +74,15 @@ class ShellSession:
 
     async def _close(self, hosted: HostedTunnel) -> None:
         self.tunnels.pop(hosted.id, None)
-        await hosted.close()
+        await hosted.close(hosted.spec.drain)
 
     def close(self) -> None:
         """Close every tunnel of the session and stop the loop."""
 
         async def close_all() -> None:
+            for task in self._watchers:
+                task.cancel()
+            await asyncio.gather(*self._watchers, return_exceptions=True)
             await asyncio.gather(*(self._close(h) for h in list(self.tunnels.values())))
 
         try:

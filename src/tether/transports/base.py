@@ -9,6 +9,7 @@ from tether.relay import Conduit, End
 from tether.spec import Endpoint
 
 PhaseCallback = Callable[[str], None]
+LossCallback = Callable[[str], None]
 
 
 class Transport(ABC):
@@ -23,8 +24,14 @@ class Transport(ABC):
     label: str = "direct"
 
     @abstractmethod
-    async def connect(self, on_phase: PhaseCallback | None = None) -> None:
-        """Establish what streams will share; return once streams can be opened."""
+    async def connect(
+        self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        """Establish what streams will share; return once streams can be opened.
+
+        May be called again after a loss to reconnect. ``on_lost(reason)`` is called if the shared
+        state dies later on its own (never for ``close``).
+        """
 
     @abstractmethod
     async def open(self, target: Endpoint, end: End) -> Conduit:

@@ -8,7 +8,7 @@ import socket
 from tether.errors import TargetUnreachableError
 from tether.relay import Conduit, End
 from tether.spec import Endpoint
-from tether.transports.base import PhaseCallback, Transport
+from tether.transports.base import LossCallback, PhaseCallback, Transport
 
 
 class DirectTransport(Transport):
@@ -16,8 +16,10 @@ class DirectTransport(Transport):
 
     label = "direct"
 
-    async def connect(self, on_phase: PhaseCallback | None = None) -> None:
-        return None
+    async def connect(
+        self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        return None  # nothing shared, so nothing to lose
 
     async def open(self, target: Endpoint, end: End) -> Conduit:
         loop = asyncio.get_running_loop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 
@@ -19,7 +19,7 @@ from tether.errors import (
 )
 from tether.relay import Conduit, End
 from tether.spec import Endpoint, SshOptions, Via
-from tether.transports.base import PhaseCallback, Transport
+from tether.transports.base import LossCallback, PhaseCallback, Transport
 
 # AES-GCM first: hardware-accelerated almost everywhere, and one pass for cipher and MAC.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
@@ -35,14 +35,20 @@ def default_known_hosts() -> Path:
 
 
 class _Client(asyncssh.SSHClient):
-    """Reports progress and makes sure nothing ever prompts."""
+    """Reports progress and loss, and makes sure nothing ever prompts."""
 
-    def __init__(self, on_phase: PhaseCallback | None) -> None:
+    def __init__(self, on_phase: PhaseCallback | None, on_lost: LossCallback | None) -> None:
         self._on_phase = on_phase
+        self._on_lost = on_lost
+        self.closing = False
 
     def connection_made(self, conn: Any) -> None:
         if self._on_phase:
             self._on_phase("authenticating")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closing and self._on_lost is not None:
+            self._on_lost(str(exc) if exc else "SSH connection closed by the server")
 
     def password_auth_requested(self) -> None:
         return None
@@ -59,6 +65,7 @@ class SshTransport(Transport):
         self.options = options
         self.label = str(via)
         self._conn: Any = None
+        self._client: _Client | None = None
 
     def _known_hosts(self) -> str | bytes:
         if self.options.known_hosts:
@@ -94,12 +101,18 @@ class SshTransport(Transport):
             kwargs["connect_timeout"] = self.options.connect_timeout
         return kwargs
 
-    async def connect(self, on_phase: PhaseCallback | None = None) -> None:
+    async def connect(
+        self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        await self.close()  # a reconnect replaces whatever is left of the old connection
         known_hosts = self._known_hosts()
         try:
-            self._conn, _ = await asyncssh.create_connection(
-                lambda: _Client(on_phase), self.via.host, **self._connect_options(known_hosts)
+            self._conn, client = await asyncssh.create_connection(
+                lambda: _Client(on_phase, on_lost),
+                self.via.host,
+                **self._connect_options(known_hosts),
             )
+            self._client = cast(_Client, client)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise await self._host_key_error(known_hosts) from exc
         except asyncssh.PermissionDenied as exc:
@@ -176,7 +189,9 @@ class SshTransport(Transport):
         return channel  # type: ignore[no-any-return]
 
     async def close(self) -> None:
+        if self._client is not None:
+            self._client.closing = True
         if self._conn is not None:
-            self._conn.close()
-            await self._conn.wait_closed()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            conn.close()
+            await conn.wait_closed()
