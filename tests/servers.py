@@ -88,6 +88,15 @@ class SilentServer(_ThreadedServer):
 
 
 class _TestSshServer(asyncssh.SSHServer):  # type: ignore[misc]
+    def __init__(self, connections: set[asyncssh.SSHServerConnection]) -> None:
+        self._connections = connections
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._connections.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.difference_update({c for c in self._connections if c.is_closed()})
+
     def begin_auth(self, username: str) -> bool:
         return True
 
@@ -110,11 +119,12 @@ class AsyncSshServer:
         self.client_key.chmod(0o600)
         self.known_hosts = directory / "known_hosts"
         self._server: asyncssh.SSHAcceptor | None = None
+        self._connections: set[asyncssh.SSHServerConnection] = set()
         self.port = 0
 
     async def start(self) -> None:
         self._server = await asyncssh.create_server(
-            _TestSshServer,
+            lambda: _TestSshServer(self._connections),
             "127.0.0.1",
             self.port,
             server_host_keys=[self.host_key],
@@ -127,6 +137,10 @@ class AsyncSshServer:
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {public}\n")
 
     async def stop(self) -> None:
+        """Stop listening and drop every session, as a server restart would."""
+        for conn in list(self._connections):
+            conn.abort()
+        self._connections.clear()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

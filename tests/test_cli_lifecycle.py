@@ -275,3 +275,40 @@ def test_list_does_not_import_asyncssh(tether: TetherRunner) -> None:
         check=True,
     )
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_interrupted_background_start_leaves_nothing(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
+    marker = f"bg-interrupted-{os.getpid()}"
+    parent = tether.spawn(
+        "start",
+        "--to",
+        "127.0.0.1:1",
+        "--background",
+        "--name",
+        marker,
+        "--via",
+        f"ssh://u@127.0.0.1:{silent_server.port}",
+        "--known-hosts",
+        str(sshd.known_hosts),
+        "--timeout",
+        "60",
+    )
+    wait_until_sync(lambda: silent_server.accepted == 1, "the child to connect")
+    assert len(processes_with(marker)) == 2  # the parent and its detached child
+    parent.send_signal(signal.SIGINT)
+    assert parent.finish() == 130
+    wait_until_sync(lambda: not processes_with(marker), "the child to be gone")
+    assert tether.list_json() == []

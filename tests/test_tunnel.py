@@ -17,6 +17,7 @@ from tether.errors import (
     ReadinessTimeoutError,
     TargetUnreachableError,
     TransportUnreachableError,
+    TunnelLostError,
 )
 from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
@@ -197,3 +198,38 @@ async def test_close_drops_open_connections(echo_server: EchoServer) -> None:
     assert await asyncio.wait_for(reader.read(), 10) == b""
     assert tunnel.stats().active == 0
     writer.close()
+
+
+async def test_reconnects_after_server_restart_with_port_kept(
+    asyncssh_server: AsyncSshServer, echo_server: EchoServer
+) -> None:
+    spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port)).with_changes(
+        backoff_initial=0.05, backoff_max=0.1
+    )
+    async with Tunnel(spec) as tunnel:
+        await asyncssh_server.stop()
+        await wait_until(lambda: tunnel.state == "reconnecting", "the loss to be seen")
+        assert tunnel.address is not None
+        # The port stays bound: a client connects now and is served once the server is back.
+        reader, writer = await asyncio.open_connection(tunnel.address.host, tunnel.address.port)
+        await wait_until(lambda: tunnel.stats().reconnect_attempt >= 2, "failed attempts")
+        await asyncssh_server.start()
+        writer.write(b"waited")
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == b"waited"
+        writer.close()
+        stats = tunnel.stats()
+        assert (stats.state, stats.reconnects, stats.reconnect_attempt) == ("ready", 1, 0)
+
+
+async def test_gives_up_after_max_retries(
+    asyncssh_server: AsyncSshServer, echo_server: EchoServer
+) -> None:
+    spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port)).with_changes(
+        max_retries=2, backoff_initial=0.01, backoff_max=0.02
+    )
+    async with Tunnel(spec) as tunnel:
+        await asyncssh_server.stop()
+        with pytest.raises(TunnelLostError, match=r"after 2 reconnect attempt\(s\)"):
+            await asyncio.wait_for(tunnel.wait_ended(), 10)
+        assert tunnel.state == "lost"

@@ -83,7 +83,7 @@ class ControlServer:
                     reply = {"ok": True, "stopped": True}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-        except (OSError, TimeoutError, EOFError):
+        except (OSError, TimeoutError, EOFError, ValueError):  # ValueError: an overlong line
             pass
         finally:
             writer.close()

@@ -185,8 +185,8 @@ class Registry:
             except FileNotFoundError:
                 continue
             except (ValueError, TypeError, OSError) as exc:
-                warn(f"removed corrupt registry entry {path}: {exc}")
-                self.discard(entry_id)
+                done = "removed" if self.discard(entry_id) else "skipped (its owner lives)"
+                warn(f"{done} corrupt registry entry {path}: {exc}")
                 continue
             if self.is_alive(entry):
                 live.append(entry)
@@ -219,24 +219,25 @@ class Registry:
             and procs.is_same_process(entry.pid, entry.proc_start)
         )
 
-    def discard(self, entry_id: str) -> None:
-        """Remove a dead owner's files; an entry whose lock is held is left alone."""
+    def discard(self, entry_id: str) -> bool:
+        """Remove a dead owner's files; an entry whose lock is held is left alone (False)."""
         paths = self.paths(entry_id)
         # Take the lock first: if an owner appeared meanwhile, leave its files alone.
         try:
-            fd = os.open(paths["lock"], os.O_RDONLY | os.O_NOFOLLOW)
+            fd: int | None = os.open(paths["lock"], os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             fd = None
         except OSError:
-            return
+            return False
         try:
             if fd is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    return
+                    return False
             for path in (paths["json"], paths["sock"], paths["lock"]):
                 path.unlink(missing_ok=True)
+            return True
         finally:
             if fd is not None:
                 os.close(fd)

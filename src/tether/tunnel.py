@@ -81,6 +81,7 @@ class Tunnel:
         self._ended = asyncio.Event()
         self._end_reason: str | None = None
         self._lost: TunnelLostError | None = None
+        self._dead: str | None = None  # why the transport died, until it is reconnected
         self._supervisor: asyncio.Task[None] | None = None
         self._timers: dict[str, tuple[asyncio.TimerHandle, float]] = {}
         self._closed = asyncio.Event()
@@ -121,6 +122,8 @@ class Tunnel:
         self._started_at = time.monotonic()
         self._up.set()
         self._phase("ready")
+        if self._dead:
+            self._handle_loss()
         if self.spec.ttl:
             self._arm("ttl", self.spec.ttl)
         self._arm_idle()
@@ -246,9 +249,16 @@ class Tunnel:
 
     # -- losing and regaining the transport -----------------------------------------------------
     def _transport_lost(self, reason: str) -> None:
-        # Losses during start or a reconnect attempt surface as connect() errors instead.
-        if not self._up.is_set() or self.state != "ready":
+        if self.state in ("closing", "closed", "lost"):
             return
+        # Remembered even while down: a connection that dies between connect() returning and
+        # being marked up must not pass for a live one.
+        self._dead = reason
+        if self._up.is_set():
+            self._handle_loss()
+
+    def _handle_loss(self) -> None:
+        reason = self._dead or "transport lost"
         self._up.clear()
         self.last_error = reason
         log.warning("%s: transport lost: %s", self.spec.name, reason)
@@ -267,6 +277,7 @@ class Tunnel:
         ):
             self.reconnect_attempt += 1
             await asyncio.sleep(backoff.delay(self.reconnect_attempt))
+            self._dead = None
             try:
                 async with asyncio.timeout(spec.timeout):
                     await self.transport.connect(None, self._transport_lost)
@@ -275,14 +286,16 @@ class Tunnel:
             except TimeoutError:
                 self.last_error = f"reconnect timed out after {spec.timeout:g}s"
             else:
-                log.warning(
-                    "%s: reconnected after %d attempt(s)", spec.name, self.reconnect_attempt
-                )
-                self.reconnect_attempt = 0
-                self.reconnects += 1
-                self._up.set()
-                self._phase("ready")
-                return
+                if self._dead is None:
+                    log.warning(
+                        "%s: reconnected after %d attempt(s)", spec.name, self.reconnect_attempt
+                    )
+                    self.reconnect_attempt = 0
+                    self.reconnects += 1
+                    self._up.set()
+                    self._phase("ready")
+                    return
+                self.last_error = self._dead
             log.warning(
                 "%s: reconnect attempt %d failed: %s",
                 spec.name,

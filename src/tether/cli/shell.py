@@ -121,6 +121,8 @@ def shell() -> None:
                     break
             except KeyboardInterrupt:
                 click.echo()
+            except click.exceptions.Exit:
+                pass  # `start --help` printed its help
             except click.ClickException as exc:
                 exc.show()
                 status = exc.exit_code

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from tether.cli.render import Spinner, print_ready
-from tether.config import Setting, Settings, build_spec, find_config, load_config
+from tether.config import Config, Setting, Settings, build_spec, find_config, load_config
 from tether.errors import TetherError, UsageError
 from tether.modes.pidfile import check_pid_file_location
 from tether.registry import Registry, new_id
@@ -56,16 +56,14 @@ class StartRequest:
 
 
 def spec_from_flags(
+    config: Config,
     profile: str | None,
-    config_path: str | None,
     flags: dict[str, Any],
     name: str | None,
     *,
     run_mode: bool = False,
 ) -> TunnelSpec:
     """Profile settings (if any) under flag overrides, validated once by build_spec."""
-    path, required = find_config(config_path)
-    config = load_config(path, required=required)
     settings: Settings = config.settings(profile) if profile else config.default_settings()
     for param, key, flag in FLAG_KEYS:
         value = flags.get(param)
@@ -104,10 +102,10 @@ def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRe
         ]
         if clashing:
             raise UsageError(f"{', '.join(clashing)} cannot be used with several profiles")
+    path, required = find_config(params["config_path"])
+    config = load_config(path, required=required)
     specs = tuple(
-        spec_from_flags(
-            profile, params["config_path"], params, params["name"], run_mode=mode == "run"
-        )
+        spec_from_flags(config, profile, params, params["name"], run_mode=mode == "run")
         for profile in (profiles or (None,))
     )
     pid_file = Path(params["pid_file"]).absolute() if params["pid_file"] else None

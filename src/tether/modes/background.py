@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from tether.errors import ReadinessTimeoutError, TetherError
+from tether.errors import Interrupted, ReadinessTimeoutError, TetherError
+from tether.modes.signals import STOP_SIGNALS
 from tether.registry import Registry
 
 # Extra seconds the parent waits beyond --timeout, so the child can report its own, more
@@ -76,10 +78,17 @@ def launch(
     finally:
         os.close(write_end)
         os.close(log_fd)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
     try:
         message = _read_report(read_end, timeout + REPORT_GRACE)
+    except BaseException:
+        # Interrupted while waiting: the user wants no tunnel, so none may be left running.
+        _stop_child(proc, registry, entry_id)
+        raise
     finally:
         os.close(read_end)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if message is None:
         _stop_child(proc, registry, entry_id)
         raise ReadinessTimeoutError(
@@ -95,6 +104,10 @@ def launch(
             f"background tunnel exited with status {code} before ready (log: {log_file})", code or 1
         )
     return dict(message["ready"])
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted("interrupted before the tunnel was ready", signum=signum)
 
 
 def _read_report(fd: int, timeout: float) -> dict[str, Any] | None:
