@@ -174,9 +174,9 @@ def main() -> None:
         f"\nloopback bulk throughput, {args.mib} MiB per transfer, median of {args.runs}"
         f" (MB/s; U = client to target, D = target to client)"
     )
-    print(f"{'relay':28} {'U MB/s':>9} {'D MB/s':>9}")
+    print(f"{'relay':34} {'U MB/s':>9} {'D MB/s':>9}")
     for name, figures in results.items():
-        print(f"{name:28} {figures['U']:9.0f} {figures['D']:9.0f}")
+        print(f"{name:34} {figures['U']:9.0f} {figures['D']:9.0f}")
     for ours, ref, floor in (
         ("tether direct", "socat -b 262144", 0.8),
         ("tether ssh", f"ssh -L ({CIPHER})", 0.6),
