@@ -82,6 +82,18 @@ class EchoServer(_ThreadedServer):
 class SilentServer(_ThreadedServer):
     """Accepts TCP and never says a word: what a hung SSH server looks like."""
 
+    def tether_flags(self, known_hosts: Path) -> list[str]:
+        """`tether start` flags for a tunnel via this "SSH server": it never gets past the
+        handshake, so the target does not matter."""
+        return [
+            "--to",
+            "127.0.0.1:1",
+            "--via",
+            f"ssh://u@127.0.0.1:{self.port}",
+            "--known-hosts",
+            str(known_hosts),
+        ]
+
     def serve(self, conn: socket.socket) -> None:
         while conn.recv(65536):
             pass

@@ -90,12 +90,7 @@ def test_timeout_against_silent_server(
 ) -> None:
     code, _, err = tether.run(
         "start",
-        "--to",
-        "127.0.0.1:1",
-        "--via",
-        f"ssh://u@127.0.0.1:{silent_server.port}",
-        "--known-hosts",
-        str(sshd.known_hosts),
+        *silent_server.tether_flags(sshd.known_hosts),
         "--timeout",
         "1",
     )

@@ -108,15 +108,10 @@ def test_background_timeout_stops_the_child(
 ) -> None:
     code, _, err = tether.run(
         "start",
-        "--to",
-        "127.0.0.1:1",
+        *silent_server.tether_flags(sshd.known_hosts),
         "--background",
         "--timeout",
         "1",
-        "--via",
-        f"ssh://u@127.0.0.1:{silent_server.port}",
-        "--known-hosts",
-        str(sshd.known_hosts),
     )
     assert code == 7, err
     assert "not ready after 1s" in err
@@ -294,15 +289,10 @@ def test_interrupted_background_start_leaves_nothing(
     marker = f"bg-interrupted-{os.getpid()}"
     parent = tether.spawn(
         "start",
-        "--to",
-        "127.0.0.1:1",
+        *silent_server.tether_flags(sshd.known_hosts),
         "--background",
         "--name",
         marker,
-        "--via",
-        f"ssh://u@127.0.0.1:{silent_server.port}",
-        "--known-hosts",
-        str(sshd.known_hosts),
         "--timeout",
         "60",
     )

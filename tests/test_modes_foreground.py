@@ -25,14 +25,9 @@ def test_signal_before_ready(
     pid_file = tmp_path / "t.pid"
     process = tether.spawn(
         "start",
-        "--to",
-        "127.0.0.1:1",
+        *silent_server.tether_flags(sshd.known_hosts),
         "--pid-file",
         str(pid_file),
-        "--via",
-        f"ssh://u@127.0.0.1:{silent_server.port}",
-        "--known-hosts",
-        str(sshd.known_hosts),
         "--timeout",
         "60",
     )
