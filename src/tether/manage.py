@@ -91,13 +91,7 @@ def select_entries(registry: Registry, selectors: list[str], *, every: bool) -> 
     return list(chosen.values())
 
 
-@dataclass(frozen=True)
-class StopResult:
-    entry: Entry
-    how: str  # "control" or "signal"
-
-
-def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) -> list[StopResult]:
+def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) -> list[Entry]:
     """Stop each tunnel gracefully and wait until its process has exited.
 
     The control channel is asked first; SIGTERM is only a fallback, and only for a process proven
@@ -115,7 +109,7 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
             )
         else:
             live.append(entry)
-    results: list[StopResult] = []
+    stopped: list[Entry] = []
     waiting: dict[int, Entry] = {}
     try:
         for entry in live:
@@ -126,12 +120,10 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
                 continue
             try:
                 reply = request(entry.control, "stop", pid=entry.pid, timeout=timeout)
-                how = "control"
             except ControlError:
                 reply = {}
                 procs.signal_pidfd(pidfd)
-                how = "signal"
-            results.append(StopResult(entry, how))
+            stopped.append(entry)
             if reply.get("stopped"):
                 os.close(pidfd)
             else:
@@ -146,4 +138,4 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
     finally:
         for pidfd in waiting:
             os.close(pidfd)
-    return results
+    return stopped

@@ -28,7 +28,6 @@ from tether import procs
 from tether.errors import PortInUseError, RegistryError
 
 RUNTIME_ENV = "TETHER_RUNTIME_DIR"
-MODES = ("foreground", "background", "run", "shell")
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
@@ -110,9 +109,14 @@ def ensure_private_directory(path: Path) -> Path:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, mode 0600."""
+    """Write ``text`` to ``path`` atomically, mode 0600.
+
+    The temporary file is created exclusively and never through a symlink, so this is safe in a
+    directory others can write to (a pid file in /tmp, say).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # a leftover of a crashed run with our pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)

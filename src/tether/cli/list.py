@@ -9,6 +9,7 @@ import click
 from tether.cli.render import human_bytes, human_duration, table
 from tether.manage import TunnelInfo, list_tunnels
 from tether.registry import Registry
+from tether.spec import Endpoint
 
 HEADERS = (
     "ID",
@@ -25,10 +26,6 @@ HEADERS = (
     "OUT",
     "EXPIRES",
 )
-
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def state(info: TunnelInfo) -> str:
@@ -62,8 +59,8 @@ def row(info: TunnelInfo) -> list[str]:
         e.name,
         e.mode,
         str(e.pid),
-        _address(e.local_host, e.local_port),
-        _address(e.target_host, e.target_port),
+        str(Endpoint(e.local_host, e.local_port)),
+        str(Endpoint(e.target_host, e.target_port)),
         e.via or "direct",
         state(info),
         human_duration(info.uptime),

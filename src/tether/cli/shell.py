@@ -13,6 +13,7 @@ import click
 from tether.cli.list import render_list
 from tether.cli.render import print_ready
 from tether.cli.start import parse_request, start
+from tether.cli.stop import announce_stopped
 from tether.errors import TetherError, UsageError
 from tether.manage import list_tunnels, select_entries, stop_tunnels
 from tether.modes.shell import ShellSession
@@ -54,14 +55,11 @@ def _stop(session: ShellSession, args: list[str]) -> None:
     for entry in entries:
         if session.owns(entry.id):
             session.stop(entry.id)
-            click.echo(f"tether: stopped {entry.id} ({entry.name})", err=True)
+            announce_stopped(entry)
         else:
             others.append(entry)
-    for result in stop_tunnels(session.registry, others, timeout=10):
-        click.echo(
-            f"tether: stopped {result.entry.id} ({result.entry.name}, pid {result.entry.pid})",
-            err=True,
-        )
+    for entry in stop_tunnels(session.registry, others, timeout=10):
+        announce_stopped(entry)
 
 
 def execute(session: ShellSession, line: str) -> bool:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import click
 
 from tether.manage import select_entries, stop_tunnels
-from tether.registry import Registry
+from tether.registry import Entry, Registry
+
+
+def announce_stopped(entry: Entry) -> None:
+    click.echo(f"tether: stopped {entry.id} ({entry.name}, pid {entry.pid})", err=True)
 
 
 @click.command()
@@ -22,10 +26,7 @@ def stop(selectors: tuple[str, ...], every: bool, timeout: float) -> None:
     """Stop tunnels by ID, NAME or local PORT."""
     registry = Registry.default()
     entries = select_entries(registry, list(selectors), every=every)
-    for result in stop_tunnels(registry, entries, timeout=timeout):
-        click.echo(
-            f"tether: stopped {result.entry.id} ({result.entry.name}, pid {result.entry.pid})",
-            err=True,
-        )
+    for entry in stop_tunnels(registry, entries, timeout=timeout):
+        announce_stopped(entry)
     if not entries:
         click.echo("No tunnels running", err=True)

@@ -6,19 +6,15 @@ import os
 from pathlib import Path
 
 from tether.errors import UsageError
+from tether.registry import write_private
 
 
 def write_pid_file(path: Path, pid: int | None = None) -> None:
     """Write ``pid`` (default: ours) to ``path`` atomically, mode 0600."""
     pid = os.getpid() if pid is None else pid
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{pid}\n")
-        os.replace(tmp, path)
+        write_private(path, f"{pid}\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"--pid-file: cannot write {path}: {exc.strerror or exc}") from None
 
 
