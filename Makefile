@@ -1,6 +1,9 @@
 # Two commands on a fresh Debian machine with python3 and make: `make demo` and `make test`.
 PYTHON ?= python3
-VENV := .venv
+# python3 keeps .venv; another interpreter gets a venv of its own, named by its version, so that
+# several coexist: `make test PYTHON=~/.pyenv/versions/3.13.0/bin/python3` uses .venv-3.13.
+VERSION_OF = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(call VERSION_OF,$(PYTHON)))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -36,4 +39,4 @@ lint: $(STAMP)
 	$(BIN)/mypy src
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-* build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
