@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from pathlib import Path
 from typing import Self
@@ -99,6 +100,29 @@ class SilentServer(_ThreadedServer):
             pass
 
 
+class BlastServer(_ThreadedServer):
+    """Sends ``size`` bytes to every client as fast as it takes them, reading nothing."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def serve(self, conn: socket.socket) -> None:
+        block = b"b" * 65536
+        for _ in range(self.size // len(block)):
+            conn.sendall(block)
+
+
+class ResettingServer(_ThreadedServer):
+    """Sends a few bytes, then resets the connection (RST, not FIN): a target that crashed."""
+
+    PARTIAL = b"partial answer"
+
+    def serve(self, conn: socket.socket) -> None:
+        conn.sendall(self.PARTIAL)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 class _TestSshServer(asyncssh.SSHServer):  # type: ignore[misc]
     def __init__(self, connections: set[asyncssh.SSHServerConnection]) -> None:
         self._connections = connections
@@ -163,4 +187,4 @@ class AsyncSshServer:
         return f"ssh://tester@127.0.0.1:{self.port}"
 
 
-__all__ = ["AsyncSshServer", "EchoServer", "SilentServer"]
+__all__ = ["AsyncSshServer", "BlastServer", "EchoServer", "ResettingServer", "SilentServer"]

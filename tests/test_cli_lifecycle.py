@@ -15,7 +15,7 @@ from typing import Any
 from servers import EchoServer, SilentServer
 from sshd_server import SshdServer
 from tether import procs
-from tether_process import TetherRunner
+from tether_process import TetherRunner, processes_with
 from waiting import wait_until_sync
 
 
@@ -195,9 +195,11 @@ def forge(tether: TetherRunner, pid: int, entry_id: str = "f0f0f0f0") -> Path:
         "name": "forged",
         "pid": pid,
         "proc_start": procs.start_time(pid),
+        "lock_id": "0:0",
         "mode": "background",
         "local_host": "127.0.0.1",
         "local_port": 1,
+        "local_addresses": ["127.0.0.1"],
         "target_host": "x",
         "target_port": 1,
         "via": None,
@@ -272,17 +274,6 @@ def test_list_does_not_import_asyncssh(tether: TetherRunner) -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 def test_interrupted_background_start_leaves_nothing(
     tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
 ) -> None:
@@ -302,3 +293,133 @@ def test_interrupted_background_start_leaves_nothing(
     assert parent.finish() == 130
     wait_until_sync(lambda: not processes_with(marker), "the child to be gone")
     assert tether.list_json() == []
+
+
+def test_stop_all_stops_what_it_can_and_reports_the_rest(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    real = start_background(tether, "--to", echo_server.address)
+    victim = subprocess.Popen(["sleep", "300"])
+    lock = forge(tether, victim.pid)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held, but not by the pid the entry names
+    try:
+        code, _, err = tether.run("stop", "--all")
+        assert code == 9
+        assert f"tether: stopped {real['id']}" in err
+        assert "refusing to stop f0f0f0f0: pid" in err
+        assert not alive(int(str(real["pid"])))
+        assert victim.poll() is None
+    finally:
+        os.close(fd)
+        victim.kill()
+        victim.wait()
+
+
+def test_a_hard_link_to_a_live_lock_gets_nobody_signalled(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    real = start_background(tether, "--to", echo_server.address)
+    directory = runtime_dir(tether)
+    forged_lock = forge(tether, int(str(real["pid"])))
+    os.link(directory / f"{real['id']}.lock", forged_lock)  # the lock is held, by that very pid
+    code, _, err = tether.run("stop", "forged")
+    assert code == 9 and "not verified" in err
+    assert alive(int(str(real["pid"])))
+    assert {e["id"] for e in tether.list_json()} == {real["id"], "f0f0f0f0"}
+
+
+def test_odd_files_in_the_registry_break_nothing(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    directory = runtime_dir(tether)
+    directory.mkdir(mode=0o700)
+    (directory / "0000000a.json").mkdir()
+    os.mkfifo(directory / "0000000b.json")
+    (directory / "0000000c.json").symlink_to(directory / "nowhere")
+    (directory / ".0000000d.json").write_text("{")  # a dotfile: not an entry
+    (directory / "notes.json").write_text("{")  # not an entry's name
+    (directory / "0000000e.json").write_text("{corrupt")
+    code, out, err = tether.run("list", deadline=20)
+    assert code == 0 and out.strip() == "No tunnels running"
+    assert err.count("removed corrupt registry entry") == 1
+    info = start_background(tether, "--to", echo_server.address)
+    code, out, err = tether.run("list")
+    assert code == 0 and info["id"] in out and "warning" not in err  # warned once, not again
+    code, _, err = tether.run("stop", "--all")
+    assert code == 0, err
+    assert (directory / "0000000a.json").is_dir()  # directories are left alone
+    left = {p.name for p in directory.iterdir()}
+    assert {"0000000b.json", "0000000c.json", "0000000e.json"}.isdisjoint(left)
+
+
+def test_a_registry_inside_a_directory_others_can_swap_is_refused(
+    tether: TetherRunner, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # world-writable and not sticky: anyone could rename our directory
+    code, _, err = tether.run("list", env={"TETHER_RUNTIME_DIR": str(shared / "run")})
+    assert code == 2
+    assert f"is inside {shared}, which others can write to" in err
+    shared.chmod(0o1777)  # as /tmp is: safe
+    code, _, err = tether.run("list", env={"TETHER_RUNTIME_DIR": str(shared / "run")})
+    assert code == 0, err
+
+
+def test_an_unresponsive_tunnel_costs_list_and_stop_one_bounded_wait(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    frozen = [start_background(tether, "--to", echo_server.address) for _ in range(3)]
+    for info in frozen:
+        os.kill(int(str(info["pid"])), signal.SIGSTOP)
+    try:
+        listed = tether.list_json()
+        assert [e["state"] for e in listed] == ["unresponsive"] * 3
+        code, _, err = tether.run("stop", "--all", "--timeout", "1")
+        assert code == 9
+        assert "did not exit within 1s" in err and "(and" not in err.split(";")[0]
+    finally:
+        for info in frozen:
+            os.kill(int(str(info["pid"])), signal.SIGCONT)
+    # The SIGTERM that stop sent is delivered once they run again.
+    for info in frozen:
+        wait_until_sync(lambda i=info: not alive(int(str(i["pid"]))), "the tunnel to exit")
+
+
+def test_a_held_registry_lock_bounds_start_by_its_timeout_and_signals(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    directory = runtime_dir(tether)
+    directory.mkdir(mode=0o700)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another start, stuck while it holds the lock
+    try:
+        code, _, err = tether.run("start", "--to", echo_server.address, "--timeout", "1")
+        assert code == 7 and "not ready after 1s (still binding)" in err
+        waiting = tether.spawn("start", "--to", echo_server.address, "--timeout", "60")
+        wait_until_sync(lambda: os.getpid() in procs.flock_holders(directory / ".lock"), "lock")
+        wait_until_sync(
+            lambda: (
+                waiting.pid in lock_waiters(directory / ".lock") or waiting.proc.poll() is not None
+            ),
+            "the start to wait for the lock",
+        )
+        waiting.send_signal(signal.SIGTERM)
+        assert waiting.finish() == 128 + signal.SIGTERM
+    finally:
+        os.close(fd)
+
+
+def lock_waiters(path: Path) -> set[int]:
+    """Pids that have the registry lock open, read from /proc/*/fd: those waiting for it."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd) == str(path) for fd in (entry / "fd").iterdir()):
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found

@@ -202,3 +202,38 @@ def test_stdin_is_never_read(tether: TetherRunner, echo_server: EchoServer) -> N
     """No TTY: nothing prompts, so a missing target is an immediate usage error."""
     code, _, err = tether.run("start")
     assert code == 2 and err.startswith("tether: error: no target")
+
+
+def test_pid_file_never_destroys_what_is_there(
+    tether: TetherRunner, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    precious = tmp_path / "notes.txt"
+    precious.write_text("not a pid file\n")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.pid"
+    link.symlink_to(precious)
+    for path in (precious, fifo, link, tmp_path):
+        code, _, err = tether.run(
+            "start", "--to", echo_server.address, "--pid-file", str(path), "--", "true"
+        )
+        assert code == 2, err
+        assert err.startswith(f"tether: error: pid file {path}")
+    assert precious.read_text() == "not a pid file\n"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink()
+    assert tether.list_json() == []
+
+
+def test_stale_pid_file_is_taken_over(
+    tether: TetherRunner, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "tunnel.pid"
+    pid_file.write_text("4194304\n")  # above any pid this kernel hands out: surely gone
+    process = tether.spawn(
+        "start", "--to", echo_server.address, "--pid-file", str(pid_file), "--json"
+    )
+    process.json_line()
+    assert pid_file.read_text() == f"{process.pid}\n"
+    process.send_signal(signal.SIGTERM)
+    assert process.finish() == 0
+    assert not pid_file.exists()

@@ -44,7 +44,7 @@ probe = false
     )
     assert spec.name == "db"
     assert spec.target == Endpoint("db.internal", 5432)
-    assert spec.listen == Endpoint("127.0.0.1", 15432)
+    assert spec.listen == Endpoint("localhost", 15432)
     assert spec.via == Via("ssh", "bastion", 2222, "ops")
     assert spec.timeout == 12 and spec.probe is False
     assert spec.ssh.known_hosts == "/etc/ssh/ssh_known_hosts"

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from servers import EchoServer
 from sshd_server import SshdServer
-from tether_process import TetherRunner
+from tether_process import (
+    TetherProcess,
+    TetherRunner,
+    processes_with,
+    read_pty_until,
+    spawn_on_terminal,
+)
 from waiting import wait_until_sync
 
 
@@ -185,4 +194,134 @@ def test_several_profiles_need_a_command(tether: TetherRunner, tmp_path: Path) -
 def test_missing_command(tether: TetherRunner, echo_server: EchoServer) -> None:
     code, _, err = tether.run("start", "--to", echo_server.address, "--", "/nonexistent/cmd")
     assert code == 127 and "cannot run '/nonexistent/cmd'" in err
+    assert tether.list_json() == []
+
+
+@pytest.fixture
+def sleeper(tmp_path: Path) -> str:
+    """A copy of sleep under a name of this test's own, so its processes can be found."""
+    path = tmp_path / f"sleeper-{uuid.uuid4().hex[:12]}"
+    shutil.copy("/bin/sleep", path)
+    return str(path)
+
+
+def start_with_sleepers(tether: TetherRunner, sleeper: str, *args: str) -> TetherProcess:
+    """A --run line whose shell waits on one sleeper and has another in the background: dash
+    execs neither, so ending only the shell would leave both behind."""
+    process = tether.spawn("start", *args, "--json", "--run", f"{sleeper} 300 & {sleeper} 301")
+    wait_until_sync(lambda: len(processes_with(sleeper, program=True)) == 2, "both sleepers to run")
+    return process
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_ends_the_whole_command(
+    tether: TetherRunner, echo_server: EchoServer, sleeper: str, signum: int
+) -> None:
+    process = start_with_sleepers(tether, sleeper, "--to", echo_server.address)
+    process.send_signal(signum)
+    assert process.finish() == 128 + signum  # the shell's own death by that signal
+    assert processes_with(sleeper, program=True) == []
+    assert tether.list_json() == []
+
+
+def test_tether_stop_ends_the_whole_command(
+    tether: TetherRunner, echo_server: EchoServer, sleeper: str
+) -> None:
+    process = start_with_sleepers(tether, sleeper, "--to", echo_server.address)
+    tunnel_id = process.json_line()["id"]
+    code, _, err = tether.run("stop", tunnel_id)
+    assert code == 0, err
+    assert process.finish() == 128 + signal.SIGTERM
+    assert processes_with(sleeper, program=True) == []
+
+
+@pytest.mark.parametrize("bound", ["--ttl", "--idle-timeout"])
+def test_a_lifetime_bound_ends_the_whole_command(
+    tether: TetherRunner, echo_server: EchoServer, sleeper: str, bound: str
+) -> None:
+    process = start_with_sleepers(tether, sleeper, "--to", echo_server.address, bound, "1s")
+    assert process.finish() == 128 + signal.SIGTERM
+    assert f"{bound} reached" in process.stderr
+    assert processes_with(sleeper, program=True) == []
+
+
+def test_a_lost_transport_ends_the_whole_command(
+    tether: TetherRunner, own_sshd: SshdServer, echo_server: EchoServer, sleeper: str
+) -> None:
+    process = start_with_sleepers(
+        tether, sleeper, "--to", echo_server.address, *own_sshd.tether_flags(), "--no-reconnect"
+    )
+    own_sshd.stop()
+    assert process.finish() == 10
+    assert processes_with(sleeper, program=True) == []
+
+
+def test_what_the_command_leaves_behind_is_ended(
+    tether: TetherRunner, echo_server: EchoServer, sleeper: str
+) -> None:
+    code, _, err = tether.run("start", "--to", echo_server.address, "--run", f"{sleeper} 300 &")
+    assert code == 0, err
+    assert processes_with(sleeper, program=True) == []
+
+
+def test_a_command_deaf_to_sigterm_is_killed_after_the_grace(
+    tether: TetherRunner, echo_server: EchoServer, sleeper: str
+) -> None:
+    # The trap makes the shell and, by inheritance, the sleeper ignore SIGTERM.
+    process = tether.spawn(
+        "start", "--to", echo_server.address, "--run", f"trap '' TERM; {sleeper} 300"
+    )
+    wait_until_sync(lambda: len(processes_with(sleeper, program=True)) == 1, "the sleeper to run")
+    process.send_signal(signal.SIGTERM)
+    assert process.finish() == 128 + signal.SIGKILL
+    assert "did not end within 5s of SIGTERM; killing it" in process.stderr
+    assert processes_with(sleeper, program=True) == []
+
+
+SIGINT_SCRIPT = """
+import signal, sys, time
+def interrupted(signum, frame):
+    print("command got SIGINT", flush=True)
+    sys.exit(7)
+signal.signal(signal.SIGINT, interrupted)
+print("command ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("form", ["--run", "--"])
+def test_ctrl_c_on_a_terminal_reaches_the_command(
+    tether: TetherRunner, echo_server: EchoServer, tmp_path: Path, form: str
+) -> None:
+    script = tmp_path / "interruptible.py"
+    script.write_text(SIGINT_SCRIPT)
+    command = (
+        ["--run", f"{sys.executable} {script}"]
+        if form == "--run"
+        else ["--", sys.executable, str(script)]
+    )
+    proc, master = spawn_on_terminal(["start", "--to", echo_server.address, *command], tether.env)
+    try:
+        read_pty_until(master, "command ready")
+        os.write(master, b"\x03")  # what Ctrl-C types
+        read_pty_until(master, "command got SIGINT")
+        # 7 is the command's own status: it handled the interrupt and nobody killed it.
+        assert proc.wait(timeout=30) == 7
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert tether.list_json() == []
+
+
+def test_names_that_share_variables_are_refused(
+    tether: TetherRunner, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "c.toml"
+    target = echo_server.address
+    config.write_text(f'[tunnels.x-1]\nto = "{target}"\n[tunnels."x.1"]\nto = "{target}"\n')
+    code, _, err = tether.run("start", "x-1", "x.1", "--config", str(config), "--run", "true")
+    assert code == 2
+    assert "would share the variables TETHER_X_1_*" in err
     assert tether.list_json() == []

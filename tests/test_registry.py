@@ -5,22 +5,27 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from servers import EchoServer
 from tether import procs
-from tether.errors import PortInUseError, RegistryError
+from tether.errors import PortInUseError, RegistryError, UsageError
+from tether.modes.hosted import HostedTunnel
 from tether.registry import Registry, default_directory
+from tether.spec import Endpoint, TunnelSpec
 
 
-def fields(**overrides: object) -> dict[str, object]:
-    base: dict[str, object] = dict(
+def fields(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = dict(
         name="db",
         mode="foreground",
-        local_host="127.0.0.1",
+        addresses=["127.0.0.1"],
         local_port=15432,
         target_host="db",
         target_port=5432,
@@ -29,6 +34,27 @@ def fields(**overrides: object) -> dict[str, object]:
     )
     base.update(overrides)
     return base
+
+
+def entry_json(registry: Registry, entry_id: str, pid: int) -> dict[str, Any]:
+    """A complete entry as another process would have written it."""
+    return {
+        "id": entry_id,
+        "name": "db",
+        "pid": pid,
+        "proc_start": procs.start_time(pid),
+        "lock_id": "0:0",
+        "mode": "foreground",
+        "local_host": "127.0.0.1",
+        "local_port": 15432,
+        "local_addresses": ["127.0.0.1"],
+        "target_host": "db",
+        "target_port": 5432,
+        "via": None,
+        "started": "x",
+        "log_file": None,
+        "control": str(registry.directory / f"{entry_id}.sock"),
+    }
 
 
 @pytest.fixture
@@ -98,16 +124,7 @@ def test_free_lock_means_dead_even_if_the_pid_lives(
     registry: Registry, sleeper: subprocess.Popen[bytes]
 ) -> None:
     """A recycled pid (here: a live, unrelated process) never makes a stale entry look alive."""
-    forged = fields()
-    start = procs.start_time(sleeper.pid)
-    entry = {
-        "id": "deadbeef",
-        "pid": sleeper.pid,
-        "proc_start": start,
-        "started": "x",
-        "control": str(registry.directory / "deadbeef.sock"),
-        **forged,
-    }
+    entry = entry_json(registry, "deadbeef", sleeper.pid)
     (registry.directory / "deadbeef.json").write_text(json.dumps(entry))
     (registry.directory / "deadbeef.lock").write_text("")
     assert registry.entries() == []
@@ -130,13 +147,13 @@ def test_lock_held_by_another_pid_is_not_verified(
 
 
 def test_corrupt_entry_is_skipped_and_removed(
-    registry: Registry, capsys: pytest.CaptureFixture[str]
+    registry: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
     live = registry.register(**fields())
     (registry.directory / "0badc0de.json").write_text("{not json")
     (registry.directory / "0badc0de.lock").write_text("")
     assert [e.id for e in registry.entries()] == [live.entry.id]
-    assert "warning: removed corrupt registry entry" in capsys.readouterr().err
+    assert "removed corrupt registry entry" in caplog.text
     assert not (registry.directory / "0badc0de.json").exists()
     live.remove()
 
@@ -144,28 +161,31 @@ def test_corrupt_entry_is_skipped_and_removed(
 @pytest.mark.parametrize(
     ("held", "wanted"),
     [
-        ("127.0.0.1", "localhost"),
-        ("0.0.0.0", "127.0.0.1"),
-        ("127.0.0.1", "0.0.0.0"),
-        ("127.0.0.2", "127.0.0.2"),
+        (["127.0.0.1", "::1"], ["127.0.0.1"]),
+        (["127.0.0.1"], ["127.0.0.1", "::1"]),
+        (["::1"], ["127.0.0.1", "::1"]),
+        (["0.0.0.0"], ["127.0.0.1"]),
+        (["127.0.0.1"], ["0.0.0.0"]),
+        (["127.0.0.2"], ["127.0.0.2"]),
     ],
 )
-def test_overlapping_reservation_fails_naming_the_tunnel(
-    registry: Registry, held: str, wanted: str
+async def test_overlapping_reservation_fails_naming_the_tunnel(
+    registry: Registry, held: list[str], wanted: list[str]
 ) -> None:
-    registration = registry.register(**fields(name="holder", local_host=held))
-    with pytest.raises(PortInUseError) as info, registry.reserving(wanted, 15432):
-        pass
+    registration = registry.register(**fields(name="holder", addresses=held))
+    with pytest.raises(PortInUseError) as info:
+        async with registry.reserving(wanted, 15432):
+            pass
     message = str(info.value)
     assert f"in use by tether tunnel {registration.entry.id} (holder, pid {os.getpid()})" in message
     registration.remove()
 
 
-def test_distinct_addresses_do_not_clash(registry: Registry) -> None:
-    registration = registry.register(**fields(local_host="127.0.0.2"))
-    with registry.reserving("127.0.0.3", 15432):
+async def test_distinct_addresses_do_not_clash(registry: Registry) -> None:
+    registration = registry.register(**fields(addresses=["127.0.0.2"]))
+    async with registry.reserving(["127.0.0.3"], 15432):
         pass
-    with registry.reserving("127.0.0.2", 15433):
+    async with registry.reserving(["127.0.0.2"], 15433):
         pass
     registration.remove()
 
@@ -199,3 +219,32 @@ def test_flock_holders_reads_proc_locks(tmp_path: Path) -> None:
         assert procs.flock_holders(path) == {os.getpid()}
     finally:
         os.close(fd)
+
+
+async def test_nothing_is_resolved_under_the_registry_lock(
+    registry: Registry, echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow resolver must hold up no other start: under the lock, addresses are literals."""
+    lock = registry.directory / ".lock"
+    calls: list[tuple[object, int, bool]] = []
+    real = socket.getaddrinfo
+
+    def recording(
+        host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> Any:
+        calls.append((host, flags, os.getpid() in procs.flock_holders(lock)))
+        return real(host, port, family, type, proto, flags)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording)
+    for host in ("localhost", "127.0.0.1", "ip6-localhost"):
+        spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port), listen=Endpoint(host, 0))
+        hosted = HostedTunnel(spec, registry, "foreground", on_stop=lambda: None)
+        try:
+            await hosted.start()
+        except UsageError:
+            assert host == "ip6-localhost"  # not every /etc/hosts has it
+        finally:
+            await hosted.close()
+    under_lock = [(host, flags) for host, flags, held in calls if held]
+    assert under_lock, "the bind under the lock was not seen"
+    assert all(flags & socket.AI_NUMERICHOST for _, flags in under_lock), under_lock

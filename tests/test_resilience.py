@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from servers import EchoServer
+from servers import BlastServer, EchoServer
 from sshd_server import SshdServer
 from tether_process import TetherProcess, TetherRunner
 from waiting import wait_until_sync
@@ -62,7 +62,7 @@ class Prober(threading.Thread):
                     self.waits.append(time.monotonic() - began)
             except ConnectionRefusedError:
                 self.refused += 1
-            except (ConnectionResetError, BrokenPipeError):
+            except OSError:  # reset, broken pipe, ENOTCONN from shutdown(): any drop counts
                 self.reset += 1
             left = 0.05 - (time.monotonic() - began)
             if left > 0:
@@ -382,3 +382,39 @@ def test_signal_during_drain_is_graceful(
         wait_until_sync(lambda: status(tether)["state"] == "closing", "the drain to begin")
     # The last connection closed, so the drain ends well before its 30 s.
     assert process.finish(deadline=15) == 0
+
+
+def test_clients_that_never_read_cannot_exhaust_memory(
+    tether: TetherRunner, figures: dict[str, str]
+) -> None:
+    clients = 300
+    with BlastServer(64 * 1024 * 1024) as target:
+        process = tether.spawn("start", "--to", target.address, "--json")
+        port = process.json_line()["local_port"]
+        rss_before = rss_kib(process.pid)
+        stuck = []
+        try:
+            for _ in range(clients):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window
+                sock.connect(("127.0.0.1", port))
+                stuck.append(sock)
+            seen = [-1]
+
+            def stalled() -> bool:
+                (entry,) = tether.list_json()
+                moved = entry["bytes_in"] != seen[0]
+                seen[0] = entry["bytes_in"]
+                return entry["connections_active"] == clients and not moved
+
+            wait_until_sync(stalled, "every connection to fill up and stall", deadline=60)
+            rss_after = rss_kib(process.pid)
+        finally:
+            for sock in stuck:
+                sock.close()
+    grown = rss_after - rss_before
+    figures["tunnel memory with 300 clients that never read"] = (
+        f"{rss_before} KiB -> {rss_after} KiB (+{grown // 1024} MiB; "
+        f"{seen[0] // (1024 * 1024)} MiB taken from the target)"
+    )
+    assert grown < 96 * 1024, f"the tunnel grew by {grown} KiB"

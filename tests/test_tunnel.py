@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from servers import AsyncSshServer, EchoServer, SilentServer
+from servers import AsyncSshServer, EchoServer, ResettingServer, SilentServer
 from tether.errors import (
     AuthenticationError,
     HostKeyError,
@@ -233,3 +233,42 @@ async def test_gives_up_after_max_retries(
         with pytest.raises(TunnelLostError, match=r"after 2 reconnect attempt\(s\)"):
             await asyncio.wait_for(tunnel.wait_ended(), 10)
         assert tunnel.state == "lost"
+
+
+async def read_until_closed(tunnel: Tunnel) -> tuple[bytes, BaseException | None]:
+    """What a client gets before the end, and how the end came: None for a clean EOF."""
+    assert tunnel.address is not None
+    reader, writer = await asyncio.open_connection(tunnel.address.host, tunnel.address.port)
+    data = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            data += chunk
+    except ConnectionResetError as exc:
+        return data, exc
+    finally:
+        writer.close()
+    return data, None
+
+
+async def test_a_refused_target_reaches_the_client_as_a_reset() -> None:
+    spec = TunnelSpec(target=Endpoint("127.0.0.1", free_port()), probe=False)
+    async with Tunnel(spec) as tunnel:
+        data, end = await read_until_closed(tunnel)
+        assert data == b"" and isinstance(end, ConnectionResetError)
+        assert tunnel.last_error is not None and "Connection refused" in tunnel.last_error
+
+
+async def test_a_target_reset_mid_stream_reaches_the_client_as_a_reset() -> None:
+    with ResettingServer() as target:
+        async with Tunnel(TunnelSpec(target=Endpoint("127.0.0.1", target.port))) as tunnel:
+            data, end = await read_until_closed(tunnel)
+    # The bytes before the reset arrive (or are lost with it), never followed by a clean EOF.
+    assert ResettingServer.PARTIAL.startswith(data)
+    assert isinstance(end, ConnectionResetError)
+
+
+async def test_a_refused_target_through_ssh_is_a_reset(asyncssh_server: AsyncSshServer) -> None:
+    spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", free_port())).with_changes(probe=False)
+    async with Tunnel(spec) as tunnel:
+        data, end = await read_until_closed(tunnel)
+        assert data == b"" and isinstance(end, ConnectionResetError)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -114,9 +117,11 @@ class TetherRunner:
         self.processes.append(process)
         return process
 
-    def run(self, *args: str, deadline: float = DEADLINE) -> tuple[int, str, str]:
+    def run(
+        self, *args: str, deadline: float = DEADLINE, env: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
         """Run to completion; returns (exit status, stdout, stderr)."""
-        process = self.spawn(*args)
+        process = self.spawn(*args, env=env)
         code = process.finish(deadline)
         return code, process.stdout, process.stderr
 
@@ -138,6 +143,39 @@ class TetherRunner:
             if process.proc.poll() is None:
                 process.send_signal(signal.SIGKILL)
             process.kill()
+
+
+def processes_with(marker: str, *, program: bool = False) -> list[int]:
+    """Pids of the live processes whose command line holds ``marker`` (with ``program``: whose
+    program, argv[0], is ``marker``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit():
+                continue
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if (cmdline.split(b"\0")[0] == marker.encode()) if program else marker.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def spawn_on_terminal(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `tether ARGS` as the session leader of a new pseudo-terminal, as a login shell
+    would; returns the process and the terminal's master side."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    os.close(slave)
+    return proc, master
 
 
 def read_pty_until(fd: int, text: str, deadline: float = 20.0) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
@@ -11,14 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.errors import ConfigError, UsageError
+from tether.errors import ConfigError, UsageError, clip, map_exceptions, shown
+from tether.files import CONFIG_LIMIT, read_regular
 from tether.spec import (
+    DEFAULT_LISTEN_HOST,
     Endpoint,
     SshOptions,
     TunnelSpec,
     Via,
     parse_duration,
     parse_host,
+    parse_int,
     parse_port,
 )
 
@@ -46,6 +48,7 @@ PROFILE_KEYS: dict[str, tuple[type, ...]] = {
     "drain": DURATION,
     "ttl": DURATION,
     "idle_timeout": DURATION,
+    "max_connections": (int, str),
 }
 
 
@@ -81,7 +84,7 @@ class Config:
         if name not in self.profiles:
             known = ", ".join(sorted(self.profiles)) or "none"
             where = f" in {self.path}" if self.path else " (no config file found)"
-            raise ConfigError(f"unknown profile {name!r}{where}; known profiles: {known}")
+            raise ConfigError(f"unknown profile {clip(name)!r}{where}; known profiles: {known}")
         merged = self.default_settings()
         merged.update(
             {
@@ -111,18 +114,20 @@ def find_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -
 def load_config(path: Path, *, required: bool) -> Config:
     """Read and structurally check a config file; a missing optional file is an empty config."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_regular(path, limit=CONFIG_LIMIT, what="config", error=ConfigError)
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{path}: config file not found") from None
         return Config()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    with map_exceptions({UnicodeDecodeError: ConfigError}, f"{path}: not UTF-8"):
+        text = data.decode("utf-8")
     try:
-        data = tomllib.loads(text)
+        parsed = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return parse_config(data, path)
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
+    return parse_config(parsed, path)
 
 
 def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
@@ -175,7 +180,7 @@ _TYPE_NAMES = {
 
 def _show(value: Any) -> str:
     # JSON quoting keeps the message on one line whatever the value holds.
-    return json.dumps(value) if isinstance(value, str) else repr(value)
+    return shown(value)
 
 
 RUN_MAX_RETRIES = 5  # a command should fail, not wait forever, on a tunnel that stays down
@@ -212,7 +217,7 @@ def build_spec(settings: Settings, *, name: str = "", run_mode: bool = False) ->
         target_port if target_port is not None else target.port,
     )
     listen = Endpoint(
-        check("host", lambda v: parse_host(v, what="host")) or "127.0.0.1",
+        check("host", lambda v: parse_host(v, what="host")) or DEFAULT_LISTEN_HOST,
         check("port", lambda v: parse_port(v, what="port")) or 0,
     )
     ssh_values = {field: check(key, parse) for key, (field, parse) in SSH_KEYS.items()}
@@ -233,6 +238,7 @@ def build_spec(settings: Settings, *, name: str = "", run_mode: bool = False) ->
 
 
 UNLIMITED = -1
+MAX_COUNT = 1_000_000
 
 
 def _duration(value: Any, *, zero: bool = False) -> float:
@@ -244,17 +250,14 @@ def _duration(value: Any, *, zero: bool = False) -> float:
 def _retries(value: Any) -> int:
     if value == "unlimited":
         return UNLIMITED
-    text = str(value)
-    if isinstance(value, bool) or not text.isdigit():
-        raise UsageError(f'retries: expected a count or "unlimited", got {_show(value)}')
-    return int(text)
+    try:
+        return parse_int(value, what="retries", low=0, high=MAX_COUNT)
+    except UsageError:
+        raise UsageError(f'retries: expected a count or "unlimited", got {_show(value)}') from None
 
 
 def _count(value: Any) -> int:
-    text = str(value)
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
-        raise UsageError(f"count: expected a positive integer, got {_show(value)}")
-    return int(text)
+    return parse_int(value, what="count", low=1, high=MAX_COUNT)
 
 
 def _bool(value: Any) -> bool:
@@ -280,6 +283,7 @@ SPEC_KEYS: dict[str, tuple[str, Any]] = {
     "drain": ("drain", lambda v: _duration(v, zero=True)),
     "ttl": ("ttl", _duration),
     "idle_timeout": ("idle_timeout", _duration),
+    "max_connections": ("max_connections", _count),
 }
 SSH_KEYS: dict[str, tuple[str, Any]] = {
     "identity_file": ("identity_files", _paths),

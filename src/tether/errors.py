@@ -9,6 +9,7 @@ code  class                      meaning
 1     TetherError                unexpected internal failure
 2     UsageError / ConfigError   bad flags, bad profile, malformed TOML
 2     RegistryError              the registry directory is unsafe (owner, mode, symlink)
+2     OutputError                stdout or stderr is closed or broken (nothing is left running)
 3     PortInUseError             the local listen address is taken
 4     TransportUnreachableError  the SSH server (or direct target) cannot be reached
 5     AuthenticationError        SSH login refused, or host key unknown / changed
@@ -23,6 +24,11 @@ code  class                      meaning
 """
 
 from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 
 class TetherError(Exception):
@@ -47,6 +53,10 @@ class UsageError(TetherError):
 
 class ConfigError(UsageError):
     """A profile file that cannot be read, parsed or validated."""
+
+
+class OutputError(UsageError):
+    """Standard output or error is closed or broken, so the result cannot be reported."""
 
 
 class PortInUseError(TetherError):
@@ -121,3 +131,50 @@ class Interrupted(TetherError):
     def __init__(self, message: str = "interrupted", *, signum: int = 2) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+CLIP = 80
+
+
+def clip(value: object) -> object:
+    """A value to quote in a message, cut to a readable length (a 2,000-character host name or
+    a 400-digit number must not become the error line)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= CLIP:
+        return value
+    return text[:CLIP] + "..."
+
+
+def shown(value: object) -> str:
+    """A value as an error message quotes it: strings in double quotes, on one line."""
+    value = clip(value)
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for an OS or library error, without its type's noise."""
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
+        # asyncio's "Connect call failed ('h', p)" says less than the errno's own text.
+        return os.strerror(exc.errno)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # name resolution errors (negative codes) carry their own text
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+@contextmanager
+def map_exceptions(
+    mapping: Mapping[type[BaseException], type[TetherError]], what: str
+) -> Iterator[None]:
+    """Turn the OS or library errors named in ``mapping`` into tether's own, as ``what: reason``.
+
+    Each module that touches the OS or a library declares here which errors it expects and what
+    they mean, so that nothing untranslated reaches the command line. tether's own errors pass.
+    """
+    try:
+        yield
+    except TetherError:
+        raise
+    except tuple(mapping) as exc:
+        target = next(cls for source, cls in mapping.items() if isinstance(exc, source))
+        raise target(f"{what}: {describe(exc)}") from exc

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tether import procs
-from tether.control import ControlError, request
-from tether.errors import NoSuchTunnelError, StopFailedError, UsageError
+from tether.control import ControlError, request_many
+from tether.errors import NoSuchTunnelError, UsageError
 from tether.registry import Entry, Registry
 
-STATUS_TIMEOUT = 1.0
+# One bound for asking every tunnel at once: an unresponsive one costs `list` this much, once.
+STATUS_TIMEOUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,22 @@ class TunnelInfo:
 
     def as_json(self) -> dict[str, Any]:
         """The documented `tether list --json` object (see README)."""
-        record = asdict(self.entry)
-        record.pop("proc_start")
+        record = self.entry.public()
         record.update({k: v for k, v in asdict(self).items() if k != "entry"})
         return record
 
 
-def list_tunnels(registry: Registry) -> list[TunnelInfo]:
+def list_tunnels(registry: Registry, *, timeout: float = STATUS_TIMEOUT) -> list[TunnelInfo]:
     """Every live tunnel of this user, with its live status where the process answers."""
+    entries = registry.entries()
+    replies = request_many([(e.control, e.pid) for e in entries], "status", timeout=timeout)
     infos = []
-    for entry in registry.entries():
-        try:
-            status = request(entry.control, "status", pid=entry.pid, timeout=STATUS_TIMEOUT)
-        except ControlError as exc:
-            status = {"state": "unresponsive", "last_error": exc.message}
+    for entry, reply in zip(entries, replies, strict=True):
+        status: dict[str, Any] = (
+            reply
+            if not isinstance(reply, ControlError)
+            else {"state": "unresponsive", "last_error": reply.message}
+        )
         infos.append(
             TunnelInfo(
                 entry=entry,
@@ -91,51 +94,70 @@ def select_entries(registry: Registry, selectors: list[str], *, every: bool) -> 
     return list(chosen.values())
 
 
-def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) -> list[Entry]:
-    """Stop each tunnel gracefully and wait until its process has exited.
+@dataclass
+class StopResult:
+    """What `stop` did: the tunnels that stopped, and why each of the others did not."""
 
-    The control channel is asked first; SIGTERM is only a fallback, and only for a process proven
-    to be that tunnel (it holds the entry's lock, started when recorded, and is ours). A tunnel
-    in a shell closes while its process goes on; any other process is waited for until it exits.
-    Every tunnel is asked before any is waited for, so they close in parallel.
+    stopped: list[Entry] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) -> StopResult:
+    """Stop each tunnel gracefully and wait until its process has exited, all within
+    ``timeout`` seconds in total.
+
+    Every tunnel is asked at once through its control channel. SIGTERM is only a fallback, only
+    for a process proven to be that tunnel (it holds the entry's own lock, started when recorded,
+    and is ours), and never for a tunnel inside `tether shell`, whose process holds others too.
+    A tunnel that cannot be stopped does not keep the others from stopping.
     """
-    live = []
+    deadline = time.monotonic() + timeout
+    result = StopResult()
+    candidates: list[tuple[Entry, int]] = []
     for entry in entries:
-        if not registry.is_alive(entry):
-            registry.discard(entry.id)  # it ended meanwhile: the goal is met
-        elif not registry.is_verified(entry):
-            raise StopFailedError(
+        # The pidfd pins the verified process: PID reuse cannot redirect a signal now.
+        verified = registry.is_verified(entry)
+        pidfd = procs.open_pidfd(entry.pid, entry.proc_start) if verified else None
+        if pidfd is not None:
+            candidates.append((entry, pidfd))
+        elif registry.is_alive(entry):
+            result.failures.append(
                 f"refusing to stop {entry.id}: pid {entry.pid} is not verified as that tunnel"
             )
         else:
-            live.append(entry)
-    stopped: list[Entry] = []
+            registry.discard(entry.id)  # it ended meanwhile: the goal is met
+    replies = request_many(
+        [(e.control, e.pid) for e, _ in candidates],
+        "stop",
+        timeout=max(deadline - time.monotonic(), 0),
+    )
     waiting: dict[int, Entry] = {}
     try:
-        for entry in live:
-            # The pidfd pins the verified process: PID reuse cannot redirect a signal now.
-            pidfd = procs.open_pidfd(entry.pid, entry.proc_start)
-            if pidfd is None:
-                registry.discard(entry.id)  # it ended meanwhile: the goal is met
-                continue
-            try:
-                reply = request(entry.control, "stop", pid=entry.pid, timeout=timeout)
-            except ControlError:
-                reply = {}
-                procs.signal_pidfd(pidfd)
-            stopped.append(entry)
-            if reply.get("stopped"):
+        for (entry, pidfd), reply in zip(candidates, replies, strict=True):
+            if isinstance(reply, ControlError) and entry.mode == "shell":
                 os.close(pidfd)
+                result.failures.append(
+                    f"{entry.id} ({entry.name}) lives in tether shell pid {entry.pid}, which "
+                    "does not answer; stop it in that shell"
+                )
+            elif isinstance(reply, ControlError):
+                procs.signal_pidfd(pidfd)
+                waiting[pidfd] = entry
+            elif reply.get("stopped"):
+                os.close(pidfd)
+                result.stopped.append(entry)
             else:
                 waiting[pidfd] = entry
-        deadline = time.monotonic() + timeout
+        exited = procs.wait_pidfds(list(waiting), deadline - time.monotonic())
         for pidfd, entry in waiting.items():
-            if not procs.wait_pidfd(pidfd, deadline - time.monotonic()):
-                raise StopFailedError(
+            if pidfd in exited:
+                registry.discard(entry.id)
+                result.stopped.append(entry)
+            else:
+                result.failures.append(
                     f"tunnel {entry.id} (pid {entry.pid}) did not exit within {timeout:g}s"
                 )
-            registry.discard(entry.id)
     finally:
         for pidfd in waiting:
             os.close(pidfd)
-    return stopped
+    return result

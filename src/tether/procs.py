@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import time
 from pathlib import Path
 
 
@@ -62,11 +63,31 @@ def open_pidfd(pid: int, started: int) -> int | None:
     return fd
 
 
-def wait_pidfd(fd: int, timeout: float) -> bool:
-    """Wait for the process behind ``fd`` to exit; True if it did within ``timeout``."""
-    ready, _, _ = select.select([fd], [], [], max(timeout, 0))
-    return bool(ready)
+def wait_pidfds(fds: list[int], timeout: float) -> set[int]:
+    """Wait for the processes behind ``fds`` to exit, all within ``timeout``; the fds of those
+    that did."""
+    deadline = time.monotonic() + timeout
+    exited: set[int] = set()
+    while len(exited) < len(fds):
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd for fd in fds if fd not in exited], [], [], max(left, 0))
+        exited.update(ready)
+        if not ready:
+            break
+    return exited
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` names a live process (of any user), not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def signal_pidfd(fd: int, signum: int = signal.SIGTERM) -> None:
-    signal.pidfd_send_signal(fd, signum)
+    try:
+        signal.pidfd_send_signal(fd, signum)
+    except ProcessLookupError:
+        pass  # it has exited meanwhile: what the signal was for

@@ -5,30 +5,41 @@ Layout of the registry directory (mode 0700, owned by the user):
     <id>.json       the entry, replaced atomically
     <id>.lock       flock-held by the owning process for its whole life: free means dead
     <id>.sock       the tunnel's control socket (see control.py)
+
+Anything else in the directory (dotfiles, other names, directories) is not an entry and is left
+alone; an entry file that is not a regular file, or does not parse, is removed.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import re
 import secrets
-import socket
 import stat
-import sys
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tether import procs
-from tether.errors import PortInUseError, RegistryError
+from tether.errors import PortInUseError, RegistryError, describe, map_exceptions
+from tether.files import ensure_private_directory, write_private
+
+log = logging.getLogger("tether")
 
 RUNTIME_ENV = "TETHER_RUNTIME_DIR"
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+ENTRY_NAME = re.compile(r"^[0-9a-f]{8}\.json$")
+ENTRY_LIMIT = 64 * 1024
+# The registry lock is held for milliseconds (no I/O beyond this directory happens under it), so
+# a waiter retries often; its caller's timeout bounds the wait.
+LOCK_RETRY = 0.01
 
 
 @dataclass(frozen=True)
@@ -39,9 +50,11 @@ class Entry:
     name: str
     pid: int
     proc_start: int
+    lock_id: str  # "device:inode" of the owner's lock file, so a swapped file is noticed
     mode: str
     local_host: str
     local_port: int
+    local_addresses: list[str]
     target_host: str
     target_port: int
     via: str | None
@@ -51,14 +64,28 @@ class Entry:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Entry:
-        names = {f.name: f.type for f in fields(cls)}
-        if set(data) != set(names):
-            raise ValueError(f"fields {sorted(set(data) ^ set(names))} do not match")
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, Mapping) or set(data) != names:
+            raise ValueError("its fields do not match")
         entry = cls(**data)
         for name in ("pid", "proc_start", "local_port", "target_port"):
-            if not isinstance(getattr(entry, name), int):
+            value = getattr(entry, name)
+            if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"{name} is not an integer")
+        for name in ("id", "name", "mode", "local_host", "lock_id", "control", "started"):
+            if not isinstance(getattr(entry, name), str):
+                raise ValueError(f"{name} is not a string")
+        if not isinstance(entry.local_addresses, list) or not all(
+            isinstance(a, str) for a in entry.local_addresses
+        ):
+            raise ValueError("local_addresses is not a list of strings")
         return entry
+
+    def public(self) -> dict[str, Any]:
+        """The fields worth showing: not the process and lock identities used for checks."""
+        record = asdict(self)
+        del record["proc_start"], record["lock_id"]
+        return record
 
 
 def new_id() -> str:
@@ -78,56 +105,8 @@ def default_directory(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(tempfile.gettempdir()) / f"tether-{os.getuid()}"
 
 
-def ensure_private_directory(path: Path) -> Path:
-    """Create ``path`` (0700) if missing; refuse one that others could tamper with."""
-    try:
-        path.mkdir(mode=0o700, parents=False)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise RegistryError(f"cannot create registry directory {path}: {exc.strerror}") from None
-    st = os.lstat(path)
-    fix = f"remove it or set {RUNTIME_ENV} to a private directory"
-    if stat.S_ISLNK(st.st_mode):
-        raise RegistryError(f"registry directory {path} is a symlink", hint=fix)
-    if not stat.S_ISDIR(st.st_mode):
-        raise RegistryError(f"registry path {path} is not a directory", hint=fix)
-    if st.st_uid != os.getuid():
-        raise RegistryError(
-            f"registry directory {path} is owned by uid {st.st_uid}, not you", hint=fix
-        )
-    if st.st_mode & 0o022:
-        raise RegistryError(
-            f"registry directory {path} is group- or world-writable "
-            f"(mode {stat.S_IMODE(st.st_mode):04o})",
-            hint=f"chmod 700 {path}",
-        )
-    return path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, mode 0600.
-
-    The temporary file is created exclusively and never through a symlink, so this is safe in a
-    directory others can write to (a pid file in /tmp, say).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # a leftover of a crashed run with our pid
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def warn(message: str) -> None:
-    print(f"tether: warning: {message}", file=sys.stderr)
+def _file_id(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 class Registration:
@@ -153,7 +132,12 @@ class Registry:
     """Every running tunnel of this user, visible from any process."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = ensure_private_directory(directory)
+        self.directory = ensure_private_directory(
+            directory,
+            what="registry directory",
+            fix=f"remove it or set {RUNTIME_ENV} to a private directory",
+            error=RegistryError,
+        )
         if len(str(self.paths("0" * 8)["sock"])) > MAX_SOCKET_PATH:
             raise RegistryError(
                 f"registry directory path is too long for a UNIX socket: {directory}",
@@ -167,58 +151,113 @@ class Registry:
     def paths(self, entry_id: str) -> dict[str, Path]:
         return {ext: self.directory / f"{entry_id}.{ext}" for ext in ("json", "lock", "sock")}
 
-    @contextmanager
-    def _global_lock(self) -> Iterator[None]:
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
     # -- reading --------------------------------------------------------------------------------
     def entries(self) -> list[Entry]:
         """Live entries, oldest first. Stale and corrupt entries are removed on the way."""
         live = []
-        for path in sorted(self.directory.glob("*.json")):
-            entry_id = path.stem
-            try:
-                entry = Entry.from_json(json.loads(path.read_text()))
-                if entry.id != entry_id:
-                    raise ValueError("id does not match the file name")
-            except FileNotFoundError:
+        try:
+            names = sorted(os.listdir(self.directory))
+        except OSError as exc:
+            raise RegistryError(f"cannot read registry {self.directory}: {describe(exc)}") from None
+        for name in names:
+            if not ENTRY_NAME.match(name):
                 continue
-            except (ValueError, TypeError, OSError) as exc:
-                done = "removed" if self.discard(entry_id) else "skipped (its owner lives)"
-                warn(f"{done} corrupt registry entry {path}: {exc}")
+            entry = self._read(name)
+            if entry is None:
                 continue
             if self.is_alive(entry):
                 live.append(entry)
             else:
-                self.discard(entry_id)
+                self.discard(entry.id)
         return sorted(live, key=lambda e: (e.started, e.id))
+
+    def _read(self, name: str) -> Entry | None:
+        """The entry in file ``name``, or None after removing what is not a readable entry."""
+        path = self.directory / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None  # removed meanwhile
+        except OSError:
+            self._remove_odd(path)  # a symlink, or something we may not read
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self._remove_odd(path)
+                return None
+            data = os.read(fd, ENTRY_LIMIT + 1)
+        except OSError as exc:
+            log.warning("cannot read registry entry %s: %s", path, describe(exc))
+            return None
+        finally:
+            os.close(fd)
+        try:
+            if len(data) > ENTRY_LIMIT:
+                raise ValueError("it is too large")
+            entry = Entry.from_json(json.loads(data))
+            if f"{entry.id}.json" != name:
+                raise ValueError("its id does not match the file name")
+        except (ValueError, TypeError) as exc:
+            # Removed whatever its lock says: an entry nobody can read helps nobody, and a
+            # warning about it on every later command would help nobody either.
+            path.unlink(missing_ok=True)
+            self.discard(name.removesuffix(".json"))
+            log.warning("removed corrupt registry entry %s: %s", path, exc)
+            return None
+        return entry
+
+    @staticmethod
+    def _remove_odd(path: Path) -> None:
+        """Remove a non-file under an entry's name (FIFO, socket, symlink); leave directories."""
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                path.unlink()
+                log.warning("removed %s from the registry: not a regular file", path)
+        except OSError:
+            pass
 
     def is_alive(self, entry: Entry) -> bool:
         """The owner still holds the entry's lock. A free lock means a dead owner, whatever
         the PID now names."""
-        lock = self.paths(entry.id)["lock"]
-        try:
-            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
+        fd = self._open_lock(entry.id)
+        if fd is None:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
+        except OSError:
+            return False
         finally:
             os.close(fd)
         return False
 
+    def _open_lock(self, entry_id: str) -> int | None:
+        try:
+            return os.open(
+                self.paths(entry_id)["lock"],
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            )
+        except OSError:
+            return None
+
     def is_verified(self, entry: Entry) -> bool:
-        """Alive, and provably that tunnel: its pid holds the lock and started when recorded."""
+        """Alive, and provably that tunnel: the lock file is the one its owner created (ours,
+        0600, one link, the inode the entry names), and the pid the entry names holds that lock
+        and started when recorded."""
         lock = self.paths(entry.id)["lock"]
+        try:
+            st = os.lstat(lock)
+        except OSError:
+            return False
         return (
-            self.is_alive(entry)
+            stat.S_ISREG(st.st_mode)
+            and st.st_nlink == 1
+            and st.st_uid == os.getuid()
+            and stat.S_IMODE(st.st_mode) == 0o600
+            and _file_id(st) == entry.lock_id
+            and self.is_alive(entry)
             and entry.pid in procs.flock_holders(lock)
             and procs.is_same_process(entry.pid, entry.proc_start)
         )
@@ -227,67 +266,108 @@ class Registry:
         """Remove a dead owner's files; an entry whose lock is held is left alone (False)."""
         paths = self.paths(entry_id)
         # Take the lock first: if an owner appeared meanwhile, leave its files alone.
-        try:
-            fd: int | None = os.open(paths["lock"], os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            fd = None
-        except OSError:
-            return False
+        fd = self._open_lock(entry_id)
+        if fd is None and paths["lock"].is_symlink():
+            paths["lock"].unlink(missing_ok=True)
         try:
             if fd is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                except OSError:
                     return False
             for path in (paths["json"], paths["sock"], paths["lock"]):
                 path.unlink(missing_ok=True)
             return True
+        except OSError:
+            return False
         finally:
             if fd is not None:
                 os.close(fd)
 
     # -- writing --------------------------------------------------------------------------------
-    @contextmanager
-    def reserving(self, host: str, port: int) -> Iterator[None]:
-        """Hold the registry lock while the caller binds and registers ``host:port``.
+    @asynccontextmanager
+    async def reserving(self, addresses: list[str], port: int) -> AsyncIterator[None]:
+        """Hold the registry lock while the caller binds and registers ``port`` on numeric
+        ``addresses``.
 
-        Fails at once if another live tether tunnel holds an overlapping address.
+        Fails at once if another live tether tunnel holds an overlapping address. Waiting for
+        the lock yields to the event loop, so the caller's timeout and signals still apply; no
+        name is resolved under it.
         """
-        with self._global_lock():
+        import asyncio  # here: `tether list` and `stop` never reserve
+
+        with map_exceptions({OSError: RegistryError}, "cannot open the registry lock"):
+            fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(LOCK_RETRY)
             if port:
-                wanted = _numeric(host)
                 for entry in self.entries():
-                    if entry.local_port == port and _overlaps(wanted, entry.local_host):
+                    if entry.local_port == port and any(
+                        _overlaps(a, b) for a in addresses for b in entry.local_addresses
+                    ):
                         raise PortInUseError(
-                            f"local address {host}:{port} is in use by tether tunnel "
+                            f"local port {port} is in use by tether tunnel "
                             f"{entry.id} ({entry.name}, pid {entry.pid})",
                             hint=f"stop it with: tether stop {entry.id}",
                         )
             yield
+        finally:
+            os.close(fd)
 
-    def register(self, **fields_: Any) -> Registration:
+    def register(
+        self,
+        *,
+        name: str,
+        mode: str,
+        addresses: list[str],
+        local_port: int,
+        target_host: str,
+        target_port: int,
+        via: str | None,
+        log_file: str | None,
+        entry_id: str | None = None,
+    ) -> Registration:
         """Create an entry owned by this process; the caller holds ``reserving`` for its port."""
-        entry_id = fields_.pop("id", None) or new_id()
+        entry_id = entry_id or new_id()
         paths = self.paths(entry_id)
-        lock_fd = os.open(paths["lock"], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        pid = os.getpid()
-        start = procs.start_time(pid)
-        assert start is not None
-        entry = Entry(
-            id=entry_id,
-            pid=pid,
-            proc_start=start,
-            started=utc_now(),
-            control=str(paths["sock"]),
-            **fields_,
-        )
         try:
+            lock_fd = os.open(
+                paths["lock"], os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+            )
+        except OSError as exc:
+            raise RegistryError(f"cannot create registry lock: {describe(exc)}") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            pid = os.getpid()
+            start = procs.start_time(pid)
+            assert start is not None
+            entry = Entry(
+                id=entry_id,
+                name=name,
+                pid=pid,
+                proc_start=start,
+                lock_id=_file_id(os.fstat(lock_fd)),
+                mode=mode,
+                local_host=addresses[0],
+                local_port=local_port,
+                local_addresses=addresses,
+                target_host=target_host,
+                target_port=target_port,
+                via=via,
+                started=utc_now(),
+                log_file=log_file,
+                control=str(paths["sock"]),
+            )
             write_private(paths["json"], json.dumps(asdict(entry), indent=2))
         except OSError as exc:
             os.close(lock_fd)
             paths["lock"].unlink(missing_ok=True)
-            raise RegistryError(f"cannot write registry entry: {exc.strerror}") from None
+            raise RegistryError(f"cannot write registry entry: {describe(exc)}") from None
         return Registration(self, entry, lock_fd)
 
     def find(self, selectors: list[str]) -> dict[str, list[Entry]]:
@@ -296,22 +376,16 @@ class Registry:
         found: dict[str, list[Entry]] = {}
         for selector in selectors:
             exact = [e for e in entries if e.id == selector]
+            digits = selector.isascii() and selector.isdigit() and len(selector) <= 5
+            port = int(selector) if digits else None
             found[selector] = exact or [
                 e
                 for e in entries
                 if e.name == selector
-                or (selector.isdigit() and e.local_port == int(selector))
+                or (port is not None and e.local_port == port)
                 or (len(selector) >= 4 and e.id.startswith(selector))
             ]
         return found
-
-
-def _numeric(host: str) -> str:
-    """The address a host name binds to, so 'localhost' and '127.0.0.1' compare equal."""
-    try:
-        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
-    except OSError:
-        return host
 
 
 def _overlaps(a: str, b: str) -> bool:

@@ -10,6 +10,8 @@ when both have ended.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +19,36 @@ from typing import Any, Protocol
 # Per direction, a connection holds at most this much unsent data (plus one read chunk) before
 # reading from the sender pauses. Large enough to keep loopback and SSH windows full.
 WRITE_HIGH_WATER = 1024 * 1024
+# What all connections of one tunnel may hold in memory together: with many connections open,
+# each one's share (its high-water mark, read size and SSH window) shrinks, down to a floor.
+BUFFER_BUDGET = 64 * 1024 * 1024
+MIN_HIGH_WATER = 16 * 1024
+MAX_READ = 256 * 1024  # asyncio's own read size
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
+
+
+def high_water_for(active: int) -> int:
+    """Each connection's high-water mark when ``active`` are open.
+
+    Per direction a connection holds at most a mark plus one read of at most the same size, and
+    an SSH channel's window is two marks: under eight marks per connection in all. A power of
+    two, so that the mark, which is re-applied to every open connection when it changes, changes
+    only when the count doubles or halves.
+    """
+    share = BUFFER_BUDGET // (8 * max(active, 1))
+    return max(MIN_HIGH_WATER, min(WRITE_HIGH_WATER, 1 << (share.bit_length() - 1)))
+
+
+def reset(conduit: Conduit) -> None:
+    """Drop a TCP connection with a reset, so its peer cannot take the end for a clean EOF."""
+    if isinstance(conduit, asyncio.Transport):
+        sock = conduit.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            except OSError:
+                pass  # already gone: nothing left to reset
+    conduit.abort()
 
 
 class Conduit(Protocol):
@@ -59,11 +91,22 @@ class End(asyncio.Protocol):
     # -- callbacks from asyncio / asyncssh --------------------------------------------------
     def connection_made(self, conduit: Any) -> None:
         self.conduit = conduit
-        if hasattr(conduit, "set_write_buffer_limits"):
-            conduit.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.limit(self.relay.high_water)
         if self.local and not self.relay.linked:
             # Hold the client's bytes until the stream to the target exists.
             conduit.pause_reading()
+
+    def limit(self, high: int) -> None:
+        """Bound what this end buffers for writing, and what one read of it may bring."""
+        conduit = self.conduit
+        if conduit is None or self.lost:
+            return
+        if hasattr(conduit, "set_write_buffer_limits"):
+            conduit.set_write_buffer_limits(high=high)
+        if hasattr(conduit, "max_size"):
+            # asyncio's selector transports read up to max_size at once (an instance attribute
+            # since 3.4); reads no larger than the mark keep the overshoot within the budget.
+            conduit.max_size = min(high, MAX_READ)
 
     def session_started(self) -> None:
         """asyncssh calls this once the channel is open; nothing to do."""
@@ -100,9 +143,15 @@ class End(asyncio.Protocol):
 class Relay:
     """A local connection paired with its stream to the target."""
 
-    def __init__(self, counters: Counters, on_done: Callable[[Relay], None]) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        on_done: Callable[[Relay], None],
+        high_water: int = WRITE_HIGH_WATER,
+    ) -> None:
         self.counters = counters
         self.on_done = on_done
+        self.high_water = high_water
         self.local = End(self, local=True)
         self.remote = End(self, local=False)
         self.linked = False
@@ -131,11 +180,22 @@ class Relay:
                 end.conduit.close()
         self._maybe_done()
 
-    def abort(self) -> None:
-        """Drop both ends at once, discarding buffered data."""
+    def limit(self, high: int) -> None:
+        """Apply a new high-water mark to both ends."""
+        self.high_water = high
+        self.local.limit(high)
+        self.remote.limit(high)
+
+    def abort(self, *, reset_peers: bool = True) -> None:
+        """Drop both ends at once, discarding buffered data. On a failure the peers get a
+        reset, so a client cannot take a cut-off answer for a complete one; ``reset_peers=False``
+        is the tunnel's own orderly end, which closes them as before."""
         for end in (self.local, self.remote):
             if end.conduit is not None and not end.lost:
-                end.conduit.abort()
+                if reset_peers:
+                    reset(end.conduit)
+                else:
+                    end.conduit.abort()
         self._maybe_done()
 
     def end_lost(self, end: End, exc: BaseException | None) -> None:
@@ -146,7 +206,7 @@ class Relay:
                 if not peer.conduit.is_closing():
                     peer.conduit.close()
             else:
-                peer.conduit.abort()
+                reset(peer.conduit)
         self._maybe_done()
 
     def _maybe_done(self) -> None:

@@ -11,12 +11,13 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Self
 
 from tether.backoff import Backoff
 from tether.errors import ReadinessTimeoutError, TetherError, TunnelLostError
-from tether.listener import bind_listener
-from tether.relay import Counters, Relay
+from tether.listener import Listener, bind_all, resolve_listen
+from tether.logs import LimitedLog
+from tether.relay import WRITE_HIGH_WATER, Counters, Relay, high_water_for
 from tether.spec import Endpoint, TunnelSpec
 from tether.transports import Transport, transport_for
 from tether.transports.base import PhaseCallback
@@ -45,6 +46,13 @@ class TunnelStats:
     idle_left: float | None
 
 
+def not_ready(spec: TunnelSpec, phase: str) -> ReadinessTimeoutError:
+    return ReadinessTimeoutError(
+        f"tunnel not ready after {spec.timeout:g}s (still {phase})",
+        hint="check that the server answers, or allow more time",
+    )
+
+
 class Tunnel:
     """One local port forwarded to one target through one transport.
 
@@ -70,8 +78,10 @@ class Tunnel:
         self.counters = Counters()
         self.reconnect_attempt = 0  # attempts in the current outage
         self.reconnects = 0  # outages recovered from
-        self._listener: socket.socket | None = None
-        self._server: asyncio.Server | None = None
+        self._addresses: list[tuple[str, bool]] | None = None
+        self._listener: Listener | None = None
+        self._warnings = LimitedLog()
+        self._high_water = WRITE_HIGH_WATER
         self._relays: set[Relay] = set()
         self._pending: set[asyncio.Task[None]] = set()
         self._started_at: float | None = None
@@ -87,21 +97,34 @@ class Tunnel:
         self._closed = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def bind(self) -> None:
-        """Bind the listening socket now, without accepting yet; ``start`` does it if needed."""
-        if self._listener is None:
+    async def resolve(self) -> None:
+        """Find the addresses to listen on; ``start`` does it if needed."""
+        if self._addresses is None:
             self._phase("binding")
-            self._listener = bind_listener(self.spec.listen)
+            self._addresses = await resolve_listen(self.spec.listen.host)
 
-    async def start(self) -> None:
-        """Bind, connect and probe, all within ``spec.timeout`` seconds."""
+    def bind(self) -> None:
+        """Bind the listening sockets now, without accepting yet; ``start`` does it if needed.
+
+        Synchronous, after ``resolve``: a caller may hold a lock around it.
+        """
+        if self._listener is None:
+            assert self._addresses is not None, "resolve() first"
+            if self.state != "binding":
+                self._phase("binding")
+            socks = bind_all(self._addresses, self.spec.listen.port)
+            self._listener = Listener(socks, self._accept, self._warnings)
+
+    async def start(self, deadline: float | None = None) -> None:
+        """Bind, connect and probe, all within ``spec.timeout`` seconds (or by ``deadline``, a
+        time of the running loop's clock)."""
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self.spec.timeout
         try:
-            async with asyncio.timeout(self.spec.timeout):
+            async with asyncio.timeout_at(deadline):
+                await self.resolve()
                 self.bind()
-                assert self._listener is not None
-                self._server = await asyncio.get_running_loop().create_server(
-                    self._accept, sock=self._listener, start_serving=False
-                )
                 self._phase("connecting")
                 await self.transport.connect(self._phase, self._transport_lost)
                 if self.spec.probe:
@@ -110,15 +133,12 @@ class Tunnel:
         except TimeoutError:
             phase = self.state
             await self.close()
-            raise ReadinessTimeoutError(
-                f"tunnel not ready after {self.spec.timeout:g}s (still {phase})",
-                hint="raise --timeout or check that the server answers",
-            ) from None
+            raise not_ready(self.spec, phase) from None
         except BaseException:
             await self.close()
             raise
-        assert self._server is not None
-        await self._server.start_serving()
+        assert self._listener is not None
+        self._listener.start()
         self._started_at = time.monotonic()
         self._up.set()
         self._phase("ready")
@@ -146,9 +166,7 @@ class Tunnel:
         self.state = "closing"
         for handle, _ in self._timers.values():
             handle.cancel()
-        if self._server is not None:
-            self._server.close()
-        elif self._listener is not None:
+        if self._listener is not None:
             self._listener.close()
         if drain > 0 and self._up.is_set():
             try:
@@ -164,12 +182,10 @@ class Tunnel:
         for task in [*self._pending, *([self._supervisor] if self._supervisor else [])]:
             task.cancel()
         for relay in list(self._relays):
-            relay.abort()
+            relay.abort(reset_peers=False)
         try:
             await self.transport.close()
         finally:
-            if self._server is not None:
-                await self._server.wait_closed()
             if self._end_reason is None and self._lost is None:
                 self._end_reason = "closed"
             self._ended.set()
@@ -193,11 +209,19 @@ class Tunnel:
 
     @property
     def address(self) -> Endpoint | None:
-        """The address actually bound (the real port when the spec asked for port 0)."""
-        if self._listener is None or self._listener.fileno() < 0:
-            return None
-        host, port = self._listener.getsockname()[:2]
-        return Endpoint(host, port)
+        """The first address actually bound (the real port when the spec asked for port 0)."""
+        return self._listener.address if self._listener is not None else None
+
+    @property
+    def listen_addresses(self) -> list[str]:
+        """The numeric addresses ``bind`` will take, once ``resolve`` has run."""
+        assert self._addresses is not None, "resolve() first"
+        return [address for address, _ in self._addresses]
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every address bound: 127.0.0.1 and ::1 for the default listen host."""
+        return self._listener.addresses if self._listener is not None else []
 
     def stats(self) -> TunnelStats:
         c = self.counters
@@ -323,21 +347,46 @@ class Tunnel:
         conduit = await self.transport.open(self.spec.target, relay.remote)
         conduit.close()
 
-    def _accept(self) -> Any:
-        relay = Relay(self.counters, self._relay_done)
+    def _accept(self, conn: socket.socket) -> None:
+        relay = Relay(self.counters, self._relay_done, self._high_water)
         self._relays.add(relay)
         self._drained.clear()
         self._disarm("idle")
-        task = asyncio.ensure_future(self._connect(relay))
+        self._rebalance()
+        if self.counters.active >= self.spec.max_connections and self._listener is not None:
+            # New clients wait in the kernel's backlog until a connection ends.
+            self._listener.pause("full")
+        task = asyncio.ensure_future(self._serve(relay, conn))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-        return relay.local
+        # A task cancelled (by close) before it ran never reached the code that owns the socket.
+        task.add_done_callback(lambda done: conn.close() if done.cancelled() else None)
 
     def _relay_done(self, relay: Relay) -> None:
         self._relays.discard(relay)
+        self._rebalance()
+        if self._listener is not None and self.counters.active < self.spec.max_connections:
+            self._listener.resume("full")
         if self.counters.active == 0:
             self._drained.set()
             self._arm_idle()
+
+    def _rebalance(self) -> None:
+        """Share the tunnel's buffer budget among its open connections."""
+        high = high_water_for(self.counters.active)
+        if high != self._high_water:
+            self._high_water = high
+            for relay in self._relays:
+                relay.limit(high)
+
+    async def _serve(self, relay: Relay, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: relay.local, conn)
+        except OSError:
+            conn.close()  # the client is already gone
+            relay.abort()
+            return
+        await self._connect(relay)
 
     async def _connect(self, relay: Relay) -> None:
         try:
@@ -350,10 +399,10 @@ class Tunnel:
             return
         except TetherError as exc:
             self.last_error = exc.message
-            log.warning("%s: %s", self.spec.name, exc.message)
+            self._warnings.warning("connect", "%s: %s", self.spec.name, exc.message)
             relay.abort()
             return
-        except asyncio.CancelledError:
-            relay.abort()
+        except asyncio.CancelledError:  # the tunnel is closing
+            relay.abort(reset_peers=False)
             raise
         relay.link()

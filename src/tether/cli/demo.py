@@ -6,10 +6,12 @@ import asyncio
 
 import click
 
+from tether.cli.render import echo
+
 
 @click.command()
 def demo() -> None:
     """Show tether working end to end, offline: SSH server, target and tunnel on loopback."""
     from tether.demo import run_demo
 
-    asyncio.run(run_demo(lambda line: click.echo(line)))
+    asyncio.run(run_demo(echo))

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from tether.cli.render import human_bytes, human_duration, table
+from tether.cli.render import echo, human_bytes, human_duration, table
 from tether.manage import TunnelInfo, list_tunnels
 from tether.registry import Registry
 from tether.spec import Endpoint
@@ -83,4 +83,4 @@ def render_list(infos: list[TunnelInfo], *, as_json: bool) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (schema in README).")
 def list_command(as_json: bool) -> None:
     """Show every running tunnel of this user (alias: ls)."""
-    click.echo(render_list(list_tunnels(Registry.default()), as_json=as_json))
+    echo(render_list(list_tunnels(Registry.default()), as_json=as_json))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import sys
+import re
 from pathlib import Path
 
 import click
 
+from tether.cli.render import echo
 from tether.errors import NoSuchTunnelError
+from tether.files import read_regular
+from tether.logs import LOG_CAP, rotated
 from tether.manage import select_entries
-from tether.modes.background import state_directory
+from tether.modes.background import log_directory
 from tether.registry import Registry
+
+ENTRY_ID = re.compile(r"[0-9a-f]{8}")
 
 
 def log_path(registry: Registry, selector: str) -> Path:
@@ -18,9 +23,10 @@ def log_path(registry: Registry, selector: str) -> Path:
     try:
         (entry,) = select_entries(registry, [selector], every=False)
     except NoSuchTunnelError:
-        finished = state_directory() / f"{selector}.log"
-        if selector.isalnum() and finished.is_file():
-            return finished
+        if ENTRY_ID.fullmatch(selector):
+            finished = log_directory() / f"{selector}.log"
+            if finished.is_file():
+                return finished
         raise
     if entry.log_file is None:
         raise NoSuchTunnelError(f"tunnel {entry.id} runs in {entry.mode} mode and has no log")
@@ -32,7 +38,11 @@ def log_path(registry: Registry, selector: str) -> Path:
 def logs(selector: str) -> None:
     """Print the log of background tunnel ID|NAME (of a finished one, by ID)."""
     path = log_path(Registry.default(), selector)
-    try:
-        sys.stdout.write(path.read_text(errors="replace"))
-    except OSError as exc:
-        raise NoSuchTunnelError(f"cannot read log {path}: {exc.strerror}") from None
+    for part in (rotated(path), path):
+        try:
+            data = read_regular(part, limit=2 * LOG_CAP, what="log", error=NoSuchTunnelError)
+        except FileNotFoundError:
+            if part == path:
+                raise NoSuchTunnelError(f"log {path} is gone") from None
+            continue
+        echo(data.decode(errors="replace"), end="")

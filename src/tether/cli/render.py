@@ -5,14 +5,16 @@ rich is imported only for the spinner, and only on a terminal, so `tether list` 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Self
 
-import click
+from tether.errors import OutputError, TetherError, describe
 
 PHASE_TEXT = {
     "binding": "binding the local port",
@@ -23,20 +25,57 @@ PHASE_TEXT = {
 }
 
 
+def echo(text: str, *, err: bool = False, end: str = "\n") -> None:
+    """Print a line to stdout (or stderr) and flush it; a closed or broken stream is an
+    OutputError, so that the caller can undo what the output was meant to announce."""
+    name = "stderr" if err else "stdout"
+    stream = sys.stderr if err else sys.stdout
+    try:
+        if stream is None:  # the descriptor was closed when tether started
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        stream.write(text + end)
+        stream.flush()
+    except (OSError, ValueError) as exc:
+        if not err:
+            # What is still buffered would fail again, noisily, when the interpreter exits.
+            sys.stdout = open(os.devnull, "w")
+        raise OutputError(f"cannot write to {name}: {describe(exc)}") from None
+
+
+def show_error(exc: BaseException, *, debug: bool) -> int:
+    """Print one line for a failure (and the traceback with --debug); return its exit code.
+
+    tether's own errors carry their code; anything else is a bug, reported as exit 1.
+    """
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, TetherError):
+        line, code = f"tether: error: {exc}", exc.exit_code
+    else:
+        hint = "" if debug else " (run with --debug for details)"
+        line, code = f"tether: error: internal error: {describe(exc)}{hint}", 1
+    try:
+        echo(line, err=True)
+    except OutputError:
+        pass  # stderr is gone too: the exit code is all that is left
+    return code
+
+
 def print_ready(record: dict[str, Any], *, as_json: bool, hint: bool = True) -> None:
     """Announce readiness: JSON on stdout, or a banner on stderr."""
     if as_json:
-        click.echo(json.dumps(record))
-        sys.stdout.flush()
+        echo(json.dumps(record))
         return
     local = f"{record['local_host']}:{record['local_port']}"
-    click.echo(
+    echo(
         f"tether: {record['name']} ready on {local} -> {record['target']} "
         f"via {record['via'] or 'direct'} (id {record['id']}, pid {record['pid']})",
         err=True,
     )
     if hint and sys.stderr.isatty():
-        click.echo("tether: press Ctrl-C to stop", err=True)
+        echo("tether: press Ctrl-C to stop", err=True)
 
 
 def human_bytes(count: int | None) -> str:

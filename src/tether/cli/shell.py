@@ -11,10 +11,10 @@ from typing import Any
 import click
 
 from tether.cli.list import render_list
-from tether.cli.render import print_ready
+from tether.cli.render import echo, print_ready, show_error
 from tether.cli.start import parse_request, start
-from tether.cli.stop import announce_stopped
-from tether.errors import TetherError, UsageError
+from tether.cli.stop import DEFAULT_TIMEOUT, announce_stopped, report
+from tether.errors import UsageError
 from tether.manage import list_tunnels, select_entries, stop_tunnels
 from tether.modes.shell import ShellSession
 from tether.registry import Registry
@@ -33,9 +33,13 @@ def _start(session: ShellSession, args: list[str]) -> None:
     argv = ctx.meta.get("tether.argv")
     if params["run"] is not None or argv is not None:
         raise UsageError("--run and -- are not available in the shell; use `tether start`")
+    if params["pid_file"] is not None:
+        raise UsageError(
+            "--pid-file is not available in the shell: its tunnels live in the shell's process"
+        )
     for flag in ("foreground", "background"):
         if params[flag]:
-            click.echo(
+            echo(
                 f"tether: note: --{flag} is not needed here; the tunnel runs in this "
                 "shell until you stop it or leave",
                 err=True,
@@ -58,8 +62,7 @@ def _stop(session: ShellSession, args: list[str]) -> None:
             announce_stopped(entry)
         else:
             others.append(entry)
-    for entry in stop_tunnels(session.registry, others, timeout=10):
-        announce_stopped(entry)
+    report(stop_tunnels(session.registry, others, timeout=DEFAULT_TIMEOUT))
 
 
 def execute(session: ShellSession, line: str) -> bool:
@@ -74,11 +77,11 @@ def execute(session: ShellSession, line: str) -> bool:
     if command in ("exit", "quit"):
         return False
     if command == "help":
-        click.echo(HELP)
+        echo(HELP)
     elif command == "start":
         _start(session, args)
     elif command in ("list", "ls"):
-        click.echo(render_list(list_tunnels(session.registry), as_json="--json" in args))
+        echo(render_list(list_tunnels(session.registry), as_json="--json" in args))
     elif command == "stop":
         _stop(session, args)
     else:
@@ -91,7 +94,7 @@ def _read(interactive: bool) -> str | None:
         try:
             return input("tether> ")
         except EOFError:
-            click.echo()
+            echo("")
             return None
     line = sys.stdin.readline()
     return line if line else None
@@ -101,6 +104,10 @@ def _leave(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+# SIGHUP: the terminal went away. Either way the shell closes its tunnels before it goes.
+LEAVE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 @click.command()
 def shell() -> None:
     """An interactive prompt; tunnels started here live until stopped or the shell exits.
@@ -108,9 +115,10 @@ def shell() -> None:
     Without a terminal on stdin, reads one command per line and never prompts.
     """
     interactive = sys.stdin.isatty()
+    debug = bool((click.get_current_context().obj or {}).get("debug"))
     session = ShellSession(Registry.default())
     status = 0
-    previous = signal.signal(signal.SIGTERM, _leave)
+    previous = {signum: signal.signal(signum, _leave) for signum in LEAVE_SIGNALS}
     try:
         while True:
             try:
@@ -118,16 +126,16 @@ def shell() -> None:
                 if line is None or not execute(session, line):
                     break
             except KeyboardInterrupt:
-                click.echo()
+                echo("")
             except click.exceptions.Exit:
                 pass  # `start --help` printed its help
             except click.ClickException as exc:
                 exc.show()
                 status = exc.exit_code
-            except TetherError as exc:
-                click.echo(f"tether: error: {exc}", err=True)
-                status = exc.exit_code
+            except Exception as exc:  # one bad line must not take the shell's tunnels down
+                status = show_error(exc, debug=debug)
     finally:
         session.close()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     raise SystemExit(0 if interactive else status)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +13,8 @@ import click
 from tether.cli.render import Spinner, print_ready
 from tether.config import Config, Setting, Settings, build_spec, find_config, load_config
 from tether.errors import TetherError, UsageError
-from tether.modes.pidfile import check_pid_file_location
+from tether.modes.pidfile import check_pid_file
+from tether.modes.runtime import run
 from tether.registry import Registry, new_id
 from tether.spec import TunnelSpec
 
@@ -38,6 +38,7 @@ FLAG_KEYS = (
     ("drain", "drain", "--drain"),
     ("ttl", "ttl", "--ttl"),
     ("idle_timeout", "idle_timeout", "--idle-timeout"),
+    ("max_connections", "max_connections", "--max-connections"),
 )
 # Flags that describe a single tunnel, so they cannot go with several profiles.
 SINGLE_TUNNEL_FLAGS = ("to", "target_host", "target_port", "port", "name")
@@ -110,7 +111,7 @@ def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRe
     )
     pid_file = Path(params["pid_file"]).absolute() if params["pid_file"] else None
     if pid_file is not None:
-        check_pid_file_location(pid_file)
+        check_pid_file(pid_file)
     command: str | tuple[str, ...] | None = params["run"] if argv is None else tuple(argv)
     return StartRequest(specs, mode, command, pid_file, params["as_json"])
 
@@ -142,7 +143,7 @@ class _StartCommand(click.Command):
 @click.option(
     "--run", "-R", metavar="CMD", help="Run CMD through the shell once ready, then close."
 )
-@click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the pid here once ready.")
+@click.option("--pid-file", metavar="PATH", help="Write the pid here once ready.")
 @click.option("--timeout", metavar="SECONDS", help="Bound on getting ready [default: 30].")
 @click.option("--no-probe", is_flag=True, help="Do not test-connect to the target before ready.")
 @click.option(
@@ -162,6 +163,11 @@ class _StartCommand(click.Command):
 @click.option("--ttl", metavar="DURATION", help="Stop after this long (30s, 5m, 2h).")
 @click.option(
     "--idle-timeout", metavar="DURATION", help="Stop after this long without connections."
+)
+@click.option(
+    "--max-connections",
+    metavar="N",
+    help="Connections served at once; more wait until one ends [default: 1024].",
 )
 @click.option(
     "--keepalive-interval",
@@ -217,7 +223,7 @@ def _foreground(req: StartRequest, registry: Registry) -> int:
             spinner.stop()
             print_ready(hosted.ready_record(), as_json=req.as_json)
 
-        return asyncio.run(
+        return run(
             run_foreground(
                 spec, registry, on_ready=ready, on_phase=spinner.phase, pid_file=req.pid_file
             )
@@ -235,7 +241,7 @@ def _run(req: StartRequest, registry: Registry) -> int:
             for hosted in tunnels:
                 print_ready(hosted.ready_record(), as_json=req.as_json, hint=False)
 
-        return asyncio.run(
+        return run(
             run_command(
                 req.specs,
                 registry,
@@ -248,10 +254,10 @@ def _run(req: StartRequest, registry: Registry) -> int:
 
 
 def _background_parent(ctx: click.Context, req: StartRequest, registry: Registry) -> int:
-    from tether.modes.background import launch, state_directory
+    from tether.modes.background import ensure_log_directory, launch
 
     entry_id = new_id()
-    log_file = state_directory() / f"{entry_id}.log"
+    log_file = ensure_log_directory() / f"{entry_id}.log"
     argv = [
         "start",
         *_child_args(ctx),
@@ -262,11 +268,20 @@ def _background_parent(ctx: click.Context, req: StartRequest, registry: Registry
         str(log_file),
     ]
     spec = req.specs[0]
-    with Spinner(spec.name):
-        record = launch(
-            argv, entry_id=entry_id, log_file=log_file, timeout=spec.timeout, registry=registry
+    with Spinner(spec.name) as spinner:
+
+        def ready(record: dict[str, Any]) -> None:
+            spinner.stop()
+            print_ready(record, as_json=req.as_json, hint=False)
+
+        launch(
+            argv,
+            entry_id=entry_id,
+            log_file=log_file,
+            timeout=spec.timeout,
+            registry=registry,
+            on_ready=ready,
         )
-    print_ready(record, as_json=req.as_json, hint=False)
     return 0
 
 
@@ -298,9 +313,13 @@ def _child_args(ctx: click.Context) -> list[str]:
 
 
 def _background_child(req: StartRequest, registry: Registry, params: dict[str, Any]) -> int:
+    from tether.logs import TimestampedLog, as_text_stream
     from tether.modes.background import report
     from tether.modes.foreground import run_foreground
 
+    if params["log_file"]:
+        # Its stdout and stderr are the log: every line timestamped, the file capped.
+        sys.stdout = sys.stderr = as_text_stream(TimestampedLog(Path(params["log_file"])))
     # The pipe is used once: after the report its fd number may be reused by something else.
     pipe: list[int] = [params["ready_fd"]] if params["ready_fd"] is not None else []
 
@@ -314,7 +333,7 @@ def _background_child(req: StartRequest, registry: Registry, params: dict[str, A
         send({"ready": record})
 
     try:
-        return asyncio.run(
+        return run(
             run_foreground(
                 req.specs[0],
                 registry,
@@ -323,6 +342,7 @@ def _background_child(req: StartRequest, registry: Registry, params: dict[str, A
                 mode="background",
                 entry_id=params["tunnel_id"],
                 log_file=params["log_file"],
+                parent_pipe=pipe[0] if pipe else None,
             )
         )
     except TetherError as exc:

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import click
 
-from tether.manage import select_entries, stop_tunnels
+from tether.cli.render import echo
+
+from tether.errors import StopFailedError
+from tether.manage import StopResult, select_entries, stop_tunnels
 from tether.registry import Entry, Registry
+from tether.spec import parse_duration
+
+DEFAULT_TIMEOUT = 10.0
 
 
 def announce_stopped(entry: Entry) -> None:
-    click.echo(f"tether: stopped {entry.id} ({entry.name}, pid {entry.pid})", err=True)
+    echo(f"tether: stopped {entry.id} ({entry.name}, pid {entry.pid})", err=True)
+
+
+def report(result: StopResult) -> None:
+    """Name every tunnel that stopped; then fail (exit 9) naming those that did not."""
+    for entry in result.stopped:
+        announce_stopped(entry)
+    if result.failures:
+        shown = result.failures[:3]
+        more = len(result.failures) - len(shown)
+        raise StopFailedError("; ".join(shown) + (f" (and {more} more)" if more else ""))
 
 
 @click.command()
@@ -17,16 +33,14 @@ def announce_stopped(entry: Entry) -> None:
 @click.option("--all", "every", is_flag=True, help="Stop every match (every tunnel if none named).")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Seconds to wait for each tunnel to exit.",
+    metavar="SECONDS",
+    help=f"Bound on the whole command [default: {DEFAULT_TIMEOUT:g}].",
 )
-def stop(selectors: tuple[str, ...], every: bool, timeout: float) -> None:
+def stop(selectors: tuple[str, ...], every: bool, timeout: str | None) -> None:
     """Stop tunnels by ID, NAME or local PORT."""
+    seconds = parse_duration(timeout, what="--timeout") if timeout is not None else DEFAULT_TIMEOUT
     registry = Registry.default()
     entries = select_entries(registry, list(selectors), every=every)
-    for entry in stop_tunnels(registry, entries, timeout=timeout):
-        announce_stopped(entry)
+    report(stop_tunnels(registry, entries, timeout=seconds))
     if not entries:
-        click.echo("No tunnels running", err=True)
+        echo("No tunnels running", err=True)

@@ -14,11 +14,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tether.errors import Interrupted, ReadinessTimeoutError, TetherError
+from tether.errors import (
+    Interrupted,
+    ReadinessTimeoutError,
+    TetherError,
+    UsageError,
+    describe,
+)
+from tether.files import ensure_private_directory
+from tether.logs import rotated
 from tether.modes.signals import STOP_SIGNALS
 from tether.registry import Registry
 
@@ -37,32 +46,60 @@ class ChildFailed(TetherError):
         self.exit_code = exit_code
 
 
-def state_directory() -> Path:
-    """Where background logs go: the user's state dir (~/.local/state/tether/logs), 0700."""
+def log_directory() -> Path:
+    """Where background logs go: the user's state dir (~/.local/state/tether/logs)."""
     import platformdirs
 
-    path = Path(platformdirs.user_state_dir("tether")) / "logs"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+    return Path(platformdirs.user_state_dir("tether")) / "logs"
+
+
+def ensure_log_directory() -> Path:
+    """The log directory, created 0700 if missing, and refused if others could tamper with it."""
+    return ensure_private_directory(
+        log_directory(),
+        what="log directory",
+        fix="set XDG_STATE_HOME to a private directory",
+        error=UsageError,
+    )
 
 
 def prune_logs(directory: Path, live_ids: set[str], keep: int = LOGS_KEPT) -> None:
     """Drop the oldest logs of finished tunnels beyond ``keep``: logs outlive tunnels, not
-    forever."""
-    logs = sorted(directory.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in logs[keep:]:
+    forever. Other starts prune at the same time, so any file may vanish under us."""
+    dated = []
+    for path in directory.glob("*.log"):
+        try:
+            dated.append((path.stat().st_mtime, path))
+        except OSError:
+            continue
+    dated.sort(reverse=True)
+    for _, path in dated[keep:]:
         if path.stem not in live_ids:
-            path.unlink(missing_ok=True)
+            for part in (path, rotated(path)):
+                part.unlink(missing_ok=True)
 
 
 def open_log(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW, 0o600
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot create log {path}: {describe(exc)}") from None
 
 
 def launch(
-    argv: list[str], *, entry_id: str, log_file: Path, timeout: float, registry: Registry
-) -> dict[str, Any]:
-    """Start ``tether <argv>`` detached and return its ready record once it reports ready."""
+    argv: list[str],
+    *,
+    entry_id: str,
+    log_file: Path,
+    timeout: float,
+    registry: Registry,
+    on_ready: Callable[[dict[str, Any]], None],
+) -> None:
+    """Start ``tether <argv>`` detached; once it reports ready, pass its ready record to
+    ``on_ready``. If that fails (stdout is gone, say), the child is stopped: a start is whole
+    or it leaves nothing."""
     prune_logs(log_file.parent, {entry.id for entry in registry.entries()})
     read_end, write_end = os.pipe()
     log_fd = open_log(log_file)
@@ -75,6 +112,9 @@ def launch(
             pass_fds=(write_end,),
             start_new_session=True,
         )
+    except OSError as exc:
+        os.close(read_end)
+        raise TetherError(f"cannot start the background tunnel: {describe(exc)}") from None
     finally:
         os.close(write_end)
         os.close(log_fd)
@@ -100,10 +140,19 @@ def launch(
     if "ready" not in message:
         code = proc.wait(STOP_GRACE)
         registry.discard(entry_id)
+        if code < 0:
+            raise ChildFailed(
+                f"background tunnel was killed by signal {-code} before ready (log: {log_file})",
+                128 - code,
+            )
         raise ChildFailed(
             f"background tunnel exited with status {code} before ready (log: {log_file})", code or 1
         )
-    return dict(message["ready"])
+    try:
+        on_ready(dict(message["ready"]))
+    except BaseException:
+        _stop_child(proc, registry, entry_id)
+        raise
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tether.errors import Interrupted
 from tether.modes.hosted import HostedTunnel
-from tether.modes.pidfile import remove_pid_file, write_pid_file
+from tether.modes.pidfile import PidFile
 from tether.modes.signals import StopRequest, capture_stop_signals
 from tether.registry import Registry
 from tether.spec import TunnelSpec
@@ -53,9 +54,24 @@ async def run_foreground(
     mode: str = "foreground",
     entry_id: str | None = None,
     log_file: str | None = None,
+    parent_pipe: int | None = None,
 ) -> int:
-    """Run one tunnel until SIGINT, SIGTERM, SIGHUP or a control `stop`; that exits 0."""
+    """Run one tunnel until SIGINT, SIGTERM, SIGHUP or a control `stop`; that exits 0.
+
+    ``parent_pipe`` is the write end of a pipe whose reader waits for readiness: if the reader
+    goes away before then, nobody would ever learn of this tunnel, so it stops as on SIGHUP.
+    """
     stop = StopRequest()
+    loop = asyncio.get_running_loop()
+
+    def parent_gone() -> None:
+        assert parent_pipe is not None
+        loop.remove_reader(parent_pipe)
+        stop.set(signal.SIGHUP)
+
+    if parent_pipe is not None:
+        # epoll reports the write end of a pipe as readable (an error) once the reader closes.
+        loop.add_reader(parent_pipe, parent_gone)
     with capture_stop_signals(stop):
         hosted = HostedTunnel(
             spec,
@@ -66,18 +82,23 @@ async def run_foreground(
             entry_id=entry_id,
             log_file=log_file,
         )
-        await start_all([hosted], stop)
+        try:
+            await start_all([hosted], stop)
+        finally:
+            if parent_pipe is not None:
+                loop.remove_reader(parent_pipe)
         drain = 0.0
+        written: PidFile | None = None
         try:
             if pid_file is not None:
-                write_pid_file(pid_file)
+                written = PidFile.create(pid_file)
             on_ready(hosted)
             await serve_until_end(hosted, stop)
             drain = spec.drain
         finally:
             await hosted.close(drain)
-            if pid_file is not None:
-                remove_pid_file(pid_file)
+            if written is not None:
+                written.remove()
     return 0
 
 

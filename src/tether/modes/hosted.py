@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,7 +11,7 @@ from tether.control import ControlServer
 from tether.registry import Registration, Registry
 from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
-from tether.tunnel import Tunnel
+from tether.tunnel import Tunnel, not_ready
 
 
 class HostedTunnel:
@@ -47,30 +48,42 @@ class HostedTunnel:
         return self.registration.entry.id
 
     async def start(self) -> None:
-        """Reserve, bind, register, serve control, then connect and probe."""
-        listen = self.spec.listen
+        """Resolve, reserve, bind, register, serve control, then connect and probe: all within
+        the spec's timeout, which covers waiting for the registry lock too."""
+        spec = self.spec
+        deadline = asyncio.get_running_loop().time() + spec.timeout
         try:
-            with self.registry.reserving(listen.host, listen.port):
-                self.tunnel.bind()
-                address = self.tunnel.address
-                assert address is not None
-                via = self.spec.via
-                self.registration = self.registry.register(
-                    id=self._entry_id,
-                    name=self.spec.name,
-                    mode=self.mode,
-                    local_host=address.host,
-                    local_port=address.port,
-                    target_host=self.spec.target.host,
-                    target_port=self.spec.target.port,
-                    via=str(via) if via else None,
-                    log_file=self._log_file,
+            async with asyncio.timeout_at(deadline):
+                await self.tunnel.resolve()
+                addresses = self.tunnel.listen_addresses
+                async with self.registry.reserving(addresses, spec.listen.port):
+                    self.tunnel.bind()
+                    address = self.tunnel.address
+                    assert address is not None
+                    self.registration = self.registry.register(
+                        entry_id=self._entry_id,
+                        name=spec.name,
+                        mode=self.mode,
+                        addresses=self.tunnel.addresses,
+                        local_port=address.port,
+                        target_host=spec.target.host,
+                        target_port=spec.target.port,
+                        via=str(spec.via) if spec.via else None,
+                        log_file=self._log_file,
+                    )
+                self._control = ControlServer(
+                    self.registry.paths(self.id)["sock"], self.status, self._on_stop
                 )
-            self._control = ControlServer(
-                self.registry.paths(self.id)["sock"], self.status, self._on_stop
-            )
-            await self._control.start()
-            await self.tunnel.start()
+                await self._control.start()
+        except TimeoutError:
+            phase = self.tunnel.state
+            await self.close()
+            raise not_ready(spec, phase) from None
+        except BaseException:
+            await self.close()
+            raise
+        try:
+            await self.tunnel.start(deadline)
         except BaseException:
             await self.close()
             raise

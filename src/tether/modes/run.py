@@ -9,22 +9,32 @@ import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tether.errors import CommandError
+from tether.errors import UsageError
+from tether.modes.command import Command
 from tether.modes.foreground import start_all
 from tether.modes.hosted import HostedTunnel
-from tether.modes.pidfile import remove_pid_file, write_pid_file
-from tether.modes.signals import STOP_SIGNALS, StopRequest, capture_stop_signals
+from tether.modes.pidfile import PidFile
+from tether.modes.signals import StopRequest, capture_stop_signals
 from tether.registry import Registry
 from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
 
 
-KILL_GRACE = 5.0
-
-
 def env_name(name: str) -> str:
     """TETHER_<NAME>_ prefix part: upper case, anything not alphanumeric becomes '_'."""
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def check_env_names(names: Sequence[str]) -> None:
+    """Refuse tunnel names that would share variables (x-1 and x.1 are both TETHER_X_1_)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(env_name(name), name)
+        if other != name:
+            raise UsageError(
+                f"tunnels {other!r} and {name!r} would share the variables "
+                f"TETHER_{env_name(name)}_*; give one of them another name"
+            )
 
 
 def command_env(tunnels: Sequence[HostedTunnel]) -> dict[str, str]:
@@ -45,38 +55,26 @@ def command_env(tunnels: Sequence[HostedTunnel]) -> dict[str, str]:
     return env
 
 
-def _forward(child: asyncio.subprocess.Process, signum: int) -> None:
-    if child.returncode is None:
-        child.send_signal(signum)
-
-
-async def _follow(child: asyncio.subprocess.Process, tunnels: Sequence[HostedTunnel]) -> int:
-    """Wait for the command. If a tunnel ends first, the command is stopped: a lost tunnel then
-    raises TunnelLostError, a lifetime bound gives the command's own status."""
-    exited = asyncio.ensure_future(child.wait())
+async def _follow(command: Command, tunnels: Sequence[HostedTunnel], stop: StopRequest) -> int:
+    """Wait for the command. A stop signal was already passed on to it (``stop.forward``); a
+    tunnel that ends first ends the command: a lost tunnel then raises TunnelLostError, a
+    lifetime bound gives the command's own status."""
+    exited = asyncio.ensure_future(command.wait())
+    stopping = asyncio.ensure_future(stop.wait())
     watchers = [asyncio.ensure_future(t.tunnel.wait_ended()) for t in tunnels]
     try:
-        await asyncio.wait([exited, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([exited, stopping, *watchers], return_when=asyncio.FIRST_COMPLETED)
         if exited.done():
             return exited.result()
-        await terminate(child)
-        next(w for w in watchers if w.done()).result()
+        if stopping.done():
+            await command.end(None)
+        else:
+            await command.end(signal.SIGTERM)
+            next(w for w in watchers if w.done()).result()
         return await exited
     finally:
-        for watcher in watchers:
-            watcher.cancel()
-
-
-async def terminate(child: asyncio.subprocess.Process, grace: float = KILL_GRACE) -> None:
-    """SIGTERM, then SIGKILL if the command has not exited after ``grace`` seconds."""
-    if child.returncode is not None:
-        return
-    child.terminate()
-    try:
-        await asyncio.wait_for(child.wait(), grace)
-    except TimeoutError:
-        child.kill()
-        await child.wait()
+        for task in (exited, stopping, *watchers):
+            task.cancel()
 
 
 def exit_status(returncode: int) -> int:
@@ -93,41 +91,37 @@ async def run_command(
     on_phase: PhaseCallback | None = None,
     pid_file: Path | None = None,
 ) -> int:
-    """Open every tunnel, run ``command`` (a shell string or an argv list), return its status."""
+    """Open every tunnel, run ``command`` (a shell string or an argv list), return its status.
+
+    Every ending (the command's own, a signal, `tether stop`, a lifetime bound, a lost tunnel)
+    leaves no process of the command behind.
+    """
+    check_env_names([spec.name for spec in specs])
     stop = StopRequest()
-    child: asyncio.subprocess.Process | None = None
-
-    def stop_child() -> None:
-        stop.set(signal.SIGTERM)
-        if child is not None and child.returncode is None:
-            child.terminate()
-
     with capture_stop_signals(stop):
         tunnels = [
-            HostedTunnel(spec, registry, "run", on_stop=stop_child, on_phase=on_phase)
+            HostedTunnel(
+                spec, registry, "run", on_stop=lambda: stop.set(signal.SIGTERM), on_phase=on_phase
+            )
             for spec in specs
         ]
         await start_all(tunnels, stop)
+        written: PidFile | None = None
         try:
             if pid_file is not None:
-                write_pid_file(pid_file)
+                written = PidFile.create(pid_file)
             on_ready(tunnels)
-            env = {**os.environ, **command_env(tunnels)}
+            if stop.signum is not None:
+                return 128 + stop.signum  # stopped before the command could start
+            child = Command.spawn(command, {**os.environ, **command_env(tunnels)})
+            stop.forward = child.send
             try:
-                if isinstance(command, str):
-                    child = await asyncio.create_subprocess_shell(command, env=env)
-                else:
-                    child = await asyncio.create_subprocess_exec(*command, env=env)
-            except OSError as exc:
-                program = command if isinstance(command, str) else command[0]
-                raise CommandError(f"cannot run {program!r}: {exc.strerror}") from None
-            loop = asyncio.get_running_loop()
-            for signum in STOP_SIGNALS:
-                # From now on a signal is the command's to handle; we follow its exit.
-                loop.add_signal_handler(signum, _forward, child, signum)
-            returncode = await _follow(child, tunnels)
+                returncode = await _follow(child, tunnels, stop)
+            finally:
+                stop.forward = None
+                await child.end(signal.SIGTERM)  # whatever the command left in its group
         finally:
             await asyncio.gather(*(t.close() for t in tunnels))
-            if pid_file is not None:
-                remove_pid_file(pid_file)
+            if written is not None:
+                written.remove()
     return exit_status(returncode)

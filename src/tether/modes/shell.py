@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import sys
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from tether.errors import TetherError
 from tether.modes.hosted import HostedTunnel
+from tether.modes.runtime import new_event_loop
 from tether.registry import Registry
 from tether.spec import TunnelSpec
 
 T = TypeVar("T")
+log = logging.getLogger("tether")
 
 
 class ShellSession:
@@ -27,7 +29,7 @@ class ShellSession:
         self.registry = registry
         self.tunnels: dict[str, HostedTunnel] = {}
         self._watchers: set[asyncio.Task[None]] = set()
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="tether-shell", daemon=True
         )
@@ -57,7 +59,7 @@ class ShellSession:
             except TetherError as exc:
                 reason = exc.message
             if hosted.id in self.tunnels:
-                print(f"tether: {hosted.spec.name} ({hosted.id}) ended: {reason}", file=sys.stderr)
+                log.warning("%s (%s) ended: %s", hosted.spec.name, hosted.id, reason)
                 await self._close(hosted)
 
         task = self._loop.create_task(watch())

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class StopRequest:
-    """Set by the first stop signal; remembers which one for the exit status."""
+    """Set by the first stop signal; remembers which one for the exit status.
+
+    ``forward``, when set, gets every signal, the first and any that follow (run mode passes
+    them on to its command).
+    """
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.signum: int | None = None
+        self.forward: Callable[[int], None] | None = None
 
     def set(self, signum: int) -> None:
         if self.signum is None:
             self.signum = signum
         self.event.set()
+        if self.forward is not None:
+            self.forward(signum)
 
     async def wait(self) -> int:
         await self.event.wait()

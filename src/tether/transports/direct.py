@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from tether.errors import TargetUnreachableError
+from tether.errors import TargetUnreachableError, describe
 from tether.relay import Conduit, End
 from tether.spec import Endpoint
 from tether.transports.base import LossCallback, PhaseCallback, Transport
@@ -26,10 +26,9 @@ class DirectTransport(Transport):
         try:
             conduit, _ = await loop.create_connection(lambda: end, target.host, target.port)
         except socket.gaierror as exc:
-            raise TargetUnreachableError(f"cannot resolve {target.host}: {exc.strerror}") from exc
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise TargetUnreachableError(f"cannot connect to {target}: {reason}") from exc
+            raise TargetUnreachableError(f"cannot resolve {target.host}: {describe(exc)}") from exc
+        except (OSError, UnicodeError) as exc:
+            raise TargetUnreachableError(f"cannot connect to {target}: {describe(exc)}") from exc
         return conduit
 
     async def close(self) -> None:
