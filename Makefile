@@ -31,12 +31,12 @@ test: $(STAMP) sshd
 bench: $(STAMP) sshd
 	@if ! command -v socat >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat; fi
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/lifecycle.py
+	PYTHONPATH=. $(BIN)/python bench/throughput.py
+	PYTHONPATH=. $(BIN)/python bench/lifecycle.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests bench
 
 clean:
 	rm -rf .venv .venv-* build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,8 @@
 """Lifecycle timings: `tether list` with 0 and 50 tunnels, and `start --background` to ready
 next to `ssh -f -N -o ExitOnForwardFailure=yes` against the same sshd.
 
-Run with `make bench` (or `.venv/bin/python bench/lifecycle.py [--runs N]`). Every figure is the
-median wall time of whole commands, as a script would see them.
+Run with `make bench` (or `PYTHONPATH=. .venv/bin/python bench/lifecycle.py [--runs N]`). Every
+figure is the median wall time of whole commands, as a script would see them.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from servers import EchoServer
-from sshd_server import SshdServer, require_sshd
+from tests.support.servers import EchoServer
+from tests.support.sshd_server import SshdServer, require_sshd
 
 TETHER = [sys.executable, "-m", "tether"]
 

@@ -1,6 +1,6 @@
 """Bulk throughput on loopback: tether next to socat (direct) and OpenSSH `ssh -L` (SSH).
 
-Run with `make bench` (or `.venv/bin/python bench/throughput.py [--mib N] [--runs N]`).
+Run with `make bench` (or `PYTHONPATH=. .venv/bin/python bench/throughput.py [--mib N] [--runs N]`).
 Every relay carries the same bytes between the same client and server processes; the figure is
 the median of several runs, in MB/s (10^6 bytes per second), and each tether figure is printed
 as a ratio of its reference tool's.
@@ -19,11 +19,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from sshd_server import SshdServer, require_sshd
+from tests.support.sshd_server import SshdServer, require_sshd
 
 CHUNK = 1 << 20
 CIPHER = "aes128-gcm@openssh.com"
@@ -133,7 +132,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, SshdServer(Path(tmp)) as sshd:
         ssh_flags = sshd.tether_flags()
         socat_port, ssh_port = free_port(), free_port()
-        relays: dict[str, Callable[[], contextmanager[int]]] = {  # type: ignore[valid-type]
+        relays: dict[str, Callable[[], AbstractContextManager[int]]] = {
             "none (client to server)": lambda: _no_relay(server_port),
             "socat -b 262144": lambda: relay(
                 [

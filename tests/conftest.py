@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from servers import AsyncSshServer, EchoServer, SilentServer
-from sshd_server import SshdServer, require_sshd
-from tether_process import TetherRunner
+from tests.support.servers import AsyncSshServer, EchoServer, SilentServer
+from tests.support.sshd_server import SshdServer, require_sshd
+from tests.support.tether_process import TetherRunner
 
 
 FIGURES: dict[str, str] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -12,51 +11,70 @@ from typing import Any
 
 from tether.errors import ConfigError, UsageError, clip, map_exceptions, shown
 from tether.files import CONFIG_LIMIT, read_regular
-from tether.spec import (
-    DEFAULT_LISTEN_HOST,
-    Endpoint,
-    SshOptions,
-    TunnelSpec,
-    Via,
-    parse_duration,
-    parse_host,
-    parse_int,
-    parse_port,
-)
+from tether.options import Option, declared
+from tether.spec import DEFAULT_LISTEN_HOST, Endpoint, SshOptions, TunnelSpec
+from tether.values import UNLIMITED, parse_host, parse_port
 
-CONFIG_ENV = "TETHER_CONFIG"
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
-# Keys a profile (or [defaults]) may set, with the type TOML must give them.
-DURATION = (int, float, str)
-PROFILE_KEYS: dict[str, tuple[type, ...]] = {
-    "to": (str,),
-    "via": (str,),
-    "host": (str,),
-    "port": (int, str),
-    "timeout": DURATION,
-    "probe": (bool,),
-    "identity_file": (str, list),
-    "known_hosts": (str,),
-    "keepalive_interval": DURATION,
-    "keepalive_count_max": (int,),
-    "connect_timeout": DURATION,
-    "reconnect": (bool,),
-    "max_retries": (int, str),
-    "backoff_initial": DURATION,
-    "backoff_max": DURATION,
-    "drain": DURATION,
-    "ttl": DURATION,
-    "idle_timeout": DURATION,
-    "max_connections": (int, str),
-}
+# The keys that together make the target and the listen address (config.build_spec joins them);
+# every other option is declared on its field of TunnelSpec or SshOptions.
+ADDRESS_OPTIONS = (
+    Option(
+        "to",
+        lambda text: Endpoint.parse(text, what="to"),
+        "Target address (overrides the profile's)",
+        metavar="HOST:PORT",
+        default_text="the profile's",
+    ),
+    Option(
+        "target_host",
+        lambda text: parse_host(text, what="target host"),
+        "Override only the target host",
+        metavar="HOST",
+        default_text="the profile's",
+    ),
+    Option(
+        "target_port",
+        lambda text: parse_port(text, what="target port", allow_zero=False),
+        "Override only the target port",
+        metavar="PORT",
+        toml=(int, str),
+        default_text="the profile's",
+    ),
+    Option(
+        "host",
+        lambda text: parse_host(text, what="host"),
+        "Local address to bind; localhost binds 127.0.0.1 and ::1",
+        metavar="ADDR",
+        short="-o",
+        default=DEFAULT_LISTEN_HOST,
+    ),
+    Option(
+        "port",
+        lambda text: parse_port(text, what="port"),
+        "Local port; 0 picks a free one",
+        metavar="PORT",
+        short="-p",
+        toml=(int, str),
+        default=0,
+    ),
+)
+#: Every tunnel option: what profiles may set and what `tether start` takes as flags.
+OPTIONS: tuple[Option, ...] = (
+    *ADDRESS_OPTIONS,
+    *declared(TunnelSpec),
+    *declared(SshOptions, prefix="ssh."),
+)
+# Keys a profile (or [defaults]) may set, with the types TOML must give them.
+PROFILE_KEYS: dict[str, tuple[type, ...]] = {o.key: o.toml for o in OPTIONS if o.profile}
 
 
 @dataclass(frozen=True)
 class Setting:
     """One raw option value and where it came from, so errors can point at it."""
 
-    value: Any
+    value: object
     origin: str
 
 
@@ -68,8 +86,8 @@ class Config:
     """A parsed config file: defaults plus named profiles, not yet validated per key."""
 
     path: Path | None = None
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    profiles: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -95,22 +113,6 @@ class Config:
         return merged
 
 
-def default_config_path() -> Path:
-    """The per-user config file: ~/.config/tether/config.toml on Linux."""
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("tether")) / "config.toml"
-
-
-def find_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -> tuple[Path, bool]:
-    """The config path to read, and whether the user named it (then it must exist)."""
-    if explicit:
-        return Path(explicit).expanduser(), True
-    if environ.get(CONFIG_ENV):
-        return Path(environ[CONFIG_ENV]).expanduser(), True
-    return default_config_path(), False
-
-
 def load_config(path: Path, *, required: bool) -> Config:
     """Read and structurally check a config file; a missing optional file is an empty config."""
     try:
@@ -130,7 +132,7 @@ def load_config(path: Path, *, required: bool) -> Config:
     return parse_config(parsed, path)
 
 
-def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
+def parse_config(data: Mapping[str, object], path: Path | None = None) -> Config:
     """Check the shape of parsed TOML: top-level tables and the keys and types inside them."""
     label = str(path) if path else "config"
     for key in data:
@@ -139,11 +141,11 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     defaults = _table(data.get("defaults", {}), f"{label}: defaults")
     _check_keys(defaults, f"{label}: defaults")
     tunnels = _table(data.get("tunnels", {}), f"{label}: tunnels")
-    profiles: dict[str, Mapping[str, Any]] = {}
+    profiles: dict[str, Mapping[str, object]] = {}
     for name, body in tunnels.items():
         if not PROFILE_NAME.match(name):
             raise ConfigError(
-                f"{label}: tunnels.{_show(name)}: "
+                f"{label}: tunnels.{shown(name)}: "
                 "a profile name uses letters, digits, '.', '_', '-'"
             )
         where = f"{label}: tunnels.{name}"
@@ -152,13 +154,13 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     return Config(path, defaults, profiles)
 
 
-def _table(value: Any, where: str) -> Mapping[str, Any]:
+def _table(value: object, where: str) -> Mapping[str, object]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a table, got {_show(value)}")
+        raise ConfigError(f"{where}: expected a table, got {shown(value)}")
     return value
 
 
-def _check_keys(table: Mapping[str, Any], where: str) -> None:
+def _check_keys(table: Mapping[str, object], where: str) -> None:
     for key, value in table.items():
         if key not in PROFILE_KEYS:
             known = ", ".join(PROFILE_KEYS)
@@ -166,7 +168,7 @@ def _check_keys(table: Mapping[str, Any], where: str) -> None:
         types = PROFILE_KEYS[key]
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             names = " or ".join(_TYPE_NAMES[t] for t in types)
-            raise ConfigError(f"{where}.{key}: expected {names}, got {_show(value)}")
+            raise ConfigError(f"{where}.{key}: expected {names}, got {shown(value)}")
 
 
 _TYPE_NAMES = {
@@ -178,11 +180,6 @@ _TYPE_NAMES = {
 }
 
 
-def _show(value: Any) -> str:
-    # JSON quoting keeps the message on one line whatever the value holds.
-    return shown(value)
-
-
 RUN_MAX_RETRIES = 5  # a command should fail, not wait forever, on a tunnel that stays down
 
 
@@ -192,103 +189,47 @@ def build_spec(settings: Settings, *, name: str = "", run_mode: bool = False) ->
     Each error names where the bad value came from: a file and key, or a flag. In run mode,
     reconnect attempts are bounded unless the settings say otherwise.
     """
-
-    def check(key: str, parse: Any) -> Any:
-        setting = settings.get(key)
+    parsed: dict[str, Any] = {}
+    for opt in OPTIONS:
+        setting = settings.get(opt.key)
         if setting is None:
-            return None
+            continue
         try:
-            return parse(setting.value)
+            parsed[opt.key] = opt.parse(setting.value)
         except UsageError as exc:
             problem = exc.message.split(": ", 1)[-1]
-            raise ConfigError(f"{setting.origin}: {problem}", hint=exc.hint) from None
-
-    target = check("to", lambda v: Endpoint.parse(v, what="to"))
-    target_host = check("target_host", lambda v: parse_host(v, what="target host"))
-    target_port = check(
-        "target_port", lambda v: parse_port(v, what="target port", allow_zero=False)
-    )
-    if target is None and (target_host is None or target_port is None):
+            raise ConfigError(
+                f"{setting.origin}: {problem}", hint=exc.hint, options=exc.options
+            ) from None
+    target = parsed.get("to")
+    if target is None and ("target_host" not in parsed or "target_port" not in parsed):
         raise UsageError(
-            "no target: give a PROFILE, --to HOST:PORT, or --target-host and --target-port"
+            "no target",
+            hint="give a PROFILE, to HOST:PORT, or target_host and target_port",
+            options=("to", "target_host", "target_port"),
         )
-    target = Endpoint(
-        target_host if target_host is not None else target.host,
-        target_port if target_port is not None else target.port,
-    )
-    listen = Endpoint(
-        check("host", lambda v: parse_host(v, what="host")) or DEFAULT_LISTEN_HOST,
-        check("port", lambda v: parse_port(v, what="port")) or 0,
-    )
-    ssh_values = {field: check(key, parse) for key, (field, parse) in SSH_KEYS.items()}
-    values = {field: check(key, parse) for key, (field, parse) in SPEC_KEYS.items()}
-    retries = check("max_retries", _retries)
-    if retries is not None:
-        values["max_retries"] = None if retries == UNLIMITED else retries
-    elif run_mode:
-        values["max_retries"] = RUN_MAX_RETRIES
-    return TunnelSpec(
-        target=target,
-        listen=listen,
-        via=check("via", lambda v: Via.parse(v, what="via")),
-        name=name,
-        ssh=SshOptions(**{k: v for k, v in ssh_values.items() if v is not None}),
-        **{k: v for k, v in values.items() if v is not None or k == "max_retries"},
-    )
-
-
-UNLIMITED = -1
-MAX_COUNT = 1_000_000
-
-
-def _duration(value: Any, *, zero: bool = False) -> float:
-    if zero and value in (0, "0"):
-        return 0.0
-    return parse_duration(value, what="duration")
-
-
-def _retries(value: Any) -> int:
-    if value == "unlimited":
-        return UNLIMITED
-    try:
-        return parse_int(value, what="retries", low=0, high=MAX_COUNT)
-    except UsageError:
-        raise UsageError(f'retries: expected a count or "unlimited", got {_show(value)}') from None
-
-
-def _count(value: Any) -> int:
-    return parse_int(value, what="count", low=1, high=MAX_COUNT)
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise UsageError(f"flag: expected true or false, got {_show(value)}")
-    return value
-
-
-def _paths(value: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-        raise UsageError(f"identity_file: expected a path or a list of paths, got {_show(value)}")
-    return tuple(str(Path(i).expanduser()) for i in items)
-
-
-# Profile keys (and their flags) that map onto one field: key -> (field, parser).
-SPEC_KEYS: dict[str, tuple[str, Any]] = {
-    "timeout": ("timeout", _duration),
-    "probe": ("probe", _bool),
-    "reconnect": ("reconnect", _bool),
-    "backoff_initial": ("backoff_initial", _duration),
-    "backoff_max": ("backoff_max", _duration),
-    "drain": ("drain", lambda v: _duration(v, zero=True)),
-    "ttl": ("ttl", _duration),
-    "idle_timeout": ("idle_timeout", _duration),
-    "max_connections": ("max_connections", _count),
-}
-SSH_KEYS: dict[str, tuple[str, Any]] = {
-    "identity_file": ("identity_files", _paths),
-    "known_hosts": ("known_hosts", lambda v: str(Path(v).expanduser())),
-    "keepalive_interval": ("keepalive_interval", lambda v: _duration(v, zero=True)),
-    "keepalive_count_max": ("keepalive_count_max", _count),
-    "connect_timeout": ("connect_timeout", _duration),
-}
+    fields: dict[str, Any] = {
+        "target": Endpoint(
+            parsed.get("target_host", target.host if target else ""),
+            parsed.get("target_port", target.port if target else 0),
+        ),
+        "listen": Endpoint(parsed.get("host", DEFAULT_LISTEN_HOST), parsed.get("port", 0)),
+        "name": parsed.get("name", name),
+    }
+    ssh: dict[str, Any] = {}
+    for opt in OPTIONS:
+        if opt.field and opt.field != "name" and opt.key in parsed:
+            into, attribute = (
+                (ssh, opt.field[4:])
+                if opt.field.startswith("ssh.")
+                else (
+                    fields,
+                    opt.field,
+                )
+            )
+            into[attribute] = parsed[opt.key]
+    if fields.get("max_retries") == UNLIMITED:
+        fields["max_retries"] = None
+    elif "max_retries" not in fields and run_mode:
+        fields["max_retries"] = RUN_MAX_RETRIES
+    return TunnelSpec(ssh=SshOptions(**ssh), **fields)

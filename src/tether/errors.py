@@ -36,10 +36,15 @@ class TetherError(Exception):
 
     exit_code: int = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, options: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        #: Options the hint names by their keys (as TunnelSpec and profiles spell them); the
+        #: command line shows them as its flags.
+        self.options = options
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"

@@ -113,7 +113,9 @@ def _bind_one(address: str, port: int, required: bool) -> socket.socket | None:
             return None
         if exc.errno == errno.EADDRINUSE:
             raise PortInUseError(
-                f"local address {listen} is in use by another program", hint="pick another port"
+                f"local address {listen} is in use by another program",
+                hint="pick another port, or 0 for any free one",
+                options=("port",),
             ) from None
         if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPPORT):
             raise UsageError(f"cannot listen on {listen}: {describe(exc)}") from None

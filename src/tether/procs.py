@@ -1,4 +1,5 @@
-"""Process identity on Linux: start times, lock holders and pidfds, so PID reuse fools nothing."""
+"""Process identity on Linux: a process is its pid and its start time, so PID reuse fools nothing,
+and a pidfd pins it for signals and waits."""
 
 from __future__ import annotations
 
@@ -6,25 +7,121 @@ import os
 import select
 import signal
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 
-def start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` in clock ticks; None if there is no such process."""
+def _stat_fields(pid: int) -> list[str] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # comm may hold spaces and parentheses; the fields after the last ')' are fixed.
-    fields = stat.rpartition(")")[2].split()
-    return int(fields[19])
+    return stat.rpartition(")")[2].split()
 
 
-def owner_uid(pid: int) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return None
+@dataclass(frozen=True)
+class ProcessRef:
+    """One process: its pid, and its start time in clock ticks since boot."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def current(cls) -> ProcessRef:
+        ref = cls.of(os.getpid())
+        assert ref is not None
+        return ref
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef | None:
+        """The process that has ``pid`` now; None if none does (or only a zombie)."""
+        found = _stat_fields(pid)
+        if found is None or found[0] in ("Z", "X"):
+            return None
+        return cls(pid, int(found[19]))
+
+    def is_running(self) -> bool:
+        """Still alive, and still this very process (not a successor with its pid)."""
+        return ProcessRef.of(self.pid) == self
+
+    def is_ours(self) -> bool:
+        """Running and owned by this user."""
+        try:
+            owner = os.stat(f"/proc/{self.pid}").st_uid
+        except OSError:
+            return False
+        return owner == os.getuid() and self.is_running()
+
+    def holds_lock(self, path: Path) -> bool:
+        """Whether this process holds a flock on ``path`` (per /proc/locks)."""
+        return self.pid in flock_holders(path)
+
+    def pin(self) -> Pinned | None:
+        """A pidfd for exactly this process, or None if it is gone or not ours."""
+        try:
+            fd = os.pidfd_open(self.pid)
+        except OSError:
+            return None
+        # Checked after opening: from now on the fd names the process that was verified.
+        if not self.is_ours():
+            os.close(fd)
+            return None
+        return Pinned(self.pid, fd)
+
+
+class Pinned:
+    """A pidfd: a process that PID reuse cannot replace under a signal or a wait."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self.fd = fd
+
+    @classmethod
+    def child(cls, pid: int) -> Pinned:
+        """Our own child, which cannot be replaced while we have not reaped it."""
+        return cls(pid, os.pidfd_open(pid))
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        if self.fd < 0:
+            return  # closed: the process was reaped
+        try:
+            signal.pidfd_send_signal(self.fd, signum)
+        except ProcessLookupError:
+            pass  # it has exited meanwhile: what the signal was for
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the process exited within ``timeout`` seconds."""
+        return self in wait_exited([self], timeout)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Pinned:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def wait_exited(pinned: Sequence[Pinned], timeout: float) -> set[Pinned]:
+    """Wait for the processes to exit, all within ``timeout``; the ones that did."""
+    deadline = time.monotonic() + timeout
+    exited: set[Pinned] = set()
+    while len(exited) < len(pinned):
+        left = deadline - time.monotonic()
+        waiting = {p.fd: p for p in pinned if p not in exited}
+        ready, _, _ = select.select(list(waiting), [], [], max(left, 0))
+        exited.update(waiting[fd] for fd in ready)
+        if not ready:
+            break
+    return exited
 
 
 def flock_holders(path: Path) -> set[int]:
@@ -43,51 +140,3 @@ def flock_holders(path: Path) -> set[int]:
         if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev:
             holders.add(int(parts[4]))
     return holders
-
-
-def is_same_process(pid: int, started: int) -> bool:
-    """True when ``pid`` is alive, ours, and the very process that started at ``started``."""
-    return start_time(pid) == started and owner_uid(pid) == os.getuid()
-
-
-def open_pidfd(pid: int, started: int) -> int | None:
-    """A pidfd for exactly that process, or None: once open, PID reuse cannot redirect it."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return None
-    # Checked after opening: the fd now pins the process we verified.
-    if not is_same_process(pid, started):
-        os.close(fd)
-        return None
-    return fd
-
-
-def wait_pidfds(fds: list[int], timeout: float) -> set[int]:
-    """Wait for the processes behind ``fds`` to exit, all within ``timeout``; the fds of those
-    that did."""
-    deadline = time.monotonic() + timeout
-    exited: set[int] = set()
-    while len(exited) < len(fds):
-        left = deadline - time.monotonic()
-        ready, _, _ = select.select([fd for fd in fds if fd not in exited], [], [], max(left, 0))
-        exited.update(ready)
-        if not ready:
-            break
-    return exited
-
-
-def is_running(pid: int) -> bool:
-    """Whether ``pid`` names a live process (of any user), not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def signal_pidfd(fd: int, signum: int = signal.SIGTERM) -> None:
-    try:
-        signal.pidfd_send_signal(fd, signum)
-    except ProcessLookupError:
-        pass  # it has exited meanwhile: what the signal was for

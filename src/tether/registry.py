@@ -19,21 +19,20 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from tether import procs
+from tether.procs import ProcessRef
+from tether.protocol import MODES, JSONObject, Mode
 from tether.errors import PortInUseError, RegistryError, describe, map_exceptions
 from tether.files import ensure_private_directory, write_private
+from tether.paths import RUNTIME_ENV, runtime_directory
 
 log = logging.getLogger("tether")
 
-RUNTIME_ENV = "TETHER_RUNTIME_DIR"
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 ENTRY_NAME = re.compile(r"^[0-9a-f]{8}\.json$")
 ENTRY_LIMIT = 64 * 1024
@@ -51,7 +50,7 @@ class Entry:
     pid: int
     proc_start: int
     lock_id: str  # "device:inode" of the owner's lock file, so a swapped file is noticed
-    mode: str
+    mode: Mode
     local_host: str
     local_port: int
     local_addresses: list[str]
@@ -63,7 +62,7 @@ class Entry:
     control: str
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Entry:
+    def from_json(cls, data: object) -> Entry:
         names = {f.name for f in fields(cls)}
         if not isinstance(data, Mapping) or set(data) != names:
             raise ValueError("its fields do not match")
@@ -75,13 +74,19 @@ class Entry:
         for name in ("id", "name", "mode", "local_host", "lock_id", "control", "started"):
             if not isinstance(getattr(entry, name), str):
                 raise ValueError(f"{name} is not a string")
+        if entry.mode not in MODES:
+            raise ValueError(f"unknown mode {entry.mode!r}")
         if not isinstance(entry.local_addresses, list) or not all(
             isinstance(a, str) for a in entry.local_addresses
         ):
             raise ValueError("local_addresses is not a list of strings")
         return entry
 
-    def public(self) -> dict[str, Any]:
+    @property
+    def process(self) -> ProcessRef:
+        return ProcessRef(self.pid, self.proc_start)
+
+    def public(self) -> JSONObject:
         """The fields worth showing: not the process and lock identities used for checks."""
         record = asdict(self)
         del record["proc_start"], record["lock_id"]
@@ -94,15 +99,6 @@ def new_id() -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def default_directory(environ: Mapping[str, str] = os.environ) -> Path:
-    """$TETHER_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tether, else a per-user dir in the temp dir."""
-    if environ.get(RUNTIME_ENV):
-        return Path(environ[RUNTIME_ENV])
-    if environ.get("XDG_RUNTIME_DIR"):
-        return Path(environ["XDG_RUNTIME_DIR"]) / "tether"
-    return Path(tempfile.gettempdir()) / f"tether-{os.getuid()}"
 
 
 def _file_id(st: os.stat_result) -> str:
@@ -146,7 +142,7 @@ class Registry:
 
     @classmethod
     def default(cls) -> Registry:
-        return cls(default_directory())
+        return cls(runtime_directory())
 
     def paths(self, entry_id: str) -> dict[str, Path]:
         return {ext: self.directory / f"{entry_id}.{ext}" for ext in ("json", "lock", "sock")}
@@ -258,8 +254,8 @@ class Registry:
             and stat.S_IMODE(st.st_mode) == 0o600
             and _file_id(st) == entry.lock_id
             and self.is_alive(entry)
-            and entry.pid in procs.flock_holders(lock)
-            and procs.is_same_process(entry.pid, entry.proc_start)
+            and entry.process.holds_lock(lock)
+            and entry.process.is_ours()
         )
 
     def discard(self, entry_id: str) -> bool:
@@ -323,7 +319,7 @@ class Registry:
         self,
         *,
         name: str,
-        mode: str,
+        mode: Mode,
         addresses: list[str],
         local_port: int,
         target_host: str,
@@ -343,14 +339,12 @@ class Registry:
             raise RegistryError(f"cannot create registry lock: {describe(exc)}") from None
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            pid = os.getpid()
-            start = procs.start_time(pid)
-            assert start is not None
+            me = ProcessRef.current()
             entry = Entry(
                 id=entry_id,
                 name=name,
-                pid=pid,
-                proc_start=start,
+                pid=me.pid,
+                proc_start=me.start,
                 lock_id=_file_id(os.fstat(lock_fd)),
                 mode=mode,
                 local_host=addresses[0],

@@ -1,13 +1,15 @@
-"""What a tunnel is: frozen value types and the parsers for their text forms; no I/O."""
+"""What a tunnel is: frozen value types, each option declared once on its field; no I/O."""
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote
 
-from tether.errors import UsageError, clip, shown
+from tether.errors import UsageError, clip
+from tether import values
+from tether.options import option
+from tether.values import MAX_SECONDS, parse_host, parse_port
 
 # Both loopback addresses (see listener.py); "127.0.0.1" or "::1" names one of them alone.
 DEFAULT_LISTEN_HOST = "localhost"
@@ -15,65 +17,7 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_SSH_PORT = 22
 DEFAULT_MAX_CONNECTIONS = 1024
 SCHEMES = ("ssh",)
-
-# Durations beyond this are typos, and would overflow the event loop's and select()'s timers.
-MAX_SECONDS = 365 * 86400.0
-# Host names: DNS limits, which the IDNA codec enforces with a traceback if nobody checks first.
-_LABEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
-MAX_HOST_NAME = 253
-
-
-def parse_int(value: str | int, *, what: str, low: int, high: int) -> int:
-    """An integer in ``low..high`` from TOML or a flag; only ASCII digits count as digits."""
-    if isinstance(value, bool):
-        raise UsageError(f"{what}: expected an integer {low}-{high}, got {value}")
-    if isinstance(value, int):
-        number = value
-    else:
-        stripped = value.strip()
-        # isdigit() alone accepts '²' and other digits int() refuses; the length bound keeps
-        # int() away from its own limit on huge inputs.
-        if not (stripped.isascii() and stripped.isdigit() and len(stripped) <= 18):
-            raise UsageError(f"{what}: expected an integer {low}-{high}, got {shown(value)}")
-        number = int(stripped)
-    if not low <= number <= high:
-        raise UsageError(f"{what}: expected an integer {low}-{high}, got {shown(number)}")
-    return number
-
-
-def parse_port(text: str | int, *, what: str = "port", allow_zero: bool = True) -> int:
-    """Parse a TCP port number, refusing anything outside 0-65535 (1-65535 without zero)."""
-    return parse_int(text, what=what, low=0 if allow_zero else 1, high=65535)
-
-
-def parse_host(text: str, *, what: str = "host") -> str:
-    """Validate a host name or an IP address; IPv6 may come with or without brackets."""
-    host = text.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if _is_ip_address(host) or _is_host_name(host):
-        return host
-    raise UsageError(f"{what}: not a valid host name or address: {clip(text)!r}")
-
-
-def _is_ip_address(host: str) -> bool:
-    import ipaddress  # here: `tether list` never parses a host
-
-    try:
-        ipaddress.ip_address(host)  # accepts an IPv6 scope: fe80::1%eth0
-    except ValueError:
-        return False
-    return True
-
-
-def _is_host_name(host: str) -> bool:
-    name = host[:-1] if host.endswith(".") else host  # a fully qualified name may end in '.'
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            return False
-    return len(name) <= MAX_HOST_NAME and all(_LABEL_RE.match(p) for p in name.split("."))
+DURATION = (int, float, str)  # what TOML may give for a duration
 
 
 @dataclass(frozen=True)
@@ -134,6 +78,7 @@ class Via:
             raise UsageError(
                 f"{what}: passwords are not accepted in the SSH address",
                 hint="use an SSH agent or identity_file",
+                options=("identity_file",),
             )
         expected = f"{what}: expected ssh://[USER@]HOST[:PORT], got {clip(text)!r}"
         scheme, sep, rest = text.partition("://")
@@ -185,60 +130,138 @@ def _parse_user(userinfo: str, what: str) -> str:
 class SshOptions:
     """SSH client settings; secrets never live here, only paths to them."""
 
-    identity_files: tuple[str, ...] = ()
-    known_hosts: str | None = None
-    keepalive_interval: float = 15.0
-    keepalive_count_max: int = 3
-    connect_timeout: float | None = None
-
-
-# ASCII digits only: \d would take other scripts' digits, which float() also reads.
-_DURATION_RE = re.compile(r"^\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str | float, *, what: str = "duration") -> float:
-    """Parse ``30s``, ``5m``, ``2h``, ``1d``, ``250ms`` or plain seconds into seconds (> 0)."""
-    if isinstance(text, bool):
-        raise UsageError(f"{what}: expected a duration like 30s, 5m or 2h, got {text}")
-    if isinstance(text, int | float):
-        try:
-            seconds = float(text)
-        except OverflowError:  # a huge TOML integer
-            seconds = float("inf")
-    else:
-        match = _DURATION_RE.match(text)
-        if not match:
-            raise UsageError(f"{what}: expected a duration like 30s, 5m or 2h, got {shown(text)}")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    if not 0 < seconds <= MAX_SECONDS:
-        raise UsageError(f"{what}: expected a positive duration of at most 365d, got {shown(text)}")
-    return seconds
+    identity_files: tuple[str, ...] = option(
+        (),
+        key="identity_file",
+        short="-i",
+        parse=values.paths,
+        toml=(str, list),
+        metavar="PATH",
+        help="SSH private key to use (a profile may list several)",
+        default_text="agent and ~/.ssh keys",
+    )
+    known_hosts: str | None = option(
+        None,
+        parse=values.path,
+        metavar="PATH",
+        help="known_hosts file to verify the server with",
+        default_text="~/.ssh/known_hosts",
+    )
+    keepalive_interval: float = option(
+        15.0,
+        parse=values.duration_or_zero,
+        toml=DURATION,
+        metavar="SECONDS",
+        help="SSH keepalive interval, 0 for off",
+    )
+    keepalive_count_max: int = option(
+        3,
+        flag="--keepalive-count",
+        parse=values.count,
+        toml=(int,),
+        metavar="N",
+        help="Unanswered keepalives before the link counts as lost",
+    )
+    connect_timeout: float | None = option(
+        None,
+        parse=values.duration,
+        toml=DURATION,
+        metavar="DURATION",
+        help="Bound on the TCP connect and SSH handshake",
+        default_text="within --timeout",
+    )
 
 
 @dataclass(frozen=True)
 class TunnelSpec:
     """Every option of one tunnel, held once; flags, profiles and the Python API build it."""
 
+    # The target and the listen address come from several keys each (to, target_host,
+    # target_port; host, port), which config.ADDRESS_OPTIONS declares.
     target: Endpoint
     listen: Endpoint = field(default_factory=lambda: Endpoint(DEFAULT_LISTEN_HOST, 0))
-    via: Via | None = None
-    name: str = ""
-    timeout: float = DEFAULT_TIMEOUT
-    probe: bool = True
+    via: Via | None = option(
+        None,
+        parse=lambda text: Via.parse(text, what="via"),
+        metavar="ssh://[USER@]HOST[:PORT]",
+        help="Jump host; direct TCP without",
+        default_text="direct",
+    )
+    name: str = option(
+        "",
+        parse=str,
+        profile=False,
+        metavar="NAME",
+        help="Name in banners and lists",
+        default_text="profile or target",
+    )
+    timeout: float = option(
+        DEFAULT_TIMEOUT,
+        parse=values.duration,
+        toml=DURATION,
+        metavar="SECONDS",
+        help="Bound on getting ready",
+    )
+    probe: bool = option(
+        True, parse=values.boolean, toml=(bool,), help="Test-connect to the target before ready"
+    )
     ssh: SshOptions = field(default_factory=SshOptions)
-    #: Reconnect a lost transport; ``max_retries`` None means without limit.
-    reconnect: bool = True
-    max_retries: int | None = None
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    #: Seconds that open connections may take to finish on a graceful stop.
-    drain: float = 5.0
-    #: Stop after this long, and after this long without connections.
-    ttl: float | None = None
-    idle_timeout: float | None = None
-    #: Connections served at once; more wait in the kernel's backlog until one ends.
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    reconnect: bool = option(
+        True, parse=values.boolean, toml=(bool,), help="Reconnect a lost transport"
+    )
+    #: None means without limit.
+    max_retries: int | None = option(
+        None,
+        parse=values.retries,
+        toml=(int, str),
+        metavar="N",
+        help="Reconnect attempts before giving up, or 'unlimited'",
+        default_text="unlimited; 5 with --run / --",
+    )
+    backoff_initial: float = option(
+        0.5,
+        parse=values.duration,
+        toml=DURATION,
+        metavar="DURATION",
+        help="First reconnect delay",
+        default_text="0.5s",
+    )
+    backoff_max: float = option(
+        30.0,
+        parse=values.duration,
+        toml=DURATION,
+        metavar="DURATION",
+        help="Longest reconnect delay",
+        default_text="30s",
+    )
+    drain: float = option(
+        5.0,
+        parse=values.duration_or_zero,
+        toml=DURATION,
+        metavar="SECONDS",
+        help="On stop, time for open connections to finish",
+    )
+    ttl: float | None = option(
+        None,
+        parse=values.duration,
+        toml=DURATION,
+        metavar="DURATION",
+        help="Stop after this long (30s, 5m, 2h)",
+    )
+    idle_timeout: float | None = option(
+        None,
+        parse=values.duration,
+        toml=DURATION,
+        metavar="DURATION",
+        help="Stop after this long without connections",
+    )
+    max_connections: int = option(
+        DEFAULT_MAX_CONNECTIONS,
+        parse=values.count,
+        toml=(int, str),
+        metavar="N",
+        help="Connections served at once; more wait until one ends",
+    )
 
     def __post_init__(self) -> None:
         if not self.name:

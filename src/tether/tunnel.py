@@ -18,19 +18,21 @@ from tether.errors import ReadinessTimeoutError, TetherError, TunnelLostError
 from tether.listener import Listener, bind_all, resolve_listen
 from tether.logs import LimitedLog
 from tether.relay import WRITE_HIGH_WATER, Counters, Relay, high_water_for
+from tether.protocol import State
 from tether.spec import Endpoint, TunnelSpec
 from tether.transports import Transport, transport_for
 from tether.transports.base import PhaseCallback
 
 log = logging.getLogger("tether")
-REASONS = {"ttl": "--ttl", "idle": "--idle-timeout"}
+# The option behind each lifetime bound, named in the log line when it fires.
+BOUNDS = {"ttl": "ttl", "idle": "idle_timeout"}
 
 
 @dataclass(frozen=True)
 class TunnelStats:
     """A snapshot of a tunnel's state and counters."""
 
-    state: str
+    state: State
     local: Endpoint | None
     target: Endpoint
     via: str
@@ -49,7 +51,8 @@ class TunnelStats:
 def not_ready(spec: TunnelSpec, phase: str) -> ReadinessTimeoutError:
     return ReadinessTimeoutError(
         f"tunnel not ready after {spec.timeout:g}s (still {phase})",
-        hint="check that the server answers, or allow more time",
+        hint="check that the server answers, or raise timeout",
+        options=("timeout",),
     )
 
 
@@ -73,7 +76,7 @@ class Tunnel:
         self.spec = spec
         self.transport = transport if transport is not None else transport_for(spec)
         self._on_phase = on_phase
-        self.state = "new"
+        self.state: State = "new"
         self.last_error: str | None = None
         self.counters = Counters()
         self.reconnect_attempt = 0  # attempts in the current outage
@@ -267,7 +270,11 @@ class Tunnel:
     def _expire(self, reason: str) -> None:
         if self._end_reason is None and not self._ended.is_set():
             # Warning level so that it shows without --debug: the process is about to exit 0.
-            log.warning("%s: %s reached; stopping", self.spec.name, REASONS[reason])
+            # The option is the last argument, so that the command line can show its flag.
+            option = BOUNDS[reason]
+            log.warning(
+                "%s: %s reached; stopping", self.spec.name, option, extra={"option": option}
+            )
             self._end_reason = reason
             self._ended.set()
 
@@ -336,7 +343,7 @@ class Tunnel:
         self._ended.set()
 
     # -- connections ----------------------------------------------------------------------------
-    def _phase(self, phase: str) -> None:
+    def _phase(self, phase: State) -> None:
         self.state = phase
         if self._on_phase:
             self._on_phase(phase)

@@ -69,7 +69,14 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         source = "" if record.name.split(".")[0] == "tether" else f"{record.name}: "
-        return f"tether: {record.levelname.lower()}: {source}{record.getMessage()}"
+        message = record.getMessage()
+        option = getattr(record, "option", None)
+        if isinstance(option, str) and isinstance(record.args, tuple) and record.args:
+            # The option is the record's last argument: shown as the flag that set it.
+            from tether.cli.render import flag_of
+
+            message = record.msg % (*record.args[:-1], flag_of(option))
+        return f"tether: {record.levelname.lower()}: {source}{message}"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,7 +7,8 @@ import json
 import click
 
 from tether.cli.render import echo, human_bytes, human_duration, table
-from tether.manage import TunnelInfo, list_tunnels
+from tether.client import TunnelInfo, list_tunnels
+from tether.protocol import Status
 from tether.registry import Registry
 from tether.spec import Endpoint
 
@@ -28,17 +29,17 @@ HEADERS = (
 )
 
 
-def state(info: TunnelInfo) -> str:
-    if info.state == "reconnecting" and info.reconnect_attempt:
-        return f"reconnecting ({info.reconnect_attempt})"
-    return info.state
+def state(status: Status) -> str:
+    if status.state == "reconnecting" and status.reconnect_attempt:
+        return f"reconnecting ({status.reconnect_attempt})"
+    return status.state
 
 
-def expires(info: TunnelInfo) -> str:
+def expires(status: Status) -> str:
     """The nearer lifetime bound: 'ttl 4m59s' or 'idle 30s'."""
     bounds = [
         (left, label)
-        for left, label in ((info.ttl_left, "ttl"), (info.idle_left, "idle"))
+        for left, label in ((status.ttl_left, "ttl"), (status.idle_left, "idle"))
         if left is not None
     ]
     if not bounds:
@@ -48,10 +49,10 @@ def expires(info: TunnelInfo) -> str:
 
 
 def row(info: TunnelInfo) -> list[str]:
-    e = info.entry
+    e, status = info.entry, info.status
     conns = (
-        f"{info.connections_active}/{info.connections_total}"
-        if info.connections_total is not None
+        f"{status.connections_active}/{status.connections_total}"
+        if status.connections_total is not None
         else "-"
     )
     return [
@@ -62,18 +63,18 @@ def row(info: TunnelInfo) -> list[str]:
         str(Endpoint(e.local_host, e.local_port)),
         str(Endpoint(e.target_host, e.target_port)),
         e.via or "direct",
-        state(info),
-        human_duration(info.uptime),
+        state(status),
+        human_duration(status.uptime),
         conns,
-        human_bytes(info.bytes_in),
-        human_bytes(info.bytes_out),
-        expires(info),
+        human_bytes(status.bytes_in),
+        human_bytes(status.bytes_out),
+        expires(status),
     ]
 
 
 def render_list(infos: list[TunnelInfo], *, as_json: bool) -> str:
     if as_json:
-        return json.dumps([info.as_json() for info in infos], indent=2)
+        return json.dumps([info.to_json() for info in infos], indent=2)
     if not infos:
         return "No tunnels running"
     return table(HEADERS, [row(info) for info in infos])

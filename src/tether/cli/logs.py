@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from tether.cli.render import echo
+from tether import paths
 from tether.errors import NoSuchTunnelError
 from tether.files import read_regular
 from tether.logs import LOG_CAP, rotated
-from tether.manage import select_entries
-from tether.modes.background import log_directory
+from tether.client import select_entries
 from tether.registry import Registry
 
 ENTRY_ID = re.compile(r"[0-9a-f]{8}")
@@ -24,7 +24,7 @@ def log_path(registry: Registry, selector: str) -> Path:
         (entry,) = select_entries(registry, [selector], every=False)
     except NoSuchTunnelError:
         if ENTRY_ID.fullmatch(selector):
-            finished = log_directory() / f"{selector}.log"
+            finished = paths.log_directory() / f"{selector}.log"
             if finished.is_file():
                 return finished
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -15,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from tether.errors import OutputError, TetherError, describe
+from tether.protocol import Ready
 
 PHASE_TEXT = {
     "binding": "binding the local port",
@@ -42,6 +44,25 @@ def echo(text: str, *, err: bool = False, end: str = "\n") -> None:
         raise OutputError(f"cannot write to {name}: {describe(exc)}") from None
 
 
+# Keys that are not tunnel options but flags of a command.
+COMMAND_FLAGS = {"all": "--all"}
+
+
+def flag_of(key: str) -> str:
+    """The command line's flag for a tunnel option (or a command's own) named by its key."""
+    from tether.config import OPTIONS  # here: only an error or a warning needs it
+
+    flags = {opt.key: opt.cli_flag for opt in OPTIONS if opt.cli_flag}
+    return flags.get(key) or COMMAND_FLAGS.get(key) or key
+
+
+def with_flags(text: str, keys: tuple[str, ...]) -> str:
+    """``text`` with the option keys it names shown as flags ("timeout" -> "--timeout")."""
+    for key in keys:
+        text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", flag_of(key), text)
+    return text
+
+
 def show_error(exc: BaseException, *, debug: bool) -> int:
     """Print one line for a failure (and the traceback with --debug); return its exit code.
 
@@ -52,7 +73,9 @@ def show_error(exc: BaseException, *, debug: bool) -> int:
 
         traceback.print_exception(exc)
     if isinstance(exc, TetherError):
-        line, code = f"tether: error: {exc}", exc.exit_code
+        hint = exc.hint and with_flags(exc.hint, exc.options)
+        line = f"tether: error: {exc.message}" + (f" ({hint})" if hint else "")
+        code = exc.exit_code
     else:
         hint = "" if debug else " (run with --debug for details)"
         line, code = f"tether: error: internal error: {describe(exc)}{hint}", 1
@@ -63,15 +86,15 @@ def show_error(exc: BaseException, *, debug: bool) -> int:
     return code
 
 
-def print_ready(record: dict[str, Any], *, as_json: bool, hint: bool = True) -> None:
+def print_ready(record: Ready, *, as_json: bool, hint: bool = True) -> None:
     """Announce readiness: JSON on stdout, or a banner on stderr."""
     if as_json:
-        echo(json.dumps(record))
+        echo(json.dumps(record.to_json()))
         return
-    local = f"{record['local_host']}:{record['local_port']}"
+    local = f"{record.local_host}:{record.local_port}"
     echo(
-        f"tether: {record['name']} ready on {local} -> {record['target']} "
-        f"via {record['via'] or 'direct'} (id {record['id']}, pid {record['pid']})",
+        f"tether: {record.name} ready on {local} -> {record.target} "
+        f"via {record.via or 'direct'} (id {record.id}, pid {record.pid})",
         err=True,
     )
     if hint and sys.stderr.isatty():

@@ -15,7 +15,7 @@ from tether.cli.render import echo, print_ready, show_error
 from tether.cli.start import parse_request, start
 from tether.cli.stop import DEFAULT_TIMEOUT, announce_stopped, report
 from tether.errors import UsageError
-from tether.manage import list_tunnels, select_entries, stop_tunnels
+from tether.client import list_tunnels, select_entries, stop_tunnels
 from tether.modes.shell import ShellSession
 from tether.registry import Registry
 

@@ -7,9 +7,9 @@ import click
 from tether.cli.render import echo
 
 from tether.errors import StopFailedError
-from tether.manage import StopResult, select_entries, stop_tunnels
+from tether.client import StopResult, select_entries, stop_tunnels
 from tether.registry import Entry, Registry
-from tether.spec import parse_duration
+from tether.values import parse_duration
 
 DEFAULT_TIMEOUT = 10.0
 

@@ -1,13 +1,16 @@
-"""A tunnel as every mode runs it: reserved and registered, with a control endpoint."""
+"""A tunnel as every mode runs it: reserved and registered, with a control endpoint; and the
+starting and serving of such tunnels that every mode shares."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 from tether.control import ControlServer
+from tether.errors import Interrupted
+from tether.modes.signals import StopRequest
+from tether.protocol import Mode, Ready, Status
 from tether.registry import Registration, Registry
 from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
@@ -25,7 +28,7 @@ class HostedTunnel:
         self,
         spec: TunnelSpec,
         registry: Registry,
-        mode: str,
+        mode: Mode,
         *,
         on_stop: Callable[[], Awaitable[None] | None],
         on_phase: PhaseCallback | None = None,
@@ -88,36 +91,23 @@ class HostedTunnel:
             await self.close()
             raise
 
-    def ready_record(self) -> dict[str, Any]:
+    def ready_record(self) -> Ready:
         """The stable, machine-readable description of a ready tunnel (`start --json`)."""
         address = self.tunnel.address
         assert address is not None
         via = self.spec.via
-        return {
-            "id": self.id,
-            "name": self.spec.name,
-            "local_host": address.host,
-            "local_port": address.port,
-            "target": str(self.spec.target),
-            "via": str(via) if via else None,
-            "pid": os.getpid(),
-        }
+        return Ready(
+            id=self.id,
+            name=self.spec.name,
+            local_host=address.host,
+            local_port=address.port,
+            target=str(self.spec.target),
+            via=str(via) if via else None,
+            pid=os.getpid(),
+        )
 
-    def status(self) -> dict[str, Any]:
-        stats = self.tunnel.stats()
-        return {
-            "state": stats.state,
-            "uptime": round(stats.uptime, 3) if self.tunnel.ready_once else None,
-            "reconnect_attempt": stats.reconnect_attempt,
-            "reconnects": stats.reconnects,
-            "ttl_left": _rounded(stats.ttl_left),
-            "idle_left": _rounded(stats.idle_left),
-            "connections_active": stats.active,
-            "connections_total": stats.total,
-            "bytes_in": stats.bytes_from_target,
-            "bytes_out": stats.bytes_to_target,
-            "last_error": stats.last_error,
-        }
+    def status(self) -> Status:
+        return Status.of(self.tunnel.stats(), ready_once=self.tunnel.ready_once)
 
     async def close(self, drain: float = 0.0) -> None:
         """Close the tunnel (draining up to ``drain`` s), then drop the control socket and the
@@ -131,5 +121,41 @@ class HostedTunnel:
                 self.registration.remove()
 
 
-def _rounded(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 3)
+async def start_all(tunnels: Sequence[HostedTunnel], stop: StopRequest) -> None:
+    """Start every tunnel; all must get ready, or none is left open.
+
+    A stop signal before then cancels the starts and raises Interrupted; otherwise the first
+    failure (in the order given) is raised.
+    """
+    starting: asyncio.Future[list[BaseException | None]] = asyncio.gather(
+        *(t.start() for t in tunnels), return_exceptions=True
+    )
+    stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.event.wait())
+    try:
+        # Two futures of different result types, which asyncio.wait's stub cannot join.
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+    finally:
+        stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await asyncio.gather(*(t.close() for t in tunnels))
+        raise Interrupted("interrupted before the tunnel was ready", signum=stop.signum or 2)
+    failures = [r for r in starting.result() if isinstance(r, BaseException)]
+    if failures:
+        await asyncio.gather(*(t.close() for t in tunnels))
+        raise failures[0]
+
+
+async def serve_until_end(hosted: HostedTunnel, stop: StopRequest) -> None:
+    """Serve until a stop request or a lifetime bound; raises TunnelLostError if the tunnel is
+    lost for good."""
+    ended = asyncio.ensure_future(hosted.tunnel.wait_ended())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([ended, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        stopping.cancel()
+    if ended.done() and not ended.cancelled():
+        ended.result()

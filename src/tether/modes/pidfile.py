@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether import procs
+from tether.procs import ProcessRef
 from tether.errors import UsageError, describe
 
 log = logging.getLogger("tether")
@@ -104,7 +104,7 @@ def _stale(path: Path) -> os.stat_result | None:
     pid = _read_pid(path)
     if pid is None:
         raise UsageError(f"pid file {path} exists and does not hold a pid; leaving it alone")
-    if procs.is_running(pid):
+    if ProcessRef.of(pid) is not None:
         raise UsageError(f"pid file {path} names process {pid}, which is still running")
     return st
 

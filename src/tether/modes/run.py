@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tether.errors import UsageError
 from tether.modes.command import Command
-from tether.modes.foreground import start_all
-from tether.modes.hosted import HostedTunnel
+from tether.modes.hosted import HostedTunnel, start_all
 from tether.modes.pidfile import PidFile
 from tether.modes.signals import StopRequest, capture_stop_signals
+from tether.protocol import Ready
 from tether.registry import Registry
 from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
@@ -87,7 +87,7 @@ async def run_command(
     registry: Registry,
     command: str | Sequence[str],
     *,
-    on_ready: Callable[[Sequence[HostedTunnel]], None],
+    on_ready: Callable[[Sequence[Ready]], None],
     on_phase: PhaseCallback | None = None,
     pid_file: Path | None = None,
 ) -> int:
@@ -110,7 +110,7 @@ async def run_command(
         try:
             if pid_file is not None:
                 written = PidFile.create(pid_file)
-            on_ready(tunnels)
+            on_ready([t.ready_record() for t in tunnels])
             if stop.signum is not None:
                 return 128 + stop.signum  # stopped before the command could start
             child = Command.spawn(command, {**os.environ, **command_env(tunnels)})

@@ -5,10 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from tether.protocol import State
 from tether.relay import Conduit, End
 from tether.spec import Endpoint
 
-PhaseCallback = Callable[[str], None]
+PhaseCallback = Callable[[State], None]
 LossCallback = Callable[[str], None]
 
 

@@ -19,6 +19,7 @@ from tether.errors import (
     TransportUnreachableError,
     describe,
 )
+from tether import paths
 from tether.files import KEY_LIMIT, KNOWN_HOSTS_LIMIT, read_regular
 from tether.relay import Conduit, End
 from tether.spec import Endpoint, SshOptions, Via
@@ -35,11 +36,7 @@ CHANNEL_WINDOW = 2 * 1024 * 1024
 CHANNEL_PACKET = 32 * 1024
 
 
-def default_known_hosts() -> Path:
-    return Path("~/.ssh/known_hosts").expanduser()
-
-
-def load_known_hosts(data: bytes, path: Path) -> Any:
+def load_known_hosts(data: bytes, path: Path) -> asyncssh.SSHKnownHosts:
     """Parse known_hosts as OpenSSH does: a line that is not UTF-8 or not an entry is skipped
     (with one warning), not fatal."""
     lines = []
@@ -74,7 +71,7 @@ class _Client(asyncssh.SSHClient):
         self._on_lost = on_lost
         self.closing = False
 
-    def connection_made(self, conn: Any) -> None:
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
         if self._on_phase:
             self._on_phase("authenticating")
 
@@ -96,17 +93,17 @@ class SshTransport(Transport):
         self.via = via
         self.options = options
         self.label = str(via)
-        self._conn: Any = None
+        self._conn: asyncssh.SSHClientConnection | None = None
         self._client: _Client | None = None
 
-    def _known_hosts(self) -> tuple[Any, Path]:
+    def _known_hosts(self) -> tuple[asyncssh.SSHKnownHosts, Path]:
         """The known hosts to verify the server with, and the file they came from.
 
         A missing default file means an empty list: every host is then unknown. Never None,
         which would turn verification off.
         """
         named = self.options.known_hosts
-        path = Path(named) if named else default_known_hosts()
+        path = Path(named) if named else paths.known_hosts()
         try:
             data = read_regular(
                 path, limit=KNOWN_HOSTS_LIMIT, what="known_hosts", error=ConfigError
@@ -126,7 +123,7 @@ class SshTransport(Transport):
             except FileNotFoundError:
                 raise ConfigError(f"identity_file: file not found: {name}") from None
 
-    def _connect_options(self, known_hosts: Any) -> dict[str, Any]:
+    def _connect_options(self, known_hosts: asyncssh.SSHKnownHosts) -> dict[str, Any]:
         ciphers = list(PREFERRED_CIPHERS) + [
             alg.decode()
             for alg in asyncssh.encryption.get_default_encryption_algs()
@@ -168,6 +165,7 @@ class SshTransport(Transport):
             raise AuthenticationError(
                 f"SSH authentication to {self.via} failed: {exc.reason}",
                 hint="check the user, identity_file and ssh-agent; tether never prompts",
+                options=("identity_file",),
             ) from exc
         except asyncssh.KeyImportError as exc:
             if "passphrase" not in str(exc).lower():
@@ -199,7 +197,9 @@ class SshTransport(Transport):
                 f"SSH connection to {self.via} failed: {describe(exc)}"
             ) from exc
 
-    def _lookup(self, known_hosts: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    def _lookup(
+        self, known_hosts: asyncssh.SSHKnownHosts
+    ) -> tuple[list[Any], list[Any], list[Any]]:
         """The trusted keys, authorities and revoked keys known_hosts holds for the server.
 
         Also looked up as OpenSSH writes the entry, "[host]:port": asyncssh forgets the revoked
@@ -215,7 +215,9 @@ class SshTransport(Transport):
         )
         return trusted, authorities, revoked
 
-    async def _host_key_error(self, known_hosts: Any, where: Path) -> TetherError:
+    async def _host_key_error(
+        self, known_hosts: asyncssh.SSHKnownHosts, where: Path
+    ) -> TetherError:
         """Explain a host-key failure: which key the server showed and how to trust it."""
         via = self.via
         try:
@@ -254,7 +256,8 @@ class SshTransport(Transport):
             raise TransportUnreachableError(f"SSH connection to {self.via} is not open")
         try:
             channel, _ = await self._conn.create_connection(
-                lambda: end,
+                # End has the shape of an asyncssh session without importing asyncssh.
+                lambda: cast("asyncssh.SSHTCPSession[bytes]", end),
                 target.host,
                 target.port,
                 # The window is what a paused channel may buffer: it shrinks with the tunnel's
@@ -268,7 +271,7 @@ class SshTransport(Transport):
             ) from exc
         except (asyncssh.Error, OSError) as exc:
             raise TransportUnreachableError(f"SSH connection to {self.via} failed: {exc}") from exc
-        return channel  # type: ignore[no-any-return]
+        return channel
 
     async def close(self) -> None:
         if self._client is not None:

@@ -1,0 +1,136 @@
+"""The records that leave a tunnel's process, typed once with their JSON forms: the status a
+tunnel reports on its control socket (and `list --json` shows), the ready record (`start
+--json`, the background child's report), and the control requests themselves.
+
+A control request is one JSON line, {"op": "status" | "stop", "until": DEADLINE}, where DEADLINE
+is the client's deadline on the machine-wide monotonic clock; the reply is one JSON line with
+"ok" and the op's fields.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from types import UnionType
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from tether.tunnel import TunnelStats
+
+#: A decoded JSON object.
+JSONObject = dict[str, object]
+Mode = Literal["foreground", "background", "run", "shell"]
+#: A tunnel's phases, in the order it goes through them (closing and lost may come at any time).
+State = Literal[
+    "new",
+    "binding",
+    "connecting",
+    "authenticating",
+    "probing",
+    "ready",
+    "reconnecting",
+    "closing",
+    "closed",
+    "lost",
+]
+Op = Literal["status", "stop"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A tunnel that is ready, as `start --json` prints it."""
+
+    id: str
+    name: str
+    local_host: str
+    local_port: int
+    target: str
+    via: str | None
+    pid: int
+
+    def to_json(self) -> JSONObject:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> Ready:
+        """Parse a ready record; ValueError if it is not one."""
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+            raise ValueError("not a ready record")
+        ready = cls(**data)
+        if not all(isinstance(getattr(ready, k), int) for k in ("local_port", "pid")):
+            raise ValueError("not a ready record")
+        return ready
+
+
+@dataclass(frozen=True)
+class Status:
+    """A tunnel's live state, as its control socket reports it. Fields are None when the
+    process did not say (an unresponsive tunnel)."""
+
+    state: State | Literal["unresponsive", "unknown"]
+    uptime: float | None = None
+    reconnect_attempt: int | None = None
+    reconnects: int | None = None
+    ttl_left: float | None = None
+    idle_left: float | None = None
+    connections_active: int | None = None
+    connections_total: int | None = None
+    bytes_in: int | None = None  # from the target
+    bytes_out: int | None = None  # to the target
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, stats: TunnelStats, *, ready_once: bool) -> Status:
+        """The status of a tunnel, from the engine's snapshot of it."""
+        return cls(
+            state=stats.state,
+            uptime=round(stats.uptime, 3) if ready_once else None,
+            reconnect_attempt=stats.reconnect_attempt,
+            reconnects=stats.reconnects,
+            ttl_left=_rounded(stats.ttl_left),
+            idle_left=_rounded(stats.idle_left),
+            connections_active=stats.active,
+            connections_total=stats.total,
+            bytes_in=stats.bytes_from_target,
+            bytes_out=stats.bytes_to_target,
+            last_error=stats.last_error,
+        )
+
+    @classmethod
+    def unresponsive(cls, reason: str) -> Status:
+        return cls(state="unresponsive", last_error=reason)
+
+    def to_json(self) -> JSONObject:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: JSONObject) -> Status:
+        """The status in a reply; a field of the wrong type is taken as not said."""
+        types: dict[str, type | UnionType] = {"state": str, "last_error": str}
+        values: JSONObject = {}
+        for item in fields(cls):
+            value = data.get(item.name)
+            wanted = types.get(item.name, int | float)
+            if isinstance(value, wanted) and not isinstance(value, bool):
+                values[item.name] = value
+        if values.get("state") not in (*get_args(State), "unresponsive"):
+            values["state"] = "unknown"
+        return cls(**values)  # type: ignore[arg-type]  # each value checked above
+
+
+def request_line(op: Op, until: float) -> bytes:
+    return json.dumps({"op": op, "until": until}).encode() + b"\n"
+
+
+def parse_request(line: bytes) -> tuple[str, float | None]:
+    """The op and the deadline of a request line; ValueError if it is not one."""
+    message = json.loads(line)
+    if not isinstance(message, dict):
+        raise ValueError("not an object")
+    until = message.get("until")
+    return str(message.get("op")), until if isinstance(until, int | float) else None
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)

@@ -1,0 +1,173 @@
+"""Background mode: whole starts or nothing, whatever happens to the parent, the child, the
+logs and stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.servers import EchoServer, SilentServer
+from tests.support.sshd_server import SshdServer
+from tether.modes.background import prune_logs
+from tests.support.tether_process import TetherProcess, TetherRunner, processes_with
+from tests.support.waiting import wait_until_sync
+
+
+def runtime_dir(tether: TetherRunner) -> Path:
+    return Path(tether.env["TETHER_RUNTIME_DIR"])
+
+
+def logs_dir(tether: TetherRunner) -> Path:
+    return Path(tether.env["XDG_STATE_HOME"]) / "tether" / "logs"
+
+
+def start_hanging(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer, marker: str
+) -> TetherProcess:
+    """A --background start whose child hangs in the SSH handshake, named ``marker``."""
+    parent = tether.spawn(
+        "start",
+        *silent_server.tether_flags(sshd.known_hosts),
+        "--background",
+        "--name",
+        marker,
+        "--timeout",
+        "60",
+    )
+    wait_until_sync(lambda: silent_server.accepted == 1, "the child to connect")
+    return parent
+
+
+def test_killed_parent_takes_the_starting_child_with_it(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
+    marker = f"orphan-{os.getpid()}"
+    parent = start_hanging(tether, silent_server, sshd, marker)
+    parent.send_signal(signal.SIGKILL)
+    parent.finish()
+    # Nobody can ever learn this tunnel's id now, so it must not stay.
+    wait_until_sync(lambda: not processes_with(marker), "the child to stop")
+    assert tether.list_json() == []
+    assert not list(runtime_dir(tether).glob("*.json"))
+
+
+def test_interrupted_start_leaves_nothing(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
+    marker = f"bg-interrupted-{os.getpid()}"
+    parent = start_hanging(tether, silent_server, sshd, marker)
+    assert len(processes_with(marker)) == 2  # the parent and its detached child
+    parent.send_signal(signal.SIGINT)
+    assert parent.finish() == 130
+    wait_until_sync(lambda: not processes_with(marker), "the child to be gone")
+    assert tether.list_json() == []
+
+
+def test_child_killed_before_ready_gives_128_plus_n(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
+    marker = f"killed-child-{os.getpid()}"
+    parent = start_hanging(tether, silent_server, sshd, marker)
+    (child,) = [p for p in processes_with(marker) if p != parent.pid]
+    os.kill(child, signal.SIGKILL)
+    assert parent.finish() == 137
+    assert "background tunnel was killed by signal 9 before ready" in parent.stderr
+    assert tether.list_json() == []
+
+
+def test_closed_stdout_leaves_no_tunnel(tether: TetherRunner, echo_server: EchoServer) -> None:
+    command = [sys.executable, "-m", "tether", "start", "--to", echo_server.address]
+    for mode in (["--background"], ["--run", "true"], []):
+        result = subprocess.run(
+            ["sh", "-c", '"$@" --json >&-', "sh", *command, *mode],
+            env=tether.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            "tether: error: cannot write to stdout: Bad file descriptor"
+        ]
+        assert tether.list_json() == []
+
+
+def test_broken_stdout_leaves_no_tunnel(tether: TetherRunner, echo_server: EchoServer) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # whoever was to read the JSON is gone: `| true` that already exited
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tether",
+                "start",
+                "--to",
+                echo_server.address,
+                "--background",
+                "--json",
+            ],
+            env=tether.env,
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "tether: error: cannot write to stdout: Broken pipe"
+    ]
+    assert tether.list_json() == []
+
+
+def test_concurrent_background_starts_all_succeed(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    logs = logs_dir(tether)
+    logs.mkdir(parents=True, mode=0o700)
+    for index in range(60):  # more than are kept, so every start prunes
+        (logs / f"{index:08x}.log").write_text("old\n")
+    starters = [
+        tether.spawn("start", "--to", echo_server.address, "--background", "--json")
+        for _ in range(8)
+    ]
+    codes = [starter.finish() for starter in starters]
+    assert codes == [0] * 8, [s.stderr for s in starters]
+    assert len(tether.list_json()) == 8
+
+
+def test_pruning_copes_with_vanishing_logs(tmp_path: Path) -> None:
+    for index in range(5):
+        (tmp_path / f"{index:08x}.log").write_text("old\n")
+    (tmp_path / "deadbeef.log").symlink_to(tmp_path / "gone")  # stat() fails, as for a log
+    prune_logs(tmp_path, live_ids=set(), keep=2)  # another start removed under our feet
+    assert len(list(tmp_path.glob("*.log"))) == 3  # the 2 newest and the dangling one
+
+
+def test_log_lines_are_timestamped(tether: TetherRunner, echo_server: EchoServer) -> None:
+    code, out, err = tether.run("start", "--to", echo_server.address, "--background", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    code, log, _ = tether.run("logs", info["id"])
+    assert code == 0 and "ready on" in log
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
+    assert log.splitlines() and all(stamp.match(line) for line in log.splitlines()), log
+
+
+def test_an_unsafe_log_directory_is_refused(tether: TetherRunner, echo_server: EchoServer) -> None:
+    logs = logs_dir(tether)
+    logs.mkdir(parents=True)
+    logs.chmod(0o777)
+    code, _, err = tether.run("start", "--to", echo_server.address, "--background")
+    assert code == 2
+    assert f"log directory {logs} is group- or world-writable" in err
+    assert tether.list_json() == []

@@ -1,0 +1,357 @@
+"""Every failure class: one line on stderr, no traceback, its own documented exit code."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import EchoServer, SilentServer
+from tests.support.sshd_server import SshdServer
+from tests.support.tether_process import TetherRunner
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tether: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_port_held_by_another_socket(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        code, _, err = tether.run(
+            "start", "--to", echo_server.address, *sshd.tether_flags(), "--port", str(port)
+        )
+    assert code == 3
+    assert "in use by another program" in one_line_error(err)
+
+
+def test_sshd_down(tether: TetherRunner, own_sshd: SshdServer, echo_server: EchoServer) -> None:
+    own_sshd.stop()
+    code, _, err = tether.run("start", "--to", echo_server.address, *own_sshd.tether_flags())
+    assert code == 4
+    assert "cannot reach SSH server" in one_line_error(err)
+
+
+def test_wrong_key(tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer) -> None:
+    code, _, err = tether.run(
+        "start",
+        "--to",
+        echo_server.address,
+        "--via",
+        sshd.via,
+        "-i",
+        str(sshd.wrong_key),
+        "--known-hosts",
+        str(sshd.known_hosts),
+    )
+    assert code == 5
+    assert "authentication" in one_line_error(err)
+
+
+def test_unknown_host_key(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    # No --known-hosts: the isolated HOME has no ~/.ssh/known_hosts, so the key is unknown.
+    code, _, err = tether.run(
+        "start", "--to", echo_server.address, "--via", sshd.via, "-i", str(sshd.client_key)
+    )
+    assert code == 5
+    line = one_line_error(err)
+    listing = subprocess.run(
+        ["ssh-keygen", "-lf", str(sshd.directory / "host_ed25519.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    fingerprint = listing.split()[1]
+    assert fingerprint.startswith("SHA256:")
+    assert "is not in" in line and fingerprint in line and "ssh-keyscan" in line
+
+
+def test_target_with_nothing_listening(tether: TetherRunner, sshd: SshdServer) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, _, err = tether.run("start", "--to", f"127.0.0.1:{port}", *sshd.tether_flags())
+    assert code == 6
+    assert f"cannot connect to 127.0.0.1:{port} through {sshd.via}" in one_line_error(err)
+
+
+def test_timeout_against_silent_server(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
+    code, _, err = tether.run(
+        "start",
+        *silent_server.tether_flags(sshd.known_hosts),
+        "--timeout",
+        "1",
+    )
+    assert code == 7
+    assert "not ready after 1s" in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--to", "db:5432", "--port", "abc"], '--port: expected an integer 0-65535, got "abc"'),
+        (["--to", "db:5432", "--port", "70000"], "--port: expected an integer 0-65535, got 70000"),
+        (["--to", "db"], "--to: expected HOST:PORT"),
+        (["--to", "db:5432", "--via", "http://x"], "unsupported scheme 'http'"),
+        (["--to", "db:5432", "--via", "ssh://u:pw@x"], "passwords are not accepted"),
+        (
+            ["--to", "db:5432", "--timeout", "-3"],
+            "--timeout: expected a duration like 30s, 5m or 2h",
+        ),
+        (["--to", "db:5432", "--target-port", "0"], "--target-port: expected an integer 1-65535"),
+        (["nope"], "unknown profile 'nope'"),
+        (["--to", "db:1", "--pid-file", "/nonexistent/dir/x.pid"], "directory does not exist"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_starts(
+    tether: TetherRunner, args: list[str], message: str
+) -> None:
+    code, out, err = tether.run("start", *args)
+    assert code == 2
+    assert message in one_line_error(err)
+    assert out == ""
+
+
+def test_malformed_toml(tether: TetherRunner, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[tunnels.db\n")
+    code, _, err = tether.run("start", "db", "--config", str(config))
+    assert code == 2
+    assert f"{config}: invalid TOML" in one_line_error(err)
+
+
+def test_bad_profile_value(tether: TetherRunner, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[tunnels.db]\nto = "db:5432"\nport = "abc"\n')
+    code, _, err = tether.run("start", "db", "--config", str(config))
+    assert code == 2
+    assert one_line_error(err) == (
+        f'tether: error: {config}: tunnels.db.port: expected an integer 0-65535, got "abc"'
+    )
+
+
+def test_unknown_flag_is_usage_error(tether: TetherRunner) -> None:
+    code, _, err = tether.run("start", "--bogus")
+    assert code == 2 and "No such option" in err and "Traceback" not in err
+
+
+def test_debug_shows_traceback(tether: TetherRunner) -> None:
+    code, _, err = tether.run("--debug", "start", "--to", "db")
+    assert code == 2 and "Traceback" in err
+    assert err.strip().splitlines()[-1] == "tether: error: --to: expected HOST:PORT, got 'db'"
+
+
+SECRET = "s3cret-w0rd"
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--via", "ssh://u%0Ax@h"], "--via: the user name holds spaces or control characters"),
+        (["--via", "ssh://%00@h"], "--via: the user name holds spaces or control characters"),
+        (["--via", "ssh://%ff@h"], "--via: the user name is not valid UTF-8"),
+        (["--port", "²"], '--port: expected an integer 0-65535, got "²"'),
+        (["--max-retries", "²"], '--max-retries: expected a count or "unlimited"'),
+        (["--keepalive-count", "²"], "--keepalive-count: expected an integer 1-1000000"),
+        (["--max-connections", "0"], "--max-connections: expected an integer 1-1000000"),
+        (["--timeout", "nan"], "--timeout: expected a duration"),
+        (["--timeout", "inf"], "--timeout: expected a duration"),
+        (["--timeout", "1e10"], "--timeout: expected a duration"),
+        (["--timeout", "100000000000"], "--timeout: expected a positive duration of at most 365d"),
+        (["--ttl", "1" * 400], "--ttl: expected a duration"),
+        (["--idle-timeout", "٣s"], "--idle-timeout: expected a duration"),
+        (["--target-host", "a..b"], "--target-host: not a valid host name or address: 'a..b'"),
+        (["--target-host", "."], "not a valid host name or address: '.'"),
+        (["--target-host", f"{LONG_LABEL}.example"], "not a valid host name or address"),
+        (["--target-host", "x" * 300], "not a valid host name or address"),
+        (["--via", "ssh://a..b"], "--via: not a valid host name or address"),
+        (["--host", "a..b"], "--host: not a valid host name or address"),
+    ],
+)
+def test_hostile_values_get_one_line_and_exit_2(
+    tether: TetherRunner, args: list[str], message: str
+) -> None:
+    code, out, err = tether.run("start", "--to", "127.0.0.1:1", *args)
+    assert code == 2
+    assert message in one_line_error(err)
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        f"ssh://u:{SECRET}@h",
+        f"ssh://u%3A{SECRET}@h",
+        f"ssh://u:{SECRET}@h/path?x",
+        f"u:{SECRET}@h",
+        f"ssh://u:{SECRET}@[::1",
+    ],
+)
+def test_a_password_is_refused_and_never_echoed(
+    tether: TetherRunner, tmp_path: Path, via: str
+) -> None:
+    code, _, err = tether.run("start", "--to", "127.0.0.1:1", "--via", via)
+    assert code == 2 and "passwords are not accepted" in one_line_error(err)
+    assert SECRET not in err
+    config = tmp_path / "c.toml"
+    config.write_text(f'[tunnels.db]\nto = "127.0.0.1:1"\nvia = "{via}"\n')
+    code, _, err = tether.run("start", "db", "--config", str(config))
+    assert code == 2 and "passwords are not accepted" in one_line_error(err)
+    assert SECRET not in err
+    assert not list((tmp_path / "run").glob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[tunnels.db]\nto = " + "[" * 3000 + "]" * 3000 + "\n", "invalid TOML: nested too deeply"),
+        ('[tunnels.db]\nto = "127.0.0.1:1"\ntimeout = nan\n', "tunnels.db.timeout: expected"),
+        ('[tunnels.db]\nto = "127.0.0.1:1"\ntimeout = inf\n', "tunnels.db.timeout: expected"),
+        ('[tunnels.db]\nto = "127.0.0.1:1"\ntimeout = 1e10\n', "tunnels.db.timeout: expected"),
+        ('[tunnels.db]\nto = "127.0.0.1:1"\nttl = ' + "9" * 400 + "\n", "tunnels.db.ttl: expected"),
+        (
+            '[tunnels.db]\nto = "127.0.0.1:1"\nport = ' + "9" * 400 + "\n",
+            "tunnels.db.port: expected",
+        ),
+        ('[tunnels.db]\nto = "a..b:1"\n', "tunnels.db.to: not a valid host name"),
+        ("[tunnels.db]\nto = '" + "x" * 2000 + "'\n", "tunnels.db.to: expected HOST:PORT"),
+    ],
+)
+def test_hostile_toml_gets_one_line_and_exit_2(
+    tether: TetherRunner, tmp_path: Path, toml: str, message: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    code, _, err = tether.run("start", "db", "--config", str(config))
+    assert code == 2
+    line = one_line_error(err)
+    assert message in line and len(line) < 400
+
+
+def non_files(tmp_path: Path) -> list[Path]:
+    """Paths that name something other than a file: reading any of them would hang, exhaust
+    memory, or make no sense."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    directory = tmp_path / "directory"
+    directory.mkdir()
+    found = [fifo, directory]
+    if os.geteuid() == 0:
+        zero = tmp_path / "zero"  # a private copy of /dev/zero's node
+        os.mknod(zero, 0o444 | stat.S_IFCHR, os.makedev(1, 5))
+        found.append(zero)
+    return found
+
+
+def test_files_that_are_not_files_are_refused(tether: TetherRunner, tmp_path: Path) -> None:
+    via = ["--to", "127.0.0.1:1", "--via", "ssh://u@127.0.0.1:1"]
+    for path in non_files(tmp_path):
+        for args, what in (
+            (["db", "--config", str(path)], "config"),
+            ([*via, "-i", str(path)], "identity_file"),
+            ([*via, "--known-hosts", str(path)], "known_hosts"),
+        ):
+            code, _, err = tether.run("start", *args, deadline=20)
+            assert code == 2, (path, err)
+            assert f"{what}: {path} is not a regular file" in one_line_error(err)
+
+
+def test_oversized_files_are_refused(tether: TetherRunner, tmp_path: Path) -> None:
+    big = tmp_path / "big.toml"
+    with open(big, "wb") as handle:
+        handle.truncate(2 * 1024 * 1024)  # sparse: big to read, cheap to make
+    code, _, err = tether.run("start", "db", "--config", str(big))
+    assert code == 2 and "is larger than 1024 KiB" in one_line_error(err)
+
+
+def test_missing_files_are_configuration_errors(tether: TetherRunner, tmp_path: Path) -> None:
+    via = ["--to", "127.0.0.1:1", "--via", "ssh://u@127.0.0.1:1"]
+    code, _, err = tether.run("start", *via, "-i", str(tmp_path / "nokey"))
+    assert code == 2 and "identity_file: file not found" in one_line_error(err)
+    code, _, err = tether.run("start", *via, "--known-hosts", str(tmp_path / "nohosts"))
+    assert code == 2 and "known_hosts: file not found" in one_line_error(err)
+    not_a_key = tmp_path / "not-a-key"
+    not_a_key.write_text("hello\n")
+    code, _, err = tether.run("start", *via, "-i", str(not_a_key))
+    assert code in (2, 4), err  # the server at port 1 may refuse before the key is read
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("variable", ["TETHER_RUNTIME_DIR", "XDG_STATE_HOME", "HOME"])
+def test_impossible_directories_are_usage_errors(
+    tether: TetherRunner, echo_server: EchoServer, tmp_path: Path, variable: str
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {variable: str(blocker / "sub")}
+    if variable == "HOME":
+        env.update(XDG_CONFIG_HOME="", XDG_STATE_HOME="")
+    for args in (
+        ["start", "--to", echo_server.address, "--background"],
+        ["list"],
+        ["stop", "--all"],
+        ["logs", "deadbeef"],
+    ):
+        process = tether.spawn(*args, env=env)
+        code = process.finish()
+        if variable != "TETHER_RUNTIME_DIR" and args[0] != "start":
+            assert code in (0, 8), process.stderr  # these need no state directory
+            continue
+        assert code == 2, (args, process.stderr)
+        assert "Not a directory" in one_line_error(process.stderr)
+
+
+def test_known_hosts_with_bad_lines_still_verifies(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_bytes(
+        b"\xff\xfe not utf-8 at all\njust-one-field\n" + sshd.known_hosts.read_bytes()
+    )
+    flags = [*sshd.tether_flags()[:-1], str(known_hosts)]
+    code, _, err = tether.run("start", "--to", echo_server.address, *flags, "--", "true")
+    assert code == 0, err
+    assert f"known_hosts: skipped 2 unreadable line(s) in {known_hosts}" in err
+
+
+def test_only_a_certificate_authority_is_a_host_key_failure(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    authority = tmp_path / "ca"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", str(authority)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"@cert-authority * {Path(f'{authority}.pub').read_text()}")
+    flags = [*sshd.tether_flags()[:-1], str(known_hosts)]
+    code, _, err = tether.run("start", "--to", echo_server.address, *flags)
+    assert code == 5, err
+    assert "trusts only certificate authorities" in one_line_error(err)
+
+
+def test_a_revoked_host_key_says_so(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"@revoked {sshd.known_hosts.read_text()}")
+    flags = [*sshd.tether_flags()[:-1], str(known_hosts)]
+    code, _, err = tether.run("start", "--to", echo_server.address, *flags)
+    assert code == 5
+    assert "is marked @revoked in" in one_line_error(err)

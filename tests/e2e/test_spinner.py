@@ -1,0 +1,58 @@
+"""What people see: a spinner naming the phase on a terminal, and nothing of it otherwise."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import sys
+
+from tests.support.servers import EchoServer, SilentServer
+from tests.support.sshd_server import SshdServer
+from tests.support.tether_process import TetherRunner, read_pty_until
+
+
+def test_spinner_on_a_terminal(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "start",
+            *silent_server.tether_flags(sshd.known_hosts),
+            "--timeout",
+            "60",
+            "--name",
+            "spin",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env=tether.env,
+    )
+    os.close(slave)
+    try:
+        # The TCP connect succeeds, then the silent server never sends its banner.
+        screen = read_pty_until(master, "spin: authenticating")
+        assert "\r" in screen or "\x1b[" in screen  # redrawn in place, not printed line by line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_no_spinner_without_a_terminal(tether: TetherRunner, echo_server: EchoServer) -> None:
+    process = tether.spawn("start", "--to", echo_server.address, "--name", "quiet")
+    process.wait_stderr("ready on")
+    process.send_signal(signal.SIGTERM)
+    assert process.finish() == 0
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tether: quiet ready on 127.0.0.1:")
+    assert "\x1b[" not in process.stderr and "connecting" not in process.stderr

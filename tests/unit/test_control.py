@@ -1,0 +1,56 @@
+"""The control server, in process: what it answers, to whom, and what it refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from tether.control import ControlServer
+from tether.protocol import Status, request_line
+
+
+async def ask(path: Path, line: bytes) -> dict[str, object]:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(line)
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    return dict(json.loads(reply))
+
+
+async def test_status_stop_and_what_is_refused(tmp_path: Path) -> None:
+    stops: list[str] = []
+    path = tmp_path / "c.sock"
+    server = ControlServer(
+        path, lambda: Status(state="ready", bytes_in=7), lambda: stops.append("x")
+    )
+    await server.start()
+    try:
+        assert path.stat().st_mode & 0o777 == 0o600
+        status = await ask(path, request_line("status", time.monotonic() + 5))
+        assert status["ok"] is True and status["state"] == "ready" and status["bytes_in"] == 7
+        late = await ask(path, request_line("stop", time.monotonic() - 1))
+        assert late == {"ok": False, "error": "request expired"} and stops == []
+        assert (await ask(path, b"{not json\n"))["error"] == "bad request"
+        assert (await ask(path, b'{"op": "reboot"}\n'))["error"] == "unknown op 'reboot'"
+        stopping = await ask(path, request_line("stop", time.monotonic() + 5))
+        assert stopping == {"ok": True, "stopping": True} and stops == ["x"]
+    finally:
+        await server.close()
+    assert not path.exists()
+
+
+async def test_a_shell_stop_is_answered_once_the_tunnel_has_closed(tmp_path: Path) -> None:
+    closed = asyncio.Event()
+
+    async def close_the_tunnel() -> None:
+        await server.close()  # what a shell's tunnel does: its own control socket goes too
+        closed.set()
+
+    path = tmp_path / "c.sock"
+    server = ControlServer(path, lambda: Status(state="ready"), close_the_tunnel)
+    await server.start()
+    reply = await ask(path, request_line("stop", time.monotonic() + 5))
+    assert reply == {"ok": True, "stopped": True} and closed.is_set()

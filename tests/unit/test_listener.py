@@ -1,0 +1,76 @@
+"""The local listener: both loopbacks by default, a connection limit that queues, and running
+out of file descriptors without a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+import pytest
+
+from tests.support.servers import EchoServer
+from tether.spec import Endpoint, TunnelSpec
+from tether.tunnel import Tunnel
+
+
+def can_bind(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            assert exc.errno == errno.EADDRINUSE
+            return False
+    return True
+
+
+async def echo_through(host: str, port: int, payload: bytes = b"ping") -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(payload)
+    writer.write_eof()
+    reply = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return reply
+
+
+async def test_default_binds_both_loopbacks(echo_server: EchoServer) -> None:
+    async with Tunnel(TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port))) as tunnel:
+        assert tunnel.address is not None
+        port = tunnel.address.port
+        assert tunnel.address.host == "127.0.0.1"
+        assert tunnel.addresses == ["127.0.0.1", "::1"]
+        # Nobody else can take [::1]:PORT and receive the clients of localhost:PORT.
+        assert not can_bind("::1", port)
+        assert await echo_through("::1", port) == b"ping"
+        assert await echo_through("127.0.0.1", port) == b"ping"
+
+
+@pytest.mark.parametrize(("host", "other"), [("127.0.0.1", "::1"), ("::1", "127.0.0.1")])
+async def test_a_named_host_binds_exactly_that(
+    echo_server: EchoServer, host: str, other: str
+) -> None:
+    spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port), listen=Endpoint(host, 0))
+    async with Tunnel(spec) as tunnel:
+        assert tunnel.address is not None and tunnel.addresses == [host]
+        assert can_bind(other, tunnel.address.port)
+
+
+async def test_connections_beyond_the_limit_wait_their_turn(echo_server: EchoServer) -> None:
+    spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port), max_connections=2)
+    async with Tunnel(spec) as tunnel:
+        assert tunnel.address is not None
+        address = (tunnel.address.host, tunnel.address.port)
+        held = [await asyncio.open_connection(*address) for _ in range(2)]
+        for reader, writer in held:
+            writer.write(b"x")
+            assert await asyncio.wait_for(reader.readexactly(1), 10) == b"x"
+        reader, writer = await asyncio.open_connection(*address)  # queued in the backlog
+        writer.write(b"third")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.readexactly(5), 0.5)
+        assert tunnel.stats().active == 2
+        held[0][1].close()  # one ends, so the queued one is served
+        assert await asyncio.wait_for(reader.readexactly(5), 10) == b"third"
+        for _, other in [held[1], (reader, writer)]:
+            other.close()

@@ -1,0 +1,53 @@
+"""The records that cross process boundaries, and their JSON forms."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.protocol import Ready, Status, parse_request, request_line
+from tether.spec import Endpoint
+from tether.tunnel import TunnelStats
+
+
+def test_ready_round_trips_and_refuses_others() -> None:
+    ready = Ready("abcd1234", "db", "127.0.0.1", 5432, "db:5432", None, 42)
+    assert Ready.from_json(ready.to_json()) == ready
+    for bad in (None, {}, {**ready.to_json(), "pid": "42"}, {**ready.to_json(), "extra": 1}):
+        with pytest.raises(ValueError):
+            Ready.from_json(bad)
+
+
+def test_status_from_the_engine_and_back() -> None:
+    stats = TunnelStats(
+        state="ready",
+        local=Endpoint("127.0.0.1", 1),
+        target=Endpoint("db", 5432),
+        via="direct",
+        active=1,
+        total=3,
+        bytes_to_target=10,
+        bytes_from_target=20,
+        uptime=1.23456,
+        last_error=None,
+        reconnect_attempt=0,
+        reconnects=0,
+        ttl_left=None,
+        idle_left=2.5,
+    )
+    status = Status.of(stats, ready_once=True)
+    assert (status.bytes_in, status.bytes_out, status.uptime) == (20, 10, 1.235)
+    assert Status.from_json(status.to_json()) == status
+    assert Status.of(stats, ready_once=False).uptime is None
+
+
+def test_a_status_field_of_the_wrong_type_is_not_said() -> None:
+    status = Status.from_json({"state": "ready", "bytes_in": "lots", "uptime": True})
+    assert status == Status(state="ready")
+    assert Status.from_json({}).state == "unknown"
+
+
+def test_requests_carry_their_deadline() -> None:
+    assert parse_request(request_line("stop", 12.5)) == ("stop", 12.5)
+    assert parse_request(b'{"op": "status"}') == ("status", None)
+    with pytest.raises(ValueError):
+        parse_request(b"[1, 2]")

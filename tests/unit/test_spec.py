@@ -1,0 +1,123 @@
+"""Parsing of addresses, ports and jump hosts: every bad input is a UsageError, never a crash."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tether.errors import UsageError
+from tether.spec import Endpoint, TunnelSpec, Via
+
+hostnames = st.from_regex(r"[a-z][a-z0-9\-]{0,20}(\.[a-z][a-z0-9\-]{0,20}){0,3}", fullmatch=True)
+ports = st.integers(min_value=1, max_value=65535)
+
+
+@given(hostnames, ports)
+def test_endpoint_round_trips(host: str, port: int) -> None:
+    assert Endpoint.parse(str(Endpoint(host, port))) == Endpoint(host, port)
+
+
+@given(st.integers(min_value=1, max_value=65535))
+def test_ipv6_endpoint_round_trips(port: int) -> None:
+    assert Endpoint.parse(f"[::1]:{port}") == Endpoint("::1", port)
+    assert str(Endpoint("::1", port)) == f"[::1]:{port}"
+
+
+@given(st.text())
+def test_endpoint_parse_never_crashes(text: str) -> None:
+    try:
+        endpoint = Endpoint.parse(text)
+    except UsageError:
+        return
+    assert 1 <= endpoint.port <= 65535 and endpoint.host
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["db", "db:", ":5432", "db:abc", "db:70000", "a b:1", "[::1]5432", "::1:5432", "db:5432:1"],
+)
+def test_malformed_endpoints(text: str) -> None:
+    with pytest.raises(UsageError):
+        Endpoint.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ssh://bastion", Via("ssh", "bastion", 22)),
+        ("ssh://me@bastion:2222", Via("ssh", "bastion", 2222, "me")),
+        ("SSH://me@10.0.0.1", Via("ssh", "10.0.0.1", 22, "me")),
+        ("ssh://[::1]:2200", Via("ssh", "::1", 2200)),
+        ("ssh://[::1]", Via("ssh", "::1", 22)),
+        ("ssh://u@::1", Via("ssh", "::1", 22, "u")),
+    ],
+)
+def test_via_parses(text: str, expected: Via) -> None:
+    assert Via.parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bastion", "expected ssh://"),
+        ("http://bastion", "unsupported scheme 'http'"),
+        ("ssh://me:secret@bastion", "passwords are not accepted"),
+        ("ssh://@bastion", "empty user"),
+        ("ssh://bastion:99999", "65535"),
+        ("ssh://bastion/path", "expected ssh://"),
+        ("ssh://", "not a valid host"),
+    ],
+)
+def test_via_refuses(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        Via.parse(text)
+
+
+def test_via_never_prints_more_than_scheme_user_host() -> None:
+    assert str(Via.parse("ssh://me@bastion:2222")) == "ssh://me@bastion:2222"
+
+
+@given(st.text())
+def test_via_parse_never_crashes(text: str) -> None:
+    try:
+        Via.parse(text)
+    except UsageError:
+        pass
+
+
+def test_spec_defaults() -> None:
+    spec = TunnelSpec(target=Endpoint("db", 5432))
+    assert spec.listen == Endpoint("localhost", 0)  # both loopbacks, as ssh -L binds them
+    assert spec.name == "db:5432"
+    assert spec.timeout == 30 and spec.probe and spec.via is None
+
+
+def test_spec_refuses_non_positive_timeout() -> None:
+    with pytest.raises(UsageError, match="timeout"):
+        TunnelSpec(target=Endpoint("db", 5432), timeout=0)
+
+
+@given(st.text(max_size=300))
+def test_any_host_text_is_valid_or_a_usage_error(text: str) -> None:
+    try:
+        host = Endpoint.parse(f"[{text}]:1" if ":" in text else f"{text}:1").host
+    except UsageError:
+        return
+    # What the resolver will do with it must not raise either.
+    if ":" not in host:
+        host.encode("idna")
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [("ops", "ops"), ("ops%40corp", "ops@corp"), ("d%C3%A9v", "dév")],
+)
+def test_user_names_are_decoded(user: str, expected: str) -> None:
+    assert Via.parse(f"ssh://{user}@h").user == expected
+
+
+@pytest.mark.parametrize("user", ["a%0Ab", "%00", "a%20b", "%ff", "a%3Ab", "x" * 300])
+def test_user_names_that_are_not_names_are_refused(user: str) -> None:
+    with pytest.raises(UsageError):
+        Via.parse(f"ssh://{user}@h")

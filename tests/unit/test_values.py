@@ -1,0 +1,71 @@
+"""The text forms of single values: every bad one is a UsageError, never a crash."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tether.errors import UsageError
+from tether.spec import Endpoint
+from tether.values import parse_duration, parse_int, parse_port
+
+
+@given(st.integers().filter(lambda n: not 0 <= n <= 65535))
+def test_out_of_range_ports_are_refused(port: int) -> None:
+    with pytest.raises(UsageError, match="expected an integer 0-65535"):
+        parse_port(str(port))
+
+
+@pytest.mark.parametrize("text", ["", "abc", "12a", "-1", "65536", "1e3", " ", "٣"])
+def test_bad_port_text(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_port(text)
+
+
+def test_port_zero_only_where_allowed() -> None:
+    assert parse_port("0") == 0
+    with pytest.raises(UsageError, match="1-65535"):
+        parse_port("0", allow_zero=False)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["a..b", ".", "..", "a.", f"{'a' * 64}.example", "a" * 254, "a b", "a/b", "a\x00b", "\ud800"],
+)
+def test_host_names_the_resolver_would_choke_on_are_refused(host: str) -> None:
+    if host == "a.":  # a fully qualified name: fine
+        assert Endpoint.parse(f"{host}:1").host == host
+        return
+    with pytest.raises(UsageError, match="not a valid host name or address"):
+        Endpoint.parse(f"{host}:1")
+
+
+@pytest.mark.parametrize(
+    "host", ["db.internal", "a" * 63 + ".example", "bücher.example", "fe80::1%lo", "10.0.0.1"]
+)
+def test_valid_host_names_and_addresses(host: str) -> None:
+    shown = f"[{host}]:5432" if ":" in host else f"{host}:5432"
+    assert Endpoint.parse(shown).host == host
+
+
+@pytest.mark.parametrize(
+    "text", ["nan", "inf", "-1", "0", "1e10", "366d", "1" * 400, "٣", "5 m s", "1.2.3"]
+)
+def test_durations_outside_the_range_are_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e10, 10**400, 0, -5, True])
+def test_duration_numbers_from_toml_are_checked(value: float) -> None:
+    with pytest.raises(UsageError, match="duration"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    "text", ["\u00b2", "\uff11\uff12", "\u0663", "1" * 30, "-1", "+1", " ", "0x10"]
+)
+def test_only_ascii_digits_make_integers(text: str) -> None:
+    with pytest.raises(UsageError, match="expected an integer"):
+        parse_int(text, what="n", low=0, high=10**20)

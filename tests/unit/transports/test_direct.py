@@ -1,0 +1,31 @@
+"""The direct transport: a TCP connection per stream, its failures as tether's own errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from tests.support.servers import EchoServer
+from tether.errors import TargetUnreachableError
+from tether.relay import Counters, Relay
+from tether.spec import Endpoint
+from tether.transports.direct import DirectTransport
+
+
+async def test_a_stream_reaches_the_target(echo_server: EchoServer) -> None:
+    relay = Relay(Counters(), lambda _relay: None)
+    conduit = await DirectTransport().open(Endpoint("127.0.0.1", echo_server.port), relay.remote)
+    assert isinstance(conduit, asyncio.Transport)
+    assert conduit.get_extra_info("peername")[1] == echo_server.port
+    conduit.close()
+
+
+async def test_a_refused_target() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        relay = Relay(Counters(), lambda _relay: None)
+        with pytest.raises(TargetUnreachableError, match="Connection refused"):
+            await DirectTransport().open(Endpoint("127.0.0.1", port), relay.remote)
