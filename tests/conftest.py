@@ -12,6 +12,9 @@ import pytest
 from tests.support.servers import AsyncSshServer, EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer, require_sshd
 from tests.support.tether_process import TetherRunner
+from tether.paths import SSH_CONFIG_ENV
+
+ENGINES = ("openssh", "asyncssh")
 
 
 FIGURES: dict[str, str] = {}
@@ -30,19 +33,47 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(f"{name}: {value}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_user_ssh_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """ssh reads ~/.ssh/config from the passwd home, whatever $HOME says: every tunnel of the
+    suite gets an empty one instead (tests that want one name it)."""
+    empty = tmp_path_factory.mktemp("ssh") / "config"
+    empty.write_text("")
+    empty.chmod(0o600)
+    previous = os.environ.get(SSH_CONFIG_ENV)
+    os.environ[SSH_CONFIG_ENV] = str(empty)
+    yield
+    if previous is None:
+        del os.environ[SSH_CONFIG_ENV]
+    else:
+        os.environ[SSH_CONFIG_ENV] = previous
+
+
 @pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
-    """One real OpenSSH sshd for the session; tests that stop it use ``own_sshd``."""
+def shared_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
     require_sshd()
     with SshdServer(tmp_path_factory.mktemp("sshd")) as server:
         yield server
 
 
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every test through a real sshd runs with each SSH engine."""
+    return str(request.param)
+
+
 @pytest.fixture
-def own_sshd(tmp_path: Path) -> Iterator[SshdServer]:
+def sshd(shared_sshd: SshdServer, engine: str) -> SshdServer:
+    """One real OpenSSH sshd for the session, seen through one engine; tests that stop it use
+    ``own_sshd``."""
+    return shared_sshd.through(engine)
+
+
+@pytest.fixture
+def own_sshd(tmp_path: Path, engine: str) -> Iterator[SshdServer]:
     """A real sshd this test may stop, restart or freeze."""
     require_sshd()
-    with SshdServer(tmp_path / "sshd") as server:
+    with SshdServer(tmp_path / "sshd", engine=engine) as server:
         yield server
 
 
@@ -80,6 +111,7 @@ def tether(tmp_path: Path) -> Iterator[TetherRunner]:
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_STATE_HOME=str(home / ".local" / "state"),
         TETHER_RUNTIME_DIR=str(runtime),
+        TETHER_SSH_CONFIG=os.environ[SSH_CONFIG_ENV],
         PYTHONUNBUFFERED="1",
     )
     runner = TetherRunner(env, tmp_path)

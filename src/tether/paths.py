@@ -10,6 +10,7 @@ from pathlib import Path
 
 RUNTIME_ENV = "TETHER_RUNTIME_DIR"
 CONFIG_ENV = "TETHER_CONFIG"
+SSH_CONFIG_ENV = "TETHER_SSH_CONFIG"
 
 
 def runtime_directory(environ: Mapping[str, str] = os.environ) -> Path:
@@ -39,6 +40,12 @@ def config_file(explicit: str | None, environ: Mapping[str, str] = os.environ) -
     import platformdirs
 
     return Path(platformdirs.user_config_dir("tether")) / "config.toml", False
+
+
+def ssh_config(environ: Mapping[str, str] = os.environ) -> str:
+    """The user's ssh_config when a tunnel names none: $TETHER_SSH_CONFIG, else ~/.ssh/config
+    (which ssh itself finds in the passwd home, not $HOME)."""
+    return environ.get(SSH_CONFIG_ENV) or "~/.ssh/config"
 
 
 def known_hosts() -> Path:

@@ -47,6 +47,7 @@ class Ready:
     local_port: int
     target: str
     via: str | None
+    engine: str | None  # "openssh" or "asyncssh"; None for direct
     pid: int
 
     def to_json(self) -> JSONObject:

@@ -57,6 +57,7 @@ class Entry:
     target_host: str
     target_port: int
     via: str | None
+    engine: str | None
     started: str
     log_file: str | None
     control: str
@@ -326,6 +327,7 @@ class Registry:
         target_port: int,
         via: str | None,
         log_file: str | None,
+        engine: str | None = None,
         entry_id: str | None = None,
     ) -> Registration:
         """Create an entry owned by this process; the caller holds ``reserving`` for its port."""
@@ -353,6 +355,7 @@ class Registry:
                 target_host=target_host,
                 target_port=target_port,
                 via=via,
+                engine=engine,
                 started=utc_now(),
                 log_file=log_file,
                 control=str(paths["sock"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Literal
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote
 
@@ -18,6 +19,7 @@ DEFAULT_SSH_PORT = 22
 DEFAULT_MAX_CONNECTIONS = 1024
 SCHEMES = ("ssh",)
 DURATION = (int, float, str)  # what TOML may give for a duration
+Engine = Literal["openssh", "asyncssh"]
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,16 @@ class Via:
     """
 
     scheme: str
-    host: str
+    host: str  # a host name, an address, or an alias of the user's ssh_config
     port: int
     user: str | None = None
+    #: Whether the address named the port. If not, ssh_config's Port (or 22) applies.
+    port_given: bool = field(default=True, compare=False)
 
     def __str__(self) -> str:
         user = f"{self.user}@" if self.user else ""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{user}{host}:{self.port}"
+        return f"{self.scheme}://{user}{host}" + (f":{self.port}" if self.port_given else "")
 
     @classmethod
     def parse(cls, text: str, *, what: str = "--via") -> Via:
@@ -95,11 +99,11 @@ class Via:
             userinfo, _, rest = rest.rpartition("@")
             user = _parse_user(userinfo, what)
         if rest.startswith("[") and rest.endswith("]"):
-            return cls(scheme, parse_host(rest, what=what), DEFAULT_SSH_PORT, user)
+            return cls(scheme, parse_host(rest, what=what), DEFAULT_SSH_PORT, user, False)
         if rest.startswith("[") or rest.count(":") == 1:
             endpoint = Endpoint.parse(rest, what=what)
             return cls(scheme, endpoint.host, endpoint.port, user)
-        return cls(scheme, parse_host(rest, what=what), DEFAULT_SSH_PORT, user)
+        return cls(scheme, parse_host(rest, what=what), DEFAULT_SSH_PORT, user, False)
 
 
 def _holds_password(userinfo: str) -> bool:
@@ -161,6 +165,20 @@ class SshOptions:
         toml=(int,),
         metavar="N",
         help="Unanswered keepalives before the link counts as lost",
+    )
+    engine: Engine | None = option(
+        None,
+        parse=values.choice("openssh", "asyncssh"),
+        metavar="openssh|asyncssh",
+        help="How SSH tunnels move bytes: inside OpenSSH's ssh, or in process",
+        default_text="openssh when ssh >= 7.6 is installed",
+    )
+    ssh_config: str | None = option(
+        None,
+        parse=values.path,
+        metavar="PATH",
+        help="ssh_config file to use instead of ~/.ssh/config",
+        default_text="~/.ssh/config",
     )
     connect_timeout: float | None = option(
         None,

@@ -17,6 +17,7 @@ from tether.backoff import Backoff
 from tether.errors import ReadinessTimeoutError, TetherError, TunnelLostError
 from tether.listener import Listener, bind_all, resolve_listen
 from tether.logs import LimitedLog
+from tether.handoff import Forward
 from tether.relay import WRITE_HIGH_WATER, Counters, Relay, high_water_for
 from tether.protocol import State
 from tether.spec import Endpoint, TunnelSpec
@@ -36,6 +37,7 @@ class TunnelStats:
     local: Endpoint | None
     target: Endpoint
     via: str
+    engine: str | None
     active: int
     total: int
     bytes_to_target: int
@@ -85,7 +87,7 @@ class Tunnel:
         self._listener: Listener | None = None
         self._warnings = LimitedLog()
         self._high_water = WRITE_HIGH_WATER
-        self._relays: set[Relay] = set()
+        self._relays: set[Relay | Forward] = set()  # the open connections, either path
         self._pending: set[asyncio.Task[None]] = set()
         self._started_at: float | None = None
         self._up = asyncio.Event()  # the transport can open streams
@@ -227,12 +229,15 @@ class Tunnel:
         return self._listener.addresses if self._listener is not None else []
 
     def stats(self) -> TunnelStats:
+        for connection in self._relays:
+            connection.sync()
         c = self.counters
         return TunnelStats(
             state=self.state,
             local=self.address,
             target=self.spec.target,
             via=self.transport.label,
+            engine=self.transport.engine,
             active=c.active,
             total=c.total,
             bytes_to_target=c.bytes_to_target,
@@ -349,27 +354,30 @@ class Tunnel:
             self._on_phase(phase)
 
     async def _probe(self) -> None:
-        """Open one stream to the target and close it: proof that the target answers."""
-        relay = Relay(Counters(), lambda _r: None)
-        conduit = await self.transport.open(self.spec.target, relay.remote)
-        conduit.close()
+        await self.transport.probe(self.spec.target)
 
     def _accept(self, conn: socket.socket) -> None:
-        relay = Relay(self.counters, self._relay_done, self._high_water)
-        self._relays.add(relay)
+        if self.transport.handoff:
+            forward = Forward(self.counters, self._relay_done, conn)
+            self._relays.add(forward)
+            serving = self._hand_off(forward)
+        else:
+            relay = Relay(self.counters, self._relay_done, self._high_water)
+            self._relays.add(relay)
+            serving = self._serve(relay, conn)
         self._drained.clear()
         self._disarm("idle")
         self._rebalance()
         if self.counters.active >= self.spec.max_connections and self._listener is not None:
             # New clients wait in the kernel's backlog until a connection ends.
             self._listener.pause("full")
-        task = asyncio.ensure_future(self._serve(relay, conn))
+        task = asyncio.ensure_future(serving)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         # A task cancelled (by close) before it ran never reached the code that owns the socket.
         task.add_done_callback(lambda done: conn.close() if done.cancelled() else None)
 
-    def _relay_done(self, relay: Relay) -> None:
+    def _relay_done(self, relay: Relay | Forward) -> None:
         self._relays.discard(relay)
         self._rebalance()
         if self._listener is not None and self.counters.active < self.spec.max_connections:
@@ -395,11 +403,37 @@ class Tunnel:
             return
         await self._connect(relay)
 
+    async def _hand_off(self, forward: Forward) -> None:
+        """The handoff path: the transport's process moves the bytes until it ends the forward."""
+        try:
+            await self._until_up()
+            forwarding = await self.transport.forward(self.spec.target, forward.sock)
+        except TimeoutError:
+            forward.abort(reset_peers=False)
+            return
+        except TetherError as exc:
+            self.last_error = exc.message
+            self._warnings.warning("connect", "%s: %s", self.spec.name, exc.message)
+            forward.abort()
+            return
+        except asyncio.CancelledError:  # the tunnel is closing
+            forward.abort(reset_peers=False)
+            raise
+        forward.link()
+        try:
+            await forwarding.ended()
+        finally:
+            forwarding.close()
+            forward.close()
+
+    async def _until_up(self) -> None:
+        if not self._up.is_set():
+            # Reconnecting: the port stays open and the client waits, within the timeout.
+            await asyncio.wait_for(self._up.wait(), self.spec.timeout)
+
     async def _connect(self, relay: Relay) -> None:
         try:
-            if not self._up.is_set():
-                # Reconnecting: the port stays open and the client waits, within the timeout.
-                await asyncio.wait_for(self._up.wait(), self.spec.timeout)
+            await self._until_up()
             await self.transport.open(self.spec.target, relay.remote)
         except TimeoutError:
             relay.close()

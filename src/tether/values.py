@@ -5,6 +5,7 @@ I/O."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from tether.errors import UsageError, clip, shown
 
@@ -120,6 +121,17 @@ def retries(value: object) -> int:
         return parse_int(value, what="retries", low=0, high=MAX_COUNT)  # type: ignore[arg-type]
     except UsageError:
         raise UsageError(f'retries: expected a count or "unlimited", got {shown(value)}') from None
+
+
+def choice(*allowed: str) -> Callable[[object], str]:
+    """A parser that takes one of ``allowed``."""
+
+    def parse(value: object) -> str:
+        if value not in allowed:
+            raise UsageError(f"choice: expected {' or '.join(allowed)}, got {shown(value)}")
+        return str(value)
+
+    return parse
 
 
 def boolean(value: object) -> bool:

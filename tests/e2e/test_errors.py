@@ -323,7 +323,7 @@ def test_known_hosts_with_bad_lines_still_verifies(
     known_hosts.write_bytes(
         b"\xff\xfe not utf-8 at all\njust-one-field\n" + sshd.known_hosts.read_bytes()
     )
-    flags = [*sshd.tether_flags()[:-1], str(known_hosts)]
+    flags = [*sshd.tether_flags(), "--known-hosts", str(known_hosts)]  # the last one wins
     code, _, err = tether.run("start", "--to", echo_server.address, *flags, "--", "true")
     assert code == 0, err
     assert f"known_hosts: skipped 2 unreadable line(s) in {known_hosts}" in err
@@ -340,7 +340,7 @@ def test_only_a_certificate_authority_is_a_host_key_failure(
     )
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"@cert-authority * {Path(f'{authority}.pub').read_text()}")
-    flags = [*sshd.tether_flags()[:-1], str(known_hosts)]
+    flags = [*sshd.tether_flags(), "--known-hosts", str(known_hosts)]  # the last one wins
     code, _, err = tether.run("start", "--to", echo_server.address, *flags)
     assert code == 5, err
     assert "trusts only certificate authorities" in one_line_error(err)
@@ -351,7 +351,7 @@ def test_a_revoked_host_key_says_so(
 ) -> None:
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"@revoked {sshd.known_hosts.read_text()}")
-    flags = [*sshd.tether_flags()[:-1], str(known_hosts)]
+    flags = [*sshd.tether_flags(), "--known-hosts", str(known_hosts)]  # the last one wins
     code, _, err = tether.run("start", "--to", echo_server.address, *flags)
     assert code == 5
     assert "is marked @revoked in" in one_line_error(err)

@@ -203,6 +203,7 @@ def forge(tether: TetherRunner, pid: int, entry_id: str = "f0f0f0f0") -> Path:
         "target_host": "x",
         "target_port": 1,
         "via": None,
+        "engine": None,
         "started": "2026-01-01T00:00:00Z",
         "log_file": None,
         "control": str(directory / f"{entry_id}.sock"),

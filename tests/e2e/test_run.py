@@ -79,8 +79,8 @@ def test_environment(tether: TetherRunner, echo_server: EchoServer) -> None:
     assert env["TETHER_MY_DB_1_PORT"] == port
     assert env["TETHER_MY_DB_1_ADDR"] == f"127.0.0.1:{port}"
     assert env["TETHER_MY_DB_1_HOST"] == "127.0.0.1"
-    # TETHER_RUNTIME_DIR comes from the test environment, not from tether.
-    assert set(env) - {"TETHER_RUNTIME_DIR"} == {
+    # TETHER_RUNTIME_DIR and TETHER_SSH_CONFIG come from the test environment, not from tether.
+    assert set(env) - {"TETHER_RUNTIME_DIR", "TETHER_SSH_CONFIG"} == {
         "TETHER_HOST",
         "TETHER_PORT",
         "TETHER_ADDR",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import pwd
 import signal
@@ -67,8 +68,9 @@ def _descendants(root: int) -> list[int]:
 class SshdServer:
     """A throwaway sshd on 127.0.0.1 that authorizes only a freshly generated client key."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, engine: str | None = None) -> None:
         self.directory = Path(directory)
+        self.engine = engine  # what tether_flags() asks tether to use
         self.host = HOST
         # sshd authenticates the real uid; $USER can lie under sudo or in containers.
         self.user = pwd.getpwuid(os.getuid()).pw_name
@@ -87,16 +89,25 @@ class SshdServer:
             raise RuntimeError("SshdServer.start() has not been called yet")
         return self._port
 
+    def through(self, engine: str) -> SshdServer:
+        """This same server, with tether_flags() asking for ``engine``."""
+        view = copy.copy(self)
+        view.engine = engine
+        return view
+
     def tether_flags(self) -> list[str]:
         """`tether start` flags that go through this server with its per-run key and hosts."""
-        return [
+        flags = [
             "--via",
             self.via,
             "-i",
             str(self.client_key),
             "--known-hosts",
             str(self.known_hosts),
+            "--ssh-config",
+            str(self.ssh_config),
         ]
+        return [*flags, "--engine", self.engine] if self.engine else flags
 
     @property
     def via(self) -> str:

@@ -10,7 +10,7 @@ from tether.tunnel import TunnelStats
 
 
 def test_ready_round_trips_and_refuses_others() -> None:
-    ready = Ready("abcd1234", "db", "127.0.0.1", 5432, "db:5432", None, 42)
+    ready = Ready("abcd1234", "db", "127.0.0.1", 5432, "db:5432", None, None, 42)
     assert Ready.from_json(ready.to_json()) == ready
     for bad in (None, {}, {**ready.to_json(), "pid": "42"}, {**ready.to_json(), "extra": 1}):
         with pytest.raises(ValueError):
@@ -23,6 +23,7 @@ def test_status_from_the_engine_and_back() -> None:
         local=Endpoint("127.0.0.1", 1),
         target=Endpoint("db", 5432),
         via="direct",
+        engine=None,
         active=1,
         total=3,
         bytes_to_target=10,

@@ -53,6 +53,7 @@ def entry_json(registry: Registry, entry_id: str, pid: int) -> dict[str, Any]:
         "target_host": "db",
         "target_port": 5432,
         "via": None,
+        "engine": None,
         "started": "x",
         "log_file": None,
         "control": str(registry.directory / f"{entry_id}.sock"),

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from tests.support.servers import AsyncSshServer
-from tether.relay import WRITE_HIGH_WATER
+from tether.relay import WRITE_HIGH_WATER, Relay
 from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
 from tests.support.waiting import wait_until
@@ -32,7 +32,9 @@ def spec_for(port: int, transport: str, ssh_server: AsyncSshServer) -> TunnelSpe
         probe=False,
         via=Via.parse(ssh_server.via),
         ssh=SshOptions(
-            identity_files=(str(ssh_server.client_key),), known_hosts=str(ssh_server.known_hosts)
+            identity_files=(str(ssh_server.client_key),),
+            known_hosts=str(ssh_server.known_hosts),
+            engine="asyncssh",  # the relay is the in-process engine's data path
         ),
     )
 
@@ -165,6 +167,7 @@ async def test_slow_reader_bounds_buffering(
     assert stalled, "the client was never held back"
     # What the tunnel took from the client is what sits in kernel buffers plus its own bounded one.
     relay = next(iter(tunnel._relays))
+    assert isinstance(relay, Relay)
     # An asyncio transport or an asyncssh channel: both report their write buffer.
     conduit: Any = relay.remote.conduit
     assert conduit is not None

@@ -21,7 +21,7 @@ from tether.errors import (
     TransportUnreachableError,
     TunnelLostError,
 )
-from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
+from tether.spec import Endpoint, Engine, SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
 from tests.support.waiting import wait_until
 
@@ -34,7 +34,9 @@ def free_port() -> int:
 
 def ssh_spec(server: AsyncSshServer, target: Endpoint, **ssh: Any) -> TunnelSpec:
     options = SshOptions(
-        identity_files=(str(server.client_key),), known_hosts=str(server.known_hosts)
+        identity_files=(str(server.client_key),),
+        known_hosts=str(server.known_hosts),
+        engine="asyncssh",  # the engine under test here; OpenSSH's has tests of its own
     )
     return TunnelSpec(
         target=target, via=Via.parse(server.via), timeout=10, ssh=replace(options, **ssh)
@@ -176,12 +178,15 @@ async def test_default_known_hosts_missing_still_verifies(
         await Tunnel(spec).start()
 
 
-async def test_silent_server_times_out(silent_server: SilentServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["openssh", "asyncssh"])
+async def test_silent_server_times_out(
+    silent_server: SilentServer, tmp_path: Path, engine: Engine
+) -> None:
     spec = TunnelSpec(
         target=Endpoint("127.0.0.1", 1),
         timeout=0.5,
         via=Via("ssh", "127.0.0.1", silent_server.port),
-        ssh=SshOptions(known_hosts=None),
+        ssh=SshOptions(known_hosts=None, engine=engine),
     )
     tunnel = Tunnel(spec)
     with pytest.raises(ReadinessTimeoutError, match=r"not ready after 0.5s \(still "):

@@ -94,7 +94,8 @@ def print_ready(record: Ready, *, as_json: bool, hint: bool = True) -> None:
     local = f"{record.local_host}:{record.local_port}"
     echo(
         f"tether: {record.name} ready on {local} -> {record.target} "
-        f"via {record.via or 'direct'} (id {record.id}, pid {record.pid})",
+        f"via {record.via or 'direct'} (id {record.id}, pid {record.pid})"
+        + (f" with {record.engine}" if record.engine else ""),
         err=True,
     )
     if hint and sys.stderr.isatty():

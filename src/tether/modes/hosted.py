@@ -72,6 +72,7 @@ class HostedTunnel:
                         target_host=spec.target.host,
                         target_port=spec.target.port,
                         via=str(spec.via) if spec.via else None,
+                        engine=self.tunnel.transport.engine,
                         log_file=self._log_file,
                     )
                 self._control = ControlServer(
@@ -103,6 +104,7 @@ class HostedTunnel:
             local_port=address.port,
             target=str(self.spec.target),
             via=str(via) if via else None,
+            engine=self.tunnel.transport.engine,
             pid=os.getpid(),
         )
 

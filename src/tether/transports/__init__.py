@@ -1,16 +1,29 @@
-"""Transports: how a tunnel reaches its target. asyncssh is imported only when SSH is used."""
+"""Transports: how a tunnel reaches its target. asyncssh is imported only when it is used."""
 
 from __future__ import annotations
 
+from tether.errors import UsageError
 from tether.spec import TunnelSpec
 from tether.transports.base import Transport
 from tether.transports.direct import DirectTransport
 
 
 def transport_for(spec: TunnelSpec) -> Transport:
-    """The transport a spec asks for: direct without ``via``, else the via's scheme."""
+    """The transport a spec asks for: direct without ``via``; with it, the SSH engine it names,
+    or OpenSSH's when an ssh client new enough is installed, else the in-process one."""
     if spec.via is None:
         return DirectTransport()
+    from tether.transports import openssh
+
+    engine = spec.ssh.engine or ("openssh" if openssh.available() else "asyncssh")
+    if engine == "openssh":
+        if not openssh.available():
+            raise UsageError(
+                "engine openssh needs an OpenSSH client >= 7.6 on PATH",
+                hint="install openssh-client, or choose engine asyncssh",
+                options=("engine",),
+            )
+        return openssh.OpenSshTransport(spec.via, spec.ssh)
     from tether.transports.ssh import SshTransport
 
     return SshTransport(spec.via, spec.ssh)

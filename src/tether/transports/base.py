@@ -4,25 +4,43 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from socket import socket
+from typing import Protocol
 
 from tether.protocol import State
-from tether.relay import Conduit, End
+from tether.relay import Conduit, Counters, End, Relay
 from tether.spec import Endpoint
 
 PhaseCallback = Callable[[State], None]
 LossCallback = Callable[[str], None]
 
 
-class Transport(ABC):
-    """Opens streams to targets on demand, over whatever path it stands for.
+class Forwarding(Protocol):
+    """A connection another process forwards; it lasts until ``ended`` returns."""
 
-    ``connect`` sets up shared state (an SSH session, say) and ``open`` then makes one stream per
-    local connection. Errors leave as tether's own: TransportUnreachableError, AuthenticationError,
-    HostKeyError from ``connect``; TargetUnreachableError from ``open``.
+    async def ended(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Transport(ABC):
+    """Carries each local connection to a target, over whatever path it stands for.
+
+    ``connect`` sets up shared state (an SSH session, an OpenSSH master) and then each local
+    connection takes one of two data paths:
+
+    - relay (``handoff`` False): ``open`` makes a stream whose bytes tether's relay pumps;
+    - handoff (``handoff`` True): ``forward`` passes the accepted socket itself to a process
+      that moves its bytes, and tether only counts and ends it.
+
+    Errors leave as tether's own: TransportUnreachableError, AuthenticationError, HostKeyError
+    from ``connect``; TargetUnreachableError from ``open``, ``forward`` and ``probe``.
     """
 
     #: Printable description of the path, never holding secrets: "direct" or "ssh://u@h:22".
     label: str = "direct"
+    #: Which SSH implementation moves the bytes; None for direct TCP.
+    engine: str | None = None
+    handoff: bool = False
 
     @abstractmethod
     async def connect(
@@ -34,9 +52,20 @@ class Transport(ABC):
         state dies later on its own (never for ``close``).
         """
 
-    @abstractmethod
     async def open(self, target: Endpoint, end: End) -> Conduit:
-        """Open one stream to ``target`` whose events go to ``end``; return its conduit."""
+        """Relay path: open one stream to ``target`` whose events go to ``end``."""
+        raise NotImplementedError
+
+    async def forward(self, target: Endpoint, sock: socket) -> Forwarding:
+        """Handoff path: have ``sock`` forwarded to ``target``; return once the target has
+        accepted."""
+        raise NotImplementedError
+
+    async def probe(self, target: Endpoint) -> None:
+        """Open one connection to ``target`` and close it: proof that the target answers."""
+        relay = Relay(Counters(), lambda _relay: None)
+        conduit = await self.open(target, relay.remote)
+        conduit.close()
 
     @abstractmethod
     async def close(self) -> None:

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import asyncssh
+from asyncssh.config import SSHClientConfig
 
 from tether.errors import (
     AuthenticationError,
     ConfigError,
-    HostKeyError,
     TargetUnreachableError,
     TetherError,
     TransportUnreachableError,
     describe,
+    map_exceptions,
 )
 from tether import paths
-from tether.files import KEY_LIMIT, KNOWN_HOSTS_LIMIT, read_regular
+from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.relay import Conduit, End
-from tether.spec import Endpoint, SshOptions, Via
+from tether.spec import DEFAULT_SSH_PORT, Endpoint, SshOptions, Via
 from tether.transports.base import LossCallback, PhaseCallback, Transport
+from tether.transports.sshsetup import KeyProblem, check_files
 
 log = logging.getLogger("tether")
 
@@ -36,9 +40,9 @@ CHANNEL_WINDOW = 2 * 1024 * 1024
 CHANNEL_PACKET = 32 * 1024
 
 
-def load_known_hosts(data: bytes, path: Path) -> asyncssh.SSHKnownHosts:
+def load_known_hosts(data: bytes, path: Path, *, warn: bool = True) -> asyncssh.SSHKnownHosts:
     """Parse known_hosts as OpenSSH does: a line that is not UTF-8 or not an entry is skipped
-    (with one warning), not fatal."""
+    (with one warning, unless the caller has given it), not fatal."""
     lines = []
     skipped = 0
     for raw in data.splitlines():
@@ -58,9 +62,19 @@ def load_known_hosts(data: bytes, path: Path) -> asyncssh.SSHKnownHosts:
             else:
                 good.append(line)
         known = asyncssh.import_known_hosts("\n".join(good))
-    if skipped:
+    if skipped and warn:
         log.warning("known_hosts: skipped %d unreadable line(s) in %s", skipped, path)
     return known
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """Where ssh_config leads for the via: the real host and port, and known_hosts files."""
+
+    hostname: str
+    port: int
+    known_hosts: list[str]
+    proxied: bool  # reached through a jump host
 
 
 class _Client(asyncssh.SSHClient):
@@ -89,6 +103,8 @@ class _Client(asyncssh.SSHClient):
 class SshTransport(Transport):
     """Streams are direct-tcpip channels over a single SSH connection."""
 
+    engine = "asyncssh"
+
     def __init__(self, via: Via, options: SshOptions) -> None:
         self.via = via
         self.options = options
@@ -96,41 +112,86 @@ class SshTransport(Transport):
         self._conn: asyncssh.SSHClientConnection | None = None
         self._client: _Client | None = None
 
-    def _known_hosts(self) -> tuple[asyncssh.SSHKnownHosts, Path]:
-        """The known hosts to verify the server with, and the file they came from.
+    def _config_files(self) -> list[str]:
+        """The user's ssh_config, which asyncssh applies as OpenSSH would (HostName, Port,
+        User, IdentityFile, ProxyJump, ...)."""
+        path = Path(self.options.ssh_config or paths.ssh_config()).expanduser()
+        return [str(path)] if path.is_file() else []
 
-        A missing default file means an empty list: every host is then unknown. Never None,
-        which would turn verification off.
-        """
-        named = self.options.known_hosts
-        path = Path(named) if named else paths.known_hosts()
-        try:
-            data = read_regular(
-                path, limit=KNOWN_HOSTS_LIMIT, what="known_hosts", error=ConfigError
+    def _resolve(self, config_files: list[str]) -> _Resolved:
+        """The real host, port and known_hosts files after ssh_config, as asyncssh reads it."""
+        with map_exceptions({OSError: ConfigError, ValueError: ConfigError}, "ssh_config"):
+            config = SSHClientConfig.load(
+                None,
+                config_files,
+                False,
+                False,
+                False,
+                getpass.getuser(),
+                self.via.user or (),
+                self.via.host,
+                self.via.port if self.via.port_given else (),
             )
-        except FileNotFoundError:
-            if self.options.known_hosts:
-                raise ConfigError(f"known_hosts: file not found: {path}") from None
-            data = b""
-        return load_known_hosts(data, path), path
+        hostname = str(config.get("Hostname", self.via.host))
+        port = int(cast(int, config.get("Port", DEFAULT_SSH_PORT)))
+        if self.options.known_hosts:
+            files = [self.options.known_hosts]
+        else:
+            listed = cast(list[str], config.get("UserKnownHostsFile", []))
+            files = [f for f in listed if f != "none"] or [str(paths.known_hosts())]
+        return _Resolved(hostname, port, files, bool(config.get("ProxyJump")))
 
-    def _check_identity_files(self) -> None:
-        """A key that is missing, unreadable or not a file is a configuration error (exit 2),
-        found before the network is touched."""
+    def _known_hosts(self, resolved: _Resolved) -> asyncssh.SSHKnownHosts:
+        """The known hosts to verify the server with. A missing file means no entries: every
+        host is then unknown. Never None, which would turn verification off, whatever the
+        user's config says."""
+        data = b""
+        for index, name in enumerate(resolved.known_hosts):
+            path = Path(name).expanduser()
+            try:
+                data += read_regular(
+                    path, limit=KNOWN_HOSTS_LIMIT, what="known_hosts", error=ConfigError
+                )
+                data += b"\n"
+            except FileNotFoundError:
+                if self.options.known_hosts and index == 0:
+                    raise ConfigError(f"known_hosts: file not found: {path}") from None
+        # A known_hosts named in the options was checked (and warned about) by check_files.
+        named = bool(self.options.known_hosts)
+        return load_known_hosts(data, Path(resolved.known_hosts[0]), warn=not named)
+
+    def _keys(self) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
+        """The -i keys to use: those that load, and the public halves of the encrypted ones,
+        which the SSH agent may hold (tether never asks for a passphrase)."""
+        keys: list[asyncssh.SSHKey] = []
+        in_agent: list[asyncssh.SSHKey] = []
         for name in self.options.identity_files:
             try:
-                read_regular(Path(name), limit=KEY_LIMIT, what="identity_file", error=ConfigError)
-            except FileNotFoundError:
-                raise ConfigError(f"identity_file: file not found: {name}") from None
+                keys.append(asyncssh.read_private_key(name))
+            except asyncssh.KeyImportError as exc:
+                if "passphrase" not in str(exc).lower():
+                    raise ConfigError(f"identity_file: not a usable private key: {exc}") from None
+                try:
+                    in_agent.append(asyncssh.read_public_key(f"{name}.pub"))
+                except (OSError, asyncssh.KeyImportError):
+                    raise AuthenticationError(
+                        f"cannot use SSH key {name}: it is encrypted",
+                        hint=f"load it into ssh-agent, with {name}.pub beside it",
+                    ) from None
+            except OSError as exc:
+                raise ConfigError(f"identity_file: cannot read {name}: {describe(exc)}") from None
+        return keys, in_agent
 
-    def _connect_options(self, known_hosts: asyncssh.SSHKnownHosts) -> dict[str, Any]:
+    def _connect_options(
+        self, known_hosts: asyncssh.SSHKnownHosts, config_files: list[str]
+    ) -> dict[str, Any]:
         ciphers = list(PREFERRED_CIPHERS) + [
             alg.decode()
             for alg in asyncssh.encryption.get_default_encryption_algs()
             if alg.decode() not in PREFERRED_CIPHERS
         ]
         kwargs: dict[str, Any] = {
-            "port": self.via.port,
+            "config": config_files,
             "known_hosts": known_hosts,
             "encryption_algs": ciphers,
             "password_auth": False,
@@ -138,10 +199,15 @@ class SshTransport(Transport):
             "keepalive_interval": self.options.keepalive_interval,
             "keepalive_count_max": self.options.keepalive_count_max,
         }
+        if self.via.port_given:
+            kwargs["port"] = self.via.port
         if self.via.user:
             kwargs["username"] = self.via.user
         if self.options.identity_files:
-            kwargs["client_keys"] = list(self.options.identity_files)
+            keys, in_agent = self._keys()
+            kwargs["client_keys"] = keys
+            if in_agent:
+                kwargs["agent_identities"] = in_agent
         if self.options.connect_timeout:
             kwargs["connect_timeout"] = self.options.connect_timeout
         return kwargs
@@ -150,17 +216,19 @@ class SshTransport(Transport):
         self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
     ) -> None:
         await self.close()  # a reconnect replaces whatever is left of the old connection
-        known_hosts, known_hosts_path = self._known_hosts()
-        self._check_identity_files()
+        check_files(self.options)
+        config_files = self._config_files()
+        resolved = self._resolve(config_files)
+        known_hosts = self._known_hosts(resolved)
         try:
             self._conn, client = await asyncssh.create_connection(
                 lambda: _Client(on_phase, on_lost),
                 self.via.host,
-                **self._connect_options(known_hosts),
+                **self._connect_options(known_hosts, config_files),
             )
             self._client = cast(_Client, client)
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise await self._host_key_error(known_hosts, known_hosts_path) from exc
+            raise await self._host_key_error(known_hosts, resolved) from exc
         except asyncssh.PermissionDenied as exc:
             raise AuthenticationError(
                 f"SSH authentication to {self.via} failed: {exc.reason}",
@@ -174,18 +242,18 @@ class SshTransport(Transport):
                 f"cannot load SSH key: {exc}", hint="load encrypted keys into ssh-agent"
             ) from exc
         except (asyncssh.DisconnectError, ConnectionResetError, BrokenPipeError) as exc:
-            trusted, authorities, _ = self._lookup(known_hosts)
+            trusted, authorities, _ = self._lookup(known_hosts, resolved)
             if authorities and not trusted:
                 # Only @cert-authority lines match, so only certificate host keys were offered,
                 # and a server without a host certificate drops the key exchange (with a
                 # disconnect, an EOF or a reset, as it happens).
-                raise await self._host_key_error(known_hosts, known_hosts_path) from exc
+                raise await self._host_key_error(known_hosts, resolved) from exc
             raise TransportUnreachableError(
                 f"SSH server {self.via} disconnected: {describe(exc)}"
             ) from exc
         except socket.gaierror as exc:
             raise TransportUnreachableError(
-                f"cannot resolve SSH server {self.via.host}: {exc.strerror}"
+                f"cannot resolve SSH server {resolved.hostname}: {exc.strerror}"
             ) from exc
         except OSError as exc:
             raise TransportUnreachableError(
@@ -198,58 +266,46 @@ class SshTransport(Transport):
             ) from exc
 
     def _lookup(
-        self, known_hosts: asyncssh.SSHKnownHosts
+        self, known_hosts: asyncssh.SSHKnownHosts, resolved: _Resolved
     ) -> tuple[list[Any], list[Any], list[Any]]:
         """The trusted keys, authorities and revoked keys known_hosts holds for the server.
 
         Also looked up as OpenSSH writes the entry, "[host]:port": asyncssh forgets the revoked
         keys of a port-specific entry when it finds no trusted key for it.
         """
-        via = self.via
-        port = via.port if via.port != 22 else None
-        lookups = [known_hosts.match(via.host, "", port)]
-        if port:
-            lookups.append(known_hosts.match(f"[{via.host}]:{via.port}", "", None))
+        host, port = resolved.hostname, resolved.port
+        lookups = [known_hosts.match(host, "", port if port != DEFAULT_SSH_PORT else None)]
+        if port != DEFAULT_SSH_PORT:
+            lookups.append(known_hosts.match(f"[{host}]:{port}", "", None))
         trusted, authorities, revoked = (
             [key for found in lookups for key in found[kind]] for kind in range(3)
         )
         return trusted, authorities, revoked
 
     async def _host_key_error(
-        self, known_hosts: asyncssh.SSHKnownHosts, where: Path
+        self, known_hosts: asyncssh.SSHKnownHosts, resolved: _Resolved
     ) -> TetherError:
-        """Explain a host-key failure: which key the server showed and how to trust it."""
-        via = self.via
-        try:
-            key = await asyncio.wait_for(asyncssh.get_server_host_key(via.host, via.port), 10)
-        except (TimeoutError, OSError, ValueError, asyncssh.Error):
-            key = None
-        fingerprint = key.get_fingerprint() if key is not None else "unknown"
-        trusted, authorities, revoked = self._lookup(known_hosts)
-        host = via.host if via.port == 22 else f"[{via.host}]:{via.port}"
+        """Explain a host-key failure: which key the server showed and how to trust it, for
+        the host and port ssh_config really leads to."""
+        key = None
+        if not resolved.proxied:  # behind a jump host the server cannot be asked directly
+            try:
+                key = await asyncio.wait_for(
+                    asyncssh.get_server_host_key(resolved.hostname, resolved.port), 10
+                )
+            except (TimeoutError, OSError, ValueError, asyncssh.Error):
+                key = None
+        trusted, authorities, revoked = self._lookup(known_hosts, resolved)
+        kind = "unknown"
         if key is not None and any(key == k for k in revoked):
-            return HostKeyError(
-                f"host key for {host} ({fingerprint}) is marked @revoked in {where}",
-                hint="do not connect until the server has a new key",
-            )
-        if trusted:
-            return HostKeyError(
-                f"host key for {host} does not match {where} (server offers {fingerprint}); "
-                "this may be an attack",
-                hint=f"if the change is expected, remove the old key: "
-                f"ssh-keygen -R '{host}' -f {where}",
-            )
-        if authorities:
-            return HostKeyError(
-                f"{where} trusts only certificate authorities for {host}, and the server offers "
-                f"no host certificate signed by one (it offers {fingerprint})",
-                hint="give the server a host certificate, or add its key to known_hosts",
-            )
-        return HostKeyError(
-            f"host key for {host} is not in {where} (server offers {fingerprint})",
-            hint=f"after checking the fingerprint, trust it: "
-            f"ssh-keyscan -p {via.port} {via.host} >> {where}",
-        )
+            kind = "revoked"
+        elif trusted:
+            kind = "changed"
+        elif authorities:
+            kind = "authority"
+        fingerprint = key.get_fingerprint() if key is not None else None
+        where = str(Path(resolved.known_hosts[0]).expanduser())
+        return KeyProblem(kind, resolved.hostname, resolved.port, where, fingerprint).error()
 
     async def open(self, target: Endpoint, end: End) -> Conduit:
         if self._conn is None:

@@ -139,7 +139,7 @@ def check(args: list[str], env: dict[str, str], kind: str) -> None:
     errors = [line for line in output.splitlines() if line.startswith("tether: error:")]
     assert len(errors) <= 1, (args, output)
     if result.exit_code not in (0,):
-        assert errors or "Usage:" in output, (args, output)
+        assert errors or "Error:" in output, (args, output)  # ours, or click's usage error
 
 
 SETTINGS = settings(

@@ -1,0 +1,174 @@
+"""A client of OpenSSH's multiplexing protocol (PROTOCOL.mux), the part tether needs: a health
+check, and a stdio forward fed with an accepted socket.
+
+Every message is a uint32 length, then a uint32 type and its body, in SSH wire format. Each side
+sends a hello first. For a stdio forward, the master reads the request, then waits (blocking its
+whole event loop) for two file descriptors, each sent on its own with one data byte: so the
+request and both descriptors go out together, in one synchronous step, never one without the
+others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+MUX_MSG_HELLO = 0x00000001
+MUX_C_ALIVE_CHECK = 0x10000004
+MUX_C_TERMINATE = 0x10000005
+MUX_C_NEW_STDIO_FWD = 0x10000008
+MUX_S_OK = 0x80000001
+MUX_S_PERMISSION_DENIED = 0x80000002
+MUX_S_FAILURE = 0x80000003
+MUX_S_ALIVE = 0x80000005
+MUX_S_SESSION_OPENED = 0x80000006
+VERSION = 4
+REQUEST_ID = 1  # one request per control connection, so one id does
+PACKET_LIMIT = 256 * 1024
+
+_U32 = struct.Struct(">I")
+
+
+class MuxError(Exception):
+    """The master refused a request, or did not speak the protocol; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def _string(data: bytes) -> bytes:
+    return _u32(len(data)) + data
+
+
+def _packet(kind: int, body: bytes = b"") -> bytes:
+    payload = _u32(kind) + body
+    return _u32(len(payload)) + payload
+
+
+HELLO = _packet(MUX_MSG_HELLO, _u32(VERSION))
+
+
+class Reply:
+    """One message from the master, read field by field."""
+
+    def __init__(self, payload: bytes) -> None:
+        self._data = payload
+        self._at = 0
+        self.kind = self.u32()
+
+    def u32(self) -> int:
+        if self._at + 4 > len(self._data):
+            raise MuxError("truncated message from the master")
+        (value,) = _U32.unpack_from(self._data, self._at)
+        self._at += 4
+        return int(value)
+
+    def string(self) -> str:
+        size = self.u32()
+        if self._at + size > len(self._data):
+            raise MuxError("truncated message from the master")
+        text = self._data[self._at : self._at + size]
+        self._at += size
+        return text.decode(errors="replace")
+
+
+async def read_reply(sock: socket.socket) -> Reply:
+    """The next message from the master on ``sock`` (non-blocking); MuxError at EOF."""
+    loop = asyncio.get_running_loop()
+    header = await _read_exactly(loop, sock, 4)
+    (size,) = _U32.unpack(header)
+    if not 4 <= size <= PACKET_LIMIT:
+        raise MuxError(f"bad message length {size} from the master")
+    return Reply(await _read_exactly(loop, sock, size))
+
+
+async def _read_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await loop.sock_recv(sock, size - len(data))
+        if not chunk:
+            raise MuxError("the master closed the control connection")
+        data += chunk
+    return data
+
+
+async def read_past_hello(sock: socket.socket) -> Reply:
+    """The master's hello, checked, then its next message."""
+    hello = await read_reply(sock)
+    if hello.kind != MUX_MSG_HELLO:
+        raise MuxError(f"expected the master's hello, got message 0x{hello.kind:08x}")
+    if (version := hello.u32()) != VERSION:
+        raise MuxError(f"the master speaks mux protocol {version}, not {VERSION}")
+    return await read_reply(sock)
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)  # a UNIX socket connects at once, or fails
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def alive(path: str) -> int:
+    """The master's pid, if the master behind ``path`` answers a health check."""
+    sock = _connect(path)
+    try:
+        sock.sendall(HELLO + _packet(MUX_C_ALIVE_CHECK, _u32(REQUEST_ID)))
+        sock.setblocking(False)
+        reply = await read_past_hello(sock)
+        if reply.kind != MUX_S_ALIVE or reply.u32() != REQUEST_ID:
+            raise MuxError(f"unexpected answer 0x{reply.kind:08x} to a health check")
+        return reply.u32()
+    finally:
+        sock.close()
+
+
+def start_forward(path: str, host: str, port: int, conn: socket.socket) -> socket.socket:
+    """Ask the master behind ``path`` to forward ``conn`` to ``host:port``.
+
+    Synchronous on purpose: the request and both descriptors leave in one step. Returns the
+    control connection (non-blocking), on which ``forward_opened`` then reads the outcome; it
+    stays open as long as the forward lives.
+    """
+    sock = _connect(path)
+    try:
+        body = _u32(REQUEST_ID) + _string(b"") + _string(host.encode()) + _u32(port)
+        sock.sendall(HELLO + _packet(MUX_C_NEW_STDIO_FWD, body))
+        for _ in ("stdin", "stdout"):  # the same socket twice: ssh reads and writes it
+            socket.send_fds(sock, [b"\0"], [conn.fileno()])
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def forward_opened(sock: socket.socket) -> None:
+    """Wait for the master's answer to ``start_forward``; MuxError with its reason if it
+    refused (a target that refuses gives "Session open refused by peer")."""
+    reply = await read_past_hello(sock)
+    if reply.kind == MUX_S_SESSION_OPENED:
+        return
+    if reply.kind in (MUX_S_FAILURE, MUX_S_PERMISSION_DENIED):
+        reply.u32()  # the request id
+        raise MuxError(reply.string())
+    raise MuxError(f"unexpected answer 0x{reply.kind:08x} to a forward")
+
+
+async def forward_ended(sock: socket.socket) -> None:
+    """Return once the master closes the control connection: the forward is over."""
+    loop = asyncio.get_running_loop()
+    try:
+        while await loop.sock_recv(sock, 4096):
+            pass  # the master may send an exit message first; it says nothing we need
+    except OSError:
+        pass

@@ -1,0 +1,450 @@
+"""The OpenSSH engine: the bytes move inside OpenSSH's own ssh, run as a private ControlMaster.
+
+tether starts `ssh -M -N` with a control socket of its own and feeds it each accepted socket
+through the mux protocol (mux.py): the master forwards it to the target with the speed, the
+config and the keys of `ssh -L`, and tether never touches the bytes. tether keeps the listener,
+readiness, reconnects, drain and the counts (TCP_INFO, see handoff.py).
+
+The master gets its options from a generated config file that sets them under `Host *` before
+it includes the user's own config (and the system's, which `-F` would otherwise drop): for ssh
+the first value wins, and unlike `-o`, a config file reaches ProxyJump hops too. So host keys are
+always checked, nothing prompts, and a user's ControlMaster, ControlPersist or LocalForward
+lines cannot make this ssh (or a hop) share, outlive or bind anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tether import paths
+from tether.errors import (
+    AuthenticationError,
+    TargetUnreachableError,
+    TetherError,
+    TransportUnreachableError,
+    describe,
+)
+from tether.procs import Pinned
+from tether.spec import Endpoint, SshOptions, Via
+from tether.transports import mux
+from tether.transports.base import Forwarding, LossCallback, PhaseCallback, Transport
+from tether.transports.sshsetup import KeyProblem, check_files
+
+log = logging.getLogger("tether")
+
+MIN_VERSION = (7, 6)  # stdio forwarding through the mux socket
+# How often a starting master is asked whether it is up. It has no event to wait on: the mux
+# socket appears once it has logged in, and it may exit instead.
+READY_POLL = 0.01
+STOP_GRACE = 3.0
+# A refused forward's reason is on the master's stderr, not in its reply; it comes at once.
+REASON_WAIT = 0.2
+STDERR_KEPT = 40
+_OPEN_FAILED = re.compile(r"channel \d+: open failed: (?:connect failed: )?(.*)")
+# The master's words for a peer gone silent, said the way the asyncssh engine says it.
+_SILENT = re.compile(r"Timeout, server .* not responding")
+
+
+@functools.cache
+def openssh_version() -> tuple[int, int] | None:
+    """The (major, minor) version of the ssh on PATH, or None if there is none."""
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        return None
+    try:
+        done = subprocess.run(
+            [ssh, "-V"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"OpenSSH_(\d+)\.(\d+)", done.stderr + done.stdout)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def available() -> bool:
+    version = openssh_version()
+    return version is not None and version >= MIN_VERSION
+
+
+class _Forwarding:
+    """The control connection of one forward: it closes when the forward is over."""
+
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+
+    async def ended(self) -> None:
+        await mux.forward_ended(self.control)
+
+    def close(self) -> None:
+        self.control.close()
+
+
+class OpenSshTransport(Transport):
+    """Each local connection is handed to a private OpenSSH ControlMaster."""
+
+    engine = "openssh"
+    handoff = True
+
+    def __init__(self, via: Via, options: SshOptions) -> None:
+        self.via = via
+        self.options = options
+        self.label = str(via)
+        self._master: _Master | None = None
+        self._directory: Path | None = None
+
+    async def connect(
+        self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        await self.close()  # a reconnect replaces what is left of the old master
+        check_files(self.options)
+        self._directory = Path(tempfile.mkdtemp(prefix="tether-ssh-"))
+        config = write_config(self._directory / "config", self.options)
+        control = self._directory / "control"
+        if on_phase is not None:
+            on_phase("authenticating")
+        master = _Master(self._argv(config, control), control, on_lost)
+        self._master = master
+        try:
+            await master.started()
+        except BaseException:
+            await self.close()
+            raise
+        if master.failure is not None:  # it exited before its socket answered
+            error = startup_error(master.stderr_text(), self._resolve(config))
+            await self.close()
+            raise error
+
+    def _resolve(self, config: Path) -> dict[str, str]:
+        """What ssh makes of the host after ssh_config (`ssh -G`): hostname, port, the
+        known_hosts files, proxyjump."""
+        argv = self._argv(config, Path("/nonexistent"))
+        argv = [argv[0], "-G", *argv[1:]]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        resolved: dict[str, str] = {}
+        for line in done.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            resolved.setdefault(key, value)
+        return resolved
+
+    def _argv(self, config: Path, control: Path) -> list[str]:
+        argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M", "-S", str(control)]
+        argv += ["-N", "-T"]
+        # On the command line, these are the main connection's alone: not a hop's.
+        argv += ["-o", "ControlPersist=no", "-o", "LogLevel=INFO"]
+        if self.via.port_given:
+            argv += ["-p", str(self.via.port)]
+        if self.via.user:
+            argv += ["-l", self.via.user]
+        return [*argv, "--", self.via.host]
+
+    async def forward(self, target: Endpoint, sock: socket.socket) -> Forwarding:
+        master = self._master
+        if master is None or master.failure is not None:
+            raise TransportUnreachableError(f"SSH master for {self.via} is not running")
+        try:
+            control = mux.start_forward(str(master.control), target.host, target.port, sock)
+        except OSError as exc:
+            raise TransportUnreachableError(
+                f"SSH master for {self.via} does not answer: {describe(exc)}"
+            ) from None
+        try:
+            await mux.forward_opened(control)
+        except mux.MuxError as exc:
+            control.close()
+            if master.failure is not None:
+                raise TransportUnreachableError(f"SSH master for {self.via} exited") from None
+            reason = await master.open_failure(exc.reason)
+            raise TargetUnreachableError(
+                f"cannot connect to {target} through {self.via}: {reason}"
+            ) from None
+        except BaseException:
+            control.close()
+            raise
+        return _Forwarding(control)
+
+    async def probe(self, target: Endpoint) -> None:
+        here, there = socket.socketpair()
+        try:
+            forwarding = await self.forward(target, there)
+            forwarding.close()
+        finally:
+            here.close()
+            there.close()
+
+    async def close(self) -> None:
+        master, self._master = self._master, None
+        if master is not None:
+            await master.stop()
+        directory, self._directory = self._directory, None
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _quoted(value: str) -> str:
+    if '"' in value or "\n" in value:
+        raise TetherError(f"cannot pass {value!r} to ssh: it holds a quote or a newline")
+    return f'"{value}"'
+
+
+def write_config(path: Path, options: SshOptions) -> Path:
+    """The master's config: tether's settings first, then the user's and the system's."""
+    lines = [
+        "# Written by tether for one tunnel. For ssh the first value of a setting wins.",
+        "Host *",
+        "  BatchMode yes",
+        "  StrictHostKeyChecking yes",
+        "  UpdateHostKeys no",
+        "  PasswordAuthentication no",
+        "  KbdInteractiveAuthentication no",
+        "  PermitLocalCommand no",
+        "  ClearAllForwardings yes",
+        "  ExitOnForwardFailure yes",
+        # The main connection's -M and -S come first; every hop neither shares nor persists.
+        "  ControlMaster no",
+        "  ControlPath none",
+        "  ControlPersist no",
+        f"  ServerAliveInterval {int(options.keepalive_interval)}",
+        f"  ServerAliveCountMax {options.keepalive_count_max}",
+    ]
+    if options.connect_timeout:
+        lines.append(f"  ConnectTimeout {max(1, round(options.connect_timeout))}")
+    for identity in options.identity_files:
+        lines.append(f"  IdentityFile {_quoted(identity)}")
+    if options.known_hosts:
+        lines.append(f"  UserKnownHostsFile {_quoted(options.known_hosts)}")
+    user_config = options.ssh_config or paths.ssh_config()
+    lines += ["Match all", f"Include {_quoted(user_config)}", "Include /etc/ssh/ssh_config", ""]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines))
+    return path
+
+
+class _Master:
+    """A running `ssh -M`: its process, its stderr, and its control socket."""
+
+    def __init__(self, argv: list[str], control: Path, on_lost: LossCallback | None) -> None:
+        self.control = control
+        self.failure: int | None = None  # its exit status, once it has exited
+        self._on_lost = on_lost
+        self._ready = False
+        self._stopping = False
+        self._stderr: list[str] = []
+        self._partial = b""
+        self._new_line = asyncio.Event()
+        self._exited = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        read_end, write_end = os.pipe()
+        try:
+            pid = os.posix_spawnp(
+                argv[0],
+                argv,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, write_end, 2),
+                ],
+                # A session of its own: Ctrl-C on tether's terminal must not reach it.
+                setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        except OSError as exc:
+            os.close(read_end)
+            raise TransportUnreachableError(f"cannot start ssh: {describe(exc)}") from None
+        finally:
+            os.close(write_end)
+        self.process = Pinned.child(pid)
+        self._stderr_fd = read_end
+        os.set_blocking(read_end, False)
+        self._loop.add_reader(read_end, self._read_stderr)
+        self._loop.add_reader(self.process.fd, self._on_exit)
+
+    async def started(self) -> None:
+        """Return once the master answers on its control socket, or has exited."""
+        while not self._exited.is_set():
+            with contextlib.suppress(OSError, mux.MuxError):
+                await mux.alive(str(self.control))
+                self._ready = True
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), READY_POLL)
+
+    def stderr_text(self) -> str:
+        return "\n".join(self._stderr)
+
+    async def open_failure(self, fallback: str) -> str:
+        """Why the master refused a forward, as its stderr says ("connect failed: ...")."""
+        for _ in range(2):
+            for line in reversed(self._stderr):
+                found = _OPEN_FAILED.search(line)
+                if found:
+                    self._stderr.remove(line)
+                    return found.group(1).strip()
+            self._new_line.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_line.wait(), REASON_WAIT)
+        return fallback
+
+    def _read_stderr(self) -> None:
+        try:
+            chunk = os.read(self._stderr_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._loop.remove_reader(self._stderr_fd)
+            return
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace").strip()
+            if line:
+                log.debug("ssh: %s", line)
+                self._stderr = [*self._stderr[-STDERR_KEPT:], line]
+        self._new_line.set()
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self.process.fd)
+        self._read_stderr()  # what is left in the pipe explains the exit
+        _, status = os.waitpid(self.process.pid, 0)
+        self.process.close()
+        self.failure = os.waitstatus_to_exitcode(status)
+        self._exited.set()
+        if self._ready and not self._stopping and self._on_lost is not None:
+            last = self._stderr[-1] if self._stderr else f"ssh exited with status {self.failure}"
+            if _SILENT.search(last):
+                last = "Server not responding to keepalive"
+            self._on_lost(last)
+
+    async def stop(self) -> None:
+        """End the master (its forwards go with it) and reap it."""
+        self._stopping = True
+        if not self._exited.is_set():
+            self.process.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._exited.wait(), STOP_GRACE)
+            except TimeoutError:
+                self.process.signal(signal.SIGKILL)
+                await self._exited.wait()
+        with contextlib.suppress(OSError):
+            self._loop.remove_reader(self._stderr_fd)
+            os.close(self._stderr_fd)
+
+
+# What a master that exits during start-up says, and what it means. OpenSSH 7.6 to 9.x.
+_KEY_UNKNOWN = re.compile(r"host key is known for (\S+) and you have requested strict checking")
+_KEY_CHANGED = re.compile(r"Host key for (\S+) has changed and you have requested strict")
+_KEY_REVOKED = re.compile(r"host key for (\S+) is marked as revoked")
+_FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
+_OFFENDING = re.compile(r"Offending \S+ key in (.+):\d+")
+_DENIED = re.compile(r"Permission denied \((.*)\)")
+_UNRESOLVED = re.compile(r"Could not resolve hostname (\S+): (.+)")
+
+
+def startup_error(stderr: str, resolved: dict[str, str]) -> TetherError:
+    """tether's error for a master that exited before it was up, from what it printed."""
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh exited"
+    known_hosts = resolved.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
+    for pattern, kind in (
+        (_KEY_REVOKED, "revoked"),
+        (_KEY_CHANGED, "changed"),
+        (_KEY_UNKNOWN, "unknown"),
+    ):
+        found = pattern.search(stderr)
+        if found:
+            hostname, port = _host_and_port(found.group(1))
+            offending = _OFFENDING.search(stderr)
+            where = offending.group(1) if offending else known_hosts
+            if kind == "unknown" and _only_authorities(found.group(1), where):
+                kind = "authority"  # ssh fell back from certificates to a plain, unknown key
+            fingerprint = _FINGERPRINT.search(stderr)
+            return KeyProblem(
+                kind,
+                hostname,
+                port,
+                where,
+                fingerprint.group(1) if fingerprint else _fingerprint(hostname, port),
+            ).error()
+    if "Host key verification failed" in stderr:
+        return KeyProblem(
+            "unknown",
+            resolved.get("hostname", "?"),
+            int(resolved.get("port", "22")),
+            known_hosts,
+        ).error()
+    denied = _DENIED.search(stderr)
+    if denied:
+        return AuthenticationError(
+            f"SSH authentication failed: {last}",
+            hint="check the user, identity_file and ssh-agent; tether never prompts",
+            options=("identity_file",),
+        )
+    unresolved = _UNRESOLVED.search(stderr)
+    if unresolved:
+        return TransportUnreachableError(
+            f"cannot resolve SSH server {unresolved.group(1)}: {unresolved.group(2)}"
+        )
+    return TransportUnreachableError(f"cannot reach SSH server: {last.removeprefix('ssh: ')}")
+
+
+def _host_and_port(host: str) -> tuple[str, int]:
+    """'[h]:2222' -> ('h', 2222); 'h' -> ('h', 22): known_hosts' way of writing a host."""
+    found = re.fullmatch(r"\[(.+)\]:(\d+)", host)
+    return (found.group(1), int(found.group(2))) if found else (host, 22)
+
+
+def _only_authorities(host: str, known_hosts: str) -> bool:
+    """Whether the only known_hosts lines for ``host`` are @cert-authority ones."""
+    try:
+        found = subprocess.run(
+            ["ssh-keygen", "-F", host, "-f", str(Path(known_hosts).expanduser())],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    markers = re.findall(r"^# Host .* found: line \d+ ?(.*)$", found.stdout, re.M)
+    return bool(markers) and all(marker.strip() == "CA" for marker in markers)
+
+
+def _fingerprint(hostname: str, port: int) -> str | None:
+    """The SHA256 fingerprint of the key the server offers, asked of it directly."""
+    try:
+        scan = subprocess.run(
+            ["ssh-keyscan", "-T", "5", "-p", str(port), hostname],
+            capture_output=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+        listed = subprocess.run(
+            ["ssh-keygen", "-l", "-f", "-"],
+            input=scan.stdout,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = _FINGERPRINT.search(listed.stdout.decode(errors="replace"))
+    return found.group(1) if found else None
+
+
+__all__ = ["OpenSshTransport", "available", "openssh_version", "write_config"]
