@@ -32,7 +32,7 @@ def start_hanging(
     """A --background start whose child hangs in the SSH handshake, named ``marker``."""
     parent = tether.spawn(
         "start",
-        *silent_server.tether_flags(sshd.known_hosts),
+        *silent_server.tether_flags(sshd.known_hosts, sshd.engine),
         "--background",
         "--name",
         marker,

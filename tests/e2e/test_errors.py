@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -92,7 +93,7 @@ def test_timeout_against_silent_server(
 ) -> None:
     code, _, err = tether.run(
         "start",
-        *silent_server.tether_flags(sshd.known_hosts),
+        *silent_server.tether_flags(sshd.known_hosts, sshd.engine),
         "--timeout",
         "1",
     )
@@ -355,3 +356,48 @@ def test_a_revoked_host_key_says_so(
     code, _, err = tether.run("start", "--to", echo_server.address, *flags)
     assert code == 5
     assert "is marked @revoked in" in one_line_error(err)
+
+
+def test_a_changed_host_key(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    impostor = tmp_path / "impostor"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", str(impostor)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {Path(f'{impostor}.pub').read_text()}")
+    flags = [*sshd.tether_flags(), "--known-hosts", str(known_hosts)]  # the last one wins
+    code, _, err = tether.run("start", "--to", echo_server.address, *flags)
+    assert code == 5
+    line = one_line_error(err)
+    assert f"host key for [127.0.0.1]:{sshd.port} does not match {known_hosts}" in line
+    assert "SHA256:" in line and "this may be an attack" in line
+    assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}' -f {known_hosts}" in line
+
+
+def test_a_silent_server_and_a_connect_timeout(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
+    flags = silent_server.tether_flags(sshd.known_hosts, sshd.engine)
+    code, _, err = tether.run("start", *flags, "--connect-timeout", "1", "--timeout", "20")
+    assert code == 4, err
+    assert "cannot reach SSH server" in one_line_error(err)
+
+
+def test_a_target_refusing_after_ready_is_a_reset(tether: TetherRunner, sshd: SshdServer) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        refused = unused.getsockname()[1]
+        process = tether.spawn(
+            "start", "--to", f"127.0.0.1:{refused}", *sshd.tether_flags(), "--no-probe", "--json"
+        )
+        port = process.json_line()["local_port"]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            with pytest.raises(ConnectionResetError):
+                client.recv(1)
+        process.send_signal(signal.SIGTERM)
+        assert process.finish() == 0
+    assert "Connection refused" in process.stderr

@@ -25,7 +25,7 @@ def test_signal_before_ready(
     pid_file = tmp_path / "t.pid"
     process = tether.spawn(
         "start",
-        *silent_server.tether_flags(sshd.known_hosts),
+        *silent_server.tether_flags(sshd.known_hosts, sshd.engine),
         "--pid-file",
         str(pid_file),
         "--timeout",

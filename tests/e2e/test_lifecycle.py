@@ -108,7 +108,7 @@ def test_background_timeout_stops_the_child(
 ) -> None:
     code, _, err = tether.run(
         "start",
-        *silent_server.tether_flags(sshd.known_hosts),
+        *silent_server.tether_flags(sshd.known_hosts, sshd.engine),
         "--background",
         "--timeout",
         "1",

@@ -23,7 +23,7 @@ def test_spinner_on_a_terminal(
             "-m",
             "tether",
             "start",
-            *silent_server.tether_flags(sshd.known_hosts),
+            *silent_server.tether_flags(sshd.known_hosts, sshd.engine),
             "--timeout",
             "60",
             "--name",

@@ -83,10 +83,10 @@ class EchoServer(_ThreadedServer):
 class SilentServer(_ThreadedServer):
     """Accepts TCP and never says a word: what a hung SSH server looks like."""
 
-    def tether_flags(self, known_hosts: Path) -> list[str]:
+    def tether_flags(self, known_hosts: Path, engine: str | None = None) -> list[str]:
         """`tether start` flags for a tunnel via this "SSH server": it never gets past the
         handshake, so the target does not matter."""
-        return [
+        flags = [
             "--to",
             "127.0.0.1:1",
             "--via",
@@ -94,6 +94,7 @@ class SilentServer(_ThreadedServer):
             "--known-hosts",
             str(known_hosts),
         ]
+        return [*flags, "--engine", engine] if engine else flags
 
     def serve(self, conn: socket.socket) -> None:
         while conn.recv(65536):

@@ -35,6 +35,33 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def keygen(path: Path) -> Path:
+    """A new ed25519 key without a passphrase at ``path`` (and ``path``.pub)."""
+    _keygen(path)
+    return path
+
+
+def certify(authority: Path, key: Path, *, identity: str, principals: str, host: bool) -> Path:
+    """Sign ``key``.pub with the CA key ``authority``; returns the certificate's path."""
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-s",
+            str(authority),
+            "-I",
+            identity,
+            "-n",
+            principals,
+            *(["-h"] if host else []),
+            f"{key}.pub",
+        ],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return Path(f"{key}-cert.pub")
+
+
 def _keygen(path: Path) -> None:
     if not path.exists():
         subprocess.run(
@@ -68,9 +95,13 @@ def _descendants(root: int) -> list[int]:
 class SshdServer:
     """A throwaway sshd on 127.0.0.1 that authorizes only a freshly generated client key."""
 
-    def __init__(self, directory: Path, *, engine: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, engine: str | None = None, options: tuple[str, ...] = ()
+    ) -> None:
         self.directory = Path(directory)
         self.engine = engine  # what tether_flags() asks tether to use
+        self.options = options  # more sshd_config lines (a CA, a host certificate)
+        self.host_key = self.directory / "host_ed25519"
         self.host = HOST
         # sshd authenticates the real uid; $USER can lie under sudo or in containers.
         self.user = pwd.getpwuid(os.getuid()).pw_name
@@ -185,7 +216,7 @@ class SshdServer:
 
     def _write_files(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        host_key = self.directory / "host_ed25519"
+        host_key = self.host_key
         authorized_keys = self.directory / "authorized_keys"
         for key in (host_key, self.client_key, self.wrong_key):
             _keygen(key)
@@ -213,6 +244,7 @@ class SshdServer:
             # The defaults (10:30:100, 10 sessions) drop connections in forwarding load tests.
             "MaxStartups 200:30:300",
             "MaxSessions 200",
+            *self.options,
         ]
         (self.directory / "sshd_config").write_text("\n".join(sshd_options) + "\n")
         client_options = [

@@ -104,6 +104,11 @@ class TetherRunner:
         self.workdir = workdir
         self.processes: list[TetherProcess] = []
 
+    @staticmethod
+    def command(*args: str) -> list[str]:
+        """The argv that runs `tether ARGS` in this interpreter."""
+        return [sys.executable, "-m", "tether", *args]
+
     def spawn(
         self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL
     ) -> TetherProcess:

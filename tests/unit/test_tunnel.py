@@ -271,8 +271,8 @@ async def test_a_target_reset_mid_stream_reaches_the_client_as_a_reset() -> None
         async with Tunnel(TunnelSpec(target=Endpoint("127.0.0.1", target.port))) as tunnel:
             data, end = await read_until_closed(tunnel)
     # The bytes before the reset arrive (or are lost with it), never followed by a clean EOF.
-    assert ResettingServer.PARTIAL.startswith(data)
-    assert isinstance(end, ConnectionResetError)
+    assert ResettingServer.PARTIAL.startswith(data), data
+    assert isinstance(end, ConnectionResetError), (data, end, tunnel.last_error)
 
 
 async def test_a_refused_target_through_ssh_is_a_reset(asyncssh_server: AsyncSshServer) -> None:

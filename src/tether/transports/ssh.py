@@ -160,28 +160,6 @@ class SshTransport(Transport):
         named = bool(self.options.known_hosts)
         return load_known_hosts(data, Path(resolved.known_hosts[0]), warn=not named)
 
-    def _keys(self) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
-        """The -i keys to use: those that load, and the public halves of the encrypted ones,
-        which the SSH agent may hold (tether never asks for a passphrase)."""
-        keys: list[asyncssh.SSHKey] = []
-        in_agent: list[asyncssh.SSHKey] = []
-        for name in self.options.identity_files:
-            try:
-                keys.append(asyncssh.read_private_key(name))
-            except asyncssh.KeyImportError as exc:
-                if "passphrase" not in str(exc).lower():
-                    raise ConfigError(f"identity_file: not a usable private key: {exc}") from None
-                try:
-                    in_agent.append(asyncssh.read_public_key(f"{name}.pub"))
-                except (OSError, asyncssh.KeyImportError):
-                    raise AuthenticationError(
-                        f"cannot use SSH key {name}: it is encrypted",
-                        hint=f"load it into ssh-agent, with {name}.pub beside it",
-                    ) from None
-            except OSError as exc:
-                raise ConfigError(f"identity_file: cannot read {name}: {describe(exc)}") from None
-        return keys, in_agent
-
     def _connect_options(
         self, known_hosts: asyncssh.SSHKnownHosts, config_files: list[str]
     ) -> dict[str, Any]:
@@ -204,10 +182,9 @@ class SshTransport(Transport):
         if self.via.user:
             kwargs["username"] = self.via.user
         if self.options.identity_files:
-            keys, in_agent = self._keys()
-            kwargs["client_keys"] = keys
-            if in_agent:
-                kwargs["agent_identities"] = in_agent
+            kwargs["client_keys"] = list(self.options.identity_files)
+            # An encrypted key is skipped, not a prompt: the agent may hold it (ssh does so).
+            kwargs["ignore_encrypted"] = True
         if self.options.connect_timeout:
             kwargs["connect_timeout"] = self.options.connect_timeout
         return kwargs
