@@ -29,9 +29,10 @@ test: $(STAMP) sshd
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) sshd
-	@if ! command -v socat >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat; fi
-	PYTHONPATH=. $(BIN)/python bench/throughput.py
+	@missing=""; for tool in socat gcc; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	PYTHONPATH=. $(BIN)/python bench/relays.py
 	PYTHONPATH=. $(BIN)/python bench/lifecycle.py
 
 lint: $(STAMP)

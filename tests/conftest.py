@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,19 @@ def no_user_ssh_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         del os.environ[SSH_CONFIG_ENV]
     else:
         os.environ[SSH_CONFIG_ENV] = previous
+
+
+@pytest.fixture(autouse=True)
+def own_tempdir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """The temp dir that code run in process sees: the test's own, short (an OpenSSH master's
+    control socket must fit under it), and empty again once the test is over."""
+    directory = tmp_path_factory.mktemp("tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    yield directory
+    left = sorted(p.name for p in directory.iterdir())
+    assert not left, f"files left in the temp dir after the test: {left}"
 
 
 @pytest.fixture(scope="session")
@@ -100,13 +114,15 @@ async def asyncssh_server(tmp_path: Path) -> AsyncIterator[AsyncSshServer]:
 
 
 @pytest.fixture
-def tether(tmp_path: Path) -> Iterator[TetherRunner]:
-    """Runs the real `tether` command with an isolated HOME and no SSH agent."""
+def tether(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TetherRunner]:
+    """Runs the real `tether` command with an isolated HOME, TMPDIR and no SSH agent."""
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "TETHER_"))}
     runtime = tmp_path / "run"
     env.update(
+        # Short, so that an OpenSSH master's control socket fits in it (tmp_path may not).
+        TMPDIR=str(tmp_path_factory.mktemp("tmp")),
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_STATE_HOME=str(home / ".local" / "state"),

@@ -164,6 +164,8 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror  # name resolution errors (negative codes) carry their own text
     text = " ".join(str(exc).split())
+    if not text and isinstance(exc, TimeoutError):
+        return "timed out"  # a deadline of asyncio's, which says nothing more
     return text or type(exc).__name__
 
 

@@ -115,13 +115,23 @@ class End(asyncio.Protocol):
         self.relay.counted(self.local, len(data))
         peer = self.peer.conduit
         if peer is not None and not self.peer.lost:
-            peer.write(data)
+            try:
+                peer.write(data)
+            except OSError:
+                self.relay.abort()  # see eof_received
 
     def eof_received(self) -> bool:
         self.eof = True
         peer = self.peer
         if peer.conduit is not None and not peer.lost and peer.conduit.can_write_eof():
-            peer.conduit.write_eof()
+            try:
+                peer.conduit.write_eof()
+            except OSError:
+                # The peer is gone but its loss is not delivered yet (a client's reset waiting
+                # in the same poll; a channel already closing). Raised from here, the error
+                # would end the whole SSH connection, every client's stream with it.
+                self.relay.abort()
+                return True
         if peer.eof:
             self.relay.close()
         # True keeps the other direction open (half-close).

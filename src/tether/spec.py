@@ -149,7 +149,7 @@ class SshOptions:
         parse=values.path,
         metavar="PATH",
         help="known_hosts file to verify the server with",
-        default_text="~/.ssh/known_hosts",
+        default_text="ssh_config's, else ~/.ssh/known_hosts",
     )
     keepalive_interval: float = option(
         15.0,

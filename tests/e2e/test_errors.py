@@ -384,7 +384,8 @@ def test_a_silent_server_and_a_connect_timeout(
     flags = silent_server.tether_flags(sshd.known_hosts, sshd.engine)
     code, _, err = tether.run("start", *flags, "--connect-timeout", "1", "--timeout", "20")
     assert code == 4, err
-    assert "cannot reach SSH server" in one_line_error(err)
+    line = one_line_error(err)
+    assert "cannot reach SSH server" in line and line.endswith("timed out"), line
 
 
 def test_a_target_refusing_after_ready_is_a_reset(tether: TetherRunner, sshd: SshdServer) -> None:

@@ -131,6 +131,35 @@ def test_sigkilled_background_tunnel_disappears(
     assert not entry_file.exists()
 
 
+def children_of(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_sigkilled_tunnel_takes_its_ssh_with_it(
+    tether: TetherRunner, shared_sshd: SshdServer, echo_server: EchoServer
+) -> None:
+    """SIGKILL gives tether no chance to stop its OpenSSH master: the master must still end,
+    and the private directory it leaves is removed by the next master's start."""
+    sshd = shared_sshd.through("openssh")
+    flags = ["--to", echo_server.address, *sshd.tether_flags()]
+    info = start_background(tether, *flags)
+    (master,) = children_of(int(str(info["pid"])))
+    argv = Path(f"/proc/{master}/cmdline").read_bytes().split(b"\0")
+    control = Path(os.fsdecode(argv[argv.index(b"-S") + 1]))
+    os.kill(int(str(info["pid"])), signal.SIGKILL)
+    wait_until_sync(lambda: not alive(master), "the master to end with its tunnel")
+    left = control.parent
+    assert left.is_dir() and not control.exists()  # ssh removed its socket; the rest is left
+    assert left.parent == Path(tether.env["TMPDIR"])
+    # A minute later (the sweep spares directories young enough to be starting)...
+    then = left.stat().st_mtime - 120
+    os.utime(left, (then, then))
+    info = start_background(tether, *flags)
+    assert not left.exists()
+    code, _, err = tether.run("stop", str(info["id"]))
+    assert code == 0, err
+
+
 def test_ten_parallel_starts_one_wins(tether: TetherRunner, echo_server: EchoServer) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -307,6 +336,11 @@ def test_a_hard_link_to_a_live_lock_gets_nobody_signalled(
     assert code == 9 and "not verified" in err
     assert alive(int(str(real["pid"])))
     assert {e["id"] for e in tether.list_json()} == {real["id"], "f0f0f0f0"}
+    # With two links its own lock is not verifiable either; once the forgery is gone, it is.
+    forged_lock.unlink()
+    (directory / "f0f0f0f0.json").unlink()
+    code, _, err = tether.run("stop", str(real["id"]))
+    assert code == 0, err
 
 
 def test_odd_files_in_the_registry_break_nothing(

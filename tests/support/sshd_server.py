@@ -71,8 +71,9 @@ def _keygen(path: Path) -> None:
         )
 
 
-def _descendants(root: int) -> list[int]:
-    # Per-connection sshd children call setsid(), so a process-group kill would miss them.
+def descendants(root: int) -> list[int]:
+    """The processes below ``root``, found by their parent: per-connection sshd children call
+    setsid(), so a process-group kill would miss them."""
     parent_of: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         try:
@@ -176,7 +177,7 @@ class SshdServer:
             return
         # sshd leaves live sessions running when the listener exits; kill them so a
         # restart drops established connections like a real server restart would.
-        sessions = _descendants(proc.pid)
+        sessions = descendants(proc.pid)
         if self._frozen:
             proc.send_signal(signal.SIGCONT)  # a stopped process never acts on SIGTERM
             self._frozen = False
@@ -208,7 +209,7 @@ class SshdServer:
     def _signal(self, sig: signal.Signals) -> None:
         if self._proc is None or self._proc.poll() is not None:
             raise RuntimeError("sshd is not running")
-        for pid in [self._proc.pid, *_descendants(self._proc.pid)]:
+        for pid in [self._proc.pid, *descendants(self._proc.pid)]:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:

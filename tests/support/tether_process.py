@@ -137,8 +137,21 @@ class TetherRunner:
         assert code == 0, err
         return list(json.loads(out))
 
+    def own_processes(self) -> list[int]:
+        """The processes started with this runner's environment: tether's and its ssh's."""
+        marker = f"TETHER_RUNTIME_DIR={self.env['TETHER_RUNTIME_DIR']}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
     def cleanup(self) -> None:
-        # Background tunnels are detached: stop them through tether itself first.
+        """Stop what the test left running; a process of this test's that even `stop --all`
+        cannot end is a leak, killed here and reported as the test's error."""
         subprocess.run(
             [sys.executable, "-m", "tether", "stop", "--all", "--timeout", "5"],
             env=self.env,
@@ -150,6 +163,18 @@ class TetherRunner:
             if process.proc.poll() is None:
                 process.send_signal(signal.SIGKILL)
             process.kill()
+        # What ends by a signal (an OpenSSH master whose tether was killed) gets a moment.
+        deadline = time.monotonic() + 5
+        while (leaked := self.own_processes()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in leaked:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert not leaked, f"processes left running after the test: {leaked}"
+        left = sorted(p.name for p in Path(self.env["TMPDIR"]).iterdir())
+        assert not left, f"files left in TMPDIR after the test: {left}"
 
 
 def start_of(pid: int) -> int:

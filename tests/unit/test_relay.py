@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 import hashlib
 import os
+import select
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from tests.support.servers import AsyncSshServer
+from tests.support.sshd_server import SshdServer
+from tests.support.waiting import wait_until, wait_until_sync
 from tether.relay import WRITE_HIGH_WATER, Relay
 from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
-from tests.support.waiting import wait_until
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -24,7 +28,7 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-def spec_for(port: int, transport: str, ssh_server: AsyncSshServer) -> TunnelSpec:
+def spec_for(port: int, transport: str, ssh_server: AsyncSshServer | SshdServer) -> TunnelSpec:
     if transport == "direct":
         return TunnelSpec(target=Endpoint("127.0.0.1", port), probe=False)
     return TunnelSpec(
@@ -183,3 +187,67 @@ async def test_slow_reader_bounds_buffering(
     assert await asyncio.wait_for(digest, 30) == sent.hexdigest()
     writer.close()
     server.close()
+
+
+def tcp_state(sock: Any) -> int:
+    """The kernel's TCP state of a socket (the first byte of TCP_INFO)."""
+    return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0])
+
+
+TCP_CLOSE = 7
+
+
+async def test_a_client_reset_racing_the_target_eof_ends_only_its_own_stream(
+    transport: str, shared_sshd: SshdServer
+) -> None:
+    """The target's EOF and the client's reset reach the tunnel in the same poll, the EOF
+    first: passing the EOF on to the dead client fails. That failure must end this one stream,
+    never the SSH connection that carries every other client's."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    target = socket.create_server(("127.0.0.1", 0))
+    target.setblocking(False)
+    # The SSH server runs outside this event loop, so it forwards the EOF while the loop is
+    # held below; the in-process asyncssh server could not.
+    tunnel = Tunnel(spec_for(target.getsockname()[1], transport, shared_sshd))
+    await tunnel.start()
+    try:
+        address = tunnel.address
+        assert address is not None
+        client = socket.create_connection((address.host, address.port))
+        upstream, _ = await asyncio.wait_for(loop.sock_accept(target), 10)
+        client.sendall(b"x")
+        assert await asyncio.wait_for(loop.sock_recv(upstream, 1), 10) == b"x"
+        [relay] = tunnel._relays
+        assert isinstance(relay, Relay)
+        assert relay.local.conduit is not None and relay.remote.conduit is not None
+        local_sock: Any = relay.local.conduit.get_extra_info("socket")  # type: ignore[attr-defined]
+        # The remote end's socket: the target connection, or the SSH connection itself.
+        remote_sock: Any = relay.remote.conduit.get_extra_info("socket")  # type: ignore[attr-defined]
+
+        # The event loop does not run from here to the next await.
+        upstream.shutdown(socket.SHUT_WR)
+        readable, _, _ = select.select([remote_sock], [], [], 10)
+        assert readable, "the target's EOF never reached the tunnel"
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        wait_until_sync(lambda: tcp_state(local_sock) == TCP_CLOSE, "the reset to arrive")
+
+        await wait_until(lambda: tunnel.stats().active == 0, "the stream to end")
+        upstream.close()
+        stats = tunnel.stats()
+        assert (stats.state, stats.reconnects, stats.last_error) == ("ready", 0, None)
+        assert errors == []
+        # The tunnel, and its SSH connection, still carry new streams.
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        second, _ = await asyncio.wait_for(loop.sock_accept(target), 10)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(loop.sock_recv(second, 4), 10) == b"ping"
+        await loop.sock_sendall(second, b"pong")
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"pong"
+        writer.close()
+        second.close()
+    finally:
+        await tunnel.close()
+        target.close()

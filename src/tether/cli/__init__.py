@@ -76,7 +76,10 @@ class _Formatter(logging.Formatter):
             from tether.cli.render import flag_of
 
             message = record.msg % (*record.args[:-1], flag_of(option))
-        return f"tether: {record.levelname.lower()}: {source}{message}"
+        line = f"tether: {record.levelname.lower()}: {source}{message}"
+        if record.exc_info and logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+            line += "\n" + self.formatException(record.exc_info)  # tracebacks: --debug only
+        return line
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,18 +18,17 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 from tether import paths
 from tether.errors import (
-    AuthenticationError,
     TargetUnreachableError,
     TetherError,
     TransportUnreachableError,
@@ -37,9 +36,10 @@ from tether.errors import (
 )
 from tether.procs import Pinned
 from tether.spec import Endpoint, SshOptions, Via
-from tether.transports import mux
+from tether.transports import mux, sshexit
 from tether.transports.base import Forwarding, LossCallback, PhaseCallback, Transport
-from tether.transports.sshsetup import KeyProblem, check_files
+from tether.transports.sshsetup import check_files
+from tether.transports.workdir import Workdir
 
 log = logging.getLogger("tether")
 
@@ -51,6 +51,14 @@ STOP_GRACE = 3.0
 # A refused forward's reason is on the master's stderr, not in its reply; it comes at once.
 REASON_WAIT = 0.2
 STDERR_KEPT = 40
+CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
 _OPEN_FAILED = re.compile(r"channel \d+: open failed: (?:connect failed: )?(.*)")
 # The master's words for a peer gone silent, said the way the asyncssh engine says it.
 _SILENT = re.compile(r"Timeout, server .* not responding")
@@ -70,6 +78,24 @@ def openssh_version() -> tuple[int, int] | None:
         return None
     found = re.search(r"OpenSSH_(\d+)\.(\d+)", done.stderr + done.stdout)
     return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+@functools.cache
+def parent_death_wrapper() -> list[str]:
+    """The command that makes the master receive SIGTERM if tether dies without stopping it
+    (SIGKILL, a crash), so that no ssh outlives its tunnel: util-linux's setpriv, where it
+    knows --pdeathsig (2.33 and later). Nothing where it does not."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return []
+    wrapper = [setpriv, "--pdeathsig", "TERM", "--"]
+    try:
+        done = subprocess.run(
+            [*wrapper, "true"], capture_output=True, timeout=10, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return wrapper if done.returncode == 0 else []
 
 
 def available() -> bool:
@@ -101,19 +127,20 @@ class OpenSshTransport(Transport):
         self.options = options
         self.label = str(via)
         self._master: _Master | None = None
-        self._directory: Path | None = None
+        self._workdir: Workdir | None = None
 
     async def connect(
         self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
     ) -> None:
         await self.close()  # a reconnect replaces what is left of the old master
         check_files(self.options)
-        self._directory = Path(tempfile.mkdtemp(prefix="tether-ssh-"))
-        config = write_config(self._directory / "config", self.options)
-        control = self._directory / "control"
+        self._workdir = Workdir()
+        config = write_config(self._workdir.path / "config", self.options)
+        control = self._workdir.path / "control"
         if on_phase is not None:
             on_phase("authenticating")
-        master = _Master(self._argv(config, control), control, on_lost)
+        argv = [*parent_death_wrapper(), *self._argv(config, control)]
+        master = _Master(argv, control, on_lost)
         self._master = master
         try:
             await master.started()
@@ -121,26 +148,12 @@ class OpenSshTransport(Transport):
             await self.close()
             raise
         if master.failure is not None:  # it exited before its socket answered
-            error = startup_error(master.stderr_text(), self._resolve(config))
-            await self.close()
+            try:
+                resolved = await sshexit.resolve(self._argv(config, Path("/nonexistent")))
+                error = await sshexit.startup_error(master.stderr_text(), resolved, self.label)
+            finally:
+                await self.close()
             raise error
-
-    def _resolve(self, config: Path) -> dict[str, str]:
-        """What ssh makes of the host after ssh_config (`ssh -G`): hostname, port, the
-        known_hosts files, proxyjump."""
-        argv = self._argv(config, Path("/nonexistent"))
-        argv = [argv[0], "-G", *argv[1:]]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return {}
-        resolved: dict[str, str] = {}
-        for line in done.stdout.splitlines():
-            key, _, value = line.partition(" ")
-            resolved.setdefault(key, value)
-        return resolved
 
     def _argv(self, config: Path, control: Path) -> list[str]:
         argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M", "-S", str(control)]
@@ -191,9 +204,14 @@ class OpenSshTransport(Transport):
         master, self._master = self._master, None
         if master is not None:
             await master.stop()
-        directory, self._directory = self._directory, None
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+        workdir, self._workdir = self._workdir, None
+        if workdir is not None:
+            workdir.remove()
+
+
+def _seconds(value: float) -> int:
+    """ssh takes whole seconds; a fraction rounds up, so that 0.5 is never 0 (off)."""
+    return math.ceil(value)
 
 
 def _quoted(value: str) -> str:
@@ -219,17 +237,20 @@ def write_config(path: Path, options: SshOptions) -> Path:
         "  ControlMaster no",
         "  ControlPath none",
         "  ControlPersist no",
-        f"  ServerAliveInterval {int(options.keepalive_interval)}",
+        f"  ServerAliveInterval {_seconds(options.keepalive_interval)}",
         f"  ServerAliveCountMax {options.keepalive_count_max}",
     ]
     if options.connect_timeout:
-        lines.append(f"  ConnectTimeout {max(1, round(options.connect_timeout))}")
+        lines.append(f"  ConnectTimeout {_seconds(options.connect_timeout)}")
     for identity in options.identity_files:
         lines.append(f"  IdentityFile {_quoted(identity)}")
     if options.known_hosts:
         lines.append(f"  UserKnownHostsFile {_quoted(options.known_hosts)}")
     user_config = options.ssh_config or paths.ssh_config()
-    lines += ["Match all", f"Include {_quoted(user_config)}", "Include /etc/ssh/ssh_config", ""]
+    lines += ["Match all", f"Include {_quoted(user_config)}", "Include /etc/ssh/ssh_config"]
+    # Last, so only a default: ssh_config's own Ciphers wins. AES-GCM first, as in the asyncssh
+    # engine (AES instructions make it the fastest; ssh's own order puts ChaCha20 first).
+    lines += ["Host *", f"  Ciphers {','.join(CIPHERS)}", ""]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines))
@@ -282,6 +303,9 @@ class _Master:
             with contextlib.suppress(OSError, mux.MuxError):
                 await mux.alive(str(self.control))
                 self._ready = True
+                # What it said while starting explains a failed start only; a later exit
+                # is explained by what comes after.
+                self._stderr = []
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exited.wait(), READY_POLL)
@@ -328,10 +352,22 @@ class _Master:
         self.failure = os.waitstatus_to_exitcode(status)
         self._exited.set()
         if self._ready and not self._stopping and self._on_lost is not None:
-            last = self._stderr[-1] if self._stderr else f"ssh exited with status {self.failure}"
-            if _SILENT.search(last):
-                last = "Server not responding to keepalive"
-            self._on_lost(last)
+            self._on_lost(self._loss_reason())
+
+    def _loss_reason(self) -> str:
+        status = self.failure or 0
+        if status < 0:
+            return f"ssh was killed by {signal.Signals(-status).name}"
+        said = [
+            line
+            for line in self._stderr
+            if not _OPEN_FAILED.search(line) and not line.startswith("Authenticated to ")
+        ]
+        if not said:
+            return f"ssh exited with status {status}"
+        if _SILENT.search(said[-1]):
+            return "Server not responding to keepalive"
+        return said[-1]
 
     async def stop(self) -> None:
         """End the master (its forwards go with it) and reap it."""
@@ -346,105 +382,6 @@ class _Master:
         with contextlib.suppress(OSError):
             self._loop.remove_reader(self._stderr_fd)
             os.close(self._stderr_fd)
-
-
-# What a master that exits during start-up says, and what it means. OpenSSH 7.6 to 9.x.
-_KEY_UNKNOWN = re.compile(r"host key is known for (\S+) and you have requested strict checking")
-_KEY_CHANGED = re.compile(r"Host key for (\S+) has changed and you have requested strict")
-_KEY_REVOKED = re.compile(r"host key for (\S+) is marked as revoked")
-_FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
-_OFFENDING = re.compile(r"Offending \S+ key in (.+):\d+")
-_DENIED = re.compile(r"Permission denied \((.*)\)")
-_UNRESOLVED = re.compile(r"Could not resolve hostname (\S+): (.+)")
-
-
-def startup_error(stderr: str, resolved: dict[str, str]) -> TetherError:
-    """tether's error for a master that exited before it was up, from what it printed."""
-    last = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh exited"
-    known_hosts = resolved.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
-    for pattern, kind in (
-        (_KEY_REVOKED, "revoked"),
-        (_KEY_CHANGED, "changed"),
-        (_KEY_UNKNOWN, "unknown"),
-    ):
-        found = pattern.search(stderr)
-        if found:
-            hostname, port = _host_and_port(found.group(1))
-            offending = _OFFENDING.search(stderr)
-            where = offending.group(1) if offending else known_hosts
-            if kind == "unknown" and _only_authorities(found.group(1), where):
-                kind = "authority"  # ssh fell back from certificates to a plain, unknown key
-            fingerprint = _FINGERPRINT.search(stderr)
-            return KeyProblem(
-                kind,
-                hostname,
-                port,
-                where,
-                fingerprint.group(1) if fingerprint else _fingerprint(hostname, port),
-            ).error()
-    if "Host key verification failed" in stderr:
-        return KeyProblem(
-            "unknown",
-            resolved.get("hostname", "?"),
-            int(resolved.get("port", "22")),
-            known_hosts,
-        ).error()
-    denied = _DENIED.search(stderr)
-    if denied:
-        return AuthenticationError(
-            f"SSH authentication failed: {last}",
-            hint="check the user, identity_file and ssh-agent; tether never prompts",
-            options=("identity_file",),
-        )
-    unresolved = _UNRESOLVED.search(stderr)
-    if unresolved:
-        return TransportUnreachableError(
-            f"cannot resolve SSH server {unresolved.group(1)}: {unresolved.group(2)}"
-        )
-    return TransportUnreachableError(f"cannot reach SSH server: {last.removeprefix('ssh: ')}")
-
-
-def _host_and_port(host: str) -> tuple[str, int]:
-    """'[h]:2222' -> ('h', 2222); 'h' -> ('h', 22): known_hosts' way of writing a host."""
-    found = re.fullmatch(r"\[(.+)\]:(\d+)", host)
-    return (found.group(1), int(found.group(2))) if found else (host, 22)
-
-
-def _only_authorities(host: str, known_hosts: str) -> bool:
-    """Whether the only known_hosts lines for ``host`` are @cert-authority ones."""
-    try:
-        found = subprocess.run(
-            ["ssh-keygen", "-F", host, "-f", str(Path(known_hosts).expanduser())],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    markers = re.findall(r"^# Host .* found: line \d+ ?(.*)$", found.stdout, re.M)
-    return bool(markers) and all(marker.strip() == "CA" for marker in markers)
-
-
-def _fingerprint(hostname: str, port: int) -> str | None:
-    """The SHA256 fingerprint of the key the server offers, asked of it directly."""
-    try:
-        scan = subprocess.run(
-            ["ssh-keyscan", "-T", "5", "-p", str(port), hostname],
-            capture_output=True,
-            timeout=10,
-            stdin=subprocess.DEVNULL,
-        )
-        listed = subprocess.run(
-            ["ssh-keygen", "-l", "-f", "-"],
-            input=scan.stdout,
-            capture_output=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = _FINGERPRINT.search(listed.stdout.decode(errors="replace"))
-    return found.group(1) if found else None
 
 
 __all__ = ["OpenSshTransport", "available", "openssh_version", "write_config"]

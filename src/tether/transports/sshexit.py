@@ -1,0 +1,130 @@
+"""Why an OpenSSH master exited while it started, as tether's errors: read from what it printed,
+and asked of ssh's own helpers (ssh -G, ssh-keygen, ssh-keyscan) where its words are not enough.
+
+The helpers run as asyncio subprocesses: they never hold up the event loop (a keyscan of a
+silent server takes seconds), and a signal that cancels the wait kills them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from pathlib import Path
+
+from tether.errors import AuthenticationError, TetherError, TransportUnreachableError
+from tether.transports.sshsetup import KeyProblem
+
+HELPER_TIMEOUT = 10.0
+
+
+async def output(argv: list[str], data: bytes | None = None) -> str:
+    """What a short helper command prints; empty if it cannot run or takes too long."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError:
+        return ""
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(data), HELPER_TIMEOUT)
+    except TimeoutError:
+        return ""
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return out.decode(errors="replace")
+
+
+async def resolve(argv: list[str]) -> dict[str, str]:
+    """What ssh makes of the host after ssh_config: `ssh -G` with the master's own arguments
+    (hostname, port, userknownhostsfile, ...)."""
+    resolved: dict[str, str] = {}
+    for line in (await output([argv[0], "-G", *argv[1:]])).splitlines():
+        key, _, value = line.partition(" ")
+        resolved.setdefault(key, value)
+    return resolved
+
+
+# What a master that exits during start-up says, and what it means. OpenSSH 7.6 to 9.x.
+_KEY_UNKNOWN = re.compile(r"host key is known for (\S+) and you have requested strict checking")
+_KEY_CHANGED = re.compile(r"Host key for (\S+) has changed and you have requested strict")
+_KEY_REVOKED = re.compile(r"host key for (\S+) is marked as revoked")
+_FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
+_OFFENDING = re.compile(r"Offending \S+ key in (.+):\d+")
+_DENIED = re.compile(r"Permission denied \((.*)\)")
+_UNRESOLVED = re.compile(r"Could not resolve hostname (\S+): (.+)")
+
+
+async def startup_error(stderr: str, resolved: dict[str, str], via: str) -> TetherError:
+    """tether's error for a master that exited before it was up, from what it printed; ``via``
+    names the server as the user did. The words follow the asyncssh engine's."""
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh exited"
+    known_hosts = resolved.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
+    for pattern, kind in (
+        (_KEY_REVOKED, "revoked"),
+        (_KEY_CHANGED, "changed"),
+        (_KEY_UNKNOWN, "unknown"),
+    ):
+        found = pattern.search(stderr)
+        if found:
+            hostname, port = _host_and_port(found.group(1))
+            offending = _OFFENDING.search(stderr)
+            where = offending.group(1) if offending else known_hosts
+            if kind == "unknown" and await _only_authorities(found.group(1), where):
+                kind = "authority"  # ssh fell back from certificates to a plain, unknown key
+            fingerprint = _FINGERPRINT.search(stderr)
+            return KeyProblem(
+                kind,
+                hostname,
+                port,
+                where,
+                fingerprint.group(1) if fingerprint else await _fingerprint(hostname, port),
+            ).error()
+    if "Host key verification failed" in stderr:
+        return KeyProblem(
+            "unknown",
+            resolved.get("hostname", "?"),
+            int(resolved.get("port", "22")),
+            known_hosts,
+        ).error()
+    denied = _DENIED.search(stderr)
+    if denied:
+        return AuthenticationError(
+            f"SSH authentication to {via} failed: Permission denied ({denied.group(1)})",
+            hint="check the user, identity_file and ssh-agent; tether never prompts",
+            options=("identity_file",),
+        )
+    unresolved = _UNRESOLVED.search(stderr)
+    if unresolved:
+        return TransportUnreachableError(
+            f"cannot resolve SSH server {unresolved.group(1)}: {unresolved.group(2)}"
+        )
+    return TransportUnreachableError(
+        f"cannot reach SSH server {via}: {last.removeprefix('ssh: ')}"
+    )
+
+
+def _host_and_port(host: str) -> tuple[str, int]:
+    """'[h]:2222' -> ('h', 2222); 'h' -> ('h', 22): known_hosts' way of writing a host."""
+    found = re.fullmatch(r"\[(.+)\]:(\d+)", host)
+    return (found.group(1), int(found.group(2))) if found else (host, 22)
+
+
+async def _only_authorities(host: str, known_hosts: str) -> bool:
+    """Whether the only known_hosts lines for ``host`` are @cert-authority ones."""
+    found = await output(["ssh-keygen", "-F", host, "-f", str(Path(known_hosts).expanduser())])
+    markers = re.findall(r"^# Host .* found: line \d+ ?(.*)$", found, re.M)
+    return bool(markers) and all(marker.strip() == "CA" for marker in markers)
+
+
+async def _fingerprint(hostname: str, port: int) -> str | None:
+    """The SHA256 fingerprint of the key the server offers, asked of it directly."""
+    scan = await output(["ssh-keyscan", "-T", "5", "-p", str(port), hostname])
+    listed = await output(["ssh-keygen", "-l", "-f", "-"], scan.encode())
+    found = _FINGERPRINT.search(listed)
+    return found.group(1) if found else None

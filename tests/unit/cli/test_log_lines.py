@@ -1,0 +1,29 @@
+"""Log records on stderr: one line each, and a traceback only under --debug."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from tether.cli import _Formatter
+
+
+def record_with_traceback(name: str) -> logging.LogRecord:
+    try:
+        raise OSError(107, "Transport endpoint is not connected")
+    except OSError:
+        exc_info = sys.exc_info()
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, "it failed", None, exc_info)
+
+
+@pytest.mark.parametrize(("level", "traceback"), [(logging.WARNING, False), (logging.DEBUG, True)])
+def test_a_traceback_only_with_debug(
+    monkeypatch: pytest.MonkeyPatch, level: int, traceback: bool
+) -> None:
+    monkeypatch.setattr(logging.getLogger(), "level", level)
+    text = _Formatter().format(record_with_traceback("asyncio"))
+    assert text.splitlines()[0] == "tether: error: asyncio: it failed"
+    assert ("Traceback (most recent call last)" in text) is traceback
+    assert (len(text.splitlines()) > 1) is traceback

@@ -1,0 +1,156 @@
+"""The mux client against a real `ssh -M`, and against control sockets that do not speak the
+protocol as they should: every answer it cannot use is a MuxError, never a hang or a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.sshd_server import SshdServer
+from tether.transports import mux
+from tether.transports.openssh import OpenSshTransport
+from tether.spec import SshOptions, Via
+
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def packet(kind: int, body: bytes = b"") -> bytes:
+    payload = struct.pack(">I", kind) + body
+    return struct.pack(">I", len(payload)) + payload
+
+
+HELLO = packet(mux.MUX_MSG_HELLO, struct.pack(">I", mux.VERSION))
+
+
+@pytest.fixture
+async def master(shared_sshd: SshdServer) -> AsyncIterator[OpenSshTransport]:
+    ssh = OpenSshTransport(
+        Via.parse(shared_sshd.via),
+        SshOptions(
+            identity_files=(str(shared_sshd.client_key),),
+            known_hosts=str(shared_sshd.known_hosts),
+            ssh_config=str(shared_sshd.ssh_config),
+        ),
+    )
+    await ssh.connect()
+    yield ssh
+    await ssh.close()
+
+
+async def test_a_real_master_answers_with_its_pid(master: OpenSshTransport) -> None:
+    assert master._master is not None
+    assert await mux.alive(str(master._master.control)) == master._master.process.pid
+
+
+async def test_a_real_master_refuses_a_closed_port(master: OpenSshTransport) -> None:
+    assert master._master is not None
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        here, there = socket.socketpair()
+        with here, there:
+            control = mux.start_forward(
+                str(master._master.control), "127.0.0.1", closed.getsockname()[1], there
+            )
+            with control, pytest.raises(mux.MuxError):
+                await asyncio.wait_for(mux.forward_opened(control), 10)
+
+
+@pytest.fixture
+async def fake_master(tmp_path: Path) -> AsyncIterator[Callable[[Answer], Awaitable[str]]]:
+    servers: list[asyncio.Server] = []
+
+    async def serve(answer: Answer) -> str:
+        path = str(tmp_path / f"control{len(servers)}")
+        servers.append(await asyncio.start_unix_server(answer, path))
+        return path
+
+    yield serve
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def replying(data: bytes) -> Answer:
+    """A master that reads the request, answers ``data`` (if any), and closes once the client
+    has: an orderly end, never a reset for unread bytes."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        if data:
+            writer.write(data)
+            await writer.drain()
+            while await reader.read(4096):
+                pass
+        writer.close()
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        (b"", "closed the control connection"),
+        (packet(mux.MUX_S_OK), "expected the master's hello"),
+        (packet(mux.MUX_MSG_HELLO, struct.pack(">I", 9)), "mux protocol 9"),
+        (HELLO + struct.pack(">I", 1 << 30), "bad message length"),
+        (HELLO + struct.pack(">I", 2) + b"xx", "bad message length"),
+        (HELLO + packet(mux.MUX_S_ALIVE), "truncated"),
+        (HELLO + packet(mux.MUX_S_ALIVE, struct.pack(">I", 7) * 2), "unexpected answer"),
+        (HELLO + packet(mux.MUX_S_OK, struct.pack(">I", 1)), "unexpected answer"),
+    ],
+)
+async def test_a_health_check_refuses_what_it_cannot_use(
+    fake_master: Callable[[Answer], Awaitable[str]], reply: bytes, words: str
+) -> None:
+    path = await fake_master(replying(reply))
+    with pytest.raises(mux.MuxError, match=words):
+        await asyncio.wait_for(mux.alive(path), 10)
+
+
+async def test_a_refusal_carries_the_masters_reason(
+    fake_master: Callable[[Answer], Awaitable[str]],
+) -> None:
+    reason = b"open failed"
+    body = struct.pack(">I", mux.REQUEST_ID) + struct.pack(">I", len(reason)) + reason
+    path = await fake_master(replying(HELLO + packet(mux.MUX_S_FAILURE, body)))
+    here, there = socket.socketpair()
+    with here, there:
+        control = mux.start_forward(path, "db", 5432, there)
+        with control, pytest.raises(mux.MuxError, match=r"^open failed$"):
+            await asyncio.wait_for(mux.forward_opened(control), 10)
+
+
+async def test_a_forward_request_is_what_protocol_mux_describes(
+    fake_master: Callable[[Answer], Awaitable[str]],
+) -> None:
+    """Hello, then NEW_STDIO_FWD with an empty reserved string, host and port; then the
+    descriptors, each with its own byte."""
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(4096)
+        received.set_result(data)
+        writer.write(HELLO + packet(mux.MUX_S_SESSION_OPENED, struct.pack(">II", 1, 5)))
+        await writer.drain()
+        writer.close()
+
+    path = await fake_master(record)
+    here, there = socket.socketpair()
+    with here, there:
+        control = mux.start_forward(path, "db.internal", 5432, there)
+        with control:
+            await asyncio.wait_for(mux.forward_opened(control), 10)
+    body = struct.pack(">I", 1) + struct.pack(">I", 0) + struct.pack(">I", 11) + b"db.internal"
+    request = HELLO + packet(mux.MUX_C_NEW_STDIO_FWD, body + struct.pack(">I", 5432))
+    # The two descriptors' bytes may come in the same read.
+    assert (await received).startswith(request)
+
+
+async def test_nobody_at_the_socket_is_an_os_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await mux.alive(str(tmp_path / "no-such-socket"))

@@ -1,0 +1,184 @@
+"""The OpenSSH engine in process, against the real sshd: its generated config, its private
+directory, forwards, refusals, the master's loss, and what it leaves behind (nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import EchoServer
+from tests.support.sshd_server import SshdServer
+from tests.support.waiting import wait_until
+from tether.errors import HostKeyError, TargetUnreachableError, TetherError
+from tether.spec import Endpoint, SshOptions, Via
+from tether.transports import openssh
+from tether.transports.openssh import OpenSshTransport, write_config
+
+
+def transport(server: SshdServer, **options: object) -> OpenSshTransport:
+    defaults: dict[str, object] = {
+        "identity_files": (str(server.client_key),),
+        "known_hosts": str(server.known_hosts),
+        "ssh_config": str(server.ssh_config),
+    }
+    return OpenSshTransport(Via.parse(server.via), SshOptions(**{**defaults, **options}))  # type: ignore[arg-type]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_tethers_settings_come_before_the_users_config(tmp_path: Path) -> None:
+    """For ssh the first value wins: every setting tether relies on precedes the Include."""
+    options = SshOptions(
+        keepalive_interval=0.5,
+        connect_timeout=2.5,
+        identity_files=(str(tmp_path / "key"),),
+        ssh_config=str(tmp_path / "user config"),
+    )
+    path = write_config(tmp_path / "config", options)
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    include = lines.index(f'Include "{tmp_path / "user config"}"')
+    for setting in (
+        "BatchMode yes",
+        "StrictHostKeyChecking yes",
+        "ControlMaster no",
+        "ControlPersist no",
+        "ClearAllForwardings yes",
+        "ServerAliveInterval 1",  # whole seconds, rounded up: never 0, which would be off
+        "ConnectTimeout 3",
+        f'IdentityFile "{tmp_path / "key"}"',
+    ):
+        assert lines.index(setting) < include, setting
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def resolved(config: Path, host: str = "db") -> dict[str, str]:
+    """What ssh itself makes of a config for a host (`ssh -G`)."""
+    done = subprocess.run(
+        ["ssh", "-G", "-F", str(config), host], capture_output=True, text=True, check=True
+    )
+    return dict(line.partition(" ")[::2] for line in done.stdout.splitlines())
+
+
+def test_the_users_config_cannot_turn_tethers_settings_off(tmp_path: Path) -> None:
+    user = tmp_path / "user_config"
+    user.write_text(
+        "Host db\n  HostName 127.0.0.9\n  Port 2200\n  StrictHostKeyChecking no\n"
+        "  BatchMode no\n  ControlMaster auto\n  ControlPersist 10m\n"
+        "  ControlPath ~/.ssh/cm-%r@%h:%p\n  LocalForward 127.0.0.1:9999 db:5432\n"
+    )
+    config = write_config(tmp_path / "config", SshOptions(ssh_config=str(user)))
+    seen = resolved(config)
+    assert (seen["hostname"], seen["port"]) == ("127.0.0.9", "2200")  # the alias still applies
+    assert seen["stricthostkeychecking"] == "true"
+    assert seen["batchmode"] == "yes"
+    assert seen["controlmaster"] == "false"
+    assert seen.get("controlpath", "none") == "none"  # ssh -G omits an unset path
+    assert seen["controlpersist"] == "no"
+    assert seen["clearallforwardings"] == "yes"
+    assert seen["ciphers"].startswith("aes128-gcm@openssh.com,")
+
+
+def test_the_users_ciphers_win_over_tethers_preference(tmp_path: Path) -> None:
+    user = tmp_path / "user_config"
+    user.write_text("Ciphers chacha20-poly1305@openssh.com\n")
+    config = write_config(tmp_path / "config", SshOptions(ssh_config=str(user)))
+    assert resolved(config)["ciphers"] == "chacha20-poly1305@openssh.com"
+
+
+def test_the_config_is_never_written_through_something_already_there(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    (tmp_path / "config").symlink_to(target)
+    with pytest.raises(FileExistsError):
+        write_config(tmp_path / "config", SshOptions())
+    assert not target.exists()
+
+
+def test_a_value_ssh_would_misread_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TetherError, match="quote or a newline"):
+        write_config(tmp_path / "config", SshOptions(known_hosts='/tmp/a"b'))
+
+
+async def test_forwards_and_leaves_nothing_behind(
+    shared_sshd: SshdServer, echo_server: EchoServer
+) -> None:
+    ssh = transport(shared_sshd)
+    await ssh.connect()
+    master = ssh._master
+    assert master is not None and ssh._workdir is not None
+    directory = ssh._workdir.path
+    pid = master.process.pid
+    here, there = socket.socketpair()
+    with here, there:
+        forwarding = await ssh.forward(Endpoint("127.0.0.1", echo_server.port), there)
+        there.close()  # the master holds its own copy now
+        loop = asyncio.get_running_loop()
+        here.setblocking(False)
+        await loop.sock_sendall(here, b"through the master")
+        assert await asyncio.wait_for(loop.sock_recv(here, 100), 10) == b"through the master"
+        here.shutdown(socket.SHUT_WR)
+        assert await asyncio.wait_for(loop.sock_recv(here, 100), 10) == b""  # the echo's EOF
+        await asyncio.wait_for(forwarding.ended(), 10)
+        forwarding.close()
+    await ssh.close()
+    assert not alive(pid)
+    assert not directory.exists()
+
+
+async def test_a_refused_target_says_why(shared_sshd: SshdServer) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: refused
+        ssh = transport(shared_sshd)
+        await ssh.connect()
+        try:
+            with pytest.raises(TargetUnreachableError, match="Connection refused"):
+                await ssh.probe(Endpoint("127.0.0.1", port))
+            # The master is still up for the next connection.
+            assert ssh._master is not None and ssh._master.failure is None
+        finally:
+            await ssh.close()
+
+
+async def test_a_master_that_dies_is_reported_lost(shared_sshd: SshdServer) -> None:
+    lost: list[str] = []
+    ssh = transport(shared_sshd)
+    await ssh.connect(on_lost=lost.append)
+    try:
+        assert ssh._master is not None
+        os.kill(ssh._master.process.pid, signal.SIGKILL)
+        await wait_until(lambda: bool(lost), "the loss to be reported")
+    finally:
+        await ssh.close()
+    assert lost == ["ssh was killed by SIGKILL"]
+
+
+async def test_a_failed_start_cleans_up(
+    shared_sshd: SshdServer, tmp_path: Path, own_tempdir: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.touch()
+    ssh = transport(shared_sshd, known_hosts=str(empty))
+    with pytest.raises(HostKeyError, match="SHA256:"):
+        await ssh.connect()
+    assert ssh._master is None
+    assert list(own_tempdir.iterdir()) == []
+
+
+def test_openssh_is_found() -> None:
+    """The suite runs the OpenSSH engine; a machine without ssh >= 7.6 must fail here, loudly."""
+    assert shutil.which("ssh") is not None
+    assert openssh.available(), openssh.openssh_version()

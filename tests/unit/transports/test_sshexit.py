@@ -1,0 +1,116 @@
+"""Explaining a master that exited while starting: OpenSSH's words mapped to tether's errors,
+and ssh's helpers run without ever holding up the event loop or outliving the wait."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.waiting import wait_until
+from tether.errors import (
+    AuthenticationError,
+    HostKeyError,
+    TetherError,
+    TransportUnreachableError,
+)
+from tether.transports import sshexit
+
+RESOLVED = {"hostname": "127.0.0.1", "userknownhostsfile": "/k/known_hosts"}
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses: where the unknown-key case asks for the key it missed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kind", "words"),
+    [
+        (
+            "No ED25519 host key is known for [127.0.0.1]:{port} and you have requested strict "
+            "checking.\nHost key verification failed.",
+            HostKeyError,
+            r"\[127.0.0.1\]:{port} .* not in /k/known_hosts",
+        ),
+        (
+            "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\n"
+            "The fingerprint for the ED25519 key sent by the remote host is\n"
+            "SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG.\n"
+            "Offending ED25519 key in /other/known_hosts:3\n"
+            "Host key for [127.0.0.1]:{port} has changed and you have requested strict checking.\n"
+            "Host key verification failed.",
+            HostKeyError,
+            r"does not match /other/known_hosts \(server offers SHA256:abcdefghij",
+        ),
+        (
+            "Host key ED25519-CERT SHA256:x revoked by file /k/revoked\n"
+            "@@@ WARNING: REVOKED HOST KEY DETECTED! @@@\n"
+            "The ED25519 host key for db is marked as revoked.\n"
+            "Host key verification failed.",
+            HostKeyError,
+            "marked @revoked",
+        ),
+        (
+            "user@127.0.0.1: Permission denied (publickey).",
+            AuthenticationError,
+            r"authentication to ssh://db failed: Permission denied \(publickey\) \(check",
+        ),
+        (
+            "ssh: Could not resolve hostname nowhere.invalid: Name or service not known",
+            TransportUnreachableError,
+            "cannot resolve SSH server nowhere.invalid: Name or service not known",
+        ),
+        (
+            "ssh: connect to host 127.0.0.1 port {port}: Connection refused",
+            TransportUnreachableError,
+            "cannot reach SSH server ssh://db: connect to host 127.0.0.1 port {port}: Connection "
+            "refused",
+        ),
+        ("", TransportUnreachableError, "cannot reach SSH server ssh://db: ssh exited"),
+    ],
+)
+async def test_what_ssh_said_becomes_one_error(
+    stderr: str, kind: type[TetherError], words: str, closed_port: int
+) -> None:
+    said = stderr.replace("{port}", str(closed_port))
+    error = await sshexit.startup_error(said, {**RESOLVED, "port": str(closed_port)}, "ssh://db")
+    words = words.replace("{port}", str(closed_port))
+    assert type(error) is kind
+    assert re.search(words, str(error)), str(error)
+
+
+async def test_a_helper_is_killed_when_the_wait_is_cancelled(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    task = asyncio.create_task(
+        sshexit.output(["sh", "-c", f'echo $$ > "{pid_file}"; exec sleep 60'])
+    )
+    await wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "sh")
+    pid = int(pid_file.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(pid, 0)
+
+
+async def test_a_helper_that_hangs_gives_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sshexit, "HELPER_TIMEOUT", 0.2)
+    pid_file = tmp_path / "pid"
+    assert await sshexit.output(["sh", "-c", f'echo $$ > "{pid_file}"; exec sleep 60']) == ""
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+async def test_a_missing_helper_gives_nothing(tmp_path: Path) -> None:
+    assert await sshexit.output([str(tmp_path / "no-such-program")]) == ""
