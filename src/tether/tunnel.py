@@ -421,10 +421,16 @@ class Tunnel:
             raise
         forward.link()
         try:
-            await forwarding.ended()
-        finally:
+            orderly = await forwarding.ended()
+        except asyncio.CancelledError:  # the tunnel is closing
             forwarding.close()
+            forward.abort(reset_peers=False)
+            raise
+        forwarding.close()
+        if orderly:
             forward.close()
+        else:
+            forward.abort()  # cut off by the transport's death: a reset, never an EOF
 
     async def _until_up(self) -> None:
         if not self._up.is_set():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.servers import EchoServer
+from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherProcess, TetherRunner, read_pty_until
 
 
@@ -152,6 +154,38 @@ def test_sighup_closes_the_shells_tunnels(tether: TetherRunner, echo_server: Ech
     assert shell.finish() == 128 + signal.SIGHUP
     assert tether.list_json() == []
     assert not list(Path(tether.env["TETHER_RUNTIME_DIR"]).glob("*.json"))
+
+
+def blocked_signals(status: Path) -> set[int]:
+    """The signals a thread or process blocks, from /proc's SigBlk mask."""
+    mask = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status.read_text(), re.M)[1], 16)  # type: ignore[index]
+    return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+
+
+def test_signals_reach_the_prompt_and_never_stay_blocked_in_ssh(
+    tether: TetherRunner, shared_sshd: SshdServer, echo_server: EchoServer
+) -> None:
+    """Only the prompt's thread may take SIGHUP, SIGTERM and SIGINT (elsewhere they would wait
+    for a line of input); and the OpenSSH master, started from the loop's thread, must not
+    inherit that thread's mask, or SIGTERM would never stop it."""
+    sshd = shared_sshd.through("openssh")
+    shell, send = start_shell(tether)
+    send(f"start --to {echo_server.address} --name masked {' '.join(sshd.tether_flags())}")
+    shell.wait_stderr("masked ready on")
+    prompt = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+    tasks = Path(f"/proc/{shell.pid}/task")
+    for task in tasks.iterdir():
+        blocked = blocked_signals(task / "status")
+        if int(task.name) == shell.pid:
+            assert not blocked & prompt
+        else:
+            assert prompt <= blocked, task.name
+    # Each thread lists the children it started: the master is the loop thread's.
+    (master,) = [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+    assert blocked_signals(Path(f"/proc/{master}/status")) == set()
+    shell.send_signal(signal.SIGHUP)
+    assert shell.finish() == 128 + signal.SIGHUP
+    assert tether.list_json() == []
 
 
 def test_an_unresponsive_shell_is_never_killed_by_stop(

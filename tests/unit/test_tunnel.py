@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 from dataclasses import replace
 from typing import Any
@@ -12,6 +14,7 @@ import asyncssh
 import pytest
 
 from tests.support.servers import AsyncSshServer, EchoServer, ResettingServer, SilentServer
+from tests.support.sshd_server import SshdServer
 from tether.errors import (
     AuthenticationError,
     HostKeyError,
@@ -280,3 +283,42 @@ async def test_a_refused_target_through_ssh_is_a_reset(asyncssh_server: AsyncSsh
     async with Tunnel(spec) as tunnel:
         data, end = await read_until_closed(tunnel)
         assert data == b"" and isinstance(end, ConnectionResetError)
+
+
+async def test_a_connection_cut_by_the_masters_death_is_a_reset(
+    shared_sshd: SshdServer,
+) -> None:
+    """The OpenSSH engine: a killed master closes the forwards' control connections a moment
+    before it is reported dead; either way the client gets a reset, never a clean EOF that
+    would pass a cut-off answer for a whole one."""
+    hold = asyncio.Event()
+
+    async def partial(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"partial")
+        await hold.wait()
+        writer.close()
+
+    server = await asyncio.start_server(partial, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    spec = TunnelSpec(
+        target=Endpoint("127.0.0.1", port),
+        via=Via.parse(shared_sshd.via),
+        timeout=10,
+        probe=False,
+        ssh=SshOptions(
+            identity_files=(str(shared_sshd.client_key),),
+            known_hosts=str(shared_sshd.known_hosts),
+            engine="openssh",
+        ),
+    )
+    async with Tunnel(spec) as tunnel:
+        assert tunnel.address is not None
+        reader, writer = await asyncio.open_connection(tunnel.address.host, tunnel.address.port)
+        assert await asyncio.wait_for(reader.readexactly(7), 10) == b"partial"
+        master = tunnel.transport._master  # type: ignore[attr-defined]
+        os.kill(master.process.pid, signal.SIGKILL)
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    hold.set()
+    server.close()

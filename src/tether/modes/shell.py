@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -15,6 +16,8 @@ from tether.registry import Registry
 from tether.spec import TunnelSpec
 
 T = TypeVar("T")
+# What the shell's prompt ends on (SIGTERM, SIGHUP) or handles (SIGINT: a new prompt).
+PROMPT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 log = logging.getLogger("tether")
 
 
@@ -30,10 +33,15 @@ class ShellSession:
         self.tunnels: dict[str, HostedTunnel] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._loop = new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="tether-shell", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="tether-shell", daemon=True)
         self._thread.start()
+
+    def _run(self) -> None:
+        # Signals are the prompt's: the main thread reads stdin and handles them. Delivered to
+        # this thread instead, a SIGHUP would wait for the next line of input to be noticed.
+        # Threads started from here (resolvers) inherit the mask.
+        signal.pthread_sigmask(signal.SIG_BLOCK, PROMPT_SIGNALS)
+        self._loop.run_forever()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

@@ -16,9 +16,10 @@ LossCallback = Callable[[str], None]
 
 
 class Forwarding(Protocol):
-    """A connection another process forwards; it lasts until ``ended`` returns."""
+    """A connection another process forwards; it lasts until ``ended`` returns: True if the
+    forward ended by itself, False if the process that moved it died."""
 
-    async def ended(self) -> None: ...
+    async def ended(self) -> bool: ...
     def close(self) -> None: ...
 
 

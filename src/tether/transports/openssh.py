@@ -51,6 +51,8 @@ STOP_GRACE = 3.0
 # A refused forward's reason is on the master's stderr, not in its reply; it comes at once.
 REASON_WAIT = 0.2
 STDERR_KEPT = 40
+PF_EXITING = 0x4  # include/linux/sched.h: the process is exiting
+PROC_STAT = Path("/proc/self/stat")
 CIPHERS = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -104,13 +106,16 @@ def available() -> bool:
 
 
 class _Forwarding:
-    """The control connection of one forward: it closes when the forward is over."""
+    """The control connection of one forward: it closes when the forward is over, and when
+    the master dies."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, master: _Master) -> None:
         self.control = control
+        self.master = master
 
-    async def ended(self) -> None:
+    async def ended(self) -> bool:
         await mux.forward_ended(self.control)
+        return not self.master.exiting()
 
     def close(self) -> None:
         self.control.close()
@@ -189,7 +194,7 @@ class OpenSshTransport(Transport):
         except BaseException:
             control.close()
             raise
-        return _Forwarding(control)
+        return _Forwarding(control, master)
 
     async def probe(self, target: Endpoint) -> None:
         here, there = socket.socketpair()
@@ -284,7 +289,11 @@ class _Master:
                 ],
                 # A session of its own: Ctrl-C on tether's terminal must not reach it.
                 setsid=True,
+                # Python ignores these, and a helper thread (the shell's loop) blocks signals:
+                # ssh starts with the defaults, or SIGTERM and its parent-death signal would
+                # wait forever.
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                setsigmask=(),
             )
         except OSError as exc:
             os.close(read_end)
@@ -309,6 +318,21 @@ class _Master:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exited.wait(), READY_POLL)
+
+    def exiting(self) -> bool:
+        """Whether the master is dying or dead. It closes its descriptors (the forwards' control
+        connections among them) before it becomes a zombie, so the kernel's PF_EXITING flag,
+        set before either, is what tells a death from a forward that ended."""
+        if self._exited.is_set():
+            return True
+        if not PROC_STAT.exists():  # no procfs: only a death already seen counts
+            return False
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+            flags = int(stat.rpartition(")")[2].split()[6])
+        except (OSError, ValueError, IndexError):
+            return True
+        return bool(flags & PF_EXITING)
 
     def stderr_text(self) -> str:
         return "\n".join(self._stderr)

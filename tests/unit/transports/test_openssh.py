@@ -131,11 +131,28 @@ async def test_forwards_and_leaves_nothing_behind(
         assert await asyncio.wait_for(loop.sock_recv(here, 100), 10) == b"through the master"
         here.shutdown(socket.SHUT_WR)
         assert await asyncio.wait_for(loop.sock_recv(here, 100), 10) == b""  # the echo's EOF
-        await asyncio.wait_for(forwarding.ended(), 10)
+        assert await asyncio.wait_for(forwarding.ended(), 10)  # by itself, not a death
         forwarding.close()
     await ssh.close()
     assert not alive(pid)
     assert not directory.exists()
+
+
+async def test_a_forward_cut_by_the_masters_death_says_so(
+    shared_sshd: SshdServer, echo_server: EchoServer
+) -> None:
+    ssh = transport(shared_sshd)
+    await ssh.connect()
+    try:
+        assert ssh._master is not None
+        here, there = socket.socketpair()
+        with here, there:
+            forwarding = await ssh.forward(Endpoint("127.0.0.1", echo_server.port), there)
+            os.kill(ssh._master.process.pid, signal.SIGKILL)
+            assert await asyncio.wait_for(forwarding.ended(), 10) is False
+            forwarding.close()
+    finally:
+        await ssh.close()
 
 
 async def test_a_refused_target_says_why(shared_sshd: SshdServer) -> None:
