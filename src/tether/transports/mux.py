@@ -78,34 +78,39 @@ class Reply:
         return text.decode(errors="replace")
 
 
-async def read_reply(sock: socket.socket) -> Reply:
-    """The next message from the master on ``sock`` (non-blocking); MuxError at EOF."""
-    loop = asyncio.get_running_loop()
-    header = await _read_exactly(loop, sock, 4)
-    (size,) = _U32.unpack(header)
-    if not 4 <= size <= PACKET_LIMIT:
-        raise MuxError(f"bad message length {size} from the master")
-    return Reply(await _read_exactly(loop, sock, size))
+class Inbox:
+    """The messages from the master on one non-blocking control connection. It reads what is
+    there, not a field at a time: each wait on the socket costs the event loop more than the
+    bytes do."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = b""
 
-async def _read_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = await loop.sock_recv(sock, size - len(data))
-        if not chunk:
-            raise MuxError("the master closed the control connection")
-        data += chunk
-    return data
+    async def next(self) -> Reply:
+        """The next message; MuxError at EOF."""
+        while True:
+            if len(self._buffer) >= 4:
+                (size,) = _U32.unpack_from(self._buffer)
+                if not 4 <= size <= PACKET_LIMIT:
+                    raise MuxError(f"bad message length {size} from the master")
+                if len(self._buffer) >= 4 + size:
+                    payload = self._buffer[4 : 4 + size]
+                    self._buffer = self._buffer[4 + size :]
+                    return Reply(payload)
+            chunk = await asyncio.get_running_loop().sock_recv(self.sock, 4096)
+            if not chunk:
+                raise MuxError("the master closed the control connection")
+            self._buffer += chunk
 
-
-async def read_past_hello(sock: socket.socket) -> Reply:
-    """The master's hello, checked, then its next message."""
-    hello = await read_reply(sock)
-    if hello.kind != MUX_MSG_HELLO:
-        raise MuxError(f"expected the master's hello, got message 0x{hello.kind:08x}")
-    if (version := hello.u32()) != VERSION:
-        raise MuxError(f"the master speaks mux protocol {version}, not {VERSION}")
-    return await read_reply(sock)
+    async def past_hello(self) -> Reply:
+        """The master's hello, checked, then its next message."""
+        hello = await self.next()
+        if hello.kind != MUX_MSG_HELLO:
+            raise MuxError(f"expected the master's hello, got message 0x{hello.kind:08x}")
+        if (version := hello.u32()) != VERSION:
+            raise MuxError(f"the master speaks mux protocol {version}, not {VERSION}")
+        return await self.next()
 
 
 def _connect(path: str) -> socket.socket:
@@ -124,7 +129,7 @@ async def alive(path: str) -> int:
     try:
         sock.sendall(HELLO + _packet(MUX_C_ALIVE_CHECK, _u32(REQUEST_ID)))
         sock.setblocking(False)
-        reply = await read_past_hello(sock)
+        reply = await Inbox(sock).past_hello()
         if reply.kind != MUX_S_ALIVE or reply.u32() != REQUEST_ID:
             raise MuxError(f"unexpected answer 0x{reply.kind:08x} to a health check")
         return reply.u32()
@@ -155,7 +160,7 @@ def start_forward(path: str, host: str, port: int, conn: socket.socket) -> socke
 async def forward_opened(sock: socket.socket) -> None:
     """Wait for the master's answer to ``start_forward``; MuxError with its reason if it
     refused (a target that refuses gives "Session open refused by peer")."""
-    reply = await read_past_hello(sock)
+    reply = await Inbox(sock).past_hello()
     if reply.kind == MUX_S_SESSION_OPENED:
         return
     if reply.kind in (MUX_S_FAILURE, MUX_S_PERMISSION_DENIED):

@@ -52,7 +52,7 @@ STOP_GRACE = 3.0
 REASON_WAIT = 0.2
 STDERR_KEPT = 40
 PF_EXITING = 0x4  # include/linux/sched.h: the process is exiting
-PROC_STAT = Path("/proc/self/stat")
+HAVE_PROCFS = os.path.exists("/proc/self/stat")
 CIPHERS = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -325,11 +325,15 @@ class _Master:
         set before either, is what tells a death from a forward that ended."""
         if self._exited.is_set():
             return True
-        if not PROC_STAT.exists():  # no procfs: only a death already seen counts
+        if not HAVE_PROCFS:  # only a death already seen counts
             return False
-        try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-            flags = int(stat.rpartition(")")[2].split()[6])
+        try:  # once per connection: os calls, not pathlib, keep it cheap
+            fd = os.open(f"/proc/{self.process.pid}/stat", os.O_RDONLY)
+            try:
+                stat = os.read(fd, 1024)
+            finally:
+                os.close(fd)
+            flags = int(stat.rpartition(b")")[2].split()[6])
         except (OSError, ValueError, IndexError):
             return True
         return bool(flags & PF_EXITING)

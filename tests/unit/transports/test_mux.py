@@ -112,6 +112,31 @@ async def test_a_health_check_refuses_what_it_cannot_use(
         await asyncio.wait_for(mux.alive(path), 10)
 
 
+def dribbling(data: bytes) -> Answer:
+    """A master that answers ``data`` one byte per write."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        for byte in data:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0)  # a turn of the loop between bytes, not a wait
+        while await reader.read(4096):
+            pass
+        writer.close()
+
+    return answer
+
+
+@pytest.mark.parametrize("answer", [replying, dribbling])
+async def test_messages_are_read_whole_however_they_arrive(
+    fake_master: Callable[[Answer], Awaitable[str]], answer: Callable[[bytes], Answer]
+) -> None:
+    alive = packet(mux.MUX_S_ALIVE, struct.pack(">II", mux.REQUEST_ID, 4242))
+    path = await fake_master(answer(HELLO + alive))
+    assert await asyncio.wait_for(mux.alive(path), 10) == 4242
+
+
 async def test_a_refusal_carries_the_masters_reason(
     fake_master: Callable[[Answer], Awaitable[str]],
 ) -> None:
