@@ -24,18 +24,28 @@ from tether.errors import (
     TransportUnreachableError,
     UsageError,
 )
-from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 
 if TYPE_CHECKING:
+    from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
     from tether.tunnel import Tunnel, TunnelStats
+
+# The engine (asyncio with it) and the option tables load on first use: `tether list` needs
+# neither, and starts fast.
+_LAZY = {
+    "Endpoint": "tether.spec",
+    "SshOptions": "tether.spec",
+    "TunnelSpec": "tether.spec",
+    "Via": "tether.spec",
+    "Tunnel": "tether.tunnel",
+    "TunnelStats": "tether.tunnel",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The engine (and asyncio with it) loads on first use, so `tether list` starts fast.
-    if name in ("Tunnel", "TunnelStats"):
-        from tether import tunnel
+    if name in _LAZY:
+        import importlib
 
-        return getattr(tunnel, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tether' has no attribute {name!r}")
 
 

@@ -4,7 +4,6 @@ the background logs, the config file and the default known_hosts."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +19,8 @@ def runtime_directory(environ: Mapping[str, str] = os.environ) -> Path:
         return Path(environ[RUNTIME_ENV])
     if environ.get("XDG_RUNTIME_DIR"):
         return Path(environ["XDG_RUNTIME_DIR"]) / "tether"
+    import tempfile  # here: the common cases above need none of what it loads
+
     return Path(tempfile.gettempdir()) / f"tether-{os.getuid()}"
 
 

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import stat
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -95,7 +94,7 @@ class Entry:
 
 
 def new_id() -> str:
-    return secrets.token_hex(4)
+    return os.urandom(4).hex()
 
 
 def utc_now() -> str:

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from tether.errors import UsageError, clip
 from tether import values
 from tether.options import option
-from tether.values import MAX_SECONDS, parse_host, parse_port
+from tether.values import MAX_SECONDS, host_port, parse_host, parse_port
 
 # Both loopback addresses (see listener.py); "127.0.0.1" or "::1" names one of them alone.
 DEFAULT_LISTEN_HOST = "localhost"
@@ -30,7 +30,7 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
     @classmethod
     def parse(cls, text: str, *, what: str = "address", allow_zero: bool = False) -> Endpoint:

@@ -16,6 +16,11 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 MAX_HOST_NAME = 253
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_int(value: str | int, *, what: str, low: int, high: int) -> int:
     """An integer in ``low..high`` from TOML or a flag; only ASCII digits count as digits."""
     if isinstance(value, bool):

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.servers import EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer
 from tether import procs
@@ -283,15 +285,32 @@ def test_unsafe_registry_is_refused(tether: TetherRunner) -> None:
     assert code == 2 and f"registry directory {directory} is group- or world-writable" in err
 
 
-def test_list_does_not_import_asyncssh(tether: TetherRunner) -> None:
+LIGHT = ("asyncssh", "rich", "click", "asyncio")
+
+
+@pytest.mark.parametrize(
+    ("argv", "heavy"),
+    [
+        # The plain forms skip click and the engine.
+        (["list"], LIGHT),
+        (["ls", "--json"], LIGHT),
+        (["--debug", "list"], ("asyncssh", "rich")),
+        (["list", "--json", "--help"], ("asyncssh", "rich")),
+    ],
+)
+def test_list_imports_only_what_it_needs(
+    tether: TetherRunner, argv: list[str], heavy: tuple[str, ...]
+) -> None:
     probe = (
         "import sys\n"
-        "from tether.cli import cli\n"
+        "from tether.cli import main\n"
+        f"sys.argv = ['tether', *{argv!r}]\n"
         "try:\n"
-        "    cli(['list'], prog_name='tether')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncssh', 'rich')))\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        f"print(sorted(loaded & {set(heavy)!r}), file=sys.stderr)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],
@@ -301,7 +320,7 @@ def test_list_does_not_import_asyncssh(tether: TetherRunner) -> None:
         timeout=30,
         check=True,
     )
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
 
 
 def test_stop_all_stops_what_it_can_and_reports_the_rest(

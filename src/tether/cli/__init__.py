@@ -1,55 +1,17 @@
-"""The command line: parse, call a mode, render. The only place errors become exit codes."""
+"""The command line: parse, call a mode, render. The only place errors become exit codes.
+
+The click application is in ``app``. ``main`` answers the plain forms of `tether list` without
+it: they run in scripts' loops, and click alone costs more start-up time than the whole answer.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
-from typing import Any
 
-import click
-
-from tether import __version__
-
-# Subcommands load on first use, so `tether list` never imports what `start` needs.
-COMMANDS = {
-    "start": ("tether.cli.start", "start"),
-    "list": ("tether.cli.list", "list_command"),
-    "stop": ("tether.cli.stop", "stop"),
-    "logs": ("tether.cli.logs", "logs"),
-    "shell": ("tether.cli.shell", "shell"),
-    "demo": ("tether.cli.demo", "demo"),
-}
-ALIASES = {"ls": "list"}
-
-
-class _Group(click.Group):
-    """Lazy subcommands, and tether's errors as one line plus an exit code."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        name = ALIASES.get(cmd_name, cmd_name)
-        if name not in COMMANDS:
-            return None
-        module, attr = COMMANDS[name]
-        command: click.Command = getattr(importlib.import_module(module), attr)
-        return command
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except KeyboardInterrupt:
-            click.echo("tether: interrupted", err=True)
-            ctx.exit(130)
-        except Exception as exc:
-            from tether.cli.render import show_error
-
-            ctx.exit(show_error(exc, debug=bool(ctx.obj and ctx.obj.get("debug"))))
+# `tether list` in the forms that need no parser: arguments -> as JSON.
+PLAIN_LIST = {("list",): False, ("ls",): False, ("list", "--json"): True, ("ls", "--json"): True}
 
 
 class _StderrHandler(logging.Handler):
@@ -82,13 +44,8 @@ class _Formatter(logging.Formatter):
         return line
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="tether")
-@click.option("--debug", is_flag=True, help="Show tracebacks and SSH protocol logs.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Tunnels to services behind a bastion, as well-behaved processes."""
-    ctx.obj = {"debug": debug}
+def configure_logging(*, debug: bool) -> None:
+    """tether's one-line records on stderr; everything, with tracebacks, under --debug."""
     handler = _StderrHandler()
     handler.setFormatter(_Formatter())
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
@@ -99,6 +56,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def main() -> None:
     """Console-script entry point."""
     _guard_standard_fds()
+    as_json = PLAIN_LIST.get(tuple(sys.argv[1:]))
+    if as_json is not None:
+        from tether.cli.listing import show_tunnels_now
+
+        configure_logging(debug=False)
+        sys.exit(show_tunnels_now(as_json=as_json))
+    from tether.cli.app import cli
+
     cli(prog_name="tether")
 
 

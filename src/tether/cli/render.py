@@ -66,13 +66,16 @@ def with_flags(text: str, keys: tuple[str, ...]) -> str:
 def show_error(exc: BaseException, *, debug: bool) -> int:
     """Print one line for a failure (and the traceback with --debug); return its exit code.
 
-    tether's own errors carry their code; anything else is a bug, reported as exit 1.
+    tether's own errors carry their code, Ctrl-C is 130, and anything else is a bug, reported
+    as exit 1.
     """
     if debug:
         import traceback
 
         traceback.print_exception(exc)
-    if isinstance(exc, TetherError):
+    if isinstance(exc, KeyboardInterrupt):
+        line, code = "tether: interrupted", 130
+    elif isinstance(exc, TetherError):
         hint = exc.hint and with_flags(exc.hint, exc.options)
         line = f"tether: error: {exc.message}" + (f" ({hint})" if hint else "")
         code = exc.exit_code

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from tether.cli.list import render_list
+from tether.cli.listing import render_list
 from tether.cli.render import echo, print_ready, show_error
 from tether.cli.start import parse_request, start
 from tether.cli.stop import DEFAULT_TIMEOUT, announce_stopped, report

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.servers import EchoServer
-from tether.cli import cli
+from tether.cli.app import cli
 from tether.registry import Registry
 
 # Exit 1 is documented too, but as an internal failure: an input that reaches it is a bug.
