@@ -29,7 +29,7 @@ test: $(STAMP) sshd
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) sshd
-	@missing=""; for tool in socat gcc; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in socat gcc redis-server; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	PYTHONPATH=. $(BIN)/python bench/relays.py

@@ -1,13 +1,22 @@
-"""Lifecycle timings: `tether list` with 0 and 50 tunnels, and `start --background` to ready
-next to `ssh -f -N -o ExitOnForwardFailure=yes` against the same sshd.
+"""Lifecycle timings, next to OpenSSH's own, in one run.
 
-Run with `make bench` (or `PYTHONPATH=. .venv/bin/python bench/lifecycle.py [--runs N]`). Every
-figure is the median wall time of whole commands, as a script would see them.
+    PYTHONPATH=. .venv/bin/python bench/lifecycle.py [--runs 10] [--tunnels 100]
+
+Every figure is the median wall time of whole commands, as a script sees them:
+- `tether list` with no tunnels and with --tunnels of them (and `--json`), next to a bare
+  `python -c pass`; `tether stop --all` of --tunnels;
+- `tether start --background` through sshd to ready, next to `ssh -f -N -o
+  ExitOnForwardFailure=yes` followed by the same probe (a round trip through the forward to the
+  echo target: tether probes the target before it says ready, and ssh -f does not);
+- `tether start --run true` through sshd, next to `ssh -f` + probe + `true` + `ssh -O exit`.
+The tether package is byte-compiled first, as an installed package is. Last, the slowest
+imports of `tether list` (python -X importtime).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import socket
 import statistics
@@ -15,8 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import tether
 from tests.support.servers import EchoServer
 from tests.support.sshd_server import SshdServer, require_sshd
 
@@ -36,60 +47,70 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - began
 
 
-def median_ms(samples: list[float]) -> str:
-    return f"{statistics.median(samples) * 1000:7.1f} ms"
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def ssh_forward_time(sshd: SshdServer, target: str, env: dict[str, str]) -> float:
-    port = free_port()
-    control = Path(sshd.directory) / f"cm-{port}"
-    argv = [
-        "ssh",
-        "-F",
-        str(sshd.ssh_config),
-        "-f",
-        "-N",
-        "-o",
-        "ExitOnForwardFailure=yes",
-        "-o",
-        "ControlMaster=yes",
-        "-o",
-        f"ControlPath={control}",
-        "-L",
-        f"127.0.0.1:{port}:{target}",
-        "tether-test",
-    ]
-    seconds = timed(argv, env)
-    subprocess.run(
-        [
-            "ssh",
-            "-F",
-            str(sshd.ssh_config),
-            "-o",
-            f"ControlPath={control}",
-            "-O",
-            "exit",
-            "tether-test",
-        ],
+def probe(port: int) -> None:
+    """One round trip through the forward on ``port`` to the echo target."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"x")
+        if sock.recv(1) != b"x":
+            raise RuntimeError("the probe through ssh -L got no echo")
+
+
+class OpenSsh:
+    """`ssh -f -N -L` with a control socket, so that `ssh -O exit` can end it."""
+
+    def __init__(self, sshd: SshdServer, target: str, env: dict[str, str]) -> None:
+        self.sshd, self.target, self.env = sshd, target, env
+        self.control = Path(sshd.directory) / "cm"
+
+    def _ssh(self, *args: str) -> list[str]:
+        return ["ssh", "-F", str(self.sshd.ssh_config), "-o", f"ControlPath={self.control}", *args]
+
+    def start(self) -> int:
+        port = free_port()
+        forward = f"127.0.0.1:{port}:{self.target}"
+        options = ["-o", "ExitOnForwardFailure=yes", "-o", "ControlMaster=yes"]
+        timed(self._ssh("-f", "-N", *options, "-L", forward, "tether-test"), self.env)
+        probe(port)
+        return port
+
+    def stop(self) -> None:
+        timed(self._ssh("-O", "exit", "tether-test"), self.env)
+
+
+def median_of(runs: int, once: Callable[[], float]) -> float:
+    return statistics.median(once() for _ in range(runs))
+
+
+def slowest_imports(env: dict[str, str], count: int = 8) -> list[tuple[int, str]]:
+    """The modules `tether list` spends most time importing (self time, microseconds)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tether", "list"],
         env=env,
         capture_output=True,
-        check=False,
+        text=True,
+        check=True,
     )
-    return seconds
+    rows = []
+    for line in done.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) == 3 and fields[0].strip().isdigit():
+            rows.append((int(fields[0]), fields[2].strip()))
+    return sorted(rows, reverse=True)[:count]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="runs per figure (median) [10]")
-    parser.add_argument("--tunnels", type=int, default=50, help="tunnels for the full list [50]")
+    parser.add_argument("--tunnels", type=int, default=100, help="tunnels for list/stop [100]")
     args = parser.parse_args()
     require_sshd()
+    compileall.compile_dir(str(Path(tether.__file__).parent), quiet=1)
     with (
         tempfile.TemporaryDirectory() as tmp,
         SshdServer(Path(tmp) / "sshd") as sshd,
@@ -97,30 +118,64 @@ def main() -> None:
     ):
         env = {**os.environ, "TETHER_RUNTIME_DIR": f"{tmp}/run", "XDG_STATE_HOME": f"{tmp}/st"}
         env.pop("TETHER_CONFIG", None)
-        ssh_flags = sshd.tether_flags()
-        list_empty = [timed([*TETHER, "list"], env) for _ in range(args.runs)]
+        through = ["--to", echo.address, *sshd.tether_flags()]
+        openssh = OpenSsh(sshd, echo.address, env)
+        figures: dict[str, float] = {}
+        figures["python -c pass"] = median_of(
+            args.runs, lambda: timed([sys.executable, "-c", "pass"], env)
+        )
+        figures["tether list, 0 tunnels"] = median_of(
+            args.runs, lambda: timed([*TETHER, "list"], env)
+        )
 
-        bg, plain = [], []
-        for _ in range(args.runs):
-            bg.append(timed([*TETHER, "start", "--to", echo.address, *ssh_flags, "-bg"], env))
-            timed([*TETHER, "stop", "--all"], env)
-            plain.append(ssh_forward_time(sshd, echo.address, env))
+        starts, stops, ssh_starts, ssh_stops, runs, ssh_runs = [], [], [], [], [], []
+        for _ in range(args.runs):  # alternated, so a slow moment falls on both alike
+            starts.append(timed([*TETHER, "start", *through, "--background"], env))
+            stops.append(timed([*TETHER, "stop", "--all"], env))
+            began = time.perf_counter()
+            openssh.start()
+            ssh_starts.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            openssh.stop()
+            ssh_stops.append(time.perf_counter() - began)
+            runs.append(timed([*TETHER, "start", *through, "--run", "true"], env))
+            began = time.perf_counter()
+            openssh.start()
+            subprocess.run(["true"], check=True)
+            openssh.stop()
+            ssh_runs.append(time.perf_counter() - began)
+        figures["tether start --background, to ready"] = statistics.median(starts)
+        figures["ssh -f -N + probe"] = statistics.median(ssh_starts)
+        figures["tether stop (1 tunnel)"] = statistics.median(stops)
+        figures["ssh -O exit"] = statistics.median(ssh_stops)
+        figures["tether start --run true"] = statistics.median(runs)
+        figures["ssh -f + probe + true + ssh -O exit"] = statistics.median(ssh_runs)
 
         for _ in range(args.tunnels):
-            timed([*TETHER, "start", "--to", echo.address, "-bg"], env)
-        list_full = [timed([*TETHER, "list"], env) for _ in range(args.runs)]
-        list_json = [timed([*TETHER, "list", "--json"], env) for _ in range(args.runs)]
-        stop_all = timed([*TETHER, "stop", "--all"], env)
+            timed([*TETHER, "start", "--to", echo.address, "--background"], env)
+        many = args.tunnels
+        figures[f"tether list, {many} tunnels"] = median_of(
+            args.runs, lambda: timed([*TETHER, "list"], env)
+        )
+        figures[f"tether list --json, {many} tunnels"] = median_of(
+            args.runs, lambda: timed([*TETHER, "list", "--json"], env)
+        )
+        figures[f"tether stop --all, {many} tunnels"] = timed([*TETHER, "stop", "--all"], env)
+        imports = slowest_imports(env)
 
-    print(f"\nlifecycle wall times, median of {args.runs} (python {sys.version.split()[0]})")
-    print(f"tether list, 0 tunnels                    {median_ms(list_empty)}")
-    print(f"tether list, {args.tunnels} tunnels                   {median_ms(list_full)}")
-    print(f"tether list --json, {args.tunnels} tunnels            {median_ms(list_json)}")
-    print(f"tether start --background (ssh) to ready  {median_ms(bg)}")
-    print(f"ssh -f -N -o ExitOnForwardFailure=yes     {median_ms(plain)}")
-    ratio = statistics.median(bg) / statistics.median(plain)
-    print(f"ratio start --background / ssh -f: {ratio:.2f}x")
-    print(f"tether stop --all, {args.tunnels} tunnels             {stop_all * 1000:7.1f} ms")
+    print(f"\nlifecycle wall times, medians of {args.runs} (python {sys.version.split()[0]})")
+    for name, seconds in figures.items():
+        print(f"{name:44}{seconds * 1000:8.1f} ms")
+    for ours, reference in (
+        ("tether list, 0 tunnels", "python -c pass"),
+        ("tether start --background, to ready", "ssh -f -N + probe"),
+        ("tether stop (1 tunnel)", "ssh -O exit"),
+        ("tether start --run true", "ssh -f + probe + true + ssh -O exit"),
+    ):
+        print(f"ratio {ours} / {reference}: {figures[ours] / figures[reference]:.2f}x")
+    print("slowest imports of `tether list` (self time):")
+    for micros, module in imports:
+        print(f"  {micros / 1000:5.1f} ms  {module}")
 
 
 if __name__ == "__main__":
