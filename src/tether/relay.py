@@ -23,12 +23,12 @@ WRITE_HIGH_WATER = 1024 * 1024
 # each one's share (its high-water mark, read size and SSH window) shrinks, down to a floor.
 BUFFER_BUDGET = 64 * 1024 * 1024
 MIN_HIGH_WATER = 16 * 1024
-MAX_READ = 256 * 1024  # asyncio's own read size
-# Reads land here, and leave as bytes of their own size at once (get_buffer and buffer_updated
-# run back to back, in the one thread that moves bytes). Without it every read of a 64-byte
-# message would allocate asyncio's 256 KiB and shrink it: with glibc that is an mmap, mremap and
-# munmap per message in some environments, and a halved rate of round trips.
-_READS = memoryview(bytearray(MAX_READ))
+# The most one read takes (asyncio's own default is 256 KiB). Below glibc's 128 KiB mmap
+# threshold, the buffer a read allocates comes from the heap, and shrinking it to the bytes
+# read is free. At 256 KiB it was, in some environments (setting PYTHONPATH was enough), an
+# mmap, mremap and munmap per message: 0.55x socat's round trips on one connection instead of
+# 0.95x, and slower bulk transfers too.
+MAX_READ = 127 * 1024
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 
 
@@ -79,8 +79,8 @@ class Counters:
     bytes_from_target: int = 0
 
 
-class End(asyncio.BufferedProtocol):
-    """One side of a relay; serves as an asyncio protocol and as an asyncssh session."""
+class End(asyncio.Protocol):
+    """One side of a relay; serves as an asyncio.Protocol and as an asyncssh session."""
 
     def __init__(self, relay: Relay, local: bool) -> None:
         self.relay = relay
@@ -88,7 +88,6 @@ class End(asyncio.BufferedProtocol):
         self.conduit: Conduit | None = None
         self.eof = False
         self.lost = False
-        self.read_size = MAX_READ
 
     @property
     def peer(self) -> End:
@@ -109,17 +108,13 @@ class End(asyncio.BufferedProtocol):
             return
         if hasattr(conduit, "set_write_buffer_limits"):
             conduit.set_write_buffer_limits(high=high)
-        # Reads no larger than the mark keep the overshoot within the budget.
-        self.read_size = min(high, MAX_READ)
+        if hasattr(conduit, "max_size"):
+            # asyncio's selector transports read up to max_size at once (an instance attribute
+            # since 3.4); reads no larger than the mark keep the overshoot within the budget.
+            conduit.max_size = min(high, MAX_READ)
 
     def session_started(self) -> None:
         """asyncssh calls this once the channel is open; nothing to do."""
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _READS[: self.read_size]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_READS[:nbytes]))
 
     def data_received(self, data: bytes, datatype: object = None) -> None:
         self.relay.counted(self.local, len(data))
