@@ -16,7 +16,7 @@ import pytest
 from tests.support.servers import AsyncSshServer
 from tests.support.sshd_server import SshdServer
 from tests.support.waiting import wait_until, wait_until_sync
-from tether.relay import WRITE_HIGH_WATER, Relay
+from tether.relay import MAX_READ, WRITE_HIGH_WATER, End, Relay
 from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
 
@@ -251,3 +251,37 @@ async def test_a_client_reset_racing_the_target_eof_ends_only_its_own_stream(
     finally:
         await tunnel.close()
         target.close()
+
+
+async def test_reads_stay_below_the_mmap_threshold(
+    monkeypatch: pytest.MonkeyPatch, asyncssh_server: AsyncSshServer
+) -> None:
+    """Each read allocates its full size before it shrinks to the bytes read: at 128 KiB or
+    more, glibc may map and unmap memory for every message (see relay.MAX_READ)."""
+    sizes: list[int] = []
+    passed_on = End.data_received
+
+    def recording(self: End, data: bytes, datatype: object = None) -> None:
+        sizes.append(len(data))
+        passed_on(self, data, datatype)
+
+    monkeypatch.setattr(End, "data_received", recording)
+    payload = os.urandom(4 * 1024 * 1024)
+
+    async def blast(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(blast)
+    tunnel = Tunnel(spec_for(port, "direct", asyncssh_server))
+    await tunnel.start()
+    try:
+        reader, writer = await connect(tunnel)
+        assert await asyncio.wait_for(reader.read(), 10) == payload
+        writer.close()
+    finally:
+        await tunnel.close()
+        server.close()
+    assert sum(sizes) == len(payload)
+    assert max(sizes) <= MAX_READ < 128 * 1024, max(sizes)
