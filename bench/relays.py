@@ -174,13 +174,8 @@ def tether(*args: str) -> tuple[subprocess.Popen[bytes], int]:
     return proc, int(json.loads(proc.stdout.readline())["local_port"])
 
 
-class Redis:
-    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
-        self.process, self.port = process, port
-
-
-def start_redis() -> Redis:
-    """A throwaway redis-server on loopback, without persistence."""
+def start_redis() -> tuple[subprocess.Popen[bytes], int]:
+    """A throwaway redis-server on loopback, without persistence: its process and port."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -190,7 +185,7 @@ def start_redis() -> Redis:
         stdout=subprocess.DEVNULL,
     )
     listening(port, process)
-    return Redis(process, port)
+    return process, port
 
 
 def redis_ops(port: int) -> float:
@@ -242,12 +237,12 @@ def main() -> None:
     echo = subprocess.Popen([str(tool), "serve", str(echo_port)], stdout=subprocess.PIPE)
     assert echo.stdout is not None and echo.stdout.readline().strip() == b"ready"
     echo_target = f"127.0.0.1:{echo_port}"
-    redis = start_redis()
+    redis, redis_port = start_redis()
     try:
-        targets = [bulk_target, echo_target, f"127.0.0.1:{redis.port}"]
+        targets = [bulk_target, echo_target, f"127.0.0.1:{redis_port}"]
         relays, results, cpu = run_relays(work, tool, targets, args)
     finally:
-        redis.process.terminate()
+        redis.terminate()
         echo.terminate()
         bulk.terminate()
         shutil.rmtree(work, ignore_errors=True)
@@ -326,9 +321,7 @@ def measure_all(
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, float]]:
     size = args.mib * 1024 * 1024
     results: dict[str, dict[str, list[float]]] = {r.name: {m: [] for m in MEASURES} for r in relays}
-    # The rates first, alternated: one run of every relay, then the next run. After minutes of
-    # bulk transfers this machine runs Python's per-message work slower (tether direct's rtt x1
-    # fell from 0.95x to 0.55x of socat's), which says more about the machine than the relay.
+    # The rates, alternated: one run of every relay, then the next run.
     for _ in range(args.runs):
         for relay in relays:
             with relay:
