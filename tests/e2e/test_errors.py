@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import EchoServer, SilentServer
-from tests.support.sshd_server import SshdServer
+from tests.support.sshd_server import SshdServer, keygen
 from tests.support.tether_process import TetherRunner
 
 
@@ -333,12 +333,7 @@ def test_known_hosts_with_bad_lines_still_verifies(
 def test_only_a_certificate_authority_is_a_host_key_failure(
     tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
 ) -> None:
-    authority = tmp_path / "ca"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", str(authority)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
+    authority = keygen(tmp_path / "ca")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"@cert-authority * {Path(f'{authority}.pub').read_text()}")
     flags = [*sshd.tether_flags(), "--known-hosts", str(known_hosts)]  # the last one wins
@@ -361,12 +356,7 @@ def test_a_revoked_host_key_says_so(
 def test_a_changed_host_key(
     tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
 ) -> None:
-    impostor = tmp_path / "impostor"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", str(impostor)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
+    impostor = keygen(tmp_path / "impostor")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {Path(f'{impostor}.pub').read_text()}")
     flags = [*sshd.tether_flags(), "--known-hosts", str(known_hosts)]  # the last one wins

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.servers import BlastServer, EchoServer
+from tests.support.servers import BlastServer, EchoServer, echo_once
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.waiting import wait_until_sync
@@ -29,16 +29,6 @@ def start(tether: TetherRunner, sshd: SshdServer, target: str, *extra: str) -> T
 def status(tether: TetherRunner) -> dict[str, Any]:
     (entry,) = tether.list_json()
     return entry
-
-
-def echo_once(port: int, payload: bytes, timeout: float = 30) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
 
 
 class Prober(threading.Thread):

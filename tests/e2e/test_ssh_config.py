@@ -14,20 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import EchoServer
+from tests.support.servers import EchoServer, echo_once
 from tests.support.sshd_server import SshdServer, certify, keygen, require_sshd
 from tests.support.tether_process import TetherProcess, TetherRunner, processes_with
 from tests.support.waiting import wait_until_sync
 
-
-def echo_through(port: int, payload: bytes = b"through the tunnel") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
+THROUGH = b"through the tunnel"
 
 
 def start(tether: TetherRunner, *args: str, env: dict[str, str] | None = None) -> TetherProcess:
@@ -76,7 +68,7 @@ def test_an_alias_brings_its_port_user_key_and_known_hosts(
     )
     (entry,) = tether.list_json()
     assert entry["via"] == "ssh://tether-test" and entry["engine"] == sshd.engine
-    assert echo_through(entry["local_port"]) == b"through the tunnel"
+    assert echo_once(entry["local_port"], THROUGH) == THROUGH
     process.send_signal(signal.SIGTERM)
     assert process.finish() == 0
 
@@ -134,7 +126,7 @@ def test_a_jump_host(
     flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", engine]
     process = start(tether, "--to", echo_server.address, *flags)
     (entry,) = tether.list_json()
-    assert echo_through(entry["local_port"]) == b"through the tunnel"
+    assert echo_once(entry["local_port"], THROUGH) == THROUGH
     # tether was told of the inner host only: the jump host's login came from ProxyJump.
     assert "Accepted publickey" in jump.log_path.read_text()
     assert "Accepted publickey" in inner.log_path.read_text()
@@ -178,7 +170,7 @@ def test_user_and_host_certificates(
             engine,
         )
         (entry,) = tether.list_json()
-        assert echo_through(entry["local_port"]) == b"through the tunnel"
+        assert echo_once(entry["local_port"], THROUGH) == THROUGH
         assert "ED25519-CERT" in server.log_path.read_text()  # the user logged in by certificate
         process.send_signal(signal.SIGTERM)
         assert process.finish() == 0
@@ -215,7 +207,7 @@ def test_the_users_own_multiplexing_and_forwards_do_not_interfere(
         str(sshd.engine),
     )
     (entry,) = tether.list_json()
-    assert echo_through(entry["local_port"]) == b"through the tunnel"
+    assert echo_once(entry["local_port"], THROUGH) == THROUGH
     with socket.socket() as taker:
         taker.bind(("127.0.0.1", forward_port))  # the user's LocalForward was not bound
     assert not list(tmp_path.glob("cm-*"))  # and the user's ControlPath was not used
@@ -280,7 +272,7 @@ def test_an_encrypted_key_held_by_the_agent(
     ]
     process = start(tether, *flags, env={"SSH_AUTH_SOCK": str(sock)})
     (entry,) = tether.list_json()
-    assert echo_through(entry["local_port"]) == b"through the tunnel"
+    assert echo_once(entry["local_port"], THROUGH) == THROUGH
     process.send_signal(signal.SIGTERM)
     assert process.finish() == 0
     # Without the agent, nothing prompts for the passphrase: the login fails at once.

@@ -189,3 +189,14 @@ class AsyncSshServer:
 
 
 __all__ = ["AsyncSshServer", "BlastServer", "EchoServer", "ResettingServer", "SilentServer"]
+
+
+def echo_once(port: int, payload: bytes, timeout: float = 30) -> bytes:
+    """Send ``payload`` to 127.0.0.1:``port``, half-close, and return everything read back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
