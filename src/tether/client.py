@@ -17,11 +17,14 @@ from tether.control import ControlError, peer_credentials
 from tether.errors import NoSuchTunnelError, UsageError, describe
 from tether.procs import Pinned, wait_exited
 from tether.protocol import JSONObject, Op, Status, request_line
+from tether.record import TunnelInfo
 from tether.registry import Entry, Registry
 
 # One bound for asking every tunnel at once: an unresponsive one costs `list` this much, once.
 STATUS_TIMEOUT = 0.5
 REPLY_LIMIT = 1024 * 1024
+# Modes whose process holds more than one tunnel, or is someone's program: never signalled.
+HOSTS = {"shell": "tether shell", "api": "the Python program"}
 
 Reply = JSONObject
 
@@ -113,18 +116,6 @@ def _parse(path: str | Path, data: bytes) -> Reply | ControlError:
     return reply
 
 
-@dataclass(frozen=True)
-class TunnelInfo:
-    """A registry entry joined with the live status its process reports."""
-
-    entry: Entry
-    status: Status
-
-    def to_json(self) -> JSONObject:
-        """The documented `tether list --json` object (see README)."""
-        return {**self.entry.public(), **self.status.to_json()}
-
-
 def list_tunnels(registry: Registry, *, timeout: float = STATUS_TIMEOUT) -> list[TunnelInfo]:
     """Every live tunnel of this user, with its live status where the process answers."""
     entries = registry.entries()
@@ -140,8 +131,11 @@ def list_tunnels(registry: Registry, *, timeout: float = STATUS_TIMEOUT) -> list
     ]
 
 
-def select_entries(registry: Registry, selectors: list[str], *, every: bool) -> list[Entry]:
-    """The entries named by ids, names or ports; all of them with ``every`` and no selector."""
+def select_entries(
+    registry: Registry, selectors: list[str], *, every: bool, missing_ok: bool = False
+) -> list[Entry]:
+    """The entries named by ids, names or ports; all of them with ``every`` and no selector.
+    A selector that names nothing is an error, unless ``missing_ok``."""
     if not selectors:
         if not every:
             raise UsageError(
@@ -150,6 +144,8 @@ def select_entries(registry: Registry, selectors: list[str], *, every: bool) -> 
         return registry.entries()
     chosen: dict[str, Entry] = {}
     for selector, matches in registry.find(selectors).items():
+        if not matches and missing_ok:
+            continue
         if not matches:
             raise NoSuchTunnelError(
                 f"no running tunnel matches {selector!r}", hint="see tether list"
@@ -181,7 +177,8 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
 
     Every tunnel is asked at once through its control channel. SIGTERM is only a fallback, only
     for a process proven to be that tunnel (it holds the entry's own lock, started when recorded,
-    and is ours), and never for a tunnel inside `tether shell`, whose process holds others too.
+    and is ours), and never for a tunnel inside `tether shell` or a Python program, whose
+    process is more than the tunnel.
     A tunnel that cannot be stopped does not keep the others from stopping.
     """
     deadline = time.monotonic() + timeout
@@ -206,11 +203,11 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
     waiting: dict[Pinned, Entry] = {}
     try:
         for (entry, pinned), reply in zip(candidates, replies, strict=True):
-            if isinstance(reply, ControlError) and entry.mode == "shell":
+            if isinstance(reply, ControlError) and entry.mode in HOSTS:
                 pinned.close()
                 result.failures.append(
-                    f"{entry.id} ({entry.name}) lives in tether shell pid {entry.pid}, which "
-                    "does not answer; stop it in that shell"
+                    f"{entry.id} ({entry.name}) lives in {HOSTS[entry.mode]} pid {entry.pid}, "
+                    "which does not answer; stop it there"
                 )
             elif isinstance(reply, ControlError):
                 pinned.signal()

@@ -183,6 +183,16 @@ _TYPE_NAMES = {
 RUN_MAX_RETRIES = 5  # a command should fail, not wait forever, on a tunnel that stays down
 
 
+def spec_for(
+    config: Config, profile: str | None, overrides: Settings, *, run_mode: bool = False
+) -> TunnelSpec:
+    """Profile ``profile``'s settings (or the defaults alone) under ``overrides`` (flags, or
+    the Python API's keywords), validated once by build_spec."""
+    settings = config.settings(profile) if profile else config.default_settings()
+    settings.update(overrides)
+    return build_spec(settings, name=profile or "", run_mode=run_mode)
+
+
 def build_spec(settings: Settings, *, name: str = "", run_mode: bool = False) -> TunnelSpec:
     """Validate raw settings (from a profile, flags or both) into a TunnelSpec.
 

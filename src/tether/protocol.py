@@ -1,6 +1,5 @@
-"""The records that leave a tunnel's process, typed once with their JSON forms: the status a
-tunnel reports on its control socket (and `list --json` shows), the ready record (`start
---json`, the background child's report), and the control requests themselves.
+"""What crosses a tunnel's control socket, typed once with its JSON forms: the status a tunnel
+reports (part of its public record, see record.py) and the control requests themselves.
 
 A control request is one JSON line, {"op": "status" | "stop", "until": DEADLINE}, where DEADLINE
 is the client's deadline on the machine-wide monotonic clock; the reply is one JSON line with
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 
 #: A decoded JSON object.
 JSONObject = dict[str, object]
-Mode = Literal["foreground", "background", "run", "shell"]
+Mode = Literal["foreground", "background", "run", "shell", "api"]
 #: A tunnel's phases, in the order it goes through them (closing and lost may come at any time).
 State = Literal[
     "new",
@@ -35,33 +34,6 @@ State = Literal[
 ]
 Op = Literal["status", "stop"]
 MODES: tuple[Mode, ...] = get_args(Mode)
-
-
-@dataclass(frozen=True)
-class Ready:
-    """A tunnel that is ready, as `start --json` prints it."""
-
-    id: str
-    name: str
-    local_host: str
-    local_port: int
-    target: str
-    via: str | None
-    engine: str | None  # "openssh" or "asyncssh"; None for direct
-    pid: int
-
-    def to_json(self) -> JSONObject:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: object) -> Ready:
-        """Parse a ready record; ValueError if it is not one."""
-        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
-            raise ValueError("not a ready record")
-        ready = cls(**data)
-        if not all(isinstance(getattr(ready, k), int) for k in ("local_port", "pid")):
-            raise ValueError("not a ready record")
-        return ready
 
 
 @dataclass(frozen=True)

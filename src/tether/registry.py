@@ -38,6 +38,8 @@ ENTRY_LIMIT = 64 * 1024
 # The registry lock is held for milliseconds (no I/O beyond this directory happens under it), so
 # a waiter retries often; its caller's timeout bounds the wait.
 LOCK_RETRY = 0.01
+# Entry fields that identify the owner's process and lock for tether's own checks; never shown.
+PRIVATE_FIELDS = ("proc_start", "lock_id")
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ class Entry:
     def public(self) -> JSONObject:
         """The fields worth showing: not the process and lock identities used for checks."""
         record = asdict(self)
-        del record["proc_start"], record["lock_id"]
+        for name in PRIVATE_FIELDS:
+            del record[name]
         return record
 
 

@@ -87,9 +87,14 @@ def test_child_killed_before_ready_gives_128_plus_n(
 
 def test_closed_stdout_leaves_no_tunnel(tether: TetherRunner, echo_server: EchoServer) -> None:
     command = [sys.executable, "-m", "tether", "start", "--to", echo_server.address]
-    for mode in (["--background"], ["--run", "true"], []):
+    # With --run the record goes to stderr, since stdout is the command's.
+    for mode, closing, errors in (
+        (["--background"], ">&-", ["tether: error: cannot write to stdout: Bad file descriptor"]),
+        ([], ">&-", ["tether: error: cannot write to stdout: Bad file descriptor"]),
+        (["--run", "true"], "2>&-", []),
+    ):
         result = subprocess.run(
-            ["sh", "-c", '"$@" --json >&-', "sh", *command, *mode],
+            ["sh", "-c", f'"$@" --json {closing}', "sh", *command, *mode],
             env=tether.env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -97,9 +102,7 @@ def test_closed_stdout_leaves_no_tunnel(tether: TetherRunner, echo_server: EchoS
             timeout=60,
         )
         assert result.returncode == 2, result.stderr
-        assert result.stderr.strip().splitlines() == [
-            "tether: error: cannot write to stdout: Bad file descriptor"
-        ]
+        assert result.stderr.strip().splitlines() == errors
         assert tether.list_json() == []
 
 

@@ -228,7 +228,7 @@ def test_tether_stop_ends_the_whole_command(
     tether: TetherRunner, echo_server: EchoServer, sleeper: str
 ) -> None:
     process = start_with_sleepers(tether, sleeper, "--to", echo_server.address)
-    tunnel_id = process.json_line()["id"]
+    tunnel_id = process.json_line(stderr=True)["id"]
     code, _, err = tether.run("stop", tunnel_id)
     assert code == 0, err
     assert process.finish() == 128 + signal.SIGTERM

@@ -207,3 +207,15 @@ def test_an_unresponsive_shell_is_never_killed_by_stop(
     assert shell.proc.stdin is not None
     shell.proc.stdin.close()
     assert shell.finish() == 0
+
+
+def test_a_closed_stdin_ends_the_shell_with_one_error(tether: TetherRunner) -> None:
+    result = subprocess.run(
+        ["sh", "-c", '"$@" <&-', "sh", sys.executable, "-m", "tether", "shell"],
+        env=tether.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["tether: error: cannot read stdin: Bad file descriptor"]

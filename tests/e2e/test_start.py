@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.servers import EchoServer
+from tether.record import record_keys
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherProcess, TetherRunner
 
@@ -112,17 +113,18 @@ def test_half_close_through_sshd(tether: TetherRunner, shared_sshd: SshdServer) 
 def test_json_output(tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer) -> None:
     process = start_ssh(tether, sshd, echo_server.address, "--name", "echo")
     info = process.json_line()
-    assert info == {
-        "id": info["id"],
-        "name": "echo",
-        "local_host": "127.0.0.1",
-        "local_port": info["local_port"],
-        "target": echo_server.address,
-        "via": sshd.via,
-        "engine": sshd.engine,
-        "pid": process.pid,
+    assert list(info) == record_keys()
+    assert info["schema"] == 1
+    assert (info["name"], info["mode"], info["pid"]) == ("echo", "foreground", process.pid)
+    assert (info["target_host"], info["target_port"]) == ("127.0.0.1", echo_server.port)
+    assert (info["via"], info["engine"], info["state"]) == (sshd.via, sshd.engine, "ready")
+    assert info["local_host"] == "127.0.0.1" and 0 < info["local_port"] < 65536
+    # The same record as `tether list --json` shows, but for the live counters.
+    (listed,) = tether.list_json()
+    live = ("state", "uptime", "ttl_left", "idle_left", "connections_total", "bytes_in")
+    assert {k: v for k, v in listed.items() if k not in live} == {
+        k: v for k, v in info.items() if k not in live
     }
-    assert 0 < info["local_port"] < 65536
     process.send_signal(signal.SIGTERM)
     assert process.finish() == 0
 
@@ -193,7 +195,7 @@ via = "{sshd.via}"
         env={"TETHER_CONFIG": str(config)},
     )
     info = process.json_line()
-    assert info["name"] == "echo" and info["target"] == echo_server.address
+    assert info["name"] == "echo" and info["target_port"] == echo_server.port
     process.send_signal(signal.SIGTERM)
     assert process.finish() == 0
 

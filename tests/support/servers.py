@@ -200,3 +200,10 @@ def echo_once(port: int, payload: bytes, timeout: float = 30) -> bytes:
         while chunk := sock.recv(65536):
             data += chunk
     return data
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on now (the kernel's pick, released at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -57,8 +57,12 @@ class TetherProcess:
                 )
             self._pump(min(left, 0.5))
 
-    def json_line(self, deadline: float = DEADLINE) -> dict[str, Any]:
-        """The first JSON object printed on stdout (tether start --json)."""
+    def json_line(self, deadline: float = DEADLINE, *, stderr: bool = False) -> dict[str, Any]:
+        """The first JSON object printed on stdout (tether start --json), or on stderr (with
+        --run, whose stdout is the command's)."""
+        if stderr:
+            self.wait_for(lambda p: "}\n" in p.stderr, "a JSON line on stderr", deadline)
+            return dict(json.loads(self.stderr.split("\n", 1)[0]))
         self.wait_for(lambda p: b"\n" in p._stdout, "a JSON line on stdout", deadline)
         line = self._stdout.split(b"\n", 1)[0]
         return dict(json.loads(line))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from tether.cli.render import echo, human_bytes, human_duration, show_error, table
-from tether.client import TunnelInfo, list_tunnels
+from tether.client import list_tunnels
+from tether.record import TunnelInfo
 from tether.protocol import Status
 from tether.registry import Registry
 from tether.values import host_port

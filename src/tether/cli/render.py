@@ -13,10 +13,11 @@ import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TextIO
 
 from tether.errors import OutputError, TetherError, describe
-from tether.protocol import Ready
+from tether.record import TunnelInfo
+from tether.values import host_port
 
 PHASE_TEXT = {
     "binding": "binding the local port",
@@ -25,6 +26,11 @@ PHASE_TEXT = {
     "probing": "probing the target",
     "ready": "ready",
 }
+
+
+def on_terminal(stream: TextIO | None) -> bool:
+    """Whether ``stream`` is a terminal; a standard stream that was closed at start is None."""
+    return stream is not None and stream.isatty()
 
 
 def echo(text: str, *, err: bool = False, end: str = "\n") -> None:
@@ -89,19 +95,21 @@ def show_error(exc: BaseException, *, debug: bool) -> int:
     return code
 
 
-def print_ready(record: Ready, *, as_json: bool, hint: bool = True) -> None:
-    """Announce readiness: JSON on stdout, or a banner on stderr."""
+def print_ready(
+    record: TunnelInfo, *, as_json: bool, hint: bool = True, json_to_stderr: bool = False
+) -> None:
+    """Announce readiness: the JSON record on stdout (stderr if asked), or a banner on stderr."""
     if as_json:
-        echo(json.dumps(record.to_json()))
+        echo(json.dumps(record.to_json()), err=json_to_stderr)
         return
-    local = f"{record.local_host}:{record.local_port}"
+    entry = record.entry
     echo(
-        f"tether: {record.name} ready on {local} -> {record.target} "
-        f"via {record.via or 'direct'} (id {record.id}, pid {record.pid})"
-        + (f" with {record.engine}" if record.engine else ""),
+        f"tether: {record.name} ready on {host_port(entry.local_host, entry.local_port)} -> "
+        f"{record.target} via {entry.via or 'direct'} (id {record.id}, pid {record.pid})"
+        + (f" with {entry.engine}" if entry.engine else ""),
         err=True,
     )
-    if hint and sys.stderr.isatty():
+    if hint and on_terminal(sys.stderr):
         echo("tether: press Ctrl-C to stop", err=True)
 
 
@@ -147,7 +155,7 @@ class Spinner(AbstractContextManager["Spinner"]):
         self._status: Any = None
 
     def __enter__(self) -> Self:
-        if sys.stderr.isatty():
+        if on_terminal(sys.stderr):
             from rich.console import Console
 
             self._status = Console(stderr=True).status(f"{self.label}: starting")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shlex
 import signal
 import sys
@@ -11,10 +13,10 @@ from typing import Any
 import click
 
 from tether.cli.listing import render_list
-from tether.cli.render import echo, print_ready, show_error
+from tether.cli.render import echo, on_terminal, print_ready, show_error
 from tether.cli.start import parse_request, start
 from tether.cli.stop import DEFAULT_TIMEOUT, announce_stopped, report
-from tether.errors import UsageError
+from tether.errors import UsageError, describe
 from tether.client import list_tunnels, select_entries, stop_tunnels
 from tether.modes.shell import ShellSession
 from tether.registry import Registry
@@ -33,10 +35,15 @@ def _start(session: ShellSession, args: list[str]) -> None:
     argv = ctx.meta.get("tether.argv")
     if params["run"] is not None or argv is not None:
         raise UsageError("--run and -- are not available in the shell; use `tether start`")
-    if params["pid_file"] is not None:
-        raise UsageError(
-            "--pid-file is not available in the shell: its tunnels live in the shell's process"
-        )
+    for flag, given in (
+        ("--pid-file", params["pid_file"]),
+        ("--json-file", params["json_file"]),
+        ("--reuse", params["reuse"]),
+    ):
+        if given:
+            raise UsageError(
+                f"{flag} is not available in the shell: its tunnels live in the shell's process"
+            )
     for flag in ("foreground", "background"):
         if params[flag]:
             echo(
@@ -48,7 +55,7 @@ def _start(session: ShellSession, args: list[str]) -> None:
     request = parse_request(params, None)
     for spec in request.specs:
         hosted = session.start(spec)
-        print_ready(hosted.ready_record(), as_json=request.as_json, hint=False)
+        print_ready(hosted.record(), as_json=request.as_json, hint=False)
 
 
 def _stop(session: ShellSession, args: list[str]) -> None:
@@ -89,14 +96,25 @@ def execute(session: ShellSession, line: str) -> bool:
     return True
 
 
+class InputError(UsageError):
+    """stdin cannot be read: the shell ends, as at the end of input."""
+
+
 def _read(interactive: bool) -> str | None:
+    """The next line, or None at the end of input; a closed or unreadable stdin is the end
+    too (said once), never an error repeated for ever."""
     if interactive:
         try:
             return input("tether> ")
         except EOFError:
             echo("")
             return None
-    line = sys.stdin.readline()
+    try:
+        if sys.stdin is None:  # closed when tether started
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        line = sys.stdin.readline()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read stdin: {describe(exc)}") from None
     return line if line else None
 
 
@@ -114,7 +132,7 @@ def shell() -> None:
 
     Without a terminal on stdin, reads one command per line and never prompts.
     """
-    interactive = sys.stdin.isatty()
+    interactive = on_terminal(sys.stdin)
     debug = bool((click.get_current_context().obj or {}).get("debug"))
     session = ShellSession(Registry.default())
     status = 0
@@ -125,6 +143,9 @@ def shell() -> None:
                 line = _read(interactive)
                 if line is None or not execute(session, line):
                     break
+            except InputError as exc:
+                status = show_error(exc, debug=debug)
+                break
             except KeyboardInterrupt:
                 echo("")
             except click.exceptions.Exit:

@@ -15,12 +15,12 @@ import click
 
 from tether import paths
 from tether.cli.render import Spinner, print_ready, show_error
-from tether.config import OPTIONS, Config, Setting, Settings, build_spec, load_config
+from tether.config import OPTIONS, Config, Setting, Settings, load_config, spec_for
 from tether.errors import UsageError
-from tether.modes.pidfile import check_pid_file
+from tether.modes.pidfile import ReadyFiles
 from tether.modes.runtime import run
 from tether.options import Option
-from tether.protocol import Ready
+from tether.record import TunnelInfo
 from tether.registry import Registry
 from tether.spec import TunnelSpec
 
@@ -37,8 +37,9 @@ class StartRequest:
     specs: tuple[TunnelSpec, ...]
     mode: StartMode
     command: str | tuple[str, ...] | None
-    pid_file: Path | None
+    files: ReadyFiles
     as_json: bool
+    reuse: bool
 
 
 def spec_from_flags(
@@ -48,13 +49,13 @@ def spec_from_flags(
     *,
     run_mode: bool = False,
 ) -> TunnelSpec:
-    """Profile settings (if any) under flag overrides, validated once by build_spec."""
-    settings: Settings = config.settings(profile) if profile else config.default_settings()
-    for opt in OPTIONS:
-        value = flags.get(opt.key)
-        if value is not None and opt.cli_flag is not None:
-            settings[opt.key] = Setting(value, _spelling(opt, value))
-    return build_spec(settings, name=profile or "", run_mode=run_mode)
+    """Profile settings (if any) under flag overrides, validated once."""
+    overrides: Settings = {
+        opt.key: Setting(value, _spelling(opt, value))
+        for opt in OPTIONS
+        if (value := flags.get(opt.key)) is not None and opt.cli_flag is not None
+    }
+    return spec_for(config, profile, overrides, run_mode=run_mode)
 
 
 def _spelling(opt: Option, value: Any) -> str:
@@ -99,11 +100,28 @@ def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRe
         spec_from_flags(config, profile, params, run_mode=mode == "run")
         for profile in (profiles or (None,))
     )
-    pid_file = Path(params["pid_file"]).absolute() if params["pid_file"] else None
-    if pid_file is not None:
-        check_pid_file(pid_file)
+    files = ReadyFiles(_absolute(params["pid_file"]), _absolute(params["json_file"]))
+    if params["reuse"]:
+        _check_reuse(mode, files, as_json=params["as_json"])
+    files.check()
     command: str | tuple[str, ...] | None = params["run"] if argv is None else tuple(argv)
-    return StartRequest(specs, mode, command, pid_file, params["as_json"])
+    return StartRequest(specs, mode, command, files, params["as_json"], params["reuse"])
+
+
+def _absolute(path: str | None) -> Path | None:
+    return Path(path).absolute() if path else None
+
+
+def _check_reuse(mode: StartMode, files: ReadyFiles, *, as_json: bool) -> None:
+    if mode == "run":
+        raise UsageError("--reuse cannot go with --run or --: the command's tunnels are its own")
+    if mode == "foreground" and not as_json:
+        raise UsageError("--reuse needs --background or --json, to say which tunnel is used")
+    if files.pid_file or files.json_file:
+        raise UsageError(
+            "--reuse cannot go with --pid-file or --json-file: a reused tunnel's files belong "
+            "to the start that made it"
+        )
 
 
 class _StartCommand(click.Command):
@@ -151,7 +169,20 @@ def tunnel_options(command: Callable[..., Any]) -> Callable[..., Any]:
     metavar="PATH",
     help="Config file [default: $TETHER_CONFIG or ~/.config/tether/config.toml].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout when ready.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the tunnel's JSON record when ready: on stdout, or stderr with --run.",
+)
+@click.option(
+    "--json-file", metavar="PATH", help="Write the JSON records here once ready (0600)."
+)
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="If a ready tunnel like this one exists, print it instead of starting another.",
+)
 @click.pass_context
 def start(ctx: click.Context, /, **params: Any) -> None:
     """Open a tunnel to PROFILE (or --to HOST:PORT) and keep it until signalled.
@@ -164,26 +195,57 @@ def start(ctx: click.Context, /, **params: Any) -> None:
     """
     req = parse_request(params, ctx.meta.get("tether.argv"))
     registry = Registry.default()
+    debug = bool((ctx.obj or {}).get("debug"))
+    if req.reuse:
+        raise SystemExit(_reuse(req, registry, debug=debug))
+    raise SystemExit(_start(req, registry, debug=debug))
+
+
+def _start(
+    req: StartRequest,
+    registry: Registry,
+    *,
+    debug: bool,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    """Start in the mode asked; ``on_ready`` runs once a foreground tunnel is ready."""
     if req.mode == "background":
-        raise SystemExit(_background(req, registry, debug=bool((ctx.obj or {}).get("debug"))))
+        return _background(req, registry, debug=debug)
     if req.mode == "run":
-        raise SystemExit(_run(req, registry))
-    raise SystemExit(_foreground(req, registry))
+        return _run(req, registry)
+    return _foreground(req, registry, on_ready=on_ready)
 
 
-def _foreground(req: StartRequest, registry: Registry) -> int:
+def _reuse(req: StartRequest, registry: Registry, *, debug: bool) -> int:
+    """Print the ready tunnel that does what ``req`` asks, or start it, holding the lock until
+    it is ready so that a concurrent `--reuse` finds it."""
+    from tether.modes.reuse import ReuseLock, find_reusable
+
+    with ReuseLock(registry, req.specs[0]) as lock:
+        found = find_reusable(registry, req.specs[0])
+        if found is not None:
+            print_ready(found, as_json=req.as_json, hint=False)
+            return 0
+        return _start(req, registry, debug=debug, on_ready=lock.release)
+
+
+def _foreground(
+    req: StartRequest, registry: Registry, *, on_ready: Callable[[], None] | None = None
+) -> int:
     from tether.modes.foreground import run_foreground
 
     spec = req.specs[0]
     with Spinner(spec.name) as spinner:
 
-        def ready(record: Ready) -> None:
+        def ready(record: TunnelInfo) -> None:
             spinner.stop()
             print_ready(record, as_json=req.as_json)
+            if on_ready is not None:
+                on_ready()
 
         return run(
             run_foreground(
-                spec, registry, on_ready=ready, on_phase=spinner.phase, pid_file=req.pid_file
+                spec, registry, on_ready=ready, on_phase=spinner.phase, files=req.files
             )
         )
 
@@ -194,10 +256,11 @@ def _run(req: StartRequest, registry: Registry) -> int:
     assert req.command is not None
     with Spinner(", ".join(s.name for s in req.specs)) as spinner:
 
-        def ready(records: Sequence[Ready]) -> None:
+        def ready(records: Sequence[TunnelInfo]) -> None:
             spinner.stop()
+            # The command's stdout is its own: the records go to stderr, or to --json-file.
             for record in records:
-                print_ready(record, as_json=req.as_json, hint=False)
+                print_ready(record, as_json=req.as_json, hint=False, json_to_stderr=True)
 
         return run(
             run_command(
@@ -206,7 +269,7 @@ def _run(req: StartRequest, registry: Registry) -> int:
                 req.command,
                 on_ready=ready,
                 on_phase=spinner.phase,
-                pid_file=req.pid_file,
+                files=req.files,
             )
         )
 
@@ -220,13 +283,13 @@ def _background(req: StartRequest, registry: Registry, *, debug: bool) -> int:
     def serve(
         *,
         parent_pipe: int,
-        report_ready: Callable[[Ready], None],
+        report_ready: Callable[[TunnelInfo], None],
         entry_id: str,
         log_file: Path,
     ) -> int:
         """In the detached child: the tunnel, its banner in the log."""
 
-        def ready(record: Ready) -> None:
+        def ready(record: TunnelInfo) -> None:
             print_ready(record, as_json=False, hint=False)
             report_ready(record)
 
@@ -235,7 +298,7 @@ def _background(req: StartRequest, registry: Registry, *, debug: bool) -> int:
                 spec,
                 registry,
                 on_ready=ready,
-                pid_file=req.pid_file,
+                files=req.files,
                 mode="background",
                 entry_id=entry_id,
                 log_file=str(log_file),
@@ -245,7 +308,7 @@ def _background(req: StartRequest, registry: Registry, *, debug: bool) -> int:
 
     spinner = Spinner(spec.name)
 
-    def announce(record: Ready) -> None:
+    def announce(record: TunnelInfo) -> None:
         spinner.stop()
         print_ready(record, as_json=req.as_json, hint=False)
 

@@ -32,15 +32,21 @@ def report(result: StopResult) -> None:
 @click.argument("selectors", nargs=-1, metavar="[ID|NAME|PORT]...")
 @click.option("--all", "every", is_flag=True, help="Stop every match (every tunnel if none named).")
 @click.option(
+    "--missing-ok", is_flag=True, help="Exit 0 when a tunnel named is not running (cleanup steps)."
+)
+@click.option(
     "--timeout",
     metavar="SECONDS",
     help=f"Bound on the whole command [default: {DEFAULT_TIMEOUT:g}].",
 )
-def stop(selectors: tuple[str, ...], every: bool, timeout: str | None) -> None:
+def stop(selectors: tuple[str, ...], every: bool, missing_ok: bool, timeout: str | None) -> None:
     """Stop tunnels by ID, NAME or local PORT."""
     seconds = parse_duration(timeout, what="--timeout") if timeout is not None else DEFAULT_TIMEOUT
     registry = Registry.default()
-    entries = select_entries(registry, list(selectors), every=every)
+    entries = select_entries(registry, list(selectors), every=every, missing_ok=missing_ok)
     report(stop_tunnels(registry, entries, timeout=seconds))
-    if not entries:
+    if not entries and selectors:
+        named = ", ".join(repr(s) for s in selectors)
+        echo(f"tether: no running tunnel matches {named}; nothing to stop", err=True)
+    elif not entries:
         echo("No tunnels running", err=True)

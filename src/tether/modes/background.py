@@ -34,7 +34,8 @@ from tether.errors import (
 from tether.files import ensure_private_directory
 from tether.logs import TimestampedLog, as_text_stream, rotated
 from tether.procs import Pinned
-from tether.protocol import JSONObject, Ready
+from tether.protocol import JSONObject
+from tether.record import TunnelInfo
 from tether.registry import Registry, new_id
 from tether.spec import TunnelSpec
 
@@ -97,7 +98,7 @@ class Serve(Protocol):
         self,
         *,
         parent_pipe: int,
-        report_ready: Callable[[Ready], None],
+        report_ready: Callable[[TunnelInfo], None],
         entry_id: str,
         log_file: Path,
     ) -> int: ...
@@ -109,7 +110,7 @@ def run_background(
     log_directory: Path,
     *,
     serve: Serve,
-    on_ready: Callable[[Ready], None],
+    on_ready: Callable[[TunnelInfo], None],
     on_error: Callable[[BaseException], int],
     waiting: Callable[[], AbstractContextManager[object]],
 ) -> int:
@@ -175,7 +176,7 @@ class _Detached:
                 assert self.pipe is not None
                 return serve(
                     parent_pipe=self.pipe,
-                    report_ready=lambda record: self._report({"ready": record.to_json()}),
+                    report_ready=lambda record: self._report({"ready": record.to_message()}),
                     entry_id=self.entry_id,
                     log_file=self.log_file,
                 )
@@ -211,7 +212,7 @@ class _Child:
         self.log_file = log_file
         self.registry = registry
 
-    def wait_ready(self, timeout: float) -> Ready:
+    def wait_ready(self, timeout: float) -> TunnelInfo:
         """The child's ready record; its failure, an interruption or a timeout otherwise (the
         child then stopped and reaped, and no entry of it left)."""
         previous = {signum: signal.signal(signum, _interrupt) for signum in _SIGNALS}
@@ -236,7 +237,7 @@ class _Child:
             code = message.get("exit_code")
             raise ChildFailed(str(message["error"]), code if isinstance(code, int) else 1)
         try:
-            ready = Ready.from_json(message.get("ready"))
+            ready = TunnelInfo.from_message(message.get("ready"))
         except ValueError:
             code = self._reap(STOP_GRACE)
             self.registry.discard(self.entry_id)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 from tether.modes.hosted import HostedTunnel, serve_until_end, start_all
-from tether.modes.pidfile import PidFile
+from tether.modes.pidfile import NO_FILES, PidFile, ReadyFiles
 from tether.modes.signals import StopRequest, capture_stop_signals
-from tether.protocol import Mode, Ready
+from tether.protocol import Mode
+from tether.record import TunnelInfo
 from tether.registry import Registry
 from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
@@ -22,9 +22,9 @@ async def run_foreground(
     spec: TunnelSpec,
     registry: Registry,
     *,
-    on_ready: Callable[[Ready], None],
+    on_ready: Callable[[TunnelInfo], None],
     on_phase: PhaseCallback | None = None,
-    pid_file: Path | None = None,
+    files: ReadyFiles = NO_FILES,
     mode: Mode = "foreground",
     entry_id: str | None = None,
     log_file: str | None = None,
@@ -62,15 +62,15 @@ async def run_foreground(
             if parent_pipe is not None:
                 loop.remove_reader(parent_pipe)
         drain = 0.0
-        written: PidFile | None = None
+        written: list[PidFile] = []
         try:
-            if pid_file is not None:
-                written = PidFile.create(pid_file)
-            on_ready(hosted.ready_record())
+            record = hosted.record()
+            written = files.create([record])
+            on_ready(record)
             await serve_until_end(hosted, stop)
             drain = spec.drain
         finally:
             await hosted.close(drain)
-            if written is not None:
-                written.remove()
+            for file in written:
+                file.remove()
     return 0

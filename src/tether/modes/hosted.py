@@ -4,13 +4,13 @@ starting and serving of such tunnels that every mode shares."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable, Sequence
 
 from tether.control import ControlServer
 from tether.errors import Interrupted
 from tether.modes.signals import StopRequest
-from tether.protocol import Mode, Ready, Status
+from tether.protocol import Mode, Status
+from tether.record import TunnelInfo
 from tether.registry import Registration, Registry
 from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
@@ -92,21 +92,10 @@ class HostedTunnel:
             await self.close()
             raise
 
-    def ready_record(self) -> Ready:
-        """The stable, machine-readable description of a ready tunnel (`start --json`)."""
-        address = self.tunnel.address
-        assert address is not None
-        via = self.spec.via
-        return Ready(
-            id=self.id,
-            name=self.spec.name,
-            local_host=address.host,
-            local_port=address.port,
-            target=str(self.spec.target),
-            via=str(via) if via else None,
-            engine=self.tunnel.transport.engine,
-            pid=os.getpid(),
-        )
+    def record(self) -> TunnelInfo:
+        """The tunnel's public record, as `list --json` shows it (`start --json`)."""
+        assert self.registration is not None
+        return TunnelInfo(self.registration.entry, self.status())
 
     def status(self) -> Status:
         return Status.of(self.tunnel.stats(), ready_once=self.tunnel.ready_once)

@@ -7,14 +7,13 @@ import os
 import re
 import signal
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from tether.errors import UsageError
 from tether.modes.command import Command
 from tether.modes.hosted import HostedTunnel, start_all
-from tether.modes.pidfile import PidFile
+from tether.modes.pidfile import NO_FILES, PidFile, ReadyFiles
 from tether.modes.signals import StopRequest, capture_stop_signals
-from tether.protocol import Ready
+from tether.record import TunnelInfo
 from tether.registry import Registry
 from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
@@ -87,9 +86,9 @@ async def run_command(
     registry: Registry,
     command: str | Sequence[str],
     *,
-    on_ready: Callable[[Sequence[Ready]], None],
+    on_ready: Callable[[Sequence[TunnelInfo]], None],
     on_phase: PhaseCallback | None = None,
-    pid_file: Path | None = None,
+    files: ReadyFiles = NO_FILES,
 ) -> int:
     """Open every tunnel, run ``command`` (a shell string or an argv list), return its status.
 
@@ -106,11 +105,11 @@ async def run_command(
             for spec in specs
         ]
         await start_all(tunnels, stop)
-        written: PidFile | None = None
+        written: list[PidFile] = []
         try:
-            if pid_file is not None:
-                written = PidFile.create(pid_file)
-            on_ready([t.ready_record() for t in tunnels])
+            records = [t.record() for t in tunnels]
+            written = files.create(records)
+            on_ready(records)
             if stop.signum is not None:
                 return 128 + stop.signum  # stopped before the command could start
             child = Command.spawn(command, {**os.environ, **command_env(tunnels)})
@@ -122,6 +121,6 @@ async def run_command(
                 await child.end(signal.SIGTERM)  # whatever the command left in its group
         finally:
             await asyncio.gather(*(t.close() for t in tunnels))
-            if written is not None:
-                written.remove()
+            for file in written:
+                file.remove()
     return exit_status(returncode)

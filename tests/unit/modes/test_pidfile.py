@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tether.errors import UsageError
-from tether.modes.pidfile import PidFile, check_pid_file
+from tether.modes.pidfile import PidFile, ReadyFiles, check_pid_file
 
 
 @pytest.fixture
@@ -53,10 +53,13 @@ def test_stale_pid_file_is_taken_over(tmp_path: Path, dead_pid: int) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("important data\n", "does not hold a pid"),
-        ("", "does not hold a pid"),
-        ("12 34\n", "does not hold a pid"),
-        ("²\n", "does not hold a pid"),
+        ("important data\n", "was not written by tether"),
+        ("", "was not written by tether"),
+        ("12 34\n", "was not written by tether"),
+        ("²\n", "was not written by tether"),
+        ('{"pid": 1}\n', "was not written by tether"),  # JSON, but not tether's records
+        ('{"schema": 1, "pid": 1}\n{"schema": 1, "pid": 2}\n', "was not written by tether"),
+        ('{"schema": 1, "pid": true}\n', "was not written by tether"),
     ],
 )
 def test_a_file_that_is_not_a_pid_file_is_left_alone(
@@ -149,3 +152,30 @@ def test_removal_spares_a_rewritten_file(tmp_path: Path) -> None:
 def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="directory does not exist"):
         check_pid_file(tmp_path / "no" / "t.pid")
+
+
+def test_json_file_of_records_taken_over_only_when_its_writer_is_gone(
+    tmp_path: Path, dead_pid: int, live_pid: int
+) -> None:
+    path = tmp_path / "tunnel.json"
+    line = '{"schema": 1, "id": "x", "pid": %d}\n'
+    path.write_text(line % live_pid)
+    with pytest.raises(UsageError, match=f"JSON file {path} names process {live_pid}"):
+        check_pid_file(path, "JSON file")
+    path.write_text((line % dead_pid) * 2)
+    written = PidFile.create(path, text=line % os.getpid(), what="JSON file")
+    assert path.read_text() == line % os.getpid()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    written.remove()
+    assert not path.exists()
+
+
+def test_ready_files_leave_neither_when_the_second_cannot_be_written(
+    tmp_path: Path, live_pid: int
+) -> None:
+    pid_file, json_file = tmp_path / "t.pid", tmp_path / "t.json"
+    json_file.write_text(f"{live_pid}\n")  # refused: its process runs
+    with pytest.raises(UsageError, match="still running"):
+        ReadyFiles(pid_file, json_file).create([])
+    assert not pid_file.exists()
+    assert json_file.read_text() == f"{live_pid}\n"

@@ -1,0 +1,47 @@
+"""A tunnel's public record: one set of keys, versioned, and its private form for the pipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tether.protocol import Status
+from tether.record import SCHEMA, TunnelInfo, record_keys
+from tether.registry import Registry
+
+
+def test_the_record_has_exactly_the_documented_keys_and_no_lock_identity(tmp_path: Path) -> None:
+    registration = Registry(tmp_path / "run").register(
+        name="db",
+        mode="api",
+        addresses=["127.0.0.1", "::1"],
+        local_port=15432,
+        target_host="2001:db8::1",
+        target_port=5432,
+        via="ssh://ops@bastion",
+        engine="openssh",
+        log_file=None,
+    )
+    try:
+        info = TunnelInfo(registration.entry, Status(state="ready", uptime=0.0))
+        record = info.to_json()
+        assert list(record) == record_keys()
+        assert record["schema"] == SCHEMA == 1
+        assert "proc_start" not in record and "lock_id" not in record
+        assert (info.host, info.port, info.target) == ("127.0.0.1", 15432, "[2001:db8::1]:5432")
+        json.dumps(record)  # every value is JSON
+        message = json.loads(json.dumps(info.to_message()))
+        assert TunnelInfo.from_message(message) == info
+    finally:
+        registration.remove()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [None, {}, {"entry": {}, "status": {}}, {"entry": None, "status": {"state": "ready"}}, []],
+)
+def test_anything_else_is_not_a_record(bad: object) -> None:
+    with pytest.raises(ValueError):
+        TunnelInfo.from_message(bad)
