@@ -18,6 +18,7 @@ code  class                      meaning
 8     NoSuchTunnelError          no running tunnel matches an id, name or port
 9     StopFailedError            a tunnel did not exit in time, or could not be verified
 10    TunnelLostError            the transport was lost for good (reconnecting gave up)
+11    TunnelClosedError          (Python API) the tunnel closed before the with block ended
 127   CommandError               the --run / -- command could not be started
 128+N Interrupted                signal N before the tunnel was ready (130: SIGINT)
 ====  =========================  ==================================================
@@ -102,6 +103,13 @@ class TunnelLostError(TetherError):
     """The transport was lost and reconnecting gave up (or was off)."""
 
     exit_code = 10
+
+
+class TunnelClosedError(TetherError):
+    """(Python API) The tunnel closed while its ``with`` block still ran: `tether stop` from
+    another process, or its ttl or idle timeout."""
+
+    exit_code = 11
 
 
 class RegistryError(TetherError):

@@ -51,6 +51,10 @@ class Endpoint:
         )
 
 
+#: The `via` that means no jump host, so that a profile can undo a `via` of [defaults].
+DIRECT = "direct"
+
+
 @dataclass(frozen=True)
 class Via:
     """The jump host a tunnel goes through, as ``scheme://[user@]host[:port]``.
@@ -200,9 +204,9 @@ class TunnelSpec:
     listen: Endpoint = field(default_factory=lambda: Endpoint(DEFAULT_LISTEN_HOST, 0))
     via: Via | None = option(
         None,
-        parse=lambda text: Via.parse(text, what="via"),
-        metavar="ssh://[USER@]HOST[:PORT]",
-        help="Jump host; direct TCP without",
+        parse=lambda text: None if text == DIRECT else Via.parse(text, what="via"),
+        metavar="ssh://[USER@]HOST[:PORT]|direct",
+        help="Jump host; direct TCP without (or with 'direct', over a profile's via)",
         default_text="direct",
     )
     name: str = option(

@@ -53,6 +53,13 @@ probe = false
     assert spec.ssh.identity_files == (str(Path("~/.ssh/a").expanduser()), "/k/b")
 
 
+def test_a_profile_can_go_direct_under_a_default_via(tmp_path: Path) -> None:
+    text = '[defaults]\nvia = "ssh://bastion"\n[tunnels.db]\nto = "h:1"\nvia = "direct"\n'
+    text += '[tunnels.far]\nto = "h:2"\n'
+    assert spec_of(tmp_path, text).via is None
+    assert spec_of(tmp_path, text, "far").via == Via("ssh", "bastion", 22, port_given=False)
+
+
 def test_profile_overrides_defaults(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, '[defaults]\ntimeout = 5\n[tunnels.db]\nto = "h:1"\ntimeout = 9\n')
     assert spec.timeout == 9

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
 from tether.errors import TetherError
 from tether.modes.hosted import HostedTunnel
-from tether.modes.runtime import new_event_loop
+from tether.modes.loopthread import LoopThread
 from tether.registry import Registry
 from tether.spec import TunnelSpec
 
-T = TypeVar("T")
-# What the shell's prompt ends on (SIGTERM, SIGHUP) or handles (SIGINT: a new prompt).
-PROMPT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 log = logging.getLogger("tether")
 
 
@@ -32,19 +25,10 @@ class ShellSession:
         self.registry = registry
         self.tunnels: dict[str, HostedTunnel] = {}
         self._watchers: set[asyncio.Task[None]] = set()
-        self._loop = new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="tether-shell", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        # Signals are the prompt's: the main thread reads stdin and handles them. Delivered to
-        # this thread instead, a SIGHUP would wait for the next line of input to be noticed.
-        # Threads started from here (resolvers) inherit the mask.
-        signal.pthread_sigmask(signal.SIG_BLOCK, PROMPT_SIGNALS)
-        self._loop.run_forever()
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        # The prompt's thread reads stdin and handles the signals.
+        self._thread = LoopThread("tether-shell")
+        self._loop = self._thread.loop
+        self._call = self._thread.call
 
     def start(self, spec: TunnelSpec) -> HostedTunnel:
         """Open a tunnel in this process; returns once it is ready."""
@@ -98,6 +82,4 @@ class ShellSession:
         try:
             self._call(close_all())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
+            self._thread.close()
