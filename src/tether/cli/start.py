@@ -19,6 +19,7 @@ from tether.config import OPTIONS, Config, Setting, Settings, build_spec, load_c
 from tether.errors import UsageError
 from tether.modes.pidfile import check_pid_file
 from tether.modes.runtime import run
+from tether.modes.service import ServiceManager
 from tether.options import Option
 from tether.protocol import Ready
 from tether.registry import Registry
@@ -163,15 +164,17 @@ def start(ctx: click.Context, /, **params: Any) -> None:
     tether start db cache -- ./migrate.sh # several tunnels for one command
     """
     req = parse_request(params, ctx.meta.get("tether.argv"))
+    # What systemd passed (a notify socket, listening sockets), taken before anything starts.
+    service = ServiceManager.from_environ(foreground=req.mode == "foreground")
     registry = Registry.default()
     if req.mode == "background":
         raise SystemExit(_background(req, registry, debug=bool((ctx.obj or {}).get("debug"))))
     if req.mode == "run":
         raise SystemExit(_run(req, registry))
-    raise SystemExit(_foreground(req, registry))
+    raise SystemExit(_foreground(req, registry, service))
 
 
-def _foreground(req: StartRequest, registry: Registry) -> int:
+def _foreground(req: StartRequest, registry: Registry, service: ServiceManager) -> int:
     from tether.modes.foreground import run_foreground
 
     spec = req.specs[0]
@@ -183,7 +186,12 @@ def _foreground(req: StartRequest, registry: Registry) -> int:
 
         return run(
             run_foreground(
-                spec, registry, on_ready=ready, on_phase=spinner.phase, pid_file=req.pid_file
+                spec,
+                registry,
+                on_ready=ready,
+                on_phase=spinner.phase,
+                pid_file=req.pid_file,
+                service=service,
             )
         )
 
