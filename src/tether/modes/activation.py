@@ -47,7 +47,7 @@ def listen_sockets(
     try:
         for index in range(count):
             name = names[index] if index < len(names) else ""
-            socks.append(_take(FIRST_FD + index, name))
+            socks.append(take_socket(FIRST_FD + index, name))
         ports = sorted({sock.getsockname()[1] for sock in socks})
         if len(ports) > 1:
             raise UsageError(
@@ -62,7 +62,9 @@ def listen_sockets(
     return socks
 
 
-def _take(fd: int, name: str) -> socket.socket:
+def take_socket(fd: int, name: str = "") -> socket.socket:
+    """The listening TCP socket at ``fd`` (``name`` from $LISTEN_FDNAMES), made non-blocking
+    and close-on-exec; anything else is a UsageError."""
     what = f"socket activation: fd {fd}" + (f" ({clip(name)})" if name else "")
     try:
         mode = os.fstat(fd).st_mode

@@ -43,7 +43,7 @@ async def run_foreground(
     stop = StopRequest()
     loop = asyncio.get_running_loop()
     service = service if service is not None else ServiceManager()
-    report = ServiceReport(service.notifier, spec)
+    report = ServiceReport(service.notifier, spec, activated=bool(service.sockets))
 
     def phase(state: State) -> None:
         if on_phase is not None:

@@ -57,11 +57,11 @@ class ServiceManager:
         return cls(Notifier.from_environ(environ, pid), sockets)
 
 
-def status_of(state: State, spec: TunnelSpec, tunnel: Tunnel) -> str | None:
+def status_of(state: State, spec: TunnelSpec, tunnel: Tunnel, *, activated: bool) -> str | None:
     """The STATUS= text of a phase, or None for a phase that says nothing new."""
     via = str(spec.via) if spec.via else None
     if state == "binding":
-        return "binding the local port"
+        return "taking the sockets passed in" if activated else "binding the local port"
     if state == "connecting":
         return f"connecting to {via or spec.target}"
     if state == "authenticating":
@@ -84,9 +84,12 @@ class ServiceReport:
     """Tells the service manager what one foreground tunnel is doing; does nothing without a
     notifier."""
 
-    def __init__(self, notifier: Notifier | None, spec: TunnelSpec) -> None:
+    def __init__(
+        self, notifier: Notifier | None, spec: TunnelSpec, *, activated: bool = False
+    ) -> None:
         self._notifier = notifier
         self._spec = spec
+        self._activated = activated
         self._ready: str | None = None  # the ready STATUS, once READY=1 went out
         self._stopping = False
         self._tunnel: Tunnel | None = None
@@ -101,7 +104,7 @@ class ServiceReport:
             if self._ready is not None:
                 self._notifier.send(f"STATUS={self._ready}", "WATCHDOG=1")
             return
-        text = status_of(state, self._spec, tunnel)
+        text = status_of(state, self._spec, tunnel, activated=self._activated)
         if text is not None:
             self._notifier.send(f"STATUS={text}")
 
