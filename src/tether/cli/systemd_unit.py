@@ -103,8 +103,10 @@ def systemd_unit(
     output_dir: str | None,
     config_path: str | None,
 ) -> None:
-    """Print the systemd unit that runs PROFILE's tunnel (a system unit running as you,
-    or with --user a user unit); with --socket, a socket unit after it.
+    """Print a systemd unit that runs PROFILE's tunnel.
+
+    A system unit that runs as you, or with --user a user unit; with --socket, a socket unit
+    follows it (each starts with a '# file: NAME' line).
 
     \b
     tether systemd-unit db --user > ~/.config/systemd/user/tether-db.service
