@@ -7,7 +7,7 @@ VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(call VERSION_OF,$(PYTHON)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test sshd bench lint clean
+.PHONY: demo test test-deps sshd bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,15 @@ sshd:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; \
 	fi
 
-test: $(STAMP) sshd
+# The tests of `tether systemd-unit` check its units with systemd-analyze, from Debian's systemd
+# package (which runs nothing by being installed in a container); as root we install it too.
+test-deps: sshd
+	@if ! command -v systemd-analyze >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing systemd (systemd-analyze) for the tests of tether systemd-unit"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
+	fi
+
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) sshd

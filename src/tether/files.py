@@ -1,5 +1,6 @@
 """The files tether reads and writes: regular files only, bounded reads, private directories,
-atomic 0600 writes. A FIFO, a device or /dev/zero named by mistake is refused, not read."""
+atomic writes (0600 unless said otherwise). A FIFO, a device or /dev/zero named by mistake is
+refused, not read."""
 
 from __future__ import annotations
 
@@ -94,7 +95,12 @@ def _check_ancestors(path: Path, *, what: str, fix: str, error: type[TetherError
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, mode 0600.
+    """Write ``text`` to ``path`` atomically, mode 0600 (see ``write_atomic``)."""
+    write_atomic(path, text, 0o600)
+
+
+def write_atomic(path: Path, text: str, mode: int) -> None:
+    """Write ``text`` to ``path`` atomically, with exactly ``mode`` whatever the umask.
 
     The temporary file is created exclusively and never through a symlink, and the final rename
     replaces a directory entry without following it.
@@ -104,6 +110,7 @@ def write_private(path: Path, text: str) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -66,6 +67,10 @@ class Tunnel:
     when a lifetime bound fires and raises TunnelLostError when the transport is lost for good.
     It has no signals, no printing and no CLI, so tests, the shell and library users drive it
     alike.
+
+    ``on_phase`` hears every change of state, and "reconnecting" again at each reconnect
+    attempt (``reconnect_attempt`` and ``last_error`` say which, and why). ``sockets``, if
+    given, are listening sockets to serve instead of binding ``spec.listen``.
     """
 
     def __init__(
@@ -74,10 +79,14 @@ class Tunnel:
         transport: Transport | None = None,
         *,
         on_phase: PhaseCallback | None = None,
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         self.spec = spec
         self.transport = transport if transport is not None else transport_for(spec)
         self._on_phase = on_phase
+        # Listening sockets made by someone else (systemd's socket activation): served instead
+        # of binding spec.listen, and owned by the tunnel from now on.
+        self._given = list(sockets) if sockets else None
         self.state: State = "new"
         self.last_error: str | None = None
         self.counters = Counters()
@@ -106,7 +115,10 @@ class Tunnel:
         """Find the addresses to listen on; ``start`` does it if needed."""
         if self._addresses is None:
             self._phase("binding")
-            self._addresses = await resolve_listen(self.spec.listen.host)
+            if self._given is not None:
+                self._addresses = [(sock.getsockname()[0], True) for sock in self._given]
+            else:
+                self._addresses = await resolve_listen(self.spec.listen.host)
 
     def bind(self) -> None:
         """Bind the listening sockets now, without accepting yet; ``start`` does it if needed.
@@ -117,7 +129,10 @@ class Tunnel:
             assert self._addresses is not None, "resolve() first"
             if self.state != "binding":
                 self._phase("binding")
-            socks = bind_all(self._addresses, self.spec.listen.port)
+            if self._given is not None:
+                socks = self._given
+            else:
+                socks = bind_all(self._addresses, self.spec.listen.port)
             self._listener = Listener(socks, self._accept, self._warnings)
 
     async def start(self, deadline: float | None = None) -> None:
@@ -173,6 +188,9 @@ class Tunnel:
             handle.cancel()
         if self._listener is not None:
             self._listener.close()
+        elif self._given is not None:
+            for sock in self._given:
+                sock.close()
         if drain > 0 and self._up.is_set():
             try:
                 await asyncio.wait_for(self._drained.wait(), drain)
@@ -312,6 +330,7 @@ class Tunnel:
             spec.max_retries is None or self.reconnect_attempt < spec.max_retries
         ):
             self.reconnect_attempt += 1
+            self._phase("reconnecting")  # the same state, and news: which attempt, and why
             await asyncio.sleep(backoff.delay(self.reconnect_attempt))
             self._dead = None
             try:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,25 +115,38 @@ class TetherRunner:
         return [sys.executable, "-m", "tether", *args]
 
     def spawn(
-        self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdin: int = subprocess.DEVNULL,
+        launcher: Sequence[str] = (),
+        pass_fds: Sequence[int] = (),
     ) -> TetherProcess:
+        """Start `tether ARGS`; ``launcher`` is a command that execs the rest of its argv (in
+        the same process) after preparing it, with ``pass_fds`` open."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tether", *args],
+            [*launcher, sys.executable, "-m", "tether", *args],
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**self.env, **(env or {})},
             cwd=self.workdir,
+            pass_fds=pass_fds,
         )
         process = TetherProcess(proc)
         self.processes.append(process)
         return process
 
     def run(
-        self, *args: str, deadline: float = DEADLINE, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        deadline: float = DEADLINE,
+        env: dict[str, str] | None = None,
+        launcher: Sequence[str] = (),
+        pass_fds: Sequence[int] = (),
     ) -> tuple[int, str, str]:
         """Run to completion; returns (exit status, stdout, stderr)."""
-        process = self.spawn(*args, env=env)
+        process = self.spawn(*args, env=env, launcher=launcher, pass_fds=pass_fds)
         code = process.finish(deadline)
         return code, process.stdout, process.stderr
 

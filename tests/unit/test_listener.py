@@ -74,3 +74,26 @@ async def test_connections_beyond_the_limit_wait_their_turn(echo_server: EchoSer
         assert await asyncio.wait_for(reader.readexactly(5), 10) == b"third"
         for _, other in [held[1], (reader, writer)]:
             other.close()
+
+
+async def test_sockets_passed_in_are_served_instead_of_binding(echo_server: EchoServer) -> None:
+    """Socket activation as the engine sees it: the listen address of the spec is not bound,
+    the given sockets are served, and the tunnel closes them."""
+    given = [
+        socket.create_server(("127.0.0.1", 0)),
+        socket.create_server(("::1", 0), family=socket.AF_INET6),
+    ]
+    for sock in given:
+        sock.setblocking(False)
+    port = given[0].getsockname()[1]
+    spec = TunnelSpec(
+        target=Endpoint("127.0.0.1", echo_server.port), listen=Endpoint("localhost", 1)
+    )
+    phases: list[str] = []
+    async with Tunnel(spec, on_phase=phases.append, sockets=given) as tunnel:
+        assert tunnel.address == Endpoint("127.0.0.1", port)
+        assert tunnel.addresses == ["127.0.0.1", "::1"]
+        assert await echo_through("127.0.0.1", port) == b"ping"
+        assert await echo_through("::1", given[1].getsockname()[1]) == b"ping"
+    assert phases == ["binding", "connecting", "probing", "ready"]
+    assert [sock.fileno() for sock in given] == [-1, -1]

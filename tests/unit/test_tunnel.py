@@ -239,11 +239,21 @@ async def test_gives_up_after_max_retries(
     spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port)).with_changes(
         max_retries=2, backoff_initial=0.01, backoff_max=0.02
     )
-    async with Tunnel(spec) as tunnel:
+    heard: list[tuple[str, int]] = []
+    tunnel = Tunnel(spec, on_phase=lambda phase: heard.append((phase, tunnel.reconnect_attempt)))
+    async with tunnel:
         await asyncssh_server.stop()
         with pytest.raises(TunnelLostError, match=r"after 2 reconnect attempt\(s\)"):
             await asyncio.wait_for(tunnel.wait_ended(), 10)
         assert tunnel.state == "lost"
+    # Each attempt is news to whoever reports it, though the state stays "reconnecting".
+    assert heard[heard.index(("ready", 0)) :] == [
+        ("ready", 0),
+        ("reconnecting", 0),
+        ("reconnecting", 1),
+        ("reconnecting", 2),
+        ("lost", 2),
+    ]
 
 
 async def read_until_closed(tunnel: Tunnel) -> tuple[bytes, BaseException | None]:

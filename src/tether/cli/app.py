@@ -18,6 +18,7 @@ COMMANDS = {
     "stop": ("tether.cli.stop", "stop"),
     "logs": ("tether.cli.logs", "logs"),
     "shell": ("tether.cli.shell", "shell"),
+    "systemd-unit": ("tether.cli.systemd_unit", "systemd_unit"),
     "demo": ("tether.cli.demo", "demo"),
 }
 ALIASES = {"ls": "list"}

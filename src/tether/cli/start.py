@@ -19,6 +19,7 @@ from tether.config import OPTIONS, Config, Setting, Settings, load_config, spec_
 from tether.errors import UsageError
 from tether.modes.pidfile import ReadyFiles
 from tether.modes.runtime import run
+from tether.modes.service import ServiceManager
 from tether.options import Option
 from tether.record import TunnelInfo
 from tether.registry import Registry
@@ -194,16 +195,19 @@ def start(ctx: click.Context, /, **params: Any) -> None:
     tether start db cache -- ./migrate.sh # several tunnels for one command
     """
     req = parse_request(params, ctx.meta.get("tether.argv"))
+    # What systemd passed (a notify socket, listening sockets), taken before anything starts.
+    service = ServiceManager.from_environ(foreground=req.mode == "foreground")
     registry = Registry.default()
     debug = bool((ctx.obj or {}).get("debug"))
     if req.reuse:
-        raise SystemExit(_reuse(req, registry, debug=debug))
-    raise SystemExit(_start(req, registry, debug=debug))
+        raise SystemExit(_reuse(req, registry, service, debug=debug))
+    raise SystemExit(_start(req, registry, service, debug=debug))
 
 
 def _start(
     req: StartRequest,
     registry: Registry,
+    service: ServiceManager,
     *,
     debug: bool,
     on_ready: Callable[[], None] | None = None,
@@ -213,10 +217,10 @@ def _start(
         return _background(req, registry, debug=debug)
     if req.mode == "run":
         return _run(req, registry)
-    return _foreground(req, registry, on_ready=on_ready)
+    return _foreground(req, registry, service, on_ready=on_ready)
 
 
-def _reuse(req: StartRequest, registry: Registry, *, debug: bool) -> int:
+def _reuse(req: StartRequest, registry: Registry, service: ServiceManager, *, debug: bool) -> int:
     """Print the ready tunnel that does what ``req`` asks, or start it, holding the lock until
     it is ready so that a concurrent `--reuse` finds it."""
     from tether.modes.reuse import ReuseLock, find_reusable
@@ -226,11 +230,15 @@ def _reuse(req: StartRequest, registry: Registry, *, debug: bool) -> int:
         if found is not None:
             print_ready(found, as_json=req.as_json, hint=False)
             return 0
-        return _start(req, registry, debug=debug, on_ready=lock.release)
+        return _start(req, registry, service, debug=debug, on_ready=lock.release)
 
 
 def _foreground(
-    req: StartRequest, registry: Registry, *, on_ready: Callable[[], None] | None = None
+    req: StartRequest,
+    registry: Registry,
+    service: ServiceManager,
+    *,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
     from tether.modes.foreground import run_foreground
 
@@ -245,7 +253,12 @@ def _foreground(
 
         return run(
             run_foreground(
-                spec, registry, on_ready=ready, on_phase=spinner.phase, files=req.files
+                spec,
+                registry,
+                on_ready=ready,
+                on_phase=spinner.phase,
+                files=req.files,
+                service=service,
             )
         )
 

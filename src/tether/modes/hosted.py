@@ -4,6 +4,7 @@ starting and serving of such tunnels that every mode shares."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 
 from tether.control import ControlServer
@@ -21,7 +22,8 @@ class HostedTunnel:
     """Tunnel + registry entry + control socket, started and closed together.
 
     The port is checked against other tether tunnels and bound under the registry lock, so of
-    several concurrent starts on one port exactly one wins.
+    several concurrent starts on one port exactly one wins. ``sockets`` are listening sockets
+    bound by a service manager, served instead of binding (socket activation).
     """
 
     def __init__(
@@ -34,11 +36,13 @@ class HostedTunnel:
         on_phase: PhaseCallback | None = None,
         entry_id: str | None = None,
         log_file: str | None = None,
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         self.spec = spec
         self.registry = registry
         self.mode = mode
-        self.tunnel = Tunnel(spec, on_phase=on_phase)
+        self.tunnel = Tunnel(spec, on_phase=on_phase, sockets=sockets)
+        self._activated = bool(sockets)
         self._on_stop = on_stop
         self._entry_id = entry_id
         self._log_file = log_file
@@ -59,7 +63,10 @@ class HostedTunnel:
             async with asyncio.timeout_at(deadline):
                 await self.tunnel.resolve()
                 addresses = self.tunnel.listen_addresses
-                async with self.registry.reserving(addresses, spec.listen.port):
+                # Sockets passed in are bound already, by their owner (systemd): there is no port
+                # left to reserve, only an entry to write under the lock.
+                port = 0 if self._activated else spec.listen.port
+                async with self.registry.reserving(addresses, port):
                     self.tunnel.bind()
                     address = self.tunnel.address
                     assert address is not None

@@ -66,6 +66,18 @@ _OPEN_FAILED = re.compile(r"channel \d+: open failed: (?:connect failed: )?(.*)"
 _SILENT = re.compile(r"Timeout, server .* not responding")
 
 
+# What a service manager passes to tether's own process (sd_notify, the watchdog, socket
+# activation): never ssh's, nor a ProxyCommand's, to act on.
+SERVICE_MANAGER_VARIABLES = frozenset(
+    ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+)
+
+
+def master_environ() -> dict[str, str]:
+    """The master's environment: tether's, less what the service manager gave tether."""
+    return {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
+
+
 @functools.cache
 def openssh_version() -> tuple[int, int] | None:
     """The (major, minor) version of the ssh on PATH, or None if there is none."""
@@ -281,7 +293,7 @@ class _Master:
             pid = os.posix_spawnp(
                 argv[0],
                 argv,
-                os.environ,
+                master_environ(),
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),

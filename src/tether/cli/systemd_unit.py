@@ -1,0 +1,126 @@
+"""`tether systemd-unit`: print (or write) the systemd units that run a profile's tunnel."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from tether import paths
+from tether.cli.render import echo
+from tether.config import build_spec, load_config
+from tether.errors import UsageError, describe
+from tether.files import write_atomic
+from tether.paths import RUNTIME_ENV, SSH_CONFIG_ENV
+from tether.unitfiles import Installation, UnitFile, unit_files
+
+# tether's variables that change where a tunnel registers or which ssh_config it reads: the
+# service gets this shell's values, so that it behaves as `tether start` here would.
+CARRIED = (RUNTIME_ENV, SSH_CONFIG_ENV)
+# Unit files hold no secret (paths and a profile's name), and `systemctl cat` and `status`
+# read them as any user: the mode systemd's own units have.
+UNIT_MODE = 0o644
+
+
+def tether_command() -> tuple[str, ...]:
+    """The absolute command that runs this tether: its console script when there is one (in
+    PATH or beside the interpreter), else the interpreter with ``-m tether``."""
+    script = sys.argv[0]
+    if os.path.basename(script) == "tether" and os.access(script, os.X_OK):
+        return (os.path.abspath(script),)
+    beside = Path(sys.executable).parent / "tether"
+    if os.access(beside, os.X_OK):
+        return (str(beside),)
+    return (os.path.abspath(sys.executable), "-m", "tether")
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def installation(config: Path) -> Installation:
+    account = pwd.getpwuid(os.getuid())
+    return Installation(
+        command=tether_command(),
+        user=account.pw_name,
+        uid=account.pw_uid,
+        config=str(config.absolute()),
+        environment={k: os.environ[k] for k in CARRIED if os.environ.get(k)},
+        ipv6_loopback=has_ipv6_loopback(),
+    )
+
+
+def write_units(units: list[UnitFile], directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise UsageError(f"--output-dir: {directory} is not a directory")
+    written = []
+    for unit in units:
+        path = directory / unit.name
+        try:
+            write_atomic(path, unit.text, UNIT_MODE)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write {path}: {describe(exc)}",
+                hint="print the units instead, and install them with sudo tee",
+            ) from None
+        written.append(path)
+    return written
+
+
+@click.command("systemd-unit")
+@click.argument("profile")
+@click.option("--user", "user_mode", is_flag=True, help="A user unit (systemctl --user).")
+@click.option(
+    "--socket",
+    "with_socket",
+    is_flag=True,
+    help="Also a .socket unit: systemd holds the port and starts the tunnel on demand.",
+)
+@click.option(
+    "--output-dir",
+    metavar="DIR",
+    help="Write the unit files (0644) into DIR instead of printing them.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file [default: $TETHER_CONFIG or ~/.config/tether/config.toml].",
+)
+def systemd_unit(
+    profile: str,
+    user_mode: bool,
+    with_socket: bool,
+    output_dir: str | None,
+    config_path: str | None,
+) -> None:
+    """Print a systemd unit that runs PROFILE's tunnel.
+
+    A system unit that runs as you, or with --user a user unit; with --socket, a socket unit
+    follows it (each starts with a '# file: NAME' line).
+
+    \b
+    tether systemd-unit db --user > ~/.config/systemd/user/tether-db.service
+    tether systemd-unit db --user --socket --output-dir ~/.config/systemd/user
+    """
+    path, required = paths.config_file(config_path)
+    config = load_config(path, required=required)
+    spec = build_spec(config.settings(profile), name=profile)
+    units = unit_files(spec, installation(path), user_mode=user_mode, socket=with_socket)
+    if output_dir is None:
+        echo("\n".join(unit.text for unit in units), end="")
+        return
+    for written in write_units(units, Path(output_dir).expanduser()):
+        echo(f"tether: wrote {written}", err=True)
+    manager = "systemctl --user" if user_mode else "systemctl"
+    first = units[-1].name  # the socket when there is one: it starts the service
+    echo(f"tether: then: {manager} daemon-reload && {manager} enable --now {first}", err=True)

@@ -1,0 +1,33 @@
+"""Atomic writes: the mode asked for, whatever the umask, and nothing left on the way."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tether.files import write_atomic, write_private
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_the_mode_asked_for_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "unit", "[Unit]\n", 0o644)
+        write_private(tmp_path / "entry", "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "unit").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "entry").stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry", "unit"]
+
+
+def test_replaces_what_was_there(tmp_path: Path) -> None:
+    target = tmp_path / "unit"
+    target.write_text("old")
+    target.chmod(0o600)
+    write_atomic(target, "new", 0o644)
+    assert target.read_text() == "new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
