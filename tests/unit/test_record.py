@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,16 @@ def test_the_record_has_exactly_the_documented_keys_and_no_lock_identity(tmp_pat
 def test_anything_else_is_not_a_record(bad: object) -> None:
     with pytest.raises(ValueError):
         TunnelInfo.from_message(bad)
+
+
+def test_the_readme_documents_every_key_in_order() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### The JSON record\n", 1)[1]
+    table = section.split("\n\n")[1]
+    documented = [
+        key
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for key in re.findall(r"`([a-z_]+)`", line.split(" | ")[0])
+    ]
+    assert documented == record_keys()
