@@ -25,12 +25,16 @@ sshd:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; \
 	fi
 
-# The tests of `tether systemd-unit` check its units with systemd-analyze, from Debian's systemd
-# package (which runs nothing by being installed in a container); as root we install it too.
+# Beyond sshd the tests need systemd-analyze (the tests of `tether systemd-unit` check its units;
+# Debian's systemd package runs nothing by being installed in a container) and jq (a README
+# example uses it); as root we install what is missing.
 test-deps: sshd
-	@if ! command -v systemd-analyze >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing systemd (systemd-analyze) for the tests of tether systemd-unit"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
+	@missing=""; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing$$missing for the tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 test: $(STAMP) test-deps
