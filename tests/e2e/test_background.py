@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -179,3 +180,27 @@ def test_an_unsafe_log_directory_is_refused(tether: TetherRunner, echo_server: E
     assert code == 2
     assert f"log directory {logs} is group- or world-writable" in err
     assert tether.list_json() == []
+
+
+def test_the_detached_tunnel_holds_nothing_its_starter_passed_down(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    """A pipe the starter inherited (a make jobserver's, a test runner's) ends when the starter
+    does, not when the tunnel does: whoever waits for its end must not wait for the tunnel."""
+    read_end, write_end = os.pipe()
+    try:
+        code, _, err = tether.run(
+            "start", "--to", echo_server.address, "--background", pass_fds=(write_end,)
+        )
+        assert code == 0, err
+        os.close(write_end)
+        write_end = -1
+        readable, _, _ = select.select([read_end], [], [], 30)
+        assert readable and os.read(read_end, 1) == b""  # EOF: no process holds it any more
+        (tunnel,) = tether.list_json()
+        assert tunnel["state"] == "ready"
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    assert tether.run("stop", "--all")[0] == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import signal
 import sys
@@ -153,6 +154,21 @@ def run_background(
     return 0
 
 
+def _close_inherited(keep: tuple[int, ...]) -> None:
+    """Close every descriptor above stderr but ``keep``.
+
+    A detached tunnel outlives whoever started it, so it must not hold what that process
+    passed down: a make jobserver's pipe, a test runner's pipe, a lock of a --reuse start.
+    Whoever waits for such a pipe's end would otherwise wait for the tunnel's.
+    """
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    os.closerange(low, soft if soft != resource.RLIM_INFINITY else 1 << 20)
+
+
 class _Detached:
     """The child: a session of its own, /dev/null in, the log out, the tunnel run."""
 
@@ -164,6 +180,8 @@ class _Detached:
     def run(self, log_fd: int, serve: Serve, on_error: Callable[[BaseException], int]) -> int:
         try:
             os.setsid()
+            assert self.pipe is not None
+            _close_inherited(keep=(self.pipe, log_fd))
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
