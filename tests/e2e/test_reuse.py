@@ -30,10 +30,14 @@ def test_a_second_start_reuses_the_ready_tunnel(
     second = reuse(tether, *args)
     assert second["id"] == first["id"] and second["pid"] == first["pid"]
     assert second["state"] == "ready"
-    with socket.create_connection(("127.0.0.1", int(str(second["local_port"]))), 10) as sock:
+    port = int(str(second["local_port"]))
+    with socket.create_connection(("127.0.0.1", port), 10) as sock:
         sock.sendall(b"ping")
         assert sock.recv(4) == b"ping"
     assert [t["id"] for t in tether.list_json()] == [first["id"]]
+    code, _, err = tether.run("start", *args, "--background", "--reuse")
+    assert code == 0 and err.startswith(f"tether: db already running on 127.0.0.1:{port}"), err
+    assert f"(id {first['id']}, pid {first['pid']})" in err
     code, _, err = tether.run("stop", "db")
     assert code == 0, err
 

@@ -96,15 +96,22 @@ def show_error(exc: BaseException, *, debug: bool) -> int:
 
 
 def print_ready(
-    record: TunnelInfo, *, as_json: bool, hint: bool = True, json_to_stderr: bool = False
+    record: TunnelInfo,
+    *,
+    as_json: bool,
+    hint: bool = True,
+    json_to_stderr: bool = False,
+    reused: bool = False,
 ) -> None:
-    """Announce readiness: the JSON record on stdout (stderr if asked), or a banner on stderr."""
+    """Announce readiness: the JSON record on stdout (stderr if asked), or a banner on stderr
+    (which says so when an existing tunnel is ``reused``)."""
     if as_json:
         echo(json.dumps(record.to_json()), err=json_to_stderr)
         return
     entry = record.entry
+    state = "already running" if reused else "ready"
     echo(
-        f"tether: {record.name} ready on {host_port(entry.local_host, entry.local_port)} -> "
+        f"tether: {record.name} {state} on {host_port(entry.local_host, entry.local_port)} -> "
         f"{record.target} via {entry.via or 'direct'} (id {record.id}, pid {record.pid})"
         + (f" with {entry.engine}" if entry.engine else ""),
         err=True,

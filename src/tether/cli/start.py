@@ -228,7 +228,7 @@ def _reuse(req: StartRequest, registry: Registry, service: ServiceManager, *, de
     with ReuseLock(registry, req.specs[0]) as lock:
         found = find_reusable(registry, req.specs[0])
         if found is not None:
-            print_ready(found, as_json=req.as_json, hint=False)
+            print_ready(found, as_json=req.as_json, hint=False, reused=True)
             return 0
         return _start(req, registry, service, debug=debug, on_ready=lock.release)
 
