@@ -11,6 +11,7 @@ import sys
 from tests.support.servers import EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherRunner, read_pty_until
+from tests.support.waiting import wait_until_sync
 
 
 def test_spinner_on_a_terminal(
@@ -79,7 +80,7 @@ def test_a_silent_server_is_connecting_until_the_timeout(
             proc.kill()
             proc.wait()
         os.close(master)
-    assert silent_server.accepted == 1
+    wait_until_sync(lambda: silent_server.accepted == 1, "tether to have connected")
     assert "spin: connecting" in screen and "authenticating" not in screen
     assert "tether: error: tunnel not ready after 2s (still connecting)" in screen
 

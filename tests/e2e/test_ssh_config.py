@@ -178,7 +178,8 @@ def test_a_silent_server_behind_a_jump_host(
     )
     assert code == 7, err
     assert "tunnel not ready after 3s (still connecting)" in err
-    assert silent_server.accepted == 1  # through the jump host: it got that far
+    # Through the jump host: it got that far.
+    wait_until_sync(lambda: silent_server.accepted == 1, "the jump host to have connected")
     assert "Accepted publickey" in own_sshd.log_path.read_text()
 
 

@@ -20,6 +20,7 @@ from tests.support.systemd import (
     activation_launcher,
 )
 from tests.support.tether_process import TetherProcess, TetherRunner
+from tests.support.waiting import wait_until_sync
 
 # 0.1 s between pings: several arrive within any test's first second.
 WATCHDOG = {"WATCHDOG_USEC": "200000"}
@@ -140,7 +141,7 @@ def test_a_silent_server_never_gets_past_connecting(
         )
         assert process.finish() == 7, process.stderr
         assert "tunnel not ready after 2s (still connecting)" in process.stderr
-        assert silent_server.accepted == 1
+        wait_until_sync(lambda: silent_server.accepted == 1, "tether to have connected")
         assert texts(notify.pending()) == [
             "STATUS=binding the local port",
             f"STATUS=connecting to {via}",

@@ -3,6 +3,7 @@ asks of its master while it starts."""
 
 from __future__ import annotations
 
+import select
 import socket
 import subprocess
 import sys
@@ -40,6 +41,8 @@ class Client:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(f"{server.getsockname()[1]}\n")
         self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        assert ready, "the client did not connect within 30s"
         assert self.proc.stdout.readline() == "connected\n"
         conn, _ = server.accept()
         return conn
