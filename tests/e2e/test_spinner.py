@@ -11,6 +11,7 @@ import sys
 from tests.support.servers import EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherRunner, read_pty_until
+from tests.support.waiting import wait_until_sync
 
 
 def test_spinner_on_a_terminal(
@@ -36,8 +37,7 @@ def test_spinner_on_a_terminal(
     )
     os.close(slave)
     try:
-        # The TCP connect succeeds, then the silent server never sends its banner.
-        screen = read_pty_until(master, "spin: authenticating")
+        screen = read_pty_until(master, "spin: connecting")
         assert "\r" in screen or "\x1b[" in screen  # redrawn in place, not printed line by line
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
@@ -46,6 +46,43 @@ def test_spinner_on_a_terminal(
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def test_a_silent_server_is_connecting_until_the_timeout(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer
+) -> None:
+    """The TCP connect succeeds, then the server never sends its SSH version line: the spinner
+    says "connecting" all along (never "authenticating"), and so does the timeout's error."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "start",
+            *silent_server.tether_flags(sshd.known_hosts, sshd.engine),
+            "--timeout",
+            "2",
+            "--name",
+            "spin",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env=tether.env,
+    )
+    os.close(slave)
+    try:
+        screen = read_pty_until(master, "(still connecting)")
+        assert proc.wait(timeout=30) == 7
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    wait_until_sync(lambda: silent_server.accepted == 1, "tether to have connected")
+    assert "spin: connecting" in screen and "authenticating" not in screen
+    assert "tether: error: tunnel not ready after 2s (still connecting)" in screen
 
 
 def test_no_spinner_without_a_terminal(tether: TetherRunner, echo_server: EchoServer) -> None:

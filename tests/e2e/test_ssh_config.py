@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import EchoServer, echo_once
+from tests.support.servers import EchoServer, SilentServer, echo_once
 from tests.support.sshd_server import SshdServer, certify, keygen, require_sshd
+from tests.support.systemd import NotifySocket
 from tests.support.tether_process import TetherProcess, TetherRunner, processes_with
 from tests.support.waiting import wait_until_sync
 
@@ -124,7 +125,17 @@ def test_a_jump_host(
         },
     )
     flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", engine]
-    process = start(tether, "--to", echo_server.address, *flags)
+    with NotifySocket(str(tmp_path / "notify")) as notify:
+        env = {"NOTIFY_SOCKET": notify.env}
+        process = start(tether, "--to", echo_server.address, *flags, env=env)
+        ready = notify.until(lambda n: n.text.startswith("READY=1"), "READY=1")
+    # The jump host's login is part of connecting; then the inner host's own.
+    assert [n.text for n in ready[:-1]] == [
+        "STATUS=binding the local port",
+        "STATUS=connecting to ssh://inner",
+        "STATUS=authenticating to ssh://inner",
+        f"STATUS=probing {echo_server.address}",
+    ]
     (entry,) = tether.list_json()
     assert echo_once(entry["local_port"], THROUGH) == THROUGH
     # tether was told of the inner host only: the jump host's login came from ProxyJump.
@@ -138,6 +149,38 @@ def test_a_jump_host(
         code, _, err = tether.run("start", "--to", echo_server.address, *flags)
         assert code == 5, err
         assert f"host key for [127.0.0.1]:{jump.port} is not in {known_hosts}" in err
+
+
+def test_a_silent_server_behind_a_jump_host(
+    tether: TetherRunner, own_sshd: SshdServer, silent_server: SilentServer, tmp_path: Path
+) -> None:
+    """Behind a jump host the OpenSSH master has no TCP connection of its own to watch: it is
+    "connecting" until logged in, so a silent server shows as one, with either engine."""
+    config = config_file(
+        tmp_path / "config",
+        {
+            "jump": host_lines(own_sshd, own_sshd.client_key, own_sshd.known_hosts),
+            "silent": [
+                "HostName 127.0.0.1",
+                f"Port {silent_server.port}",
+                f"UserKnownHostsFile {own_sshd.known_hosts}",
+                "ProxyJump jump",
+            ],
+        },
+    )
+    assert own_sshd.engine is not None
+    code, _, err = tether.run(
+        "start",
+        "--to",
+        "127.0.0.1:1",
+        *("--via", "ssh://silent", "--ssh-config", str(config), "--engine", own_sshd.engine),
+        *("--timeout", "3"),
+    )
+    assert code == 7, err
+    assert "tunnel not ready after 3s (still connecting)" in err
+    # Through the jump host: it got that far.
+    wait_until_sync(lambda: silent_server.accepted == 1, "the jump host to have connected")
+    assert "Accepted publickey" in own_sshd.log_path.read_text()
 
 
 def test_user_and_host_certificates(

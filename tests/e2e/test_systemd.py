@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import EchoServer, echo_once
+from tests.support.servers import EchoServer, SilentServer, echo_once
 from tests.support.sshd_server import SshdServer, descendants
 from tests.support.systemd import (
     Notification,
@@ -20,6 +20,7 @@ from tests.support.systemd import (
     activation_launcher,
 )
 from tests.support.tether_process import TetherProcess, TetherRunner
+from tests.support.waiting import wait_until_sync
 
 # 0.1 s between pings: several arrive within any test's first second.
 WATCHDOG = {"WATCHDOG_USEC": "200000"}
@@ -122,6 +123,30 @@ def test_notify_through_sshd_on_an_abstract_socket(
             assert not names & set(SERVICE_VARIABLES), pid
         pings(notify, 3)
         stop_and_check(process, notify)
+
+
+def test_a_silent_server_never_gets_past_connecting(
+    tether: TetherRunner, silent_server: SilentServer, sshd: SshdServer, tmp_path: Path
+) -> None:
+    """It accepts the TCP connection and never sends its SSH version: "authenticating" would
+    send whoever reads the status to look at keys and agents, when the server is what hangs."""
+    via = f"ssh://u@127.0.0.1:{silent_server.port}"
+    with NotifySocket(str(tmp_path / "notify")) as notify:
+        process = tether.spawn(
+            "start",
+            *silent_server.tether_flags(sshd.known_hosts, sshd.engine),
+            "--timeout",
+            "2",
+            env={"NOTIFY_SOCKET": notify.env},
+        )
+        assert process.finish() == 7, process.stderr
+        assert "tunnel not ready after 2s (still connecting)" in process.stderr
+        wait_until_sync(lambda: silent_server.accepted == 1, "tether to have connected")
+        assert texts(notify.pending()) == [
+            "STATUS=binding the local port",
+            f"STATUS=connecting to {via}",
+            "STOPPING=1\nSTATUS=stopping: tunnel not ready after 2s (still connecting)",
+        ]
 
 
 def test_watchdog_stops_while_reconnecting(

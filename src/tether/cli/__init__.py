@@ -12,6 +12,9 @@ import sys
 
 # `tether list` in the forms that need no parser: arguments -> as JSON.
 PLAIN_LIST = {("list",): False, ("ls",): False, ("list", "--json"): True, ("ls", "--json"): True}
+PROG = "tether"
+# Set by the script of `tether completion`: the shell asks click for the words that may follow.
+COMPLETE_VAR = "_TETHER_COMPLETE"
 
 
 class _StderrHandler(logging.Handler):
@@ -56,6 +59,8 @@ def configure_logging(*, debug: bool) -> None:
 def main() -> None:
     """Console-script entry point."""
     _guard_standard_fds()
+    if os.environ.get(COMPLETE_VAR):
+        sys.exit(complete())
     as_json = PLAIN_LIST.get(tuple(sys.argv[1:]))
     if as_json is not None:
         from tether.cli.listing import show_tunnels_now
@@ -64,7 +69,26 @@ def main() -> None:
         sys.exit(show_tunnels_now(as_json=as_json))
     from tether.cli.app import cli
 
-    cli(prog_name="tether")
+    cli(prog_name=PROG, complete_var=COMPLETE_VAR)
+
+
+def complete() -> int:
+    """Answer a shell's completion request (click's protocol, COMPLETE_VAR and COMP_WORDS).
+
+    Whatever goes wrong, the answer is no words and no message: a TAB must never print a
+    traceback into the command line being typed.
+    """
+    from tether.cli.app import cli
+
+    try:
+        cli.main(prog_name=PROG, complete_var=COMPLETE_VAR)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        return 1
+    return 0
 
 
 def _guard_standard_fds() -> None:

@@ -7,6 +7,7 @@ import importlib
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from tether import __version__
 from tether.cli import configure_logging
@@ -20,8 +21,21 @@ COMMANDS = {
     "shell": ("tether.cli.shell", "shell"),
     "systemd-unit": ("tether.cli.systemd_unit", "systemd_unit"),
     "demo": ("tether.cli.demo", "demo"),
+    "completion": ("tether.cli.completion", "completion"),
 }
 ALIASES = {"ls": "list"}
+# Each command's first line of help, which zsh and fish show beside its name on TAB: written
+# here so that completing a command name imports no command (a test holds them to the help).
+SUMMARIES = {
+    "start": "Open a tunnel to PROFILE (or --to HOST:PORT) and keep it until signalled.",
+    "list": "Show every running tunnel of this user (alias: ls).",
+    "stop": "Stop tunnels by ID, NAME or local PORT.",
+    "logs": "Print the log of background tunnel ID|NAME (of a finished one, by ID).",
+    "shell": "An interactive prompt; tunnels started here live until stopped or the shell exits.",
+    "systemd-unit": "Print a systemd unit that runs PROFILE's tunnel.",
+    "demo": "Show tether working end to end, offline: SSH server, target and tunnel on loopback.",
+    "completion": "Print the script that completes tether's words in SHELL (bash, zsh or fish).",
+}
 
 
 class _Group(click.Group):
@@ -37,6 +51,15 @@ class _Group(click.Group):
         module, attr = COMMANDS[name]
         command: click.Command = getattr(importlib.import_module(module), attr)
         return command
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        commands = [
+            CompletionItem(name, help=SUMMARIES.get(name))
+            for name in COMMANDS
+            if name.startswith(incomplete)
+        ]
+        # What click.Command adds: the group's own options, for a word starting with "-".
+        return commands + click.Command.shell_complete(self, ctx, incomplete)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

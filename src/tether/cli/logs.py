@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from tether.cli.candidates import logged
 from tether.cli.render import echo
 from tether import paths
 from tether.errors import NoSuchTunnelError
@@ -34,7 +35,7 @@ def log_path(registry: Registry, selector: str) -> Path:
 
 
 @click.command()
-@click.argument("selector", metavar="ID|NAME")
+@click.argument("selector", metavar="ID|NAME", shell_complete=logged)
 def logs(selector: str) -> None:
     """Print the log of background tunnel ID|NAME (of a finished one, by ID)."""
     path = log_path(Registry.default(), selector)

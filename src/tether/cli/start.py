@@ -9,21 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
 from tether import paths
+from tether.cli.candidates import ARGV_META, files, profiles
 from tether.cli.render import Spinner, print_ready, show_error
 from tether.config import OPTIONS, Config, Setting, Settings, load_config, spec_for
 from tether.errors import UsageError
 from tether.modes.pidfile import ReadyFiles
-from tether.modes.runtime import run
-from tether.modes.service import ServiceManager
 from tether.options import Option
 from tether.record import TunnelInfo
 from tether.registry import Registry
 from tether.spec import TunnelSpec
+
+if TYPE_CHECKING:
+    from tether.modes.service import ServiceManager
 
 # Flags that describe a single tunnel, so they cannot go with several profiles.
 SINGLE_TUNNEL_FLAGS = ("to", "target_host", "target_port", "port", "name")
@@ -131,7 +133,7 @@ class _StartCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--" in args:
             cut = args.index("--")
-            ctx.meta["tether.argv"] = args[cut + 1 :]
+            ctx.meta[ARGV_META] = args[cut + 1 :]
             args = args[:cut]
         return super().parse_args(ctx, args)
 
@@ -151,23 +153,27 @@ def tunnel_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             metavar=None if opt.switch else opt.metavar,
             help=opt.help_text,
+            shell_complete=files if opt.metavar == "PATH" else None,
         )(command)
     return command
 
 
 @click.command(cls=_StartCommand)
-@click.argument("profiles", nargs=-1)
+@click.argument("profiles", nargs=-1, shell_complete=profiles)
 @tunnel_options
 @click.option("--foreground", "-fg", is_flag=True, help="Block until signalled (the default).")
 @click.option("--background", "-bg", is_flag=True, help="Detach; return once the tunnel is ready.")
 @click.option(
     "--run", "-R", metavar="CMD", help="Run CMD through the shell once ready, then close."
 )
-@click.option("--pid-file", metavar="PATH", help="Write the pid here once ready.")
+@click.option(
+    "--pid-file", metavar="PATH", help="Write the pid here once ready.", shell_complete=files
+)
 @click.option(
     "--config",
     "config_path",
     metavar="PATH",
+    shell_complete=files,
     help="Config file [default: $TETHER_CONFIG or ~/.config/tether/config.toml].",
 )
 @click.option(
@@ -177,7 +183,10 @@ def tunnel_options(command: Callable[..., Any]) -> Callable[..., Any]:
     help="Print the tunnel's JSON record when ready: on stdout, or stderr with --run.",
 )
 @click.option(
-    "--json-file", metavar="PATH", help="Write the JSON records here once ready (0600)."
+    "--json-file",
+    metavar="PATH",
+    help="Write the JSON records here once ready (0600).",
+    shell_complete=files,
 )
 @click.option(
     "--reuse",
@@ -194,7 +203,9 @@ def start(ctx: click.Context, /, **params: Any) -> None:
     tether start db --run 'psql -h $TETHER_HOST -p $TETHER_PORT'
     tether start db cache -- ./migrate.sh # several tunnels for one command
     """
-    req = parse_request(params, ctx.meta.get("tether.argv"))
+    from tether.modes.service import ServiceManager  # here: completing a word needs no engine
+
+    req = parse_request(params, ctx.meta.get(ARGV_META))
     # What systemd passed (a notify socket, listening sockets), taken before anything starts.
     service = ServiceManager.from_environ(foreground=req.mode == "foreground")
     registry = Registry.default()
@@ -241,6 +252,7 @@ def _foreground(
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     from tether.modes.foreground import run_foreground
+    from tether.modes.runtime import run
 
     spec = req.specs[0]
     with Spinner(spec.name) as spinner:
@@ -265,6 +277,7 @@ def _foreground(
 
 def _run(req: StartRequest, registry: Registry) -> int:
     from tether.modes.run import run_command
+    from tether.modes.runtime import run
 
     assert req.command is not None
     with Spinner(", ".join(s.name for s in req.specs)) as spinner:
@@ -290,6 +303,7 @@ def _run(req: StartRequest, registry: Registry) -> int:
 def _background(req: StartRequest, registry: Registry, *, debug: bool) -> int:
     from tether.modes.background import run_background
     from tether.modes.foreground import run_foreground
+    from tether.modes.runtime import run
 
     spec = req.specs[0]
 

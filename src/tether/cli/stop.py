@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tether.cli.candidates import running
 from tether.cli.render import echo
 
 from tether.errors import StopFailedError
@@ -29,7 +30,7 @@ def report(result: StopResult) -> None:
 
 
 @click.command()
-@click.argument("selectors", nargs=-1, metavar="[ID|NAME|PORT]...")
+@click.argument("selectors", nargs=-1, metavar="[ID|NAME|PORT]...", shell_complete=running)
 @click.option("--all", "every", is_flag=True, help="Stop every match (every tunnel if none named).")
 @click.option(
     "--missing-ok", is_flag=True, help="Exit 0 when a tunnel named is not running (cleanup steps)."

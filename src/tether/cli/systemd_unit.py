@@ -7,16 +7,20 @@ import pwd
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tether import paths
+from tether.cli.candidates import directories, files, profiles
 from tether.cli.render import echo
 from tether.config import build_spec, load_config
 from tether.errors import UsageError, describe
 from tether.files import write_atomic
 from tether.paths import RUNTIME_ENV, SSH_CONFIG_ENV
-from tether.unitfiles import Installation, UnitFile, unit_files
+
+if TYPE_CHECKING:
+    from tether.unitfiles import Installation, UnitFile
 
 # tether's variables that change where a tunnel registers or which ssh_config it reads: the
 # service gets this shell's values, so that it behaves as `tether start` here would.
@@ -48,6 +52,8 @@ def has_ipv6_loopback() -> bool:
 
 
 def installation(config: Path) -> Installation:
+    from tether.unitfiles import Installation  # here: completing a profile needs no asyncio
+
     account = pwd.getpwuid(os.getuid())
     return Installation(
         command=tether_command(),
@@ -77,7 +83,7 @@ def write_units(units: list[UnitFile], directory: Path) -> list[Path]:
 
 
 @click.command("systemd-unit")
-@click.argument("profile")
+@click.argument("profile", shell_complete=profiles)
 @click.option("--user", "user_mode", is_flag=True, help="A user unit (systemctl --user).")
 @click.option(
     "--socket",
@@ -88,12 +94,14 @@ def write_units(units: list[UnitFile], directory: Path) -> list[Path]:
 @click.option(
     "--output-dir",
     metavar="DIR",
+    shell_complete=directories,
     help="Write the unit files (0644) into DIR instead of printing them.",
 )
 @click.option(
     "--config",
     "config_path",
     metavar="PATH",
+    shell_complete=files,
     help="Config file [default: $TETHER_CONFIG or ~/.config/tether/config.toml].",
 )
 def systemd_unit(
@@ -115,6 +123,8 @@ def systemd_unit(
     path, required = paths.config_file(config_path)
     config = load_config(path, required=required)
     spec = build_spec(config.settings(profile), name=profile)
+    from tether.unitfiles import unit_files
+
     units = unit_files(spec, installation(path), user_mode=user_mode, socket=with_socket)
     if output_dir is None:
         echo("\n".join(unit.text for unit in units), end="")

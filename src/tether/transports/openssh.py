@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from tether import paths
@@ -38,14 +39,16 @@ from tether.procs import Pinned
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import mux, sshexit
 from tether.transports.base import Forwarding, LossCallback, PhaseCallback, Transport
+from tether.transports.peerwatch import PeerWatch
 from tether.transports.sshsetup import check_files
 from tether.transports.workdir import Workdir
 
 log = logging.getLogger("tether")
 
 MIN_VERSION = (7, 6)  # stdio forwarding through the mux socket
-# How often a starting master is asked whether it is up. It has no event to wait on: the mux
-# socket appears once it has logged in, and it may exit instead.
+# How often a starting master is asked whether it is up (and, until then, whether its server
+# has spoken). It has no event to wait on: the mux socket appears once it has logged in, and it
+# may exit instead.
 READY_POLL = 0.01
 STOP_GRACE = 3.0
 # A refused forward's reason is on the master's stderr, not in its reply; it comes at once.
@@ -154,13 +157,13 @@ class OpenSshTransport(Transport):
         self._workdir = Workdir()
         config = write_config(self._workdir.path / "config", self.options)
         control = self._workdir.path / "control"
-        if on_phase is not None:
-            on_phase("authenticating")
         argv = [*parent_death_wrapper(), *self._argv(config, control)]
         master = _Master(argv, control, on_lost)
         self._master = master
         try:
-            await master.started()
+            await master.started(
+                None if on_phase is None else functools.partial(on_phase, "authenticating")
+            )
         except BaseException:
             await self.close()
             raise
@@ -318,18 +321,36 @@ class _Master:
         self._loop.add_reader(read_end, self._read_stderr)
         self._loop.add_reader(self.process.fd, self._on_exit)
 
-    async def started(self) -> None:
-        """Return once the master answers on its control socket, or has exited."""
-        while not self._exited.is_set():
-            with contextlib.suppress(OSError, mux.MuxError):
-                await mux.alive(str(self.control))
-                self._ready = True
-                # What it said while starting explains a failed start only; a later exit
-                # is explained by what comes after.
-                self._stderr = []
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exited.wait(), READY_POLL)
+    async def started(self, on_heard: Callable[[], None] | None = None) -> None:
+        """Return once the master answers on its control socket, or has exited.
+
+        ``on_heard`` is called once the SSH server has spoken to the master (its version line:
+        the handshake and the login follow), and at the latest when the master answers. Until
+        then a server that accepted the connection and hangs is still being connected to.
+        """
+        watch = PeerWatch(self.process.pid) if on_heard is not None and HAVE_PROCFS else None
+        try:
+            while not self._exited.is_set():
+                with contextlib.suppress(OSError, mux.MuxError):
+                    await mux.alive(str(self.control))
+                    self._ready = True
+                    # What it said while starting explains a failed start only; a later exit
+                    # is explained by what comes after.
+                    self._stderr = []
+                    if on_heard is not None:
+                        on_heard()  # logged in: it has heard the server, seen or not
+                    return
+                # Without a TCP socket of its own (a ProxyCommand or ProxyJump), the master
+                # stays "connecting" until it answers; where the kernel cannot tell (None), it
+                # is "authenticating" at once, as before there was a way to see it.
+                if on_heard is not None and (watch is None or watch.heard() is not False):
+                    on_heard()
+                    on_heard = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._exited.wait(), READY_POLL)
+        finally:
+            if watch is not None:
+                watch.close()
 
     def exiting(self) -> bool:
         """Whether the master is dying or dead. It closes its descriptors (the forwards' control

@@ -85,7 +85,9 @@ class _Client(asyncssh.SSHClient):
         self._on_lost = on_lost
         self.closing = False
 
-    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+    def begin_auth(self, username: str) -> None:
+        # Called once the server has sent its version, the key exchange is done and its host
+        # key is verified: a server that accepts TCP and never speaks stays "connecting".
         if self._on_phase:
             self._on_phase("authenticating")
 

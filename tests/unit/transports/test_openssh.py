@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import EchoServer
+from tests.support.servers import EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer
 from tests.support.waiting import wait_until
 from tether.errors import HostKeyError, TargetUnreachableError, TetherError
@@ -193,6 +193,70 @@ async def test_a_failed_start_cleans_up(
         await ssh.connect()
     assert ssh._master is None
     assert list(own_tempdir.iterdir()) == []
+
+
+async def test_authenticating_once_the_server_has_spoken(
+    shared_sshd: SshdServer, silent_server: SilentServer
+) -> None:
+    phases: list[str] = []
+    ssh = transport(shared_sshd)
+    await ssh.connect(phases.append)
+    await ssh.close()
+    assert phases == ["authenticating"]
+    # A server that accepts and never speaks: the master stays connecting.
+    silent = OpenSshTransport(Via("ssh", "127.0.0.1", silent_server.port), SshOptions())
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                await silent.connect(phases.append)
+    finally:
+        await silent.close()
+    assert phases == ["authenticating"]
+    await wait_until(lambda: silent_server.accepted == 1, "the master to have connected")
+
+
+class _Told:
+    """Stands in for PeerWatch: always gives the same answer."""
+
+    answer: bool | None = None
+
+    def __init__(self, pid: int) -> None:
+        pass
+
+    def heard(self) -> bool | None:
+        return self.answer
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("answer", "silent_phases"), [(None, ["authenticating"]), (False, [])])
+async def test_when_the_connection_cannot_be_seen(
+    shared_sshd: SshdServer,
+    silent_server: SilentServer,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: bool | None,
+    silent_phases: list[str],
+) -> None:
+    """Where the kernel cannot tell (None), "authenticating" comes at once, as it did before it
+    could be seen; with no connection to see (False: behind a ProxyCommand), once logged in.
+    Never an error, and never twice."""
+    monkeypatch.setattr(_Told, "answer", answer)
+    monkeypatch.setattr(openssh, "PeerWatch", _Told)
+    phases: list[str] = []
+    ssh = transport(shared_sshd)
+    await ssh.connect(phases.append)
+    await ssh.close()
+    assert phases == ["authenticating"]
+    phases.clear()
+    silent = OpenSshTransport(Via("ssh", "127.0.0.1", silent_server.port), SshOptions())
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                await silent.connect(phases.append)
+    finally:
+        await silent.close()
+    assert phases == silent_phases
 
 
 def test_openssh_is_found() -> None:
