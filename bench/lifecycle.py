@@ -8,7 +8,10 @@ Every figure is the median wall time of whole commands, as a script sees them:
 - `tether start --background` through sshd to ready, next to `ssh -f -N -o
   ExitOnForwardFailure=yes` followed by the same probe (a round trip through the forward to the
   echo target: tether probes the target before it says ready, and ssh -f does not);
-- `tether start --run true` through sshd, next to `ssh -f` + probe + `true` + `ssh -O exit`.
+- `tether start --run true` through sshd, next to `ssh -f` + probe + `true` + `ssh -O exit`;
+- `tether start --background --reuse` when the tunnel runs already (the answer, no start);
+- `with tether.open(...)` in process: ready, one round trip, closed, next to `ssh -f` + probe +
+  `ssh -O exit`.
 The tether package is byte-compiled first, as an installed package is. Last, the slowest
 imports of `tether list` (python -X importtime).
 """
@@ -128,10 +131,24 @@ def main() -> None:
             args.runs, lambda: timed([*TETHER, "list"], env)
         )
 
+        api = dict(
+            to=echo.address,
+            via=sshd.via,
+            identity_file=str(sshd.client_key),
+            known_hosts=str(sshd.known_hosts),
+            ssh_config=str(sshd.ssh_config),
+            runtime_dir=f"{tmp}/run",
+        )
         starts, stops, ssh_starts, ssh_stops, runs, ssh_runs = [], [], [], [], [], []
+        reuses, opens = [], []
         for _ in range(args.runs):  # alternated, so a slow moment falls on both alike
             starts.append(timed([*TETHER, "start", *through, "--background"], env))
+            reuses.append(timed([*TETHER, "start", *through, "--background", "--reuse"], env))
             stops.append(timed([*TETHER, "stop", "--all"], env))
+            began = time.perf_counter()
+            with tether.open(**api) as opened:
+                probe(opened.port)
+            opens.append(time.perf_counter() - began)
             began = time.perf_counter()
             openssh.start()
             ssh_starts.append(time.perf_counter() - began)
@@ -150,6 +167,8 @@ def main() -> None:
         figures["ssh -O exit"] = statistics.median(ssh_stops)
         figures["tether start --run true"] = statistics.median(runs)
         figures["ssh -f + probe + true + ssh -O exit"] = statistics.median(ssh_runs)
+        figures["tether start --reuse, already running"] = statistics.median(reuses)
+        figures["with tether.open(): ready, probe, closed"] = statistics.median(opens)
 
         for _ in range(args.tunnels):
             timed([*TETHER, "start", "--to", echo.address, "--background"], env)
@@ -171,6 +190,7 @@ def main() -> None:
         ("tether start --background, to ready", "ssh -f -N + probe"),
         ("tether stop (1 tunnel)", "ssh -O exit"),
         ("tether start --run true", "ssh -f + probe + true + ssh -O exit"),
+        ("with tether.open(): ready, probe, closed", "ssh -f + probe + true + ssh -O exit"),
     ):
         print(f"ratio {ours} / {reference}: {figures[ours] / figures[reference]:.2f}x")
     print("slowest imports of `tether list` (self time):")
