@@ -54,6 +54,9 @@ STOP_GRACE = 3.0
 # A refused forward's reason is on the master's stderr, not in its reply; it comes at once.
 REASON_WAIT = 0.2
 STDERR_KEPT = 40
+# A traced master (tether diagnose) says a hundred lines before it is up; its failure is read
+# from all of them.
+STDERR_KEPT_TRACED = 1000
 PF_EXITING = 0x4  # include/linux/sched.h: the process is exiting
 HAVE_PROCFS = os.path.exists("/proc/self/stat")
 CIPHERS = (
@@ -142,10 +145,15 @@ class OpenSshTransport(Transport):
     engine = "openssh"
     handoff = True
 
-    def __init__(self, via: Via, options: SshOptions) -> None:
+    def __init__(
+        self, via: Via, options: SshOptions, *, trace: Callable[[str], None] | None = None
+    ) -> None:
         self.via = via
         self.options = options
         self.label = str(via)
+        # tether diagnose: the master logs at DEBUG1 (its own connection only, not a
+        # ProxyJump hop's) and each line of it goes to ``trace`` as it comes.
+        self._trace = trace
         self._master: _Master | None = None
         self._workdir: Workdir | None = None
 
@@ -157,8 +165,8 @@ class OpenSshTransport(Transport):
         self._workdir = Workdir()
         config = write_config(self._workdir.path / "config", self.options)
         control = self._workdir.path / "control"
-        argv = [*parent_death_wrapper(), *self._argv(config, control)]
-        master = _Master(argv, control, on_lost)
+        argv = [*parent_death_wrapper(), *self.ssh_argv(config, control)]
+        master = _Master(argv, control, on_lost, on_line=self._trace)
         self._master = master
         try:
             await master.started(
@@ -169,17 +177,19 @@ class OpenSshTransport(Transport):
             raise
         if master.failure is not None:  # it exited before its socket answered
             try:
-                resolved = await sshexit.resolve(self._argv(config, Path("/nonexistent")))
+                resolved = await sshexit.resolve(self.ssh_argv(config, Path("/nonexistent")))
                 error = await sshexit.startup_error(master.stderr_text(), resolved, self.label)
             finally:
                 await self.close()
             raise error
 
-    def _argv(self, config: Path, control: Path) -> list[str]:
+    def ssh_argv(self, config: Path, control: Path) -> list[str]:
+        """The master's command line, with its generated ``config`` and ``control`` socket."""
         argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M", "-S", str(control)]
         argv += ["-N", "-T"]
         # On the command line, these are the main connection's alone: not a hop's.
-        argv += ["-o", "ControlPersist=no", "-o", "LogLevel=INFO"]
+        level = "DEBUG1" if self._trace is not None else "INFO"
+        argv += ["-o", "ControlPersist=no", "-o", f"LogLevel={level}"]
         if self.via.port_given:
             argv += ["-p", str(self.via.port)]
         if self.via.user:
@@ -280,10 +290,19 @@ def write_config(path: Path, options: SshOptions) -> Path:
 class _Master:
     """A running `ssh -M`: its process, its stderr, and its control socket."""
 
-    def __init__(self, argv: list[str], control: Path, on_lost: LossCallback | None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        control: Path,
+        on_lost: LossCallback | None,
+        *,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         self.control = control
         self.failure: int | None = None  # its exit status, once it has exited
         self._on_lost = on_lost
+        self._on_line = on_line
+        self._kept = STDERR_KEPT if on_line is None else STDERR_KEPT_TRACED
         self._ready = False
         self._stopping = False
         self._stderr: list[str] = []
@@ -372,7 +391,9 @@ class _Master:
         return bool(flags & PF_EXITING)
 
     def stderr_text(self) -> str:
-        return "\n".join(self._stderr)
+        """What it said, less the debug lines of a traced master: a failure reads the same
+        with tracing or without."""
+        return "\n".join(line for line in self._stderr if not line.startswith("debug"))
 
     async def open_failure(self, fallback: str) -> str:
         """Why the master refused a forward, as its stderr says ("connect failed: ...")."""
@@ -402,7 +423,9 @@ class _Master:
             line = raw.decode(errors="replace").strip()
             if line:
                 log.debug("ssh: %s", line)
-                self._stderr = [*self._stderr[-STDERR_KEPT:], line]
+                self._stderr = [*self._stderr[-self._kept :], line]
+                if self._on_line is not None:
+                    self._on_line(line)
         self._new_line.set()
 
     def _on_exit(self) -> None:

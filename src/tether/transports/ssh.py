@@ -1,4 +1,5 @@
-"""SSH: one asyncssh connection, one direct-tcpip channel per stream. The only asyncssh importer."""
+"""SSH: one asyncssh connection, one direct-tcpip channel per stream (asyncssh's only other
+importer is diagnose/asyncssh.py)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ class _Resolved:
     proxied: bool  # reached through a jump host
 
 
-class _Client(asyncssh.SSHClient):
+class TunnelClient(asyncssh.SSHClient):
     """Reports progress and loss, and makes sure nothing ever prompts."""
 
     def __init__(self, on_phase: PhaseCallback | None, on_lost: LossCallback | None) -> None:
@@ -112,7 +113,13 @@ class SshTransport(Transport):
         self.options = options
         self.label = str(via)
         self._conn: asyncssh.SSHClientConnection | None = None
-        self._client: _Client | None = None
+        self._client: TunnelClient | None = None
+
+    def _new_client(
+        self, on_phase: PhaseCallback | None, on_lost: LossCallback | None
+    ) -> TunnelClient:
+        """The connection's callbacks; tether diagnose's subclass watches more of them."""
+        return TunnelClient(on_phase, on_lost)
 
     def _config_files(self) -> list[str]:
         """The user's ssh_config, which asyncssh applies as OpenSSH would (HostName, Port,
@@ -120,8 +127,8 @@ class SshTransport(Transport):
         path = Path(self.options.ssh_config or paths.ssh_config()).expanduser()
         return [str(path)] if path.is_file() else []
 
-    def _resolve(self, config_files: list[str]) -> _Resolved:
-        """The real host, port and known_hosts files after ssh_config, as asyncssh reads it."""
+    def _load_config(self, config_files: list[str]) -> SSHClientConfig:
+        """ssh_config for the via, as asyncssh reads it."""
         with map_exceptions({OSError: ConfigError, ValueError: ConfigError}, "ssh_config"):
             config = SSHClientConfig.load(
                 None,
@@ -134,6 +141,11 @@ class SshTransport(Transport):
                 self.via.host,
                 self.via.port if self.via.port_given else (),
             )
+        return cast(SSHClientConfig, config)
+
+    def _resolve(self, config_files: list[str]) -> _Resolved:
+        """The real host, port and known_hosts files after ssh_config, as asyncssh reads it."""
+        config = self._load_config(config_files)
         hostname = str(config.get("Hostname", self.via.host))
         port = int(cast(int, config.get("Port", DEFAULT_SSH_PORT)))
         if self.options.known_hosts:
@@ -201,11 +213,11 @@ class SshTransport(Transport):
         known_hosts = self._known_hosts(resolved)
         try:
             self._conn, client = await asyncssh.create_connection(
-                lambda: _Client(on_phase, on_lost),
+                lambda: self._new_client(on_phase, on_lost),
                 self.via.host,
                 **self._connect_options(known_hosts, config_files),
             )
-            self._client = cast(_Client, client)
+            self._client = cast(TunnelClient, client)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise await self._host_key_error(known_hosts, resolved) from exc
         except asyncssh.PermissionDenied as exc:
