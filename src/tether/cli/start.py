@@ -140,7 +140,17 @@ class _StartCommand(click.Command):
 
 def tunnel_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Adds a flag for every tunnel option that has one, as config.OPTIONS declares them."""
-    for opt in reversed(OPTIONS):
+    return _with_flags(command, OPTIONS)
+
+
+def some_tunnel_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Like tunnel_options, for the options named (by key) alone."""
+    chosen = tuple(opt for opt in OPTIONS if opt.key in keys)
+    return lambda command: _with_flags(command, chosen)
+
+
+def _with_flags(command: Callable[..., Any], options: Sequence[Option]) -> Callable[..., Any]:
+    for opt in reversed(options):
         flag = opt.cli_flag
         if flag is None:
             continue
