@@ -1,0 +1,124 @@
+"""`tether diagnose`: each step of reaching a tunnel's target, run on its own and timed."""
+
+from __future__ import annotations
+
+import contextlib
+
+from tether.diagnose import network
+from tether.diagnose.engine import EngineProbe
+from tether.diagnose.network import Peer, Sockaddr
+from tether.diagnose.report import STEPS, Diagnosis, Failed, Runner, Step
+from tether.spec import TunnelSpec
+
+NOT_SSH = "direct: no SSH"
+# For the failures that carry no hint of their own (a dropped connection, a refused target).
+SERVER_HINT = "run with --debug for ssh's own words, and read the server's sshd log"
+
+
+async def diagnose(spec: TunnelSpec) -> Diagnosis:
+    """Run the steps of ``spec``'s path in order, each timed, until one fails.
+
+    The steps use what the tunnel would use: its transport, known_hosts, ssh_config and keys.
+    Configuration errors (a missing key file, a bad ssh_config) raise, as for `tether start`;
+    a failing step does not: it ends the diagnosis, which carries its error.
+    """
+    if spec.via is None:
+        return await _direct(spec)
+    probe = _engine(spec)
+    diagnosis = Diagnosis(str(spec.target), str(spec.via), probe.engine)
+    await probe.prepare()
+    diagnosis.ssh_config = probe.ssh_config
+    if probe.note:
+        diagnosis.notes.append(probe.note)
+    runner = Runner(diagnosis, spec.timeout)
+    try:
+        if probe.hop is None:
+            for name in ("resolve", "tcp", "banner"):
+                runner.skip(name, "not run: a ProxyCommand makes the connection")
+        else:
+            await _server(runner, probe.hop, spec.ssh.connect_timeout)
+        await runner.run("host_key", probe.host_key, doing="exchanging keys", hint=SERVER_HINT)
+        await runner.run("auth", probe.auth, doing="authenticating", hint=SERVER_HINT)
+        target = spec.target
+        refused = f"check that {target} listens and accepts connections from the SSH server"
+        await runner.run(
+            "channel",
+            lambda step: probe.channel(target, step),
+            doing=f"opening a channel to {target}",
+            hint=refused,
+        )
+        await runner.run(
+            "probe", lambda step: probe.probe(target, step), doing=f"probing {target}", hint=refused
+        )
+    except Failed:
+        pass
+    finally:
+        await probe.close()
+    return diagnosis
+
+
+def _engine(spec: TunnelSpec) -> EngineProbe:
+    """The engine `tether start` would choose, with the same errors when it cannot."""
+    from tether.transports import transport_for
+
+    assert spec.via is not None
+    if transport_for(spec).engine == "openssh":
+        from tether.diagnose.openssh import OpenSshProbe
+
+        return OpenSshProbe(spec.via, spec.ssh)
+    from tether.diagnose.asyncssh import AsyncSshProbe
+
+    return AsyncSshProbe(spec.via, spec.ssh)
+
+
+async def _server(runner: Runner, peer: Peer, connect_timeout: float | None) -> None:
+    """Resolve, connect to and read the banner of the host ssh connects to first."""
+    addresses: list[Sockaddr] = []
+
+    async def resolve(step: Step) -> None:
+        addresses.extend(await network.resolve(peer, step))
+
+    await runner.run("resolve", resolve, doing=f"resolving {peer.host}")
+    connected = []
+
+    async def connect(step: Step) -> None:
+        connected.append(await network.connect(peer, addresses, step, connect_timeout))
+
+    await runner.run("tcp", connect, doing=f"connecting to {peer.label}")
+    await runner.run(
+        "banner",
+        lambda step: network.banner(peer, connected[0], step, connect_timeout),
+        doing=f"waiting for the SSH banner of {peer.label}",
+    )
+
+
+async def _direct(spec: TunnelSpec) -> Diagnosis:
+    """A direct tunnel: the target is resolved and connected to as the tunnel's streams are.
+    Its failures are the target's (exit 6), as `tether start --to` says them."""
+    diagnosis = Diagnosis(str(spec.target), None, None)
+    target = spec.target
+    peer = Peer(target.host, target.port, str(target), direct=True)
+    for name in ("banner", "host_key", "auth", "channel"):
+        diagnosis.steps[name].detail = NOT_SSH
+    runner = Runner(diagnosis, spec.timeout)
+    addresses: list[Sockaddr] = []
+
+    async def resolve(step: Step) -> None:
+        addresses.extend(await network.resolve(peer, step))
+
+    async def connect(step: Step) -> None:
+        sock = await network.connect(peer, addresses, step, spec.ssh.connect_timeout)
+        sock.close()
+
+    with contextlib.suppress(Failed):
+        await runner.run("resolve", resolve, doing=f"resolving {target.host}")
+        await runner.run("tcp", connect, doing=f"connecting to {target}")
+        await runner.run(
+            "probe",
+            lambda step: network.direct_probe(peer, addresses, step, spec.ssh.connect_timeout),
+            doing=f"probing {target}",
+        )
+    return diagnosis
+
+
+__all__ = ["STEPS", "Diagnosis", "Step", "diagnose"]

@@ -1,0 +1,211 @@
+"""The asyncssh engine's side of a diagnosis: the tunnel's own connection, watched through its
+callbacks, and the known_hosts line that vouches for the server's key."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import asyncssh
+
+from tether.diagnose.engine import EngineProbe, pick
+from tether.diagnose.network import Peer, first_bytes
+from tether.diagnose.report import Step
+from tether.errors import ConfigError, TargetUnreachableError, TransportUnreachableError
+from tether.files import KNOWN_HOSTS_LIMIT, read_regular
+from tether.spec import Endpoint, SshOptions, Via
+from tether.transports.base import LossCallback, PhaseCallback
+from tether.transports.ssh import SshTransport, TunnelClient
+from tether.transports.sshsetup import check_files
+
+# The key files asyncssh (like ssh) tries when ssh_config names none.
+DEFAULT_KEYS = ("id_ed25519_sk", "id_ecdsa_sk", "id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
+CERTIFICATE = "-cert-v01@openssh.com"
+
+
+class _Watching(TunnelClient):
+    """The tunnel's callbacks, and a look at the login as it goes: the methods the server
+    offers and the keys tried. asyncssh has no callback for either, so the connection's own
+    two methods are wrapped, on this one connection only."""
+
+    def __init__(self, seen: dict[str, Any], *args: Any) -> None:
+        super().__init__(*args)
+        self.seen = seen
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.seen["conn"] = conn
+        tried: list[asyncssh.SSHKeyPair] = self.seen.setdefault("keys", [])
+        next_auth = conn.try_next_auth
+        requested = conn.public_key_auth_requested
+
+        def try_next_auth(*, next_method: bool = False) -> None:
+            methods = list(conn.get_server_auth_methods())
+            if methods and methods != ["none"]:  # the answer to the first, empty, request
+                self.seen.setdefault("methods_offered", methods)
+            next_auth(next_method=next_method)
+
+        async def public_key_auth_requested() -> asyncssh.SSHKeyPair | None:
+            key = await requested()
+            if key is not None:
+                tried.append(key)
+            return key
+
+        conn.try_next_auth = try_next_auth  # type: ignore[method-assign]
+        conn.public_key_auth_requested = public_key_auth_requested  # type: ignore[method-assign]
+
+
+class _Watched(SshTransport):
+    """The tunnel's asyncssh transport, with its client watched."""
+
+    def __init__(self, via: Via, options: SshOptions) -> None:
+        super().__init__(via, options)
+        self.seen: dict[str, Any] = {}
+
+    def _new_client(
+        self, on_phase: PhaseCallback | None, on_lost: LossCallback | None
+    ) -> TunnelClient:
+        return _Watching(self.seen, on_phase, on_lost)
+
+    def settings(self) -> tuple[dict[str, Any], Peer | None, list[str]]:
+        """ssh_config as asyncssh reads it for the via; the first host it connects to; the
+        known_hosts files."""
+        files = self._config_files()
+        config = self._load_config(files)
+        resolved = self._resolve(files)
+        shown: dict[str, Any] = {
+            "hostname": resolved.hostname,
+            "port": resolved.port,
+            "user": config.get("User") or self.via.user,
+            "proxyjump": config.get("ProxyJump"),
+            "identityfile": list(self.options.identity_files)
+            or list(cast(list[str], config.get("IdentityFile", []))),
+            "userknownhostsfile": resolved.known_hosts,
+        }
+        hop = None
+        if not shown["proxyjump"]:
+            hop = Peer(resolved.hostname, resolved.port, str(self.via))
+        return {k: v for k, v in shown.items() if v}, hop, resolved.known_hosts
+
+    def matched_line(self, key: asyncssh.SSHKey) -> dict[str, Any] | None:
+        """The known_hosts line that trusts ``key`` for the server (or, failing one, that
+        names an authority for it), as ``{"file", "line", "ca"}``."""
+        resolved = self._resolve(self._config_files())
+        fallback = None
+        for name in resolved.known_hosts:
+            path = Path(name).expanduser()
+            try:
+                data = read_regular(
+                    path, limit=KNOWN_HOSTS_LIMIT, what="known_hosts", error=ConfigError
+                )
+            except FileNotFoundError:
+                continue
+            for number, raw in enumerate(data.splitlines(), 1):
+                try:
+                    entry = asyncssh.import_known_hosts(raw.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError):
+                    continue  # skipped by the connection too
+                trusted, authorities, _ = self._lookup(entry, resolved)
+                if any(key == k for k in trusted):
+                    return {"file": str(path), "line": number, "ca": False}
+                if authorities and fallback is None:
+                    fallback = {"file": str(path), "line": number, "ca": True}
+        return fallback
+
+
+class AsyncSshProbe(EngineProbe):
+    """Connects with the tunnel's asyncssh transport and reports what its login saw."""
+
+    engine = "asyncssh"
+
+    def __init__(self, via: Via, options: SshOptions) -> None:
+        super().__init__(via, options)
+        self.transport: _Watched = _Watched(via, options)
+
+    async def prepare(self) -> None:
+        check_files(self.options)
+        self.ssh_config, self.hop, _ = self.transport.settings()
+        jump = self.ssh_config.get("proxyjump")
+        if jump:
+            first = str(jump).split(",")[0]
+            # The hop as ssh_config makes it: its own HostName and Port.
+            hop = _Watched(Via.parse("ssh://" + first.removeprefix("ssh://")), self.options)
+            _, self.hop, _ = hop.settings()
+            self.note = (
+                f"ProxyJump {jump}: resolve, tcp and banner concern the first jump host "
+                f"({first}); host_key and auth concern {self.via.host} itself"
+            )
+
+    def host_key_facts(self, step: Step) -> None:
+        conn = self.transport.seen.get("conn")
+        key = conn.get_server_host_key() if conn is not None else None
+        if key is None:
+            return
+        algorithm = key.get_algorithm()
+        step.facts.update(algorithm=algorithm, fingerprint=key.get_fingerprint())
+        step.detail = f"{algorithm} {key.get_fingerprint()}"
+        found = self.transport.matched_line(key) if self.verified.is_set() else None
+        if found is not None:
+            what = "known_hosts_ca" if found.pop("ca") else "known_hosts"
+            step.facts[what] = found
+            how = "signed by the @cert-authority of" if what == "known_hosts_ca" else "matches"
+            step.detail += f", {how} {found['file']}:{found['line']}"
+
+    def auth_facts(self, step: Step) -> None:
+        seen = self.transport.seen
+        keys = [self._describe(key) for key in seen.get("keys", [])]
+        methods = seen.get("methods_offered", [])
+        step.facts.update(pick(seen, "methods_offered"), tried=keys)
+        offers = ",".join(methods) or "unknown"
+        if self.transport._conn is not None:  # logged in, with the last key tried
+            step.facts.update(method="publickey", key=keys[-1] if keys else None)
+            step.detail = "publickey" + (f" with {keys[-1]}" if keys else "")
+            step.detail += f"; the server offers {offers}"
+        else:
+            step.detail = f"the server offers {offers}; tried {'; '.join(keys) or 'no key'}"
+
+    def _describe(self, key: asyncssh.SSHKeyPair) -> str:
+        """A key as ssh -v names it: where it came from, its type and fingerprint."""
+        algorithm = key.algorithm.decode(errors="replace")
+        public = bytes(key.public_data)
+        # As ssh prints it: SHA256 of the key's wire form, in base64 without padding.
+        digest = base64.b64encode(hashlib.sha256(public).digest()).decode().rstrip("=")
+        fingerprint = f"SHA256:{digest}"
+        source = "ssh-agent" if type(key).__name__ == "SSHAgentKeyPair" else "?"
+        if source == "?":
+            source = next((path for path in self._key_files() if _public(path) == public), "a key")
+        kind = " certificate" if algorithm.endswith(CERTIFICATE) else ""
+        return f"{source} {algorithm}{kind} {fingerprint}"
+
+    def _key_files(self) -> list[str]:
+        named = list(self.ssh_config.get("identityfile", []))
+        return named + [f"~/.ssh/{name}" for name in DEFAULT_KEYS]
+
+    async def probe(self, target: Endpoint, step: Step) -> None:
+        conn = self.transport._conn
+        if conn is None:
+            raise TransportUnreachableError(f"SSH connection to {self.via} is not open")
+        started = time.monotonic()
+        try:
+            reader, writer = await conn.open_connection(target.host, target.port)
+        except asyncssh.ChannelOpenError as exc:
+            raise TargetUnreachableError(
+                f"cannot connect to {target} through {self.via}: {exc.reason}"
+            ) from None
+        except (asyncssh.Error, OSError) as exc:
+            raise TransportUnreachableError(f"SSH connection to {self.via} failed: {exc}") from None
+        step.detail = f"opened in {(time.monotonic() - started) * 1000:.1f} ms"
+        await first_bytes(step, lambda: reader.read(65536), writer.close)
+
+
+def _public(path: str) -> bytes | None:
+    """The public key blob of the key file ``path``, from its .pub (never the private key)."""
+    with contextlib.suppress(OSError, ValueError, asyncssh.KeyImportError):
+        return bytes(asyncssh.read_public_key(Path(f"{path}.pub").expanduser()).public_data)
+    return None
+
+
+__all__ = ["AsyncSshProbe"]
