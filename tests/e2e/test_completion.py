@@ -212,7 +212,8 @@ def test_command_summaries_are_their_help() -> None:
 
 def test_completing_imports_no_engine(tether: TetherRunner, config: Path) -> None:
     """A TAB runs the whole program: it stays quick by never loading asyncio or asyncssh."""
-    for line in ("tether start ", "tether stop ", "tether logs ", "tether systemd-unit "):
+    lines = ("tether start ", "tether stop ", "tether logs ", "tether systemd-unit ")
+    for line in (*lines, "tether diagnose "):
         done = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "tether"],
             env={

@@ -32,6 +32,7 @@ from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherRunner
 from tether.cli.listing import HEADERS
 from tether.config import build_spec, load_config
+from tether.diagnose.report import STEPS, Diagnosis
 from tether.record import record_keys
 
 README = Path(__file__).parents[2] / "README.md"
@@ -183,7 +184,7 @@ def test_the_readme_examples_run(sandbox: Sandbox, monkeypatch: pytest.MonkeyPat
         elif block.language == "toml":
             check_config(sandbox)
         elif block.language == "json":
-            assert list(json.loads(text)) == record_keys(), where
+            check_json(json.loads(text), where)
         elif block.language == "python":
             run_python(sandbox, text, monkeypatch)
         elif block.language == "":
@@ -252,6 +253,19 @@ def run_foreground(sandbox: Sandbox, line: str, where: str) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def check_json(data: dict[str, object], where: str) -> None:
+    """A tunnel's record, or the report of `tether diagnose --json` (which has steps)."""
+    if "steps" not in data:
+        assert list(data) == record_keys(), where
+        return
+    empty = Diagnosis("t:1", None, None).to_json()
+    assert list(data) == list(empty), where
+    assert isinstance(data["steps"], list)
+    assert [step["name"] for step in data["steps"]] == list(STEPS), where
+    for step in data["steps"]:
+        assert list(step) == list(empty["steps"][0]), where
 
 
 def check_config(sandbox: Sandbox) -> None:
