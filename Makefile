@@ -45,6 +45,7 @@ bench: $(STAMP) sshd
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	PYTHONPATH=. $(BIN)/python bench/relays.py
+	PYTHONPATH=. $(BIN)/python bench/socksproxy.py
 	PYTHONPATH=. $(BIN)/python bench/lifecycle.py
 
 lint: $(STAMP)

@@ -8,6 +8,10 @@
  *   netload accept PORT SECONDS      connect, send 100 bytes, read them back, close, again;
  *                                    prints connections per second
  *
+ * With a last argument TARGET, rtt and accept take PORT for a SOCKS5 proxy: every connection
+ * first asks it for 127.0.0.1:TARGET (no authentication, CONNECT, the reply awaited at each
+ * step, as curl does), and is then used as above.
+ *
  * Every address is 127.0.0.1. Errors exit 1 with a line on stderr.
  */
 #define _GNU_SOURCE
@@ -47,6 +51,29 @@ static struct sockaddr_in loopback(int port) {
     return addr;
 }
 
+static int socks_target; /* nonzero: dial() goes through the SOCKS5 proxy to this port */
+
+static void write_all(int fd, const char *data, size_t size);
+static void read_all(int fd, char *data, size_t size);
+
+static void socks_connect(int fd, int target) {
+    const char greeting[3] = {5, 1, 0};
+    const char request[10] = {5, 1, 0, 1, 127, 0, 0, 1, (char)(target >> 8), (char)(target & 0xff)};
+    char reply[10];
+    write_all(fd, greeting, sizeof greeting);
+    read_all(fd, reply, 2);
+    if (reply[0] != 5 || reply[1] != 0) {
+        fprintf(stderr, "socks: no acceptable method\n");
+        exit(1);
+    }
+    write_all(fd, request, sizeof request);
+    read_all(fd, reply, sizeof reply); /* an IPv4 bound address: every proxy here sends one */
+    if (reply[1] != 0) {
+        fprintf(stderr, "socks: reply %d\n", reply[1]);
+        exit(1);
+    }
+}
+
 static int dial(int port) {
     struct sockaddr_in addr = loopback(port);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -54,6 +81,7 @@ static int dial(int port) {
     if (fd < 0) die("socket");
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
+    if (socks_target) socks_connect(fd, socks_target);
     return fd;
 }
 
@@ -198,10 +226,16 @@ static int accept_rate(int port, double seconds) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "serve") == 0) serve(atoi(argv[2]));
-    if (argc == 5 && strcmp(argv[1], "rtt") == 0)
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "rtt") == 0) {
+        socks_target = argc == 6 ? atoi(argv[5]) : 0;
         return rtt(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
-    if (argc == 4 && strcmp(argv[1], "accept") == 0)
+    }
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "accept") == 0) {
+        socks_target = argc == 5 ? atoi(argv[4]) : 0;
         return accept_rate(atoi(argv[2]), atof(argv[3]));
-    fprintf(stderr, "usage: netload serve PORT | rtt PORT CONNS SECONDS | accept PORT SECONDS\n");
+    }
+    fprintf(stderr,
+            "usage: netload serve PORT | rtt PORT CONNS SECONDS [TARGET] | "
+            "accept PORT SECONDS [TARGET]\n");
     return 2;
 }

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.socks import socks_connect
 from tests.support.sshd_server import SshdServer, descendants, require_sshd
 
 CHUNK = 1 << 20
@@ -73,11 +74,17 @@ def bulk_server(listener: socket.socket) -> None:
                 conn.recv(1)
 
 
-def transfer(port: int, mode: str, size: int) -> float:
-    """One bulk transfer through the relay on ``port``; MB/s."""
+def transfer(port: int, mode: str, size: int, socks_target: int | None = None) -> float:
+    """One bulk transfer through the relay on ``port`` (a SOCKS5 proxy to 127.0.0.1 and
+    ``socks_target``, if given, the handshake timed too); MB/s."""
     block = memoryview(bytearray(CHUNK))
     began = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+    if socks_target is None:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=120)
+    else:
+        connection = socks_connect(port, "127.0.0.1", socks_target)
+        connection.settimeout(120)
+    with connection as sock:
         sock.sendall(mode.encode() + size.to_bytes(8, "big"))
         if mode == "U":
             left = size

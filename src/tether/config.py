@@ -180,6 +180,31 @@ _TYPE_NAMES = {
 }
 
 
+def _target(settings: Settings, parsed: dict[str, Any]) -> Endpoint | None:
+    """The target the address keys make, or None for a SOCKS tunnel (which must have none)."""
+    given = [key for key in ("to", "target_host", "target_port") if key in parsed]
+    if parsed.get("socks"):
+        if given:
+            raise UsageError(
+                f"{settings[given[0]].origin}: a SOCKS tunnel has no target "
+                f"(socks is set by {settings['socks'].origin})",
+                hint="drop one of them",
+                options=(given[0], "socks"),
+            )
+        return None
+    target = parsed.get("to")
+    if target is None and ("target_host" not in parsed or "target_port" not in parsed):
+        raise UsageError(
+            "no target",
+            hint="give a PROFILE, to HOST:PORT, target_host and target_port, or socks",
+            options=("to", "target_host", "target_port", "socks"),
+        )
+    return Endpoint(
+        parsed.get("target_host", target.host if target else ""),
+        parsed.get("target_port", target.port if target else 0),
+    )
+
+
 RUN_MAX_RETRIES = 5  # a command should fail, not wait forever, on a tunnel that stays down
 
 
@@ -211,18 +236,8 @@ def build_spec(settings: Settings, *, name: str = "", run_mode: bool = False) ->
             raise ConfigError(
                 f"{setting.origin}: {problem}", hint=exc.hint, options=exc.options
             ) from None
-    target = parsed.get("to")
-    if target is None and ("target_host" not in parsed or "target_port" not in parsed):
-        raise UsageError(
-            "no target",
-            hint="give a PROFILE, to HOST:PORT, or target_host and target_port",
-            options=("to", "target_host", "target_port"),
-        )
     fields: dict[str, Any] = {
-        "target": Endpoint(
-            parsed.get("target_host", target.host if target else ""),
-            parsed.get("target_port", target.port if target else 0),
-        ),
+        "target": _target(settings, parsed),
         "listen": Endpoint(parsed.get("host", DEFAULT_LISTEN_HOST), parsed.get("port", 0)),
         "name": parsed.get("name", name),
     }
@@ -238,6 +253,11 @@ def build_spec(settings: Settings, *, name: str = "", run_mode: bool = False) ->
                 )
             )
             into[attribute] = parsed[opt.key]
+    if parsed.get("allow") and not parsed.get("socks"):
+        raise UsageError(
+            f"{settings['allow'].origin}: an allowlist is for a SOCKS tunnel (socks = true)",
+            options=("allow", "socks"),
+        )
     if fields.get("max_retries") == UNLIMITED:
         fields["max_retries"] = None
     elif "max_retries" not in fields and run_mode:

@@ -30,6 +30,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Literal
 
 
 class TetherError(Exception):
@@ -87,10 +88,26 @@ class HostKeyError(AuthenticationError):
     """The SSH server's host key is unknown or does not match known_hosts."""
 
 
+#: Why a target could not be reached, as far as the transport knows: what a SOCKS reply says.
+TargetFailure = Literal["refused", "unreachable", "prohibited", "other"]
+
+
 class TargetUnreachableError(TetherError):
-    """The transport is up, but the target host:port does not accept connections."""
+    """The transport is up, but the target host:port does not accept connections. ``kind``
+    says why, where the transport can tell."""
 
     exit_code = 6
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        options: tuple[str, ...] = (),
+        kind: TargetFailure = "other",
+    ) -> None:
+        super().__init__(message, hint=hint, options=options)
+        self.kind: TargetFailure = kind
 
 
 class ReadinessTimeoutError(TetherError):

@@ -50,14 +50,21 @@ class Forward:
     """One handed-off connection: counted while it lives, and ended from here when needed."""
 
     def __init__(
-        self, counters: Counters, on_done: Callable[[Forward], None], sock: socket.socket
+        self,
+        counters: Counters,
+        on_done: Callable[[Forward], None],
+        sock: socket.socket,
+        *,
+        counting: bool = True,
     ) -> None:
         self.counters = counters
         self.on_done = on_done
         self.sock = sock
         self.linked = False  # the master has opened the forward
         self.done = False
-        self._counted = (0, 0)
+        # The bytes each way that are not the target's (a SOCKS handshake), once known: until
+        # then nothing is counted.
+        self._counted: tuple[int, int] | None = (0, 0) if counting else None
         counters.active += 1
         counters.total += 1
         try:
@@ -68,12 +75,17 @@ class Forward:
 
     def sync(self) -> None:
         """Bring the tunnel's byte counters up to date with this connection's."""
-        if self.done:
+        if self.done or self._counted is None:
             return
         to_target, from_target = tcp_counts(self.sock)
         self.counters.bytes_to_target += to_target - self._counted[0]
         self.counters.bytes_from_target += from_target - self._counted[1]
         self._counted = (to_target, from_target)
+
+    def count_from(self, received: int, sent: int) -> None:
+        """Count the target's bytes from now: the first ``received`` and ``sent`` were the
+        SOCKS handshake's."""
+        self._counted = (received, sent)
 
     def limit(self, high: int) -> None:
         """Buffers are the master's business, not tether's."""

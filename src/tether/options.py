@@ -21,6 +21,7 @@ class Option:
     short: str | None = None
     toml: tuple[type, ...] = (str,)  # the TOML types a profile may give
     profile: bool = True  # whether a profile may set it
+    multiple: bool = False  # a flag that may be repeated, its values joined in a tuple
     default_text: str | None = None  # the default as --help shows it; derived if None
     field: str = ""  # the field it sets, "ssh.x" for SshOptions; "" for the address options
     default: Any = None

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 
 from tether.protocol import JSONObject, Status
 from tether.registry import PRIVATE_FIELDS, Entry
-from tether.values import host_port
+from tether.values import host_port, socks_reach
 
 #: The record's version. It grows when a key is removed or changes meaning; new keys keep it.
 SCHEMA = 1
@@ -52,6 +52,9 @@ class EntryView:
 
     @property
     def target(self) -> str:
+        """``host:port``, or what a SOCKS tunnel reaches: "socks5 (any)", "socks5 (RULE +N)"."""
+        if self.entry.socks:
+            return socks_reach(self.entry.allow)
         return host_port(self.entry.target_host, self.entry.target_port)
 
 

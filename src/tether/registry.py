@@ -40,6 +40,12 @@ ENTRY_LIMIT = 64 * 1024
 LOCK_RETRY = 0.01
 # Entry fields that identify the owner's process and lock for tether's own checks; never shown.
 PRIVATE_FIELDS = ("proc_start", "lock_id")
+SOCKS_TARGET = ("*", 0)  # what a SOCKS tunnel registers as its target
+
+
+def added_fields() -> dict[str, object]:
+    """Entry fields added since the first release, with the value an older entry means."""
+    return {"socks": False, "allow": []}
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,10 @@ class Entry:
     local_host: str
     local_port: int
     local_addresses: list[str]
-    target_host: str
-    target_port: int
+    target_host: str  # "*" for a SOCKS tunnel: its clients name their targets
+    target_port: int  # 0 for a SOCKS tunnel
+    socks: bool
+    allow: list[str]  # a SOCKS tunnel's allowlist, canonical; empty: any target
     via: str | None
     engine: str | None
     started: str
@@ -66,9 +74,16 @@ class Entry:
     @classmethod
     def from_json(cls, data: object) -> Entry:
         names = {f.name for f in fields(cls)}
+        if isinstance(data, Mapping):
+            # Written by a tether from before SOCKS tunnels, still running: a fixed target.
+            data = {**added_fields(), **data}
         if not isinstance(data, Mapping) or set(data) != names:
             raise ValueError("its fields do not match")
         entry = cls(**data)
+        if not isinstance(entry.socks, bool):
+            raise ValueError("socks is not a boolean")
+        if not isinstance(entry.allow, list) or not all(isinstance(a, str) for a in entry.allow):
+            raise ValueError("allow is not a list of strings")
         for name in ("pid", "proc_start", "local_port", "target_port"):
             value = getattr(entry, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -331,6 +346,8 @@ class Registry:
         log_file: str | None,
         engine: str | None = None,
         entry_id: str | None = None,
+        socks: bool = False,
+        allow: list[str] | None = None,
     ) -> Registration:
         """Create an entry owned by this process; the caller holds ``reserving`` for its port."""
         entry_id = entry_id or new_id()
@@ -356,6 +373,8 @@ class Registry:
                 local_addresses=addresses,
                 target_host=target_host,
                 target_port=target_port,
+                socks=socks,
+                allow=list(allow or []),
                 via=via,
                 engine=engine,
                 started=utc_now(),

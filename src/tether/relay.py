@@ -97,8 +97,9 @@ class End(asyncio.Protocol):
     def connection_made(self, conduit: Any) -> None:
         self.conduit = conduit
         self.limit(self.relay.high_water)
-        if self.local and not self.relay.linked:
-            # Hold the client's bytes until the stream to the target exists.
+        if (self.local or self.relay.hold) and not self.relay.linked:
+            # Hold the client's bytes until the stream to the target exists (and with ``hold``
+            # the target's, until the client has its SOCKS reply).
             conduit.pause_reading()
 
     def limit(self, high: int) -> None:
@@ -163,10 +164,13 @@ class Relay:
         counters: Counters,
         on_done: Callable[[Relay], None],
         high_water: int = WRITE_HIGH_WATER,
+        *,
+        hold: bool = False,
     ) -> None:
         self.counters = counters
         self.on_done = on_done
         self.high_water = high_water
+        self.hold = hold  # the remote end waits for link() too
         self.local = End(self, local=True)
         self.remote = End(self, local=False)
         self.linked = False
@@ -181,12 +185,15 @@ class Relay:
             self.counters.bytes_from_target += size
 
     def link(self) -> None:
-        """The remote end is connected: let the client's bytes flow."""
+        """The remote end is connected: let the client's bytes flow (and the target's, if
+        held)."""
         self.linked = True
         if self.local.lost:
             self.close()
-        elif self.local.conduit is not None:
-            self.local.conduit.resume_reading()
+            return
+        for end in (self.local, self.remote) if self.hold else (self.local,):
+            if end.conduit is not None and not end.lost:
+                end.conduit.resume_reading()
 
     def close(self) -> None:
         """Close both ends, flushing what each still has to write."""

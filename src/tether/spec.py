@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import unquote
 
 from tether.errors import UsageError, clip
-from tether import values
+from tether import allowlist, values
+from tether.allowlist import Rule
 from tether.options import option
 from tether.values import MAX_SECONDS, host_port, parse_host, parse_port
 
@@ -199,8 +200,9 @@ class TunnelSpec:
     """Every option of one tunnel, held once; flags, profiles and the Python API build it."""
 
     # The target and the listen address come from several keys each (to, target_host,
-    # target_port; host, port), which config.ADDRESS_OPTIONS declares.
-    target: Endpoint
+    # target_port; host, port), which config.ADDRESS_OPTIONS declares. A SOCKS tunnel has no
+    # target: each client names its own.
+    target: Endpoint | None = None
     listen: Endpoint = field(default_factory=lambda: Endpoint(DEFAULT_LISTEN_HOST, 0))
     via: Via | None = option(
         None,
@@ -284,12 +286,64 @@ class TunnelSpec:
         metavar="N",
         help="Connections served at once; more wait until one ends",
     )
+    # Last, so that the fields before keep their positions.
+    socks: bool = option(
+        False,
+        parse=values.boolean,
+        toml=(bool,),
+        help="Serve SOCKS5 on the local port: each client names its target (no --to)",
+    )
+    allow: tuple[Rule, ...] = option(
+        (),
+        parse=allowlist.parse_rules,
+        toml=(str, list),
+        multiple=True,
+        metavar="HOST:PORT",
+        help="With --socks, a target clients may reach: HOST or *.DOMAIN or ADDR[/BITS] or *, "
+        "then :PORT or :*; repeatable",
+        default_text="any target",
+    )
 
     def __post_init__(self) -> None:
+        if self.socks and self.target is not None:
+            raise UsageError(
+                "a SOCKS tunnel has no target: its clients name theirs",
+                hint="drop to (or target_host and target_port), or socks",
+                options=("to", "socks"),
+            )
+        if not self.socks and self.target is None:
+            raise UsageError(
+                "no target",
+                hint="give a PROFILE, to HOST:PORT, target_host and target_port, or socks",
+                options=("to", "target_host", "target_port", "socks"),
+            )
+        if self.allow and not self.socks:
+            raise UsageError(
+                "allow is the allowlist of a SOCKS tunnel; this one forwards to one target",
+                hint="add socks, or drop allow",
+                options=("allow", "socks"),
+            )
         if not self.name:
-            object.__setattr__(self, "name", str(self.target))
+            object.__setattr__(self, "name", "socks" if self.socks else str(self.target))
         if not 0 < self.timeout <= MAX_SECONDS:
             raise UsageError(f"timeout: expected a positive number of seconds, got {self.timeout}")
+
+    @property
+    def reaches(self) -> str:
+        """What the tunnel reaches, for banners and status lines: its target, or for a SOCKS
+        tunnel "socks5 (any)" or its allowlist in short."""
+        if self.target is None:
+            return values.socks_reach(self.allow)
+        return str(self.target)
+
+    @property
+    def probe_target(self) -> Endpoint | None:
+        """What a probe connects to: the target; for a SOCKS tunnel, the one host and port its
+        allowlist names, if it names exactly one (otherwise no target is probed)."""
+        if self.target is not None:
+            return self.target
+        single = allowlist.probe_target(self.allow)
+        return Endpoint(*single) if single else None
 
     def with_changes(self, **changes: object) -> TunnelSpec:
         """A copy with some fields replaced, validated again."""

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
+from tether import socksserve
 from tether.backoff import Backoff
 from tether.errors import ReadinessTimeoutError, TetherError, TunnelLostError
 from tether.listener import Listener, bind_all, resolve_listen
@@ -36,7 +37,7 @@ class TunnelStats:
 
     state: State
     local: Endpoint | None
-    target: Endpoint
+    target: Endpoint | None  # None for a SOCKS tunnel
     via: str
     engine: str | None
     active: int
@@ -60,13 +61,15 @@ def not_ready(spec: TunnelSpec, phase: str) -> ReadinessTimeoutError:
 
 
 class Tunnel:
-    """One local port forwarded to one target through one transport.
+    """One local port forwarded to one target through one transport, or, with ``spec.socks``,
+    serving SOCKS5: each client names its own target.
 
     ``start()`` returns once the tunnel is ready: listening, connected, and (unless the spec says
-    ``probe=False``) a probe stream to the target was opened and closed. ``wait_ended()`` returns
-    when a lifetime bound fires and raises TunnelLostError when the transport is lost for good.
-    It has no signals, no printing and no CLI, so tests, the shell and library users drive it
-    alike.
+    ``probe=False``) a probe stream to the target was opened and closed (for a SOCKS tunnel, to
+    the target its allowlist names, if it names exactly one: see ``probe_target``).
+    ``wait_ended()`` returns when a lifetime bound fires and raises TunnelLostError when the
+    transport is lost for good. It has no signals, no printing and no CLI, so tests, the shell
+    and library users drive it alike.
 
     ``on_phase`` hears every change of state, and "reconnecting" again at each reconnect
     attempt (``reconnect_attempt`` and ``last_error`` say which, and why). ``sockets``, if
@@ -109,6 +112,7 @@ class Tunnel:
         self._supervisor: asyncio.Task[None] | None = None
         self._timers: dict[str, tuple[asyncio.TimerHandle, float]] = {}
         self._closed = asyncio.Event()
+        self.handshake_timeout = socksserve.HANDSHAKE_TIMEOUT  # a SOCKS client's, to ask
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def resolve(self) -> None:
@@ -147,9 +151,9 @@ class Tunnel:
                 self.bind()
                 self._phase("connecting")
                 await self.transport.connect(self._phase, self._transport_lost)
-                if self.spec.probe:
+                if self.spec.probe and self.probe_target is not None:
                     self._phase("probing")
-                    await self._probe()
+                    await self.transport.probe(self.probe_target)
         except TimeoutError:
             phase = self.state
             await self.close()
@@ -372,18 +376,33 @@ class Tunnel:
         if self._on_phase:
             self._on_phase(phase)
 
-    async def _probe(self) -> None:
-        await self.transport.probe(self.spec.target)
+    @property
+    def probe_target(self) -> Endpoint | None:
+        """What the probe connects to: the target; for a SOCKS tunnel, the one host and port
+        its allowlist names, if it names exactly one (otherwise no target is probed)."""
+        return self.spec.probe_target
+
+    def warn(self, kind: str, message: str) -> None:
+        """Log a per-connection warning, at most a few of each ``kind`` per interval."""
+        self._warnings.warning(kind, "%s: %s", self.spec.name, message)
+
+    def connect_failed(self, exc: TetherError) -> None:
+        """A connection could not reach its target: remembered, and logged (rate-limited)."""
+        self.last_error = exc.message
+        self.warn("connect", exc.message)
 
     def _accept(self, conn: socket.socket) -> None:
+        socks = self.spec.socks
         if self.transport.handoff:
-            forward = Forward(self.counters, self._relay_done, conn)
+            forward = Forward(self.counters, self._relay_done, conn, counting=not socks)
             self._relays.add(forward)
             serving = self._hand_off(forward)
         else:
-            relay = Relay(self.counters, self._relay_done, self._high_water)
+            relay = Relay(self.counters, self._relay_done, self._high_water, hold=socks)
             self._relays.add(relay)
-            serving = self._serve(relay, conn)
+            serving = (
+                socksserve.serve_relay(self, relay, conn) if socks else self._serve(relay, conn)
+            )
         self._drained.clear()
         self._disarm("idle")
         self._rebalance()
@@ -424,15 +443,19 @@ class Tunnel:
 
     async def _hand_off(self, forward: Forward) -> None:
         """The handoff path: the transport's process moves the bytes until it ends the forward."""
+        target = self.spec.target
+        if target is None:
+            target = await socksserve.hand_off_request(self, forward)
+            if target is None:
+                return
         try:
-            await self._until_up()
-            forwarding = await self.transport.forward(self.spec.target, forward.sock)
+            await self.until_up()
+            forwarding = await self.transport.forward(target, forward.sock)
         except TimeoutError:
             forward.abort(reset_peers=False)
             return
         except TetherError as exc:
-            self.last_error = exc.message
-            self._warnings.warning("connect", "%s: %s", self.spec.name, exc.message)
+            self.connect_failed(exc)
             forward.abort()
             return
         except asyncio.CancelledError:  # the tunnel is closing
@@ -451,21 +474,22 @@ class Tunnel:
         else:
             forward.abort()  # cut off by the transport's death: a reset, never an EOF
 
-    async def _until_up(self) -> None:
+    async def until_up(self) -> None:
+        """Return once the transport is up; TimeoutError if it stays down for ``timeout``."""
         if not self._up.is_set():
             # Reconnecting: the port stays open and the client waits, within the timeout.
             await asyncio.wait_for(self._up.wait(), self.spec.timeout)
 
     async def _connect(self, relay: Relay) -> None:
+        assert self.spec.target is not None
         try:
-            await self._until_up()
+            await self.until_up()
             await self.transport.open(self.spec.target, relay.remote)
         except TimeoutError:
             relay.close()
             return
         except TetherError as exc:
-            self.last_error = exc.message
-            self._warnings.warning("connect", "%s: %s", self.spec.name, exc.message)
+            self.connect_failed(exc)
             relay.abort()
             return
         except asyncio.CancelledError:  # the tunnel is closing

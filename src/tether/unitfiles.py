@@ -108,7 +108,7 @@ def listen_streams(spec: TunnelSpec, ipv6_loopback: bool) -> list[str]:
 def description(spec: TunnelSpec) -> str:
     via = f" via {spec.via}" if spec.via else ""
     listen = host_port(spec.listen.host, spec.listen.port) if spec.listen.port else "a free port"
-    return specifiers(f"tether tunnel {spec.name}: {listen} -> {spec.target}{via}")
+    return specifiers(f"tether tunnel {spec.name}: {listen} -> {spec.reaches}{via}")
 
 
 def service_unit(

@@ -5,7 +5,7 @@ I/O."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tether.errors import UsageError, clip, shown
 
@@ -19,6 +19,15 @@ MAX_HOST_NAME = 253
 def host_port(host: str, port: int) -> str:
     """``host:port``, with an IPv6 address in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def socks_reach(allowed: Sequence[object]) -> str:
+    """What a SOCKS tunnel reaches, for lists and banners, from its allowlist (rules or their
+    texts): "socks5 (any)", "socks5 (db.internal:5432)", "socks5 (db.internal:5432 +2)"."""
+    if not allowed:
+        return "socks5 (any)"
+    more = f" +{len(allowed) - 1}" if len(allowed) > 1 else ""
+    return f"socks5 ({allowed[0]}{more})"
 
 
 def parse_int(value: str | int, *, what: str, low: int, high: int) -> int:

@@ -305,3 +305,23 @@ def test_a_revoked_host_key(
     assert code == 5
     failed = stopped_at(report, "host_key", 5)
     assert failed["facts"]["refused"] == "revoked" and "is marked @revoked" in failed["detail"]
+
+
+def test_a_socks_tunnel_checks_its_transport_and_the_one_target_it_may_have(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer
+) -> None:
+    code, report, err = diagnose(tether, "--socks", *sshd.tether_flags())
+    assert code == 0, err
+    assert report["target"] == "socks5 (any)"
+    done = steps(report)
+    assert done["auth"]["status"] == "ok"
+    assert [done[n]["status"] for n in ("channel", "probe")] == ["skipped", "skipped"]
+    assert "no one target" in done["channel"]["detail"]
+    # An allowlist of one host and port names the target that a start would probe.
+    code, report, err = diagnose(
+        tether, "--socks", "--allow", echo_server.address, *sshd.tether_flags()
+    )
+    assert code == 0, err
+    assert steps(report)["probe"]["status"] == "ok"
+    code, _, err = tether.run("diagnose", "--socks", "--json")
+    assert code == 2 and "a direct SOCKS tunnel has nothing to diagnose" in err

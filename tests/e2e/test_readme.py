@@ -28,6 +28,7 @@ import pytest
 
 import tether
 from tests.support.servers import EchoServer, echo_once, free_port
+from tests.support.socks import HttpServer, socks_echo
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherRunner
 from tether.cli.listing import HEADERS
@@ -97,6 +98,7 @@ class Sandbox:
     env: dict[str, str]
     rewrites: dict[str, str]
     ports: list[int]
+    echo_port: int
 
     def rewrite(self, text: str) -> str:
         for old, new in self.rewrites.items():
@@ -116,8 +118,18 @@ class Sandbox:
 
 
 @pytest.fixture
+def http_server() -> Iterator[HttpServer]:
+    with HttpServer() as server:
+        yield server
+
+
+@pytest.fixture
 def sandbox(
-    tether: TetherRunner, shared_sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+    tether: TetherRunner,
+    shared_sshd: SshdServer,
+    echo_server: EchoServer,
+    http_server: HttpServer,
+    tmp_path: Path,
 ) -> Iterator[Sandbox]:
     home = Path(tether.env["HOME"])
     (home / ".ssh").mkdir(mode=0o700)
@@ -139,21 +151,25 @@ def sandbox(
     for path in (bin_dir / "pg_dump", work / "migrate", work / "integration-tests"):
         path.write_text(CLIENT.format(python=sys.executable))
         path.chmod(0o755)
-    ports = [free_port()]
+    ports = [free_port(), free_port()]
     rewrites = {
         "ops@": f"{shared_sshd.user}@",
+        # A web server behind the bastion, named by a name that the far side resolves.
+        "wiki.internal:8080": f"localhost:{http_server.port}",
+        "127.0.0.1:1080": f"127.0.0.1:{ports[1]}",
+        "--port 1080": f"--port {ports[1]}",
         "db.internal:5432": echo_server.address,
         "db.staging.internal:5432": echo_server.address,
         "redis.internal:6379": echo_server.address,
         "15432": str(ports[0]),
     }
     env = {
-        **tether.env,
+        **{k: v for k, v in tether.env.items() if "proxy" not in k.lower()},
         "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
         "TETHER_CONFIG": str(tmp_path / "config.toml"),
         "TETHER_SSH_CONFIG": str(ssh_config),
     }
-    box = Sandbox(tether, home, work, env, rewrites, ports)
+    box = Sandbox(tether, home, work, env, rewrites, ports, echo_server.port)
     yield box
     assert box.sh("tether stop --all").returncode == 0
     assert tether.list_json() == []
@@ -246,7 +262,11 @@ def run_foreground(sandbox: Sandbox, line: str, where: str) -> None:
         assert process.stdout is not None
         record = json.loads(process.stdout.readline())
         assert list(record) == record_keys(), where
-        assert echo_once(record["local_port"], b"ready") == b"ready"
+        if record["socks"]:
+            echoed = socks_echo(record["local_port"], "127.0.0.1", sandbox.echo_port, b"ready")
+        else:
+            echoed = echo_once(record["local_port"], b"ready")
+        assert echoed == b"ready", where
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0, f"{where}: {line}"
     finally:

@@ -124,9 +124,26 @@ class ResettingServer(_ThreadedServer):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+class BannerServer(_ThreadedServer):
+    """Speaks first, as SSH, SMTP and MySQL servers do: sends ``BANNER`` on accept, then echoes."""
+
+    BANNER = b"BANNER 1.0\r\n"
+
+    def serve(self, conn: socket.socket) -> None:
+        conn.sendall(self.BANNER)
+        while data := conn.recv(262144):
+            conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+
+
 class _TestSshServer(asyncssh.SSHServer):
-    def __init__(self, connections: set[asyncssh.SSHServerConnection]) -> None:
+    def __init__(
+        self,
+        connections: set[asyncssh.SSHServerConnection],
+        requested: list[tuple[str, int]],
+    ) -> None:
         self._connections = connections
+        self._requested = requested
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._connections.add(conn)
@@ -140,6 +157,7 @@ class _TestSshServer(asyncssh.SSHServer):
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> bool:
+        self._requested.append((dest_host, dest_port))
         return True
 
 
@@ -157,11 +175,13 @@ class AsyncSshServer:
         self.known_hosts = directory / "known_hosts"
         self._server: asyncssh.SSHAcceptor | None = None
         self._connections: set[asyncssh.SSHServerConnection] = set()
+        #: Every (host, port) a client asked this server to connect to, as the client named it.
+        self.requested: list[tuple[str, int]] = []
         self.port = 0
 
     async def start(self) -> None:
         self._server = await asyncssh.create_server(
-            lambda: _TestSshServer(self._connections),
+            lambda: _TestSshServer(self._connections, self.requested),
             "127.0.0.1",
             self.port,
             server_host_keys=[self.host_key],
@@ -188,7 +208,14 @@ class AsyncSshServer:
         return f"ssh://tester@127.0.0.1:{self.port}"
 
 
-__all__ = ["AsyncSshServer", "BlastServer", "EchoServer", "ResettingServer", "SilentServer"]
+__all__ = [
+    "AsyncSshServer",
+    "BannerServer",
+    "BlastServer",
+    "EchoServer",
+    "ResettingServer",
+    "SilentServer",
+]
 
 
 def echo_once(port: int, payload: bytes, timeout: float = 30) -> bytes:

@@ -172,3 +172,24 @@ def test_any_profile_table_validates_or_fails_cleanly(tunnels: dict[str, Any]) -
             build_spec(config.settings(name), name=name)
     except UsageError as exc:
         assert "\n" not in str(exc)
+
+
+def test_allowlist_errors_name_the_file_and_the_key(tmp_path: Path) -> None:
+    config = parse_config(
+        {"tunnels": {"web": {"socks": True, "allow": ["db.internal:5432", "oops"]}}},
+        tmp_path / "c.toml",
+    )
+    with pytest.raises(ConfigError, match=r"c\.toml: tunnels\.web\.allow: expected HOST:PORT"):
+        build_spec(config.settings("web"), name="web")
+    config = parse_config({"tunnels": {"web": {"socks": True, "allow": [1]}}})
+    with pytest.raises(ConfigError, match=r"tunnels\.web\.allow: expected HOST:PORT or a list"):
+        build_spec(config.settings("web"), name="web")
+
+
+def test_socks_and_a_target_do_not_go_together() -> None:
+    with pytest.raises(UsageError, match=r"--to: a SOCKS tunnel has no target .*--socks"):
+        build_spec({"to": Setting("db:1", "--to"), "socks": Setting(True, "--socks")})
+    with pytest.raises(UsageError, match=r"an allowlist is for a SOCKS tunnel"):
+        build_spec({"to": Setting("db:1", "--to"), "allow": Setting(["db:1"], "--allow")})
+    spec = build_spec({"socks": Setting(True, "--socks"), "allow": Setting(("db:1",), "--allow")})
+    assert spec.target is None and spec.name == "socks" and [str(r) for r in spec.allow] == ["db:1"]

@@ -59,3 +59,52 @@ def test_the_readme_documents_every_key_in_order() -> None:
         for key in re.findall(r"`([a-z_]+)`", line.split(" | ")[0])
     ]
     assert documented == record_keys()
+
+
+def test_a_socks_tunnels_record_and_target(tmp_path: Path) -> None:
+    registration = Registry(tmp_path / "run").register(
+        name="socks",
+        mode="foreground",
+        addresses=["127.0.0.1"],
+        local_port=1080,
+        target_host="*",
+        target_port=0,
+        via=None,
+        log_file=None,
+        socks=True,
+        allow=["db.internal:5432", "10.0.0.0/8:*"],
+    )
+    try:
+        info = TunnelInfo(registration.entry, Status(state="ready"))
+        record = info.to_json()
+        assert (record["socks"], record["allow"]) == (True, ["db.internal:5432", "10.0.0.0/8:*"])
+        assert (record["target_host"], record["target_port"]) == ("*", 0)
+        assert info.target == "socks5 (db.internal:5432 +1)"
+        entries = Registry(tmp_path / "run").entries()
+        assert entries == [registration.entry]
+    finally:
+        registration.remove()
+
+
+def test_an_entry_from_before_socks_tunnels_is_still_read(tmp_path: Path) -> None:
+    """A tunnel started by an older tether and still running: no socks or allow field."""
+    registry = Registry(tmp_path / "run")
+    registration = registry.register(
+        name="db",
+        mode="background",
+        addresses=["127.0.0.1"],
+        local_port=15432,
+        target_host="db",
+        target_port=5432,
+        via=None,
+        log_file=None,
+    )
+    try:
+        path = registry.paths(registration.entry.id)["json"]
+        old = json.loads(path.read_text())
+        del old["socks"], old["allow"]
+        path.write_text(json.dumps(old))
+        (entry,) = registry.entries()
+        assert entry == registration.entry and not entry.socks and entry.allow == []
+    finally:
+        registration.remove()

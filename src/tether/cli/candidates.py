@@ -75,11 +75,12 @@ def _config(explicit: object) -> Config | None:
 def _describe(config: Config, name: str) -> str | None:
     """The profile's target and transport as written, for shells that show a description."""
     settings = config.settings(name)
-    target = settings.get("to")
+    to, socks = settings.get("to"), settings.get("socks")
+    target = "socks5" if socks is not None and socks.value is True else to and to.value
     if target is None:
         return None
     via = settings.get("via")
-    return f"{target.value}" + (f" via {via.value}" if via is not None else "")
+    return f"{target}" + (f" via {via.value}" if via is not None else "")
 
 
 def _entries() -> list[Entry]:

@@ -29,6 +29,8 @@ OPTIONS = (
     "engine",
     "ssh_config",
     "connect_timeout",
+    "socks",
+    "allow",
 )
 HEADERS = ("STEP", "RESULT", "MS", "DETAIL")
 RESULT = {"ok": "ok", "fail": "FAIL", "skipped": "skipped"}

@@ -60,7 +60,7 @@ def row(info: TunnelInfo) -> list[str]:
         e.mode,
         str(e.pid),
         host_port(e.local_host, e.local_port),
-        host_port(e.target_host, e.target_port),
+        info.target,
         e.via or "direct",
         state(status),
         human_duration(status.uptime),

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tether.modes.service import ServiceManager
 
 # Flags that describe a single tunnel, so they cannot go with several profiles.
-SINGLE_TUNNEL_FLAGS = ("to", "target_host", "target_port", "port", "name")
+SINGLE_TUNNEL_FLAGS = ("to", "target_host", "target_port", "port", "name", "socks", "allow")
 MODE_FLAGS = "--foreground, --background, --run and -- are mutually exclusive"
 StartMode = Literal["foreground", "background", "run"]
 
@@ -56,9 +56,14 @@ def spec_from_flags(
     overrides: Settings = {
         opt.key: Setting(value, _spelling(opt, value))
         for opt in OPTIONS
-        if (value := flags.get(opt.key)) is not None and opt.cli_flag is not None
+        if _given(value := flags.get(opt.key)) and opt.cli_flag is not None
     }
     return spec_for(config, profile, overrides, run_mode=run_mode)
+
+
+def _given(value: Any) -> bool:
+    """Whether a flag was given: click makes a repeatable flag that was not an empty tuple."""
+    return value is not None and value != ()
 
 
 def _spelling(opt: Option, value: Any) -> str:
@@ -93,7 +98,7 @@ def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRe
         if mode != "run":
             raise UsageError("several profiles need --run or -- (one command for all tunnels)")
         clashing = [
-            f"--{p.replace('_', '-')}" for p in SINGLE_TUNNEL_FLAGS if params.get(p) is not None
+            f"--{p.replace('_', '-')}" for p in SINGLE_TUNNEL_FLAGS if _given(params.get(p))
         ]
         if clashing:
             raise UsageError(f"{', '.join(clashing)} cannot be used with several profiles")
@@ -161,6 +166,7 @@ def _with_flags(command: Callable[..., Any], options: Sequence[Option]) -> Calla
         command = click.option(
             *declarations,
             default=None,
+            multiple=opt.multiple,
             metavar=None if opt.switch else opt.metavar,
             help=opt.help_text,
             shell_complete=files if opt.metavar == "PATH" else None,

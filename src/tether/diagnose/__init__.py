@@ -8,9 +8,11 @@ from tether.diagnose import network
 from tether.diagnose.engine import EngineProbe
 from tether.diagnose.network import Peer, Sockaddr
 from tether.diagnose.report import STEPS, Diagnosis, Failed, Runner, Step
+from tether.errors import UsageError
 from tether.spec import TunnelSpec
 
 NOT_SSH = "direct: no SSH"
+NO_TARGET = "not run: a SOCKS tunnel has no one target (an allowlist of one host:port has)"
 # For the failures that carry no hint of their own (a dropped connection, a refused target).
 SERVER_HINT = "run with --debug for ssh's own words, and read the server's sshd log"
 
@@ -25,7 +27,7 @@ async def diagnose(spec: TunnelSpec) -> Diagnosis:
     if spec.via is None:
         return await _direct(spec)
     probe = _engine(spec)
-    diagnosis = Diagnosis(str(spec.target), str(spec.via), probe.engine)
+    diagnosis = Diagnosis(spec.reaches, str(spec.via), probe.engine)
     await probe.prepare()
     diagnosis.ssh_config = probe.ssh_config
     if probe.note:
@@ -39,7 +41,11 @@ async def diagnose(spec: TunnelSpec) -> Diagnosis:
             await _server(runner, probe.hop, spec.ssh.connect_timeout)
         await runner.run("host_key", probe.host_key, doing="exchanging keys", hint=SERVER_HINT)
         await runner.run("auth", probe.auth, doing="authenticating", hint=SERVER_HINT)
-        target = spec.target
+        target = spec.probe_target
+        if target is None:  # a SOCKS tunnel without one target: its clients name theirs
+            for name in ("channel", "probe"):
+                runner.skip(name, NO_TARGET)
+            return diagnosis
         refused = f"check that {target} listens and accepts connections from the SSH server"
         await runner.run(
             "channel",
@@ -95,8 +101,13 @@ async def _server(runner: Runner, peer: Peer, connect_timeout: float | None) -> 
 async def _direct(spec: TunnelSpec) -> Diagnosis:
     """A direct tunnel: the target is resolved and connected to as the tunnel's streams are.
     Its failures are the target's (exit 6), as `tether start --to` says them."""
-    diagnosis = Diagnosis(str(spec.target), None, None)
-    target = spec.target
+    diagnosis = Diagnosis(spec.reaches, None, None)
+    target = spec.probe_target
+    if target is None:
+        raise UsageError(
+            "a direct SOCKS tunnel has nothing to diagnose: each client names its target",
+            hint="name one to check: tether diagnose --to HOST:PORT",
+        )
     peer = Peer(target.host, target.port, str(target), direct=True)
     for name in ("banner", "host_key", "auth", "channel"):
         diagnosis.steps[name].detail = NOT_SSH

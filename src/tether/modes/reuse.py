@@ -22,7 +22,7 @@ from tether.client import list_tunnels
 from tether.errors import ReadinessTimeoutError, RegistryError, describe
 from tether.listener import resolve_listen
 from tether.record import TunnelInfo
-from tether.registry import LOCK_RETRY, Entry, Registry
+from tether.registry import LOCK_RETRY, SOCKS_TARGET, Entry, Registry
 from tether.spec import TunnelSpec
 
 
@@ -30,7 +30,8 @@ def tunnel_key(spec: TunnelSpec) -> dict[str, object]:
     """What makes two tunnels the same one: name, target, transport and local bind."""
     return {
         "name": spec.name,
-        "target": [spec.target.host, spec.target.port],
+        "target": [spec.target.host, spec.target.port] if spec.target else None,
+        "allow": [str(rule) for rule in spec.allow] if spec.socks else None,
         "via": str(spec.via) if spec.via else None,
         "engine": spec.ssh.engine if spec.via else None,
         "listen": [spec.listen.host, spec.listen.port],
@@ -40,9 +41,12 @@ def tunnel_key(spec: TunnelSpec) -> dict[str, object]:
 def matches(entry: Entry, spec: TunnelSpec, addresses: list[str]) -> bool:
     """Whether ``entry`` is the tunnel ``spec`` asks for, bound on ``addresses``."""
     engine = spec.ssh.engine if spec.via else None
+    target = (spec.target.host, spec.target.port) if spec.target else SOCKS_TARGET
     return (
         entry.name == spec.name
-        and (entry.target_host, entry.target_port) == (spec.target.host, spec.target.port)
+        and (entry.target_host, entry.target_port) == target
+        and entry.socks == spec.socks
+        and entry.allow == [str(rule) for rule in spec.allow]
         and entry.via == (str(spec.via) if spec.via else None)
         and (engine is None or entry.engine == engine)
         and (spec.listen.port == 0 or entry.local_port == spec.listen.port)

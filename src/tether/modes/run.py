@@ -37,8 +37,10 @@ def check_env_names(names: Sequence[str]) -> None:
 
 
 def command_env(tunnels: Sequence[HostedTunnel]) -> dict[str, str]:
-    """The variables the command sees; the unprefixed ones describe the first tunnel."""
+    """The variables the command sees; the unprefixed ones describe the first tunnel, and the
+    proxy variables the first SOCKS tunnel."""
     env: dict[str, str] = {}
+    proxy: dict[str, str] = {}
     for index, hosted in enumerate(tunnels):
         address = hosted.tunnel.address
         assert address is not None
@@ -48,10 +50,16 @@ def command_env(tunnels: Sequence[HostedTunnel]) -> dict[str, str]:
             "ADDR": str(address),
             "ID": hosted.id,
         }
+        if hosted.spec.socks:
+            values["SOCKS"] = str(address)
+            # socks5h: the client passes names on, to be resolved on the far side. curl reads
+            # all_proxy before ALL_PROXY, so a user's own all_proxy would otherwise win.
+            url = f"socks5h://{address}"
+            proxy = proxy or {"TETHER_SOCKS": str(address), "ALL_PROXY": url, "all_proxy": url}
         prefixes = [f"TETHER_{env_name(hosted.spec.name)}_"] + (["TETHER_"] if index == 0 else [])
         for prefix in prefixes:
             env.update({prefix + key: value for key, value in values.items()})
-    return env
+    return {**env, **proxy}
 
 
 async def _follow(command: Command, tunnels: Sequence[HostedTunnel], stop: StopRequest) -> int:

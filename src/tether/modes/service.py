@@ -63,11 +63,11 @@ def status_of(state: State, spec: TunnelSpec, tunnel: Tunnel, *, activated: bool
     if state == "binding":
         return "taking the sockets passed in" if activated else "binding the local port"
     if state == "connecting":
-        return f"connecting to {via or spec.target}"
+        return f"connecting to {via or spec.reaches}"
     if state == "authenticating":
         return f"authenticating to {via}"
     if state == "probing":
-        return f"probing {spec.target}"
+        return f"probing {tunnel.probe_target}"
     if state == "reconnecting":
         if tunnel.reconnect_attempt == 0:
             return f"transport lost: {tunnel.last_error}; reconnecting"

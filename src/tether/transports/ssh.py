@@ -17,6 +17,7 @@ from asyncssh.config import SSHClientConfig
 from tether.errors import (
     AuthenticationError,
     ConfigError,
+    TargetFailure,
     TargetUnreachableError,
     TetherError,
     TransportUnreachableError,
@@ -66,6 +67,16 @@ def load_known_hosts(data: bytes, path: Path, *, warn: bool = True) -> asyncssh.
     if skipped and warn:
         log.warning("known_hosts: skipped %d unreadable line(s) in %s", skipped, path)
     return known
+
+
+def channel_failure(code: int, reason: str) -> TargetFailure:
+    """What a refused direct-tcpip channel means to a SOCKS client. sshd says "administratively
+    prohibited" for its own rules, and for a failed connect the errno's or the resolver's words."""
+    if code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+        return "prohibited"
+    if code != asyncssh.OPEN_CONNECT_FAILED:
+        return "other"
+    return "refused" if "refused" in reason.lower() else "unreachable"
 
 
 @dataclass(frozen=True)
@@ -314,7 +325,8 @@ class SshTransport(Transport):
             )
         except asyncssh.ChannelOpenError as exc:
             raise TargetUnreachableError(
-                f"cannot connect to {target} through {self.via}: {exc.reason}"
+                f"cannot connect to {target} through {self.via}: {exc.reason}",
+                kind=channel_failure(exc.code, exc.reason),
             ) from exc
         except (asyncssh.Error, OSError) as exc:
             raise TransportUnreachableError(f"SSH connection to {self.via} failed: {exc}") from exc

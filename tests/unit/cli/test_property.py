@@ -85,6 +85,7 @@ def start_args(draw: st.DrawFn, target: str) -> list[str]:
         "--identity-file": text,
         "--known-hosts": text,
         "--pid-file": text,
+        "--allow": st.one_of(text, hosts.map(lambda h: f"{h}:1"), hosts.map(lambda h: f"{h}:*")),
     }
     durations = st.sampled_from(["1s", "0.5", "250ms", "2", "1m"])
     valid = {
@@ -97,12 +98,14 @@ def start_args(draw: st.DrawFn, target: str) -> list[str]:
         "--max-retries": st.sampled_from(["0", "3", "unlimited"]),
         "--keepalive-count": st.just("2"),
         "--max-connections": st.just("4"),
+        "--allow": st.sampled_from(["127.0.0.1:*", "*.example:443", "10.0.0.0/8:1", "[::1]:*"]),
     }
     for flag in draw(st.lists(st.sampled_from(sorted(options)), max_size=5, unique=True)):
         value = draw(st.one_of(valid.get(flag, durations), options[flag]))
         if "\x00" not in value:  # argv cannot carry NUL
             args += [flag, value]
-    for flag in draw(st.lists(st.sampled_from(["--no-probe", "--no-reconnect", "--json"]))):
+    switches = ["--no-probe", "--no-reconnect", "--json", "--socks"]
+    for flag in draw(st.lists(st.sampled_from(switches))):
         args.append(flag)
     if draw(st.integers(0, 7)) == 0:
         args.insert(0, draw(st.from_regex(r"[a-z0-9._\-]{1,12}", fullmatch=True)))  # a profile
@@ -205,7 +208,7 @@ toml_keys = st.one_of(
         [
             *("to", "via", "host", "port", "timeout", "probe", "identity_file", "known_hosts"),
             *("ttl", "keepalive_interval", "keepalive_count_max", "max_retries", "drain"),
-            "max_connections",
+            *("max_connections", "socks", "allow"),
         ]
     ),
     st.text(string.ascii_letters + "_-", min_size=1, max_size=10),

@@ -81,6 +81,8 @@ def ready_record(host: str, port: int, target_host: str, target_port: int) -> Tu
         local_addresses=[host],
         target_host=target_host,
         target_port=target_port,
+        socks=False,
+        allow=[],
         via=None,
         engine=None,
         started="x",
@@ -116,6 +118,7 @@ async def test_watchdog_pings_only_for_its_own_pid(echo_server: EchoServer, tmp_
             for manager, pid in ((ours, os.getpid()), (theirs, 1))
         ]
         async with Tunnel(spec) as tunnel:
+            assert spec.target is not None
             record = ready_record("127.0.0.1", 1, spec.target.host, spec.target.port)
             for report in reports:
                 report.ready(record, tunnel)

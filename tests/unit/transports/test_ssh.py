@@ -12,7 +12,7 @@ import pytest
 from tests.support.servers import AsyncSshServer
 from tether.errors import ConfigError, HostKeyError
 from tether.spec import SshOptions, Via
-from tether.transports.ssh import SshTransport, load_known_hosts
+from tether.transports.ssh import SshTransport, channel_failure, load_known_hosts
 
 
 def transport(server: AsyncSshServer, **options: object) -> SshTransport:
@@ -69,3 +69,17 @@ async def test_only_an_authority_and_no_certificate(
     asyncssh_server.known_hosts.write_text(f"@cert-authority * {authority}\n")
     with pytest.raises(HostKeyError, match="trusts only certificate authorities"):
         await transport(asyncssh_server).connect()
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "kind"),
+    [
+        (asyncssh.OPEN_CONNECT_FAILED, "Connection refused", "refused"),
+        (asyncssh.OPEN_CONNECT_FAILED, "No route to host", "unreachable"),
+        (asyncssh.OPEN_CONNECT_FAILED, "Name or service not known", "unreachable"),
+        (asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "open failed", "prohibited"),
+        (asyncssh.OPEN_RESOURCE_SHORTAGE, "too many", "other"),
+    ],
+)
+def test_refused_channels_say_what_kind_they_are(code: int, reason: str, kind: str) -> None:
+    assert channel_failure(code, reason) == kind
