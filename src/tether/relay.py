@@ -88,6 +88,9 @@ class End(asyncio.Protocol):
         self.conduit: Conduit | None = None
         self.eof = False
         self.lost = False
+        # What came before link(): pause_reading() in connection_made does not stop the first
+        # read on every Python (Debian's 3.11.2 delivers it anyway), and the bytes must wait.
+        self.early: list[bytes] = []
 
     @property
     def peer(self) -> End:
@@ -117,8 +120,21 @@ class End(asyncio.Protocol):
     def session_started(self) -> None:
         """asyncssh calls this once the channel is open; nothing to do."""
 
+    def held(self) -> bool:
+        """Whether this end's bytes still wait for link()."""
+        return (self.local or self.relay.hold) and not self.relay.linked
+
     def data_received(self, data: bytes, datatype: object = None) -> None:
         self.relay.counted(self.local, len(data))
+        if self.held():
+            self.early.append(data)
+            if self.conduit is not None:
+                self.conduit.pause_reading()
+            return
+        self.pass_on(data)
+
+    def pass_on(self, data: bytes) -> None:
+        """Write ``data`` to the other end."""
         peer = self.peer.conduit
         if peer is not None and not self.peer.lost:
             try:
@@ -128,6 +144,8 @@ class End(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        if self.held():
+            return True  # link() passes it on, after the bytes that came before it
         peer = self.peer
         if peer.conduit is not None and not peer.lost and peer.conduit.can_write_eof():
             try:
@@ -192,7 +210,12 @@ class Relay:
             self.close()
             return
         for end in (self.local, self.remote) if self.hold else (self.local,):
-            if end.conduit is not None and not end.lost:
+            early, end.early = end.early, []
+            for data in early:
+                end.pass_on(data)
+            if end.eof:
+                end.eof_received()
+            elif end.conduit is not None and not end.lost:
                 end.conduit.resume_reading()
 
     def close(self) -> None:
