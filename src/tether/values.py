@@ -12,7 +12,8 @@ from tether.errors import UsageError, clip, shown
 # Durations beyond this are typos, and would overflow the event loop's and select()'s timers.
 MAX_SECONDS = 365 * 86400.0
 # Host names: DNS limits, which the IDNA codec enforces with a traceback if nobody checks first.
-_LABEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+# \Z, not $: '$' also matches before a final newline ("db\n.example").
+_LABEL_RE = re.compile(r"\A[A-Za-z0-9_-]{1,63}\Z")
 MAX_HOST_NAME = 253
 # An IPv6 zone (fe80::1%eth0) names an interface by its name or index: IFNAMSIZ (16) holds at
 # most 15 characters on Linux and the BSDs. ipaddress takes any text after '%', newlines too,

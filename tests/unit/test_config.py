@@ -217,3 +217,10 @@ def test_a_zone_that_would_inject_lines_names_the_file_and_key(tmp_path: Path, k
 def test_a_name_flag_with_escapes_names_the_flag() -> None:
     with pytest.raises(ConfigError, match=r"--name: holds control or invisible characters"):
         build_spec({"to": Setting("db:1", "--to"), "name": Setting("\x1b[2J", "--name")})
+
+
+def test_a_profile_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[tunnels."db\\n"]\nto = "db:5432"\n')
+    with pytest.raises(ConfigError, match="a profile name uses letters") as info:
+        load_config(path, required=True)
+    assert str(info.value).isprintable()

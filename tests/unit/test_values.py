@@ -107,7 +107,9 @@ def test_a_zone_is_for_ipv6_only() -> None:
         parse_host("10.0.0.1%eth0")
 
 
-@pytest.mark.parametrize("host", ["-oProxyCommand", "-x.example", "db\u200b.example", "db\u202e.x"])
+@pytest.mark.parametrize(
+    "host", ["-oProxyCommand", "-x.example", "db\u200b.example", "db\u202e.x", "db\n.example"]
+)
 def test_hosts_ssh_would_read_as_options_or_that_hide_characters(host: str) -> None:
     with pytest.raises(UsageError, match="not a valid host name or address"):
         parse_host(host)
