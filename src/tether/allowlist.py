@@ -77,6 +77,9 @@ def parse_rule(text: str) -> Rule:
         return Rule("*." + _name(host[2:], text), port)
     if "*" in host:
         raise UsageError(f"allow: a wildcard is * or a leading *. only, got {shown(text)}")
+    if "%" in host:
+        # ipaddress takes any zone, escape sequences too; parse_host only an interface's.
+        parse_host(host.split("/", 1)[0], what="allow")
     if "/" in host:
         try:
             network = ipaddress.ip_network(host, strict=True)

@@ -15,7 +15,8 @@ from tether.options import Option, declared
 from tether.spec import DEFAULT_LISTEN_HOST, Endpoint, SshOptions, TunnelSpec
 from tether.values import UNLIMITED, parse_host, parse_port
 
-PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# \Z, not $: '$' also matches before a final newline, and "db\n" is no name.
+PROFILE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 
 # The keys that together make the target and the listen address (config.build_spec joins them);
 # every other option is declared on its field of TunnelSpec or SshOptions.

@@ -175,10 +175,21 @@ def clip(value: object) -> object:
     return text[:CLIP] + "..."
 
 
+def visible(text: str) -> str:
+    """``text`` with every character that is not printable (control characters, ESC, line
+    and paragraph separators, invisible format characters) shown as its escape: ``\\x1b``,
+    ``\\u2028``. What a value holds can then never move a terminal's cursor, clear its screen
+    or start a new line of a table, a banner or a log."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def shown(value: object) -> str:
     """A value as an error message quotes it: strings in double quotes, on one line."""
     value = clip(value)
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    # json.dumps escapes only C0 controls: DEL, C1 (CSI is U+009B) and U+2028 would pass.
+    return visible(json.dumps(value, ensure_ascii=False)) if isinstance(value, str) else repr(value)
 
 
 def describe(exc: BaseException) -> str:

@@ -116,10 +116,15 @@ def _holds_password(userinfo: str) -> bool:
 
 
 MAX_USER = 256
+# What OpenSSH's ssh (9.6 and later) refuses in a user name: shell metacharacters, which a
+# ProxyCommand or Match exec would pass to a shell; and '$' too, as its host names refuse it.
+# Refused here, so that both engines say so the same way, a usage error before anything starts.
+SHELL_METACHARACTERS = "'`\"$;&<>|(){}"
 
 
 def _parse_user(userinfo: str, what: str) -> str:
-    """The percent-decoded user name: valid UTF-8, printable, no spaces."""
+    """The percent-decoded user name: valid UTF-8, printable, no spaces, and nothing that ssh
+    refuses (a leading '-', shell metacharacters, a trailing backslash)."""
     try:
         user = unquote(userinfo, errors="strict")
     except UnicodeDecodeError:
@@ -131,6 +136,15 @@ def _parse_user(userinfo: str, what: str) -> str:
     ):
         raise UsageError(
             f"{what}: the user name holds spaces or control characters, or is too long"
+        )
+    if user.startswith("-") or user.endswith("\\"):
+        raise UsageError(
+            f"{what}: a user name cannot start with '-' or end with '\\': {clip(user)!r}"
+        )
+    bad = sorted({c for c in user if c in SHELL_METACHARACTERS})
+    if bad:
+        raise UsageError(
+            f"{what}: the user name {clip(user)!r} holds {' '.join(bad)}, which ssh refuses"
         )
     return user
 
@@ -213,7 +227,7 @@ class TunnelSpec:
     )
     name: str = option(
         "",
-        parse=str,
+        parse=values.label,
         profile=False,
         metavar="NAME",
         help="Name in banners and lists",
@@ -325,6 +339,7 @@ class TunnelSpec:
             )
         if not self.name:
             object.__setattr__(self, "name", "socks" if self.socks else str(self.target))
+        values.label(self.name)  # the Python API's TunnelSpec(name=...) skips the option parse
         if not 0 < self.timeout <= MAX_SECONDS:
             raise UsageError(f"timeout: expected a positive number of seconds, got {self.timeout}")
 

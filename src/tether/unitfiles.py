@@ -68,12 +68,25 @@ def specifiers(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def one_line(value: str, what: str) -> str:
+    """``value``, refused if it could end its line of a unit file or hide in it: a newline
+    would start a setting or a section of its own (``[Service]``, ``ExecStartPre=+...``, run
+    as root), and a trailing backslash would join the next line to it. Every value a profile
+    gives is checked where it is parsed; this is the last check, where it is written."""
+    if not value.isprintable() or value.endswith("\\"):
+        raise UsageError(
+            f"{what}: {clip(value)!r} holds control characters or ends in a backslash, "
+            "which a unit file cannot hold"
+        )
+    return value
+
+
 def quoted(word: str, *, command: bool = False) -> str:
     """One word of a unit file setting: escaped, and in double quotes when it needs them.
 
     In ``command`` lines (ExecStart=) ``$`` is systemd's variable expansion, so it is doubled.
     """
-    if any(ord(c) < 0x20 or c == "\x7f" for c in word):
+    if not word.isprintable():
         raise UsageError(f"{clip(word)!r} holds control characters, which a unit file cannot")
     text = specifiers(word)
     if command:
@@ -108,7 +121,8 @@ def listen_streams(spec: TunnelSpec, ipv6_loopback: bool) -> list[str]:
 def description(spec: TunnelSpec) -> str:
     via = f" via {spec.via}" if spec.via else ""
     listen = host_port(spec.listen.host, spec.listen.port) if spec.listen.port else "a free port"
-    return specifiers(f"tether tunnel {spec.name}: {listen} -> {spec.reaches}{via}")
+    text = f"tether tunnel {spec.name}: {listen} -> {spec.reaches}{via}"
+    return specifiers(one_line(text, "Description"))
 
 
 def service_unit(
@@ -155,7 +169,7 @@ def service_unit(
         "ExecStart=" + " ".join(quoted(word, command=True) for word in command),
     ]
     if not user_mode:
-        lines += [f"User={at.user}"]
+        lines += [f"User={one_line(at.user, 'User')}"]
     if not user_mode and registry is None:
         lines += [f"Environment=XDG_RUNTIME_DIR=/run/user/{at.uid}"]
     for key, value in sorted(at.environment.items()):
@@ -199,6 +213,13 @@ def service_unit(
         f"WantedBy={'default.target' if user_mode else 'multi-user.target'}",
         "",
     ]
+    return _unit(name, lines)
+
+
+def _unit(name: str, lines: list[str]) -> UnitFile:
+    """The unit file of ``lines``, each of which must be one line (see one_line)."""
+    for line in lines:
+        one_line(line, f"unit file {name}")
     return UnitFile(name, "\n".join(lines))
 
 
@@ -273,7 +294,7 @@ def socket_unit(spec: TunnelSpec, at: Installation, *, user_mode: bool) -> UnitF
         "WantedBy=sockets.target",
         "",
     ]
-    return UnitFile(name, "\n".join(lines))
+    return _unit(name, lines)
 
 
 def unit_files(

@@ -12,8 +12,15 @@ from tether.errors import UsageError, clip, shown
 # Durations beyond this are typos, and would overflow the event loop's and select()'s timers.
 MAX_SECONDS = 365 * 86400.0
 # Host names: DNS limits, which the IDNA codec enforces with a traceback if nobody checks first.
-_LABEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+# \Z, not $: '$' also matches before a final newline ("db\n.example").
+_LABEL_RE = re.compile(r"\A[A-Za-z0-9_-]{1,63}\Z")
 MAX_HOST_NAME = 253
+# An IPv6 zone (fe80::1%eth0) names an interface by its name or index: IFNAMSIZ (16) holds at
+# most 15 characters on Linux and the BSDs. ipaddress takes any text after '%', newlines too,
+# and the host reaches ssh's command line, unit files and tables.
+_ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+# What a name for banners and lists may hold at most.
+MAX_LABEL = 200
 
 
 def host_port(host: str, port: int) -> str:
@@ -58,7 +65,8 @@ def parse_host(text: str, *, what: str = "host") -> str:
     host = text.strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if _is_ip_address(host) or _is_host_name(host):
+    # A leading '-' would read as an option to ssh (which refuses such a host itself).
+    if not host.startswith("-") and (_is_ip_address(host) or _is_host_name(host)):
         return host
     raise UsageError(f"{what}: not a valid host name or address: {clip(text)!r}")
 
@@ -66,8 +74,11 @@ def parse_host(text: str, *, what: str = "host") -> str:
 def _is_ip_address(host: str) -> bool:
     import ipaddress  # here: `tether list` never parses a host
 
+    _, percent, zone = host.partition("%")
+    if percent and not _ZONE_RE.fullmatch(zone):
+        return False  # ipaddress would take any zone at all: "fe80::1%x\n[Service]"
     try:
-        ipaddress.ip_address(host)  # accepts an IPv6 scope: fe80::1%eth0
+        ipaddress.ip_address(host)
     except ValueError:
         return False
     return True
@@ -75,6 +86,8 @@ def _is_ip_address(host: str) -> bool:
 
 def _is_host_name(host: str) -> bool:
     name = host[:-1] if host.endswith(".") else host  # a fully qualified name may end in '.'
+    if not name.isprintable():
+        return False  # IDNA maps some invisible characters (U+200B) to nothing
     if not name.isascii():
         try:
             name = name.encode("idna").decode("ascii")
@@ -146,6 +159,24 @@ def choice(*allowed: str) -> Callable[[object], str]:
         return str(value)
 
     return parse
+
+
+def printable(value: object, *, what: str) -> str:
+    """A string that prints on one line as it is: no control character (ESC, newline, DEL,
+    C1), no line separator, no invisible format character."""
+    if not isinstance(value, str):
+        raise UsageError(f"{what}: expected a string, got {shown(value)}")
+    if not value.isprintable():
+        raise UsageError(f"{what}: holds control or invisible characters: {shown(value)}")
+    return value
+
+
+def label(value: object) -> str:
+    """A name for banners and lists: printable, at most MAX_LABEL characters."""
+    text = printable(value, what="name")
+    if len(text) > MAX_LABEL:
+        raise UsageError(f"name: longer than {MAX_LABEL} characters: {shown(text)}")
+    return text
 
 
 def boolean(value: object) -> bool:

@@ -171,3 +171,32 @@ def test_errors(tether: TetherRunner, config: Path, args: tuple[str, ...], error
     assert (code, out) == (2, "")
     assert err.startswith("tether: error: " + error.format(config=config))
     assert err.count("\n") == 1
+
+
+HOSTILE = "fe80::1%x\\n[Service]\\nExecStartPre=+touch pwned\\n[Unit]\\nX=x"  # TOML escapes
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("host", HOSTILE),
+        ("target_host", HOSTILE),
+        ("to", "[fe80::1%x\\u001b[2J]:5432"),
+        ("via", "ssh://a$(id)@bastion"),
+        ("via", "ssh://-l@bastion"),
+    ],
+)
+@pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
+def test_a_profile_value_cannot_inject_unit_lines(
+    tether: TetherRunner, tmp_path: Path, key: str, value: str, user: bool
+) -> None:
+    # Before, a newline in an IPv6 zone id reached Description=: an ExecStartPre=+ in [Service],
+    # run as root by a system unit whatever User= said.
+    path = tmp_path / "hostile.toml"
+    target = "" if key == "to" else 'to = "db.internal:5432"\n'
+    more = "target_port = 5432\n" if key == "target_host" else ""
+    path.write_text(f'[tunnels.db]\n{target}{more}port = 15432\n{key} = "{value}"\n')
+    code, out, err = generate(tether, "db", "--config", str(path), *(["--user"] if user else []))
+    assert (code, out) == (2, ""), out
+    assert err.endswith("\n") and err[:-1].isprintable(), repr(err)
+    assert err.startswith(f"tether: error: {path}: tunnels.db.{key}: ")

@@ -193,3 +193,34 @@ def test_socks_and_a_target_do_not_go_together() -> None:
         build_spec({"to": Setting("db:1", "--to"), "allow": Setting(["db:1"], "--allow")})
     spec = build_spec({"socks": Setting(True, "--socks"), "allow": Setting(("db:1",), "--allow")})
     assert spec.target is None and spec.name == "socks" and [str(r) for r in spec.allow] == ["db:1"]
+
+
+@pytest.mark.parametrize("key", ["host", "to", "target_host", "via"])
+def test_a_zone_that_would_inject_lines_names_the_file_and_key(tmp_path: Path, key: str) -> None:
+    zone = "fe80::1%x\\n[Service]\\nExecStartPre=+touch pwned\\n[Unit]\\nX=x"
+    value = {
+        "host": zone,
+        "to": f"[{zone}]:5432",
+        "target_host": zone,
+        "via": f"ssh://[{zone}]:22",
+    }[key]
+    target = "" if key == "to" else 'to = "db:5432"\n'
+    extra = "target_port = 1\n" if key == "target_host" else ""
+    path = write(tmp_path, f'[tunnels.db]\n{target}{extra}{key} = "{value}"\n')
+    with pytest.raises(ConfigError) as info:
+        build_spec(load_config(path, required=True).settings("db"))
+    message = str(info.value)
+    assert message.startswith(f"{path}: tunnels.db.{key}: ")
+    assert message.isprintable() and "\\n[Service]" in message  # one line, the value escaped
+
+
+def test_a_name_flag_with_escapes_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"--name: holds control or invisible characters"):
+        build_spec({"to": Setting("db:1", "--to"), "name": Setting("\x1b[2J", "--name")})
+
+
+def test_a_profile_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[tunnels."db\\n"]\nto = "db:5432"\n')
+    with pytest.raises(ConfigError, match="a profile name uses letters") as info:
+        load_config(path, required=True)
+    assert str(info.value).isprintable()

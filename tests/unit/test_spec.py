@@ -121,3 +121,43 @@ def test_user_names_are_decoded(user: str, expected: str) -> None:
 def test_user_names_that_are_not_names_are_refused(user: str) -> None:
     with pytest.raises(UsageError):
         Via.parse(f"ssh://{user}@h")
+
+
+@pytest.mark.parametrize(
+    ("user", "shown"),
+    [
+        ("a$(id)", "$ ( )"),
+        ("a%24%28id%29", "$ ( )"),
+        ("a`id`", "`"),
+        ("a;b", ";"),
+        ("a%7Cb", "|"),
+        ("a&b", "&"),
+        ("a%3Cb%3E", "< >"),
+        ("a%22b", '"'),
+        ("a'b", "'"),
+        ("a{b}", "{ }"),
+    ],
+)
+def test_user_names_with_shell_metacharacters_are_refused(user: str, shown: str) -> None:
+    # The one parse both engines share: OpenSSH's ssh would refuse them (exit 4 before), and
+    # asyncssh would offer them to the server (exit 5): a usage error, before anything starts.
+    with pytest.raises(UsageError, match="which ssh refuses") as caught:
+        Via.parse(f"ssh://{user}@bastion")
+    assert f"holds {shown}," in caught.value.message
+
+
+@pytest.mark.parametrize("user", ["-l", "-oProxyCommand=x", "%2Dl", "a%5C"])
+def test_user_names_ssh_would_read_as_options_are_refused(user: str) -> None:
+    with pytest.raises(UsageError, match="cannot start with '-' or end with"):
+        Via.parse(f"ssh://{user}@bastion")
+
+
+@pytest.mark.parametrize("user", ["ops", "ops.admin", "o_p-s", "dom%5Cops", "ops%40corp", "dév"])
+def test_ordinary_user_names_pass(user: str) -> None:
+    assert Via.parse(f"ssh://{user}@bastion").user
+
+
+@pytest.mark.parametrize("name", ["\x1b[2Jdb", "db\n[x]", "db\u2028x"])
+def test_a_spec_name_from_the_python_api_is_printable(name: str) -> None:
+    with pytest.raises(UsageError, match="name: holds control or invisible characters"):
+        TunnelSpec(target=Endpoint("db", 5432), name=name)

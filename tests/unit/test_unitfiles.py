@@ -141,3 +141,68 @@ def test_carried_environment_and_socket() -> None:
         "ListenStream=127.0.0.1:15432",
         "ListenStream=[::1]:15432",
     ]
+
+
+# What a profile's value would need to hold to add settings to a unit: a new line (a section
+# and an ExecStartPre=+, which systemd runs as root whatever User= says), a terminal's escape,
+# the line breaks that are no "\n", and a trailing backslash, which joins the next line.
+HOSTILE = [
+    "x\n[Service]\nExecStartPre=+/bin/touch /pwned\n[Unit]\nX=x",
+    "x\r\nExecStartPre=+/bin/true",
+    "x\x1b[2J",
+    "x\x85ExecStartPre=+/bin/true",
+    "x\u2028y",
+    "x\x00",
+]
+
+FIELDS = {
+    "target host": lambda bad: spec(target=Endpoint(f"fe80::1%{bad}", 5432)),
+    "listen host": lambda bad: spec(listen=Endpoint(f"::1%{bad}", 15432)),
+    "via host": lambda bad: spec(via=Via("ssh", bad, 22, "ops")),
+    "via user": lambda bad: spec(via=Via("ssh", "bastion", 22, bad)),
+}
+
+
+@pytest.mark.parametrize("bad", HOSTILE, ids=repr)
+@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("kind", ["service", "socket"])
+def test_a_spec_value_cannot_add_a_line_to_a_unit(field: str, bad: str, kind: str) -> None:
+    # Built directly, as the Python API may: the writer checks what the parser did not see.
+    hostile = FIELDS[field](bad)
+    make = service_unit if kind == "service" else socket_unit
+    with pytest.raises(UsageError) as caught:  # a socket may refuse a listen host first
+        make(hostile, AT, user_mode=False)
+    assert caught.value.message.isprintable()  # its own line shows the value escaped
+
+
+@pytest.mark.parametrize("bad", HOSTILE, ids=repr)
+@pytest.mark.parametrize(
+    "at",
+    [
+        lambda bad: Installation(("/opt/tether/bin/tether" + bad,), "ops", 1000, "/c.toml"),
+        lambda bad: Installation(("/opt/tether",), "ops" + bad, 1000, "/c.toml"),
+        lambda bad: Installation(("/opt/tether",), "ops", 1000, "/c" + bad),
+        lambda bad: Installation(
+            ("/opt/tether",), "ops", 1000, "/c.toml", environment={"TETHER_RUNTIME_DIR": bad}
+        ),
+    ],
+    ids=["command", "user", "config", "environment"],
+)
+def test_an_installation_value_cannot_add_a_line_to_a_unit(at: object, bad: str) -> None:
+    with pytest.raises(UsageError, match="control characters"):
+        service_unit(spec(), at(bad), user_mode=False)  # type: ignore[operator]
+
+
+def test_a_trailing_backslash_cannot_join_the_next_line() -> None:
+    with pytest.raises(UsageError, match="backslash"):
+        service_unit(spec(via=Via("ssh", "bastion\\", 22, "ops", False)), AT, user_mode=False)
+
+
+def test_odd_but_printable_values_are_written_escaped() -> None:
+    unit = service_unit(spec(via=Via("ssh", "bastion", 22, "o%n$é")), AT, user_mode=False)
+    description = next(line for line in unit.text.splitlines() if line.startswith("Desc"))
+    assert description == (
+        "Description=tether tunnel db: localhost:15432 -> db.internal:5432"
+        " via ssh://o%%n$é@bastion:22"
+    )
+    assert all(line.isprintable() for line in unit.text.splitlines())

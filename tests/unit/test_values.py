@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tether.errors import UsageError
 from tether.spec import Endpoint
-from tether.values import parse_duration, parse_int, parse_port
+from tether.values import MAX_LABEL, label, parse_duration, parse_host, parse_int, parse_port
 
 
 @given(st.integers().filter(lambda n: not 0 <= n <= 65535))
@@ -69,3 +69,61 @@ def test_duration_numbers_from_toml_are_checked(value: float) -> None:
 def test_only_ascii_digits_make_integers(text: str) -> None:
     with pytest.raises(UsageError, match="expected an integer"):
         parse_int(text, what="n", low=0, high=10**20)
+
+
+@pytest.mark.parametrize(
+    "host", ["fe80::1%eth0", "fe80::1%2", "fe80::1%en0.100", "fe80::1%wlp0s20f3_x"]
+)
+def test_a_zone_names_an_interface(host: str) -> None:
+    assert parse_host(host) == host
+    assert parse_host(f"[{host}]") == host
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "x\n[Service]\nExecStartPre=+touch pwned\n[Unit]\nX=x",
+        "eth0\nx",
+        "eth[0",
+        "a=b",
+        "+eth0",
+        "eth0\x1b[2J",
+        "eth 0",
+        "eth0%1",
+        "e/0",
+        "",
+        "a" * 16,
+    ],
+    ids=repr,
+)
+def test_a_zone_that_is_no_interface_is_refused(zone: str) -> None:
+    with pytest.raises(UsageError, match="not a valid host name or address") as caught:
+        parse_host(f"fe80::1%{zone}")
+    assert "\n" not in caught.value.message and "\x1b" not in caught.value.message
+
+
+def test_a_zone_is_for_ipv6_only() -> None:
+    with pytest.raises(UsageError):
+        parse_host("10.0.0.1%eth0")
+
+
+@pytest.mark.parametrize(
+    "host", ["-oProxyCommand", "-x.example", "db\u200b.example", "db\u202e.x", "db\n.example"]
+)
+def test_hosts_ssh_would_read_as_options_or_that_hide_characters(host: str) -> None:
+    with pytest.raises(UsageError, match="not a valid host name or address"):
+        parse_host(host)
+
+
+@pytest.mark.parametrize("name", ["db", "prod db (eu)", "dév", "x" * MAX_LABEL])
+def test_printable_names(name: str) -> None:
+    assert label(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["\x1b[2J", "a\nb", "a\rb", "a\x7f", "a\x9bb", "a\u2028b", "a\u202eb", "x" * 201, 5]
+)
+def test_names_that_would_not_print_as_themselves_are_refused(name: object) -> None:
+    with pytest.raises(UsageError, match="name: ") as caught:
+        label(name)
+    assert caught.value.message.isprintable()

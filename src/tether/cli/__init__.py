@@ -33,6 +33,8 @@ class _Formatter(logging.Formatter):
     """`tether: warning: ...`, like the error lines; other libraries' records name their source."""
 
     def format(self, record: logging.LogRecord) -> str:
+        from tether.errors import visible
+
         source = "" if record.name.split(".")[0] == "tether" else f"{record.name}: "
         message = record.getMessage()
         option = getattr(record, "option", None)
@@ -41,7 +43,8 @@ class _Formatter(logging.Formatter):
             from tether.cli.render import flag_of
 
             message = record.msg % (*record.args[:-1], flag_of(option))
-        line = f"tether: {record.levelname.lower()}: {source}{message}"
+        # One line, whatever a value in it holds: only the traceback below may add lines.
+        line = visible(f"tether: {record.levelname.lower()}: {source}{message}")
         if record.exc_info and logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
             line += "\n" + self.formatException(record.exc_info)  # tracebacks: --debug only
         return line

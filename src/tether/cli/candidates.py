@@ -80,7 +80,9 @@ def _describe(config: Config, name: str) -> str | None:
     if target is None:
         return None
     via = settings.get("via")
-    return f"{target}" + (f" via {via.value}" if via is not None else "")
+    from tether.errors import visible  # a profile's raw text: no escape reaches the shell
+
+    return visible(f"{target}" + (f" via {via.value}" if via is not None else ""))
 
 
 def _entries() -> list[Entry]:
@@ -100,16 +102,18 @@ def _entries() -> list[Entry]:
 def _items(entries: Iterable[Entry], incomplete: str) -> list[CompletionItem]:
     """Names (each once), then ids, each sorted and described by the other and where it
     listens."""
+    from tether.errors import visible
     from tether.values import host_port
 
     names: dict[str, CompletionItem] = {}
     ids: list[CompletionItem] = []
     for entry in entries:
-        where = f"{host_port(entry.local_host, entry.local_port)}, {entry.mode}"
-        if entry.name and entry.name.startswith(incomplete):
+        # Completion answers the shell line by line: a newline in an entry would add words.
+        where = visible(f"{host_port(entry.local_host, entry.local_port)}, {entry.mode}")
+        if entry.name and entry.name.isprintable() and entry.name.startswith(incomplete):
             names.setdefault(entry.name, CompletionItem(entry.name, help=f"{entry.id}, {where}"))
-        if entry.id.startswith(incomplete):
-            ids.append(CompletionItem(entry.id, help=f"{entry.name}, {where}"))
+        if entry.id.startswith(incomplete):  # hex: the registry's file name
+            ids.append(CompletionItem(entry.id, help=visible(f"{entry.name}, {where}")))
     return [*sorted(names.values(), key=_value), *sorted(ids, key=_value)]
 
 

@@ -12,6 +12,7 @@ from tether.cli.candidates import files, profiles
 from tether.cli.render import echo, table, with_flags
 from tether.cli.start import some_tunnel_options, spec_from_flags
 from tether.config import load_config
+from tether.errors import visible
 
 if TYPE_CHECKING:
     from tether.diagnose import Diagnosis
@@ -96,7 +97,9 @@ def to_json(diagnosis: Diagnosis) -> dict[str, Any]:
 def render(diagnosis: Diagnosis) -> str:
     """The report for people: what was checked, the effective ssh_config, the steps."""
     via = f" via {diagnosis.via} (engine {diagnosis.engine})" if diagnosis.via else " (direct)"
-    lines = [f"diagnosing {diagnosis.target}{via}", ""]
+    # What a server or ssh_config says is shown escaped: tables escape their cells, and so
+    # does every other line made of a value.
+    lines = [visible(f"diagnosing {diagnosis.target}{via}"), ""]
     if diagnosis.ssh_config:
         how = "ssh -G" if diagnosis.engine == "openssh" else "as asyncssh reads it"
         lines.append(f"ssh_config, as the tunnel uses it ({how}):")
@@ -105,7 +108,8 @@ def render(diagnosis: Diagnosis) -> str:
             for key, value in diagnosis.ssh_config.items()
         ]
         lines += [*table(("", ""), settings).splitlines()[1:], ""]
-    lines += [f"note: {note}" for note in diagnosis.notes] + ([""] if diagnosis.notes else [])
+    lines += [visible(f"note: {note}") for note in diagnosis.notes]
+    lines += [""] if diagnosis.notes else []
     rows = [
         (
             step.name,
@@ -121,7 +125,7 @@ def render(diagnosis: Diagnosis) -> str:
         lines.append("")
         lines.append(f"failed at {diagnosis.failed} (exit {error.exit_code})")
         if error.hint:
-            lines.append(f"next step: {with_flags(error.hint, error.options)}")
+            lines.append(visible(f"next step: {with_flags(error.hint, error.options)}"))
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Self, TextIO
 
-from tether.errors import OutputError, TetherError, describe
+from tether.errors import OutputError, TetherError, describe, visible
 from tether.record import TunnelInfo
 from tether.values import host_port
 
@@ -89,7 +89,7 @@ def show_error(exc: BaseException, *, debug: bool) -> int:
         hint = "" if debug else " (run with --debug for details)"
         line, code = f"tether: error: internal error: {describe(exc)}{hint}", 1
     try:
-        echo(line, err=True)
+        echo(visible(line), err=True)  # a value quoted in a message stays on its line
     except OutputError:
         pass  # stderr is gone too: the exit code is all that is left
     return code
@@ -110,10 +110,14 @@ def print_ready(
         return
     entry = record.entry
     state = "already running" if reused else "ready"
+    # A reused tunnel's record comes from another process's registry entry: whatever it holds,
+    # no escape sequence or newline of it reaches the terminal.
     echo(
-        f"tether: {record.name} {state} on {host_port(entry.local_host, entry.local_port)} -> "
-        f"{record.target} via {entry.via or 'direct'} (id {record.id}, pid {record.pid})"
-        + (f" with {entry.engine}" if entry.engine else ""),
+        visible(
+            f"tether: {record.name} {state} on {host_port(entry.local_host, entry.local_port)}"
+            f" -> {record.target} via {entry.via or 'direct'} (id {record.id}, pid {record.pid})"
+            + (f" with {entry.engine}" if entry.engine else "")
+        ),
         err=True,
     )
     if hint and on_terminal(sys.stderr):
@@ -145,7 +149,9 @@ def human_duration(seconds: float | None) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain aligned table: quick to print, and easy to read back with awk."""
+    """A plain aligned table: quick to print, and easy to read back with awk. A cell's control
+    characters are shown escaped: a value cannot clear the screen or forge a row."""
+    rows = [[visible(str(c)) for c in row] for row in rows]
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
     lines = [
         "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
@@ -165,13 +171,19 @@ class Spinner(AbstractContextManager["Spinner"]):
         if on_terminal(sys.stderr):
             from rich.console import Console
 
-            self._status = Console(stderr=True).status(f"{self.label}: starting")
+            self._status = Console(stderr=True).status(self._text("starting"))
             self._status.start()
         return self
 
     def phase(self, phase: str) -> None:
         if self._status is not None:
-            self._status.update(f"{self.label}: {PHASE_TEXT.get(phase, phase)}")
+            self._status.update(self._text(PHASE_TEXT.get(phase, phase)))
+
+    def _text(self, phase: str) -> str:
+        """The status line, as rich's markup: the label's own '[' is no markup of rich's."""
+        from rich.markup import escape
+
+        return escape(visible(f"{self.label}: {phase}"))
 
     def stop(self) -> None:
         if self._status is not None:

@@ -7,7 +7,7 @@ import click
 from tether.cli.candidates import running
 from tether.cli.render import echo
 
-from tether.errors import StopFailedError
+from tether.errors import StopFailedError, visible
 from tether.client import StopResult, select_entries, stop_tunnels
 from tether.registry import Entry, Registry
 from tether.values import parse_duration
@@ -16,7 +16,7 @@ DEFAULT_TIMEOUT = 10.0
 
 
 def announce_stopped(entry: Entry) -> None:
-    echo(f"tether: stopped {entry.id} ({entry.name}, pid {entry.pid})", err=True)
+    echo(visible(f"tether: stopped {entry.id} ({entry.name}, pid {entry.pid})"), err=True)
 
 
 def report(result: StopResult) -> None:

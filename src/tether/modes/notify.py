@@ -7,7 +7,7 @@ import os
 import socket
 from collections.abc import MutableMapping
 
-from tether.errors import clip, describe
+from tether.errors import clip, describe, visible
 
 log = logging.getLogger("tether")
 
@@ -81,7 +81,9 @@ class Notifier:
 
     def send(self, *fields: str) -> bool:
         """Send ``fields`` (``KEY=VALUE`` each) as one message; whether it went out."""
-        message = "\n".join(fields).encode("utf-8", errors="replace")
+        # One field a line is the protocol: a newline in a STATUS= text (an error's, a server's)
+        # would add fields of its own (MAINPID=, READY=1), so each field is shown escaped.
+        message = "\n".join(visible(f) for f in fields).encode("utf-8", errors="replace")
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

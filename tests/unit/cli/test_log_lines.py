@@ -27,3 +27,10 @@ def test_a_traceback_only_with_debug(
     assert text.splitlines()[0] == "tether: error: asyncio: it failed"
     assert ("Traceback (most recent call last)" in text) is traceback
     assert (len(text.splitlines()) > 1) is traceback
+
+
+def test_a_value_in_a_record_stays_on_its_line() -> None:
+    record = logging.LogRecord(
+        "tether", logging.WARNING, __file__, 1, "%s: lost: %s", ("db\x1b[2J", "a\nb\u2028c"), None
+    )
+    assert _Formatter().format(record) == "tether: warning: db\\x1b[2J: lost: a\\nb\\u2028c"

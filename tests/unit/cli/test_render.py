@@ -6,8 +6,18 @@ import sys
 
 import pytest
 
-from tether.cli.render import echo, human_bytes, human_duration, show_error, table, with_flags
+from tether.cli.render import (
+    Spinner,
+    echo,
+    human_bytes,
+    human_duration,
+    print_ready,
+    show_error,
+    table,
+    with_flags,
+)
 from tether.errors import OutputError, ReadinessTimeoutError, UsageError
+from tests.support.records import ESCAPES, hostile_record, no_raw_controls
 
 
 @pytest.mark.parametrize(
@@ -61,3 +71,40 @@ def test_a_closed_stdout_is_an_output_error(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(OutputError, match="cannot write to stdout: Bad file descriptor"):
         echo("x")
     assert isinstance(UsageError("x"), UsageError)
+
+
+def test_table_cells_show_control_characters_escaped() -> None:
+    text = table(["A", "B"], [[f"x{ESCAPES}", "y"]])
+    assert len(text.split("\n")) == 2
+    no_raw_controls(text)
+    assert "\\x1b[2J" in text and "\\n" in text and "\\u2028" in text
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_the_banner_is_one_printable_line(capsys: pytest.CaptureFixture[str], reused: bool) -> None:
+    print_ready(hostile_record(), as_json=False, reused=reused)
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err[:-1].isprintable(), repr(err)
+    assert "db\\x1b[2J" in err and "ssh://ops@bastion\\x1b[2J" in err
+
+
+def test_the_json_record_escapes_controls_too(capsys: pytest.CaptureFixture[str]) -> None:
+    print_ready(hostile_record(), as_json=True)
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and out[:-1].isprintable() and out.count("\n") == 1
+
+
+def test_an_error_line_stays_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    show_error(UsageError(f"cannot reach {ESCAPES}", hint=f"try {ESCAPES}"), debug=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err[:-1].isprintable(), repr(err)
+
+
+def test_the_spinner_shows_a_label_neither_as_escapes_nor_as_markup() -> None:
+    spinner = Spinner(f"[bold red]db{ESCAPES}")
+    text = spinner._text("connecting")
+    assert text.isprintable()
+    from rich.text import Text
+
+    shown = Text.from_markup(text).plain
+    assert shown.startswith("[bold red]db\\x1b[2J") and shown.endswith(": connecting")

@@ -76,6 +76,17 @@ def test_message_to_a_path_socket(tmp_path: Path) -> None:
         notifier.close()
 
 
+def test_a_status_text_cannot_add_fields(tmp_path: Path) -> None:
+    # A reconnect's STATUS= carries the last error, which may quote what a server said.
+    with NotifySocket(str(tmp_path / "notify")) as manager:
+        notifier = Notifier(str(tmp_path / "notify"))
+        assert notifier.send("STATUS=lost: refused\nMAINPID=1\nREADY=1\x1b[2J")
+        assert manager.next().text.split("\n") == [
+            "STATUS=lost: refused\\nMAINPID=1\\nREADY=1\\x1b[2J"
+        ]
+        notifier.close()
+
+
 def test_message_to_an_abstract_socket() -> None:
     name = abstract_name()
     with NotifySocket(name) as manager:
