@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_ssh_config import THROUGH, config_file, host_lines, start
+from tests.e2e.test_ssh_config import THROUGH, config_file, host_lines, jump_pair, start
 from tests.support.servers import EchoServer, echo_once, free_port
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherRunner
@@ -48,6 +48,9 @@ def hostile_config(tmp_path: Path, server: SshdServer, directive: str) -> tuple[
     lines = [line.format(port=port, dir=tmp_path) for line in HOSTILE[directive]]
     hosts = {"hostile": [*lines, *host_lines(server, server.client_key, server.known_hosts)]}
     return config_file(tmp_path / "hostile_config", hosts), port
+
+
+__all__ = ["jump_pair"]  # a fixture, shared with test_ssh_config
 
 
 @pytest.fixture
@@ -93,4 +96,39 @@ def test_diagnose_with_a_hostile_directive(
     )
     assert code == 0, err
     assert json.loads(out)["ok"] is True
+    assert tether.own_processes() == []
+
+
+def test_a_jump_host_is_pinned_too(
+    tether: TetherRunner,
+    jump_pair: tuple[SshdServer, SshdServer],
+    echo_server: EchoServer,
+    tmp_path: Path,
+) -> None:
+    """A ProxyJump hop is an ssh of its own (`ssh -W`), reading the same config: were it to
+    fork, null its stdin or ask for a session, the tunnel would not come up, or leave it."""
+    jump, inner = jump_pair
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(jump.known_hosts.read_text() + inner.known_hosts.read_text())
+    every = [
+        "ForkAfterAuthentication yes",
+        "StdinNull yes",
+        "SessionType default",
+        "RequestTTY force",
+        "RemoteCommand sleep 600",
+    ]
+    config = config_file(
+        tmp_path / "config",
+        {
+            "jump": host_lines(jump, jump.client_key, known_hosts),
+            "inner": [*host_lines(inner, inner.client_key, known_hosts), "ProxyJump jump"],
+            "*": every,
+        },
+    )
+    flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", "openssh"]
+    process = start(tether, "--to", echo_server.address, *flags)
+    (entry,) = tether.list_json()
+    assert echo_once(entry["local_port"], THROUGH) == THROUGH
+    process.send_signal(signal.SIGTERM)
+    assert process.finish() == 0, process.stderr
     assert tether.own_processes() == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import os
@@ -594,15 +595,20 @@ def _is_master_of(pid: int, control: Path) -> bool:
     except OSError:
         return False
     wanted = os.fsencode(_tokens_escaped(str(control)))
-    named = any(a == b"-S" and b == wanted for a, b in zip(argv, argv[1:], strict=False))
+    named = any(a == b"-S" and b == wanted for a, b in itertools.pairwise(argv))
     return os.path.basename(argv[0]) == b"ssh" and named
 
 
 async def _exits(pinned: Pinned, timeout: float) -> bool:
     """Whether the pinned process (not tether's child: nothing to reap) exits in time."""
     loop = asyncio.get_running_loop()
-    gone = loop.create_future()
-    loop.add_reader(pinned.fd, lambda: gone.done() or gone.set_result(None))
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(pinned.fd, readable)
     try:
         await asyncio.wait_for(gone, timeout)
     except TimeoutError:
