@@ -44,9 +44,11 @@ def config_file(explicit: str | None, environ: Mapping[str, str] = os.environ) -
 
 
 def ssh_config(environ: Mapping[str, str] = os.environ) -> str:
-    """The user's ssh_config when a tunnel names none: $TETHER_SSH_CONFIG, else ~/.ssh/config
-    (which ssh itself finds in the passwd home, not $HOME)."""
-    return environ.get(SSH_CONFIG_ENV) or "~/.ssh/config"
+    """The user's ssh_config when a tunnel names none: $TETHER_SSH_CONFIG (made absolute
+    against the working directory: ssh would read a relative one in ~/.ssh), else
+    ~/.ssh/config (which ssh itself finds in the passwd home, not $HOME)."""
+    named = environ.get(SSH_CONFIG_ENV)
+    return str(Path(named).expanduser().absolute()) if named else "~/.ssh/config"
 
 
 def known_hosts() -> Path:

@@ -186,12 +186,14 @@ def boolean(value: object) -> bool:
 
 
 def path(value: object) -> str:
-    """A file path, with ~ expanded."""
+    """A file path, with ~ expanded, made absolute against the working directory: here, once,
+    so that ssh (which reads a relative path against ~/.ssh) and a service (whose working
+    directory is /) mean the file the user named."""
     from pathlib import Path
 
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or "\0" in value:
         raise UsageError(f"path: expected a path, got {shown(value)}")
-    return str(Path(value).expanduser())
+    return str(Path(value).expanduser().absolute())
 
 
 def paths(value: object) -> tuple[str, ...]:

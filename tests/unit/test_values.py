@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tether.errors import UsageError
 from tether.spec import Endpoint
-from tether.values import MAX_LABEL, label, parse_duration, parse_host, parse_int, parse_port
+from tether.paths import SSH_CONFIG_ENV, ssh_config
+from tether.values import (
+    MAX_LABEL,
+    label,
+    parse_duration,
+    parse_host,
+    parse_int,
+    parse_port,
+    path,
+    paths,
+)
 
 
 @given(st.integers().filter(lambda n: not 0 <= n <= 65535))
@@ -127,3 +139,21 @@ def test_names_that_would_not_print_as_themselves_are_refused(name: object) -> N
     with pytest.raises(UsageError, match="name: ") as caught:
         label(name)
     assert caught.value.message.isprintable()
+
+
+def test_a_relative_path_is_made_absolute_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert path("ssh/config") == str(tmp_path / "ssh" / "config")
+    assert paths(["a", "/b"]) == (str(tmp_path / "a"), "/b")
+    assert path("~/x") == str(Path.home() / "x")
+    monkeypatch.setenv(SSH_CONFIG_ENV, "rel_config")
+    assert ssh_config() == str(tmp_path / "rel_config")
+    monkeypatch.delenv(SSH_CONFIG_ENV)
+    assert ssh_config() == "~/.ssh/config"  # ssh finds it in the passwd home
+
+
+def test_a_path_with_a_nul_is_refused() -> None:
+    with pytest.raises(UsageError, match="expected a path"):
+        path("a\0b")

@@ -60,7 +60,12 @@ def installation(config: Path) -> Installation:
         user=account.pw_name,
         uid=account.pw_uid,
         config=str(config.absolute()),
-        environment={k: os.environ[k] for k in CARRIED if os.environ.get(k)},
+        # Both are paths: the service's working directory is /, not this shell's.
+        environment={
+            k: str(Path(os.environ[k]).expanduser().absolute())
+            for k in CARRIED
+            if os.environ.get(k)
+        },
         ipv6_loopback=has_ipv6_loopback(),
     )
 

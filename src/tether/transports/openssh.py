@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import os
@@ -24,18 +25,19 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from tether import paths
 from tether.errors import (
+    ConfigError,
     TargetUnreachableError,
-    TetherError,
     TransportUnreachableError,
     describe,
 )
-from tether.procs import Pinned
+from tether.procs import Pinned, ProcessRef
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import mux, sshexit
 from tether.transports.base import Forwarding, LossCallback, PhaseCallback, Transport
@@ -185,7 +187,9 @@ class OpenSshTransport(Transport):
 
     def ssh_argv(self, config: Path, control: Path) -> list[str]:
         """The master's command line, with its generated ``config`` and ``control`` socket."""
-        argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M", "-S", str(control)]
+        # -F is read as it is; -S is token- and variable-expanded as ControlPath is.
+        argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M"]
+        argv += ["-S", _tokens_escaped(str(control), "TMPDIR")]
         argv += ["-N", "-T"]
         # On the command line, these are the main connection's alone: not a hop's.
         level = "DEBUG1" if self._trace is not None else "INFO"
@@ -244,10 +248,105 @@ def _seconds(value: float) -> int:
     return math.ceil(value)
 
 
-def _quoted(value: str) -> str:
-    if '"' in value or "\n" in value:
-        raise TetherError(f"cannot pass {value!r} to ssh: it holds a quote or a newline")
+# From 8.7, ssh reads a config line as shell-like words: a backslash escapes a quote or another
+# backslash. Before, both are literal, and a quoted value cannot hold a quote.
+ESCAPES_FROM = (8, 7)
+_GLOB = re.compile(r"([\\*?\[\]])")
+
+
+def _quoted(value: str, what: str) -> str:
+    """``value`` as one double-quoted word of a config line, read back by ssh as it is."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ConfigError(f"{what}: cannot pass {value!r} to ssh: it holds a line break")
+    if _newer_than(ESCAPES_FROM):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if '"' in value:
+        raise ConfigError(f"{what}: cannot pass {value!r} to ssh: it holds a quote")
     return f'"{value}"'
+
+
+def _newer_than(version: tuple[int, int]) -> bool:
+    """Whether the ssh on PATH is ``version`` or later (an unknown one counts as new)."""
+    found = openssh_version()
+    return found is None or found >= version
+
+
+def _tokens_escaped(value: str, what: str = "path") -> str:
+    """A path as ssh reads it where it expands %-tokens and ${VARIABLES} (IdentityFile,
+    UserKnownHostsFile, ControlPath and -S): "%" is written "%%"; "${" has no escape."""
+    if "${" in value:
+        raise ConfigError(
+            f"{what}: cannot pass {value!r} to ssh: it holds '${{', which ssh would expand "
+            "as an environment variable",
+            hint="rename the file or the directory, or use --engine asyncssh",
+        )
+    return value.replace("%", "%%")
+
+
+def _glob_escaped(value: str) -> str:
+    """A path as ssh's Include reads it: a glob(3) pattern, so *, ?, [, ] and the backslash
+    itself are escaped with a backslash. (OpenSSH 9.2 expands neither %-tokens nor variables
+    in Include.)"""
+    return _GLOB.sub(r"\\\1", value)
+
+
+# Every ssh_config(5) directive (OpenSSH 9.2) was reviewed for what it does to the master's
+# process or session shape: whether it can fork, bind, run a command, open a session, prompt or
+# outlive the tunnel. PINNED are set first under `Host *` (so for every hop too); the rest are
+# the user's, for these reasons:
+# - they choose where and how to connect or log in, and run nothing that outlives the login:
+#   Hostname, Port, User, ProxyJump, ProxyCommand (ssh ends it with the connection),
+#   ProxyUseFdpass (the proxy hands over its socket and exits), Match exec, KnownHostsCommand
+#   (runs and exits once per host key lookup: a user's way of listing host keys), Canonical*,
+#   AddressFamily, BindAddress, BindInterface, ConnectionAttempts, IdentityAgent, IdentityFile,
+#   IdentitiesOnly, CertificateFile, PKCS11Provider, SecurityKeyProvider, the GSSAPI* and
+#   Hostbased* settings, EnableSSHKeysign, PreferredAuthentications, PubkeyAuthentication,
+#   NumberOfPasswordPrompts and KbdInteractiveDevices (no prompt: BatchMode), the algorithm
+#   lists, RequiredRSASize, RekeyLimit, Compression, IPQoS, TCPKeepAlive;
+# - host-key checking that StrictHostKeyChecking yes makes strict: UserKnownHostsFile,
+#   GlobalKnownHostsFile, HostKeyAlias, CheckHostIP, HashKnownHosts, RevokedHostKeys,
+#   VerifyHostKeyDNS, NoHostAuthenticationForLocalhost, FingerprintHash;
+# - they act on a session or a forward only, and there is neither (-N, ClearAllForwardings):
+#   SendEnv, SetEnv, TunnelDevice, ForwardX11Timeout, XAuthLocation, PermitRemoteOpen,
+#   StreamLocalBindMask, StreamLocalBindUnlink;
+# - logging: LogLevel (on the command line), LogVerbose, SyslogFacility; IgnoreUnknown, Include.
+PINNED = (
+    "BatchMode yes",  # nothing prompts
+    "StrictHostKeyChecking yes",
+    "UpdateHostKeys no",
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "AddKeysToAgent no",  # "ask" prompts, and the user's agent is not tether's to change
+    "VisualHostKey no",  # its picture would be the last words of a failed start
+    # No process but the master: it neither forks into the background (its parent would exit
+    # as if it failed) nor runs a command here or there.
+    "PermitLocalCommand no",
+    "LocalCommand none",
+    "RemoteCommand none",
+    # No session (-N -T for the main connection; a hop's `ssh -W` is a stdio forward): no
+    # terminal, escape character, agent, X11 or tun device.
+    "RequestTTY no",
+    "EscapeChar none",
+    "ForwardAgent no",
+    "ForwardX11 no",
+    "ForwardX11Trusted no",
+    "Tunnel no",
+    # Binds nothing: no LocalForward, RemoteForward or DynamicForward of the user's.
+    "ClearAllForwardings yes",
+    "GatewayPorts no",
+    "ExitOnForwardFailure yes",
+    # The main connection's -M and -S come first; every hop neither shares nor persists.
+    "ControlMaster no",
+    "ControlPath none",
+    "ControlPersist no",
+)
+# What OpenSSH 8.7 named (-f, -N and -n as settings); an older ssh would refuse the words.
+PINNED_SINCE_8_7 = (
+    "ForkAfterAuthentication no",
+    "SessionType none",
+    # A hop's stdio forward reads its stdin: it must not be /dev/null.
+    "StdinNull no",
+)
 
 
 def write_config(path: Path, options: SshOptions) -> Path:
@@ -255,29 +354,23 @@ def write_config(path: Path, options: SshOptions) -> Path:
     lines = [
         "# Written by tether for one tunnel. For ssh the first value of a setting wins.",
         "Host *",
-        "  BatchMode yes",
-        "  StrictHostKeyChecking yes",
-        "  UpdateHostKeys no",
-        "  PasswordAuthentication no",
-        "  KbdInteractiveAuthentication no",
-        "  PermitLocalCommand no",
-        "  ClearAllForwardings yes",
-        "  ExitOnForwardFailure yes",
-        # The main connection's -M and -S come first; every hop neither shares nor persists.
-        "  ControlMaster no",
-        "  ControlPath none",
-        "  ControlPersist no",
+        *(f"  {setting}" for setting in PINNED),
+        *(f"  {setting}" for setting in PINNED_SINCE_8_7 if _newer_than((8, 7))),
         f"  ServerAliveInterval {_seconds(options.keepalive_interval)}",
         f"  ServerAliveCountMax {options.keepalive_count_max}",
     ]
     if options.connect_timeout:
         lines.append(f"  ConnectTimeout {_seconds(options.connect_timeout)}")
+    # Each path means exactly the file check_files checked, or is refused (exit 2).
     for identity in options.identity_files:
-        lines.append(f"  IdentityFile {_quoted(identity)}")
+        escaped = _tokens_escaped(identity, "identity_file")
+        lines.append(f"  IdentityFile {_quoted(escaped, 'identity_file')}")
     if options.known_hosts:
-        lines.append(f"  UserKnownHostsFile {_quoted(options.known_hosts)}")
-    user_config = options.ssh_config or paths.ssh_config()
-    lines += ["Match all", f"Include {_quoted(user_config)}", "Include /etc/ssh/ssh_config"]
+        escaped = _tokens_escaped(options.known_hosts, "known_hosts")
+        lines.append(f"  UserKnownHostsFile {_quoted(escaped, 'known_hosts')}")
+    user_config = _glob_escaped(options.ssh_config or paths.ssh_config())
+    lines += ["Match all", f"Include {_quoted(user_config, 'ssh_config')}"]
+    lines.append("Include /etc/ssh/ssh_config")
     # Last, so only a default: ssh_config's own Ciphers wins. AES-GCM first, as in the asyncssh
     # engine (AES instructions make it the fastest; ssh's own order puts ChaCha20 first).
     lines += ["Host *", f"  Ciphers {','.join(CIPHERS)}", ""]
@@ -466,6 +559,63 @@ class _Master:
         with contextlib.suppress(OSError):
             self._loop.remove_reader(self._stderr_fd)
             os.close(self._stderr_fd)
+        await end_stray_master(self.control)
+
+
+async def end_stray_master(control: Path) -> None:
+    """End the master that still serves ``control`` though tether's own child is gone: one
+    that forked into the background (ForkAfterAuthentication, whatever made ssh do it) is
+    adopted by init, and would run, logged in, for ever. It says its pid over the control
+    socket; it is ended only if it is this user's ssh, started with this very socket."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(control).st_mode):
+            return
+        pid = await asyncio.wait_for(mux.alive(str(control)), STOP_GRACE)
+    except (OSError, mux.MuxError, TimeoutError):
+        return  # nobody serves it: the usual case
+    ref = ProcessRef.of(pid)
+    pinned = ref.pin() if ref is not None else None
+    if pinned is None:
+        return
+    with pinned:
+        if not _is_master_of(pid, control):
+            return
+        log.warning("ssh left a master running in the background (pid %d): ending it", pid)
+        pinned.signal(signal.SIGTERM)
+        if not await _exits(pinned, STOP_GRACE):
+            pinned.signal(signal.SIGKILL)
+            await _exits(pinned, STOP_GRACE)
+
+
+def _is_master_of(pid: int, control: Path) -> bool:
+    """Whether process ``pid`` is an ssh whose command line names ``control`` (after -S)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return False
+    wanted = os.fsencode(_tokens_escaped(str(control)))
+    named = any(a == b"-S" and b == wanted for a, b in itertools.pairwise(argv))
+    return os.path.basename(argv[0]) == b"ssh" and named
+
+
+async def _exits(pinned: Pinned, timeout: float) -> bool:
+    """Whether the pinned process (not tether's child: nothing to reap) exits in time."""
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(pinned.fd, readable)
+    try:
+        await asyncio.wait_for(gone, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pinned.fd)
+    return True
 
 
 __all__ = ["OpenSshTransport", "available", "openssh_version", "write_config"]

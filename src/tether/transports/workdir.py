@@ -31,7 +31,8 @@ class Workdir:
 
     def __init__(self) -> None:
         parent = tempfile.gettempdir()
-        if len(os.fsencode(parent)) + len(PREFIX) + 8 + 1 > SOCKET_DIR_MAX:
+        # ssh expands "${VARIABLE}" in the control path (-S), with no way to escape it.
+        if len(os.fsencode(parent)) + len(PREFIX) + 8 + 1 > SOCKET_DIR_MAX or "${" in parent:
             parent = FALLBACK_PARENT  # mkdtemp's random name and O_EXCL keep /tmp safe
         sweep(Path(parent))
         self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))

@@ -16,11 +16,13 @@ import pytest
 
 from tests.support.servers import EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer
+from tests.support.tether_process import processes_with
 from tests.support.waiting import wait_until
-from tether.errors import HostKeyError, TargetUnreachableError, TetherError
+from tether.errors import ConfigError, HostKeyError, TargetUnreachableError, TetherError
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import openssh
 from tether.transports.openssh import OpenSshTransport, write_config
+from tether.transports.workdir import Workdir
 
 
 def transport(server: SshdServer, **options: object) -> OpenSshTransport:
@@ -108,8 +110,117 @@ def test_the_config_is_never_written_through_something_already_there(tmp_path: P
 
 
 def test_a_value_ssh_would_misread_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(TetherError, match="quote or a newline"):
-        write_config(tmp_path / "config", SshOptions(known_hosts='/tmp/a"b'))
+    with pytest.raises(TetherError, match="line break"):
+        write_config(tmp_path / "config", SshOptions(known_hosts="/tmp/a\nb"))
+
+
+# Paths that ssh would read as something else if written as they are: %-tokens, its own
+# escape, config quoting and backslashes, a comment sign, spaces.
+ODD_NAMES = ["kh%h", "kh%%", "kh%C", 'a"b', "a'b", "trailing\\", "back\\slash", "sp ace #x"]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_a_known_hosts_path_reaches_ssh_as_it_is(tmp_path: Path, name: str) -> None:
+    known_hosts = str(tmp_path / name)
+    config = write_config(tmp_path / "config", SshOptions(known_hosts=known_hosts))
+    assert resolved(config)["userknownhostsfile"] == known_hosts  # ssh -G expands it
+
+
+@pytest.mark.parametrize("name", ["id${HOME}", "${X}"])
+def test_a_variable_ssh_would_expand_is_refused(tmp_path: Path, name: str) -> None:
+    for options in (
+        SshOptions(known_hosts=str(tmp_path / name)),
+        SshOptions(identity_files=(str(tmp_path / name),)),
+    ):
+        with pytest.raises(ConfigError, match="environment variable") as raised:
+            write_config(tmp_path / "config", options)
+        assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize("name", ["conf*", "conf?", "conf[x]", "conf\\", "conf%h", "c${HOME}"])
+def test_the_users_config_is_included_as_it_is(tmp_path: Path, name: str) -> None:
+    """Include globs: a decoy the pattern would match must not be read instead, or as well."""
+    (tmp_path / name).write_text("Host db\n  HostName 127.0.0.7\n")
+    for decoy in ("conf-", "confx", "c", "conf"):
+        if decoy != name:
+            (tmp_path / decoy).write_text("Host db\n  HostName 127.0.0.66\n  Port 66\n")
+    config = write_config(tmp_path / "config", SshOptions(ssh_config=str(tmp_path / name)))
+    seen = resolved(config)
+    assert (seen["hostname"], seen["port"]) == ("127.0.0.7", "22")
+
+
+def test_the_control_path_reaches_ssh_as_it_is(tmp_path: Path) -> None:
+    control = tmp_path / "t%h%%" / "control"
+    ssh = OpenSshTransport(Via.parse("ssh://db"), SshOptions())
+    argv = ssh.ssh_argv(tmp_path / "config", control)
+    write_config(tmp_path / "config", SshOptions())
+    done = subprocess.run([argv[0], "-G", *argv[1:]], capture_output=True, text=True, check=True)
+    assert f"controlpath {control}" in done.stdout.splitlines()
+
+
+# What a user's config sets (first) against each setting tether pins, and what ssh -G shows.
+HOSTILE = [
+    ("ForkAfterAuthentication yes", "forkafterauthentication", "no"),
+    ("SessionType default", "sessiontype", "none"),
+    ("StdinNull yes", "stdinnull", "no"),
+    ("Tunnel yes", "tunnel", "false"),
+    ("RequestTTY force", "requesttty", "false"),
+    ("RemoteCommand sleep 600", "remotecommand", None),
+    ("LocalCommand sleep 600", "localcommand", None),
+    ("PermitLocalCommand yes", "permitlocalcommand", "no"),
+    ("ForwardAgent yes", "forwardagent", "no"),
+    ("ForwardX11 yes", "forwardx11", "no"),
+    ("ForwardX11Trusted yes", "forwardx11trusted", "no"),
+    ("GatewayPorts yes", "gatewayports", "no"),
+    ("EscapeChar ~", "escapechar", "none"),
+    ("AddKeysToAgent ask", "addkeystoagent", "false"),
+    ("VisualHostKey yes", "visualhostkey", "no"),
+    ("ExitOnForwardFailure no", "exitonforwardfailure", "yes"),
+    ("ClearAllForwardings no", "clearallforwardings", "yes"),
+    ("BatchMode no", "batchmode", "yes"),
+    ("ControlMaster auto", "controlmaster", "false"),
+    ("ControlPersist yes", "controlpersist", "no"),
+]
+
+
+@pytest.mark.parametrize(("line", "key", "value"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_a_setting_tether_pins_wins_over_the_users(
+    tmp_path: Path, line: str, key: str, value: str | None
+) -> None:
+    user = tmp_path / "user_config"
+    user.write_text(f"Host *\n  {line}\n")
+    seen = resolved(write_config(tmp_path / "config", SshOptions(ssh_config=str(user))))
+    assert seen.get(key) == value, seen.get(key)
+
+
+async def test_a_master_that_forked_away_is_found_and_ended(shared_sshd: SshdServer) -> None:
+    """The safety net under the pinned ForkAfterAuthentication: a master that is no longer
+    tether's child (here, by -f on its command line, which beats any config) is found by its
+    control socket when tether stops its own, and ended."""
+    ssh = transport(shared_sshd)
+    workdir = Workdir()
+    control = workdir.path / "control"
+    try:
+        config = write_config(workdir.path / "config", ssh.options)
+        argv = ssh.ssh_argv(config, control)
+        master = openssh._Master([argv[0], "-f", *argv[1:]], control, None)
+        await master.started()
+        await wait_until(lambda: master._exited.is_set(), "the forking parent to exit")
+        assert master.failure == 0  # it forked: its parent's work is done
+        assert processes_with(str(control))  # the forked master serves the socket
+        await master.stop()
+        assert processes_with(str(control)) == []
+    finally:
+        for pid in processes_with(str(control)):
+            os.kill(pid, signal.SIGKILL)
+        workdir.remove()
+
+
+async def test_a_control_socket_nobody_serves_is_left_alone(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(tmp_path / "control"))  # bound, never listening: a dead master's
+        await openssh.end_stray_master(tmp_path / "control")
+        await openssh.end_stray_master(tmp_path / "missing")
 
 
 async def test_forwards_and_leaves_nothing_behind(
