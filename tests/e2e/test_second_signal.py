@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -61,4 +62,28 @@ def test_a_signal_after_tether_stop_ends_the_drain(
         process.send_signal(signal.SIGTERM)
         assert process.finish(deadline=PROMPT) == 0
         assert stopper.finish(deadline=PROMPT) == 0
+    assert tether.list_json() == []
+
+
+def test_a_second_signal_ends_the_shells_drain(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    shell = tether.spawn("shell", stdin=subprocess.PIPE)
+    assert shell.proc.stdin is not None
+    shell.proc.stdin.write(f"start --to {echo_server.address} --name held --drain 30s\n".encode())
+    shell.proc.stdin.flush()
+    shell.wait_stderr("held ready on")
+    (entry,) = tether.list_json()
+    with socket.create_connection(("127.0.0.1", entry["local_port"]), timeout=DRAIN) as held:
+        held.sendall(b"x")
+        assert held.recv(1) == b"x"
+        shell.send_signal(signal.SIGTERM)
+        wait_until_sync(lambda: closing(tether), "the drain to begin")
+        began = time.monotonic()
+        shell.send_signal(signal.SIGTERM)
+        assert shell.finish(deadline=PROMPT) == 128 + signal.SIGTERM
+        assert time.monotonic() - began < PROMPT
+        assert held.recv(1) == b""
+    # The close went through (it was not cut off by the signal): the tunnel says so.
+    assert "asked again to stop; closing 1 connection(s) without draining" in shell.stderr
     assert tether.list_json() == []
