@@ -181,9 +181,10 @@ class Tunnel:
         assert self._end_reason is not None
         return self._end_reason
 
-    async def close(self, drain: float = 0.0) -> None:
-        """Stop accepting, give open connections up to ``drain`` seconds to finish, then drop
-        the rest and release the transport; idempotent."""
+    async def close(self, drain: float = 0.0, hurry: asyncio.Event | None = None) -> None:
+        """Stop accepting, give open connections up to ``drain`` seconds to finish (less, if
+        ``hurry`` is or gets set: a second stop signal), then drop the rest and release the
+        transport; idempotent."""
         if self.state in ("closing", "closed"):
             await self._closed.wait()
             return
@@ -196,15 +197,7 @@ class Tunnel:
             for sock in self._given:
                 sock.close()
         if drain > 0 and self._up.is_set():
-            try:
-                await asyncio.wait_for(self._drained.wait(), drain)
-            except TimeoutError:
-                log.warning(
-                    "%s: %d connection(s) still open after %gs of drain; closing them",
-                    self.spec.name,
-                    self.counters.active,
-                    drain,
-                )
+            await self._drain(drain, hurry)
         self.state = "closed"
         for task in [*self._pending, *([self._supervisor] if self._supervisor else [])]:
             task.cancel()
@@ -217,6 +210,30 @@ class Tunnel:
                 self._end_reason = "closed"
             self._ended.set()
             self._closed.set()
+
+    async def _drain(self, drain: float, hurry: asyncio.Event | None) -> None:
+        events = [self._drained] if hurry is None else [self._drained, hurry]
+        waits = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waits, timeout=drain, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if self._drained.is_set():
+            return
+        if hurry is not None and hurry.is_set():
+            log.warning(
+                "%s: asked again to stop; closing %d connection(s) without draining",
+                self.spec.name,
+                self.counters.active,
+            )
+            return
+        log.warning(
+            "%s: %d connection(s) still open after %gs of drain; closing them",
+            self.spec.name,
+            self.counters.active,
+            drain,
+        )
 
     async def wait_closed(self) -> None:
         await self._closed.wait()

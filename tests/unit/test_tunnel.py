@@ -56,6 +56,23 @@ async def roundtrip(tunnel: Tunnel, payload: bytes = b"ping") -> bytes:
     return reply
 
 
+async def test_a_hurry_ends_the_drain_at_once(echo_server: EchoServer) -> None:
+    tunnel = Tunnel(TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port)))
+    await tunnel.start()
+    assert tunnel.address is not None
+    reader, writer = await asyncio.open_connection(tunnel.address.host, tunnel.address.port)
+    writer.write(b"x")
+    assert await asyncio.wait_for(reader.read(1), 10) == b"x"
+    hurry = asyncio.Event()
+    closing = asyncio.ensure_future(tunnel.close(drain=60, hurry=hurry))
+    await wait_until(lambda: tunnel.state == "closing", "the drain to begin")
+    hurry.set()
+    await asyncio.wait_for(closing, 5)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not left open
+    writer.close()
+    assert tunnel.state == "closed"
+
+
 async def test_ssh_tunnel_ready_and_relays(
     asyncssh_server: AsyncSshServer, echo_server: EchoServer
 ) -> None:

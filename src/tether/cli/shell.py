@@ -156,6 +156,12 @@ def shell() -> None:
             except Exception as exc:  # one bad line must not take the shell's tunnels down
                 status = show_error(exc, debug=debug)
     finally:
+        # A stop signal while the tunnels close (after `exit`, or a second one) ends their
+        # drain at once; the close itself always completes.
+        interrupt = signal.getsignal(signal.SIGINT) or signal.default_int_handler
+        previous.setdefault(signal.SIGINT, interrupt)
+        for signum in previous:
+            signal.signal(signum, lambda signum, frame: session.hurry())
         session.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -48,6 +48,9 @@ class HostedTunnel:
         self._log_file = log_file
         self.registration: Registration | None = None
         self._control: ControlServer | None = None
+        # Set by a second stop signal (start_all wires it to the StopRequest): a drain then
+        # ends at once.
+        self.hurry: asyncio.Event | None = None
 
     @property
     def id(self) -> str:
@@ -114,10 +117,10 @@ class HostedTunnel:
         return Status.of(self.tunnel.stats(), ready_once=self.tunnel.ready_once)
 
     async def close(self, drain: float = 0.0) -> None:
-        """Close the tunnel (draining up to ``drain`` s), then drop the control socket and the
-        entry; idempotent."""
+        """Close the tunnel (draining up to ``drain`` s, or until ``hurry``), then drop the
+        control socket and the entry; idempotent."""
         try:
-            await self.tunnel.close(drain)
+            await self.tunnel.close(drain, self.hurry)
         finally:
             if self._control is not None:
                 await self._control.close()
@@ -129,8 +132,11 @@ async def start_all(tunnels: Sequence[HostedTunnel], stop: StopRequest) -> None:
     """Start every tunnel; all must get ready, or none is left open.
 
     A stop signal before then cancels the starts and raises Interrupted; otherwise the first
-    failure (in the order given) is raised.
+    failure (in the order given) is raised. From now on a second stop signal (``stop.hurry``)
+    cuts the tunnels' drain short.
     """
+    for hosted in tunnels:
+        hosted.hurry = stop.hurry
     starting: asyncio.Future[list[BaseException | None]] = asyncio.gather(
         *(t.start() for t in tunnels), return_exceptions=True
     )

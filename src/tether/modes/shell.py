@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from tether.errors import TetherError
@@ -29,6 +30,7 @@ class ShellSession:
         self._thread = LoopThread("tether-shell")
         self._loop = self._thread.loop
         self._call = self._thread.call
+        self._hurry = asyncio.Event()  # set in the loop's thread only
 
     def start(self, spec: TunnelSpec) -> HostedTunnel:
         """Open a tunnel in this process; returns once it is ready."""
@@ -38,6 +40,7 @@ class ShellSession:
             await self._close(holder[0])
 
         hosted = HostedTunnel(spec, self.registry, "shell", on_stop=on_stop)
+        hosted.hurry = self._hurry
         holder.append(hosted)
         self._call(hosted.start())
         self.tunnels[hosted.id] = hosted
@@ -69,6 +72,12 @@ class ShellSession:
     async def _close(self, hosted: HostedTunnel) -> None:
         self.tunnels.pop(hosted.id, None)
         await hosted.close(hosted.spec.drain)
+
+    def hurry(self) -> None:
+        """End every drain at once (a stop signal while the session closes); from any thread,
+        a signal handler's included."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed already: nothing to hurry
+            self._loop.call_soon_threadsafe(self._hurry.set)
 
     def close(self) -> None:
         """Close every tunnel of the session and stop the loop."""

@@ -13,14 +13,25 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class StopRequest:
     """Set by the first stop signal; remembers which one for the exit status.
 
+    A stop signal that comes after the request (a second Ctrl-C) sets ``hurry`` too: a drain
+    then ends at once, and the tunnels close without waiting for their connections.
+
     ``forward``, when set, gets every signal, the first and any that follow (run mode passes
     them on to its command).
     """
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
+        self.hurry = asyncio.Event()
         self.signum: int | None = None
         self.forward: Callable[[int], None] | None = None
+
+    def signalled(self, signum: int) -> None:
+        """A stop signal: the request, or, once there is one (a signal, `tether stop`), the
+        hurry."""
+        if self.signum is not None:
+            self.hurry.set()
+        self.set(signum)
 
     def set(self, signum: int) -> None:
         if self.signum is None:
@@ -40,7 +51,7 @@ def capture_stop_signals(request: StopRequest) -> Iterator[StopRequest]:
     """Route stop signals to ``request`` while the block runs; restore the defaults after."""
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, request.set, signum)
+        loop.add_signal_handler(signum, request.signalled, signum)
     try:
         yield request
     finally:

@@ -4,8 +4,12 @@ check, and a stdio forward fed with an accepted socket.
 Every message is a uint32 length, then a uint32 type and its body, in SSH wire format. Each side
 sends a hello first. For a stdio forward, the master reads the request, then waits (blocking its
 whole event loop) for two file descriptors, each sent on its own with one data byte: so the
-request and both descriptors go out together, in one synchronous step, never one without the
-others.
+request and both descriptors go out together, with no wait between them while the socket takes
+them (a fresh one always does), never one without the others.
+
+Nothing here blocks the caller's event loop on the master: every socket is non-blocking, and a
+master that does not take the connection or say its hello within MUX_ANSWER_TIMEOUT (stopped,
+hung, its backlog full) raises Unanswered.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ MUX_S_SESSION_OPENED = 0x80000006
 VERSION = 4
 REQUEST_ID = 1  # one request per control connection, so one id does
 PACKET_LIMIT = 256 * 1024
+# How long a master may take to accept a control connection and say its hello (it does so at
+# once, before it reads anything), and to answer a health check. A master that takes longer is
+# stopped or hung and counts as lost. Its answer to a forward comes later, after the server has
+# reached the target, and is not bounded here.
+MUX_ANSWER_TIMEOUT = 5.0
+# A UNIX listener whose backlog is full refuses a non-blocking connect (EAGAIN), with no event
+# to say when there is room again: the connect is retried, at growing intervals.
+CONNECT_RETRY_FIRST = 0.001
+CONNECT_RETRY_MAX = 0.05
 
 _U32 = struct.Struct(">I")
 
@@ -36,6 +49,13 @@ class MuxError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Unanswered(MuxError):
+    """The master did not take the control connection, or say its hello, in time."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the master did not answer within {MUX_ANSWER_TIMEOUT:g}s")
 
 
 def _u32(value: int) -> bytes:
@@ -103,64 +123,114 @@ class Inbox:
                 raise MuxError("the master closed the control connection")
             self._buffer += chunk
 
-    async def past_hello(self) -> Reply:
-        """The master's hello, checked, then its next message."""
+    async def hello(self) -> None:
+        """The master's hello, checked."""
         hello = await self.next()
         if hello.kind != MUX_MSG_HELLO:
             raise MuxError(f"expected the master's hello, got message 0x{hello.kind:08x}")
         if (version := hello.u32()) != VERSION:
             raise MuxError(f"the master speaks mux protocol {version}, not {VERSION}")
+
+    async def past_hello(self) -> Reply:
+        """The master's hello, checked, then its next message."""
+        await self.hello()
         return await self.next()
 
 
-def _connect(path: str) -> socket.socket:
+async def _connect(path: str) -> socket.socket:
+    """A non-blocking control connection to the master behind ``path``; OSError if nothing
+    listens there. A full backlog is waited out (the caller bounds the wait)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    pause = CONNECT_RETRY_FIRST
     try:
-        sock.connect(path)  # a UNIX socket connects at once, or fails
-    except OSError:
+        while True:
+            try:
+                sock.connect(path)  # a UNIX socket connects at once, fails, or says EAGAIN
+                return sock
+            except BlockingIOError:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, CONNECT_RETRY_MAX)
+    except BaseException:
         sock.close()
         raise
-    return sock
+
+
+async def _writable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def room() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(sock.fileno(), room)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(sock.fileno())
+
+
+async def _send_fd(sock: socket.socket, fd: int) -> None:
+    """Send ``fd`` with one data byte (SCM_RIGHTS), waiting for room if the socket has none."""
+    while True:
+        try:
+            socket.send_fds(sock, [b"\0"], [fd])
+            return
+        except BlockingIOError:
+            await _writable(sock)
 
 
 async def alive(path: str) -> int:
-    """The master's pid, if the master behind ``path`` answers a health check."""
-    sock = _connect(path)
+    """The master's pid, if the master behind ``path`` answers a health check; Unanswered if it
+    does not within MUX_ANSWER_TIMEOUT."""
     try:
-        sock.sendall(HELLO + _packet(MUX_C_ALIVE_CHECK, _u32(REQUEST_ID)))
-        sock.setblocking(False)
-        reply = await Inbox(sock).past_hello()
-        if reply.kind != MUX_S_ALIVE or reply.u32() != REQUEST_ID:
-            raise MuxError(f"unexpected answer 0x{reply.kind:08x} to a health check")
-        return reply.u32()
-    finally:
-        sock.close()
+        async with asyncio.timeout(MUX_ANSWER_TIMEOUT):
+            sock = await _connect(path)
+            try:
+                await asyncio.get_running_loop().sock_sendall(
+                    sock, HELLO + _packet(MUX_C_ALIVE_CHECK, _u32(REQUEST_ID))
+                )
+                reply = await Inbox(sock).past_hello()
+            finally:
+                sock.close()
+    except TimeoutError:
+        raise Unanswered() from None
+    if reply.kind != MUX_S_ALIVE or reply.u32() != REQUEST_ID:
+        raise MuxError(f"unexpected answer 0x{reply.kind:08x} to a health check")
+    return reply.u32()
 
 
-def start_forward(path: str, host: str, port: int, conn: socket.socket) -> socket.socket:
+async def start_forward(path: str, host: str, port: int, conn: socket.socket) -> Inbox:
     """Ask the master behind ``path`` to forward ``conn`` to ``host:port``.
 
-    Synchronous on purpose: the request and both descriptors leave in one step. Returns the
-    control connection (non-blocking), on which ``forward_opened`` then reads the outcome; it
-    stays open as long as the forward lives.
+    Returns the control connection once the master has said its hello (Unanswered if it has
+    not within MUX_ANSWER_TIMEOUT); ``forward_opened`` then reads the outcome on it. It stays
+    open as long as the forward lives: the caller closes ``.sock``.
     """
-    sock = _connect(path)
+    loop = asyncio.get_running_loop()
+    body = _u32(REQUEST_ID) + _string(b"") + _string(host.encode()) + _u32(port)
     try:
-        body = _u32(REQUEST_ID) + _string(b"") + _string(host.encode()) + _u32(port)
-        sock.sendall(HELLO + _packet(MUX_C_NEW_STDIO_FWD, body))
-        for _ in ("stdin", "stdout"):  # the same socket twice: ssh reads and writes it
-            socket.send_fds(sock, [b"\0"], [conn.fileno()])
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+        async with asyncio.timeout(MUX_ANSWER_TIMEOUT):
+            sock = await _connect(path)
+            try:
+                await loop.sock_sendall(sock, HELLO + _packet(MUX_C_NEW_STDIO_FWD, body))
+                for _ in ("stdin", "stdout"):  # the same socket twice: ssh reads and writes it
+                    await _send_fd(sock, conn.fileno())
+                inbox = Inbox(sock)
+                await inbox.hello()
+            except BaseException:
+                sock.close()
+                raise
+    except TimeoutError:
+        raise Unanswered() from None
+    return inbox
 
 
-async def forward_opened(sock: socket.socket) -> None:
+async def forward_opened(inbox: Inbox) -> None:
     """Wait for the master's answer to ``start_forward``; MuxError with its reason if it
     refused (a target that refuses gives "Session open refused by peer")."""
-    reply = await Inbox(sock).past_hello()
+    reply = await inbox.next()
     if reply.kind == MUX_S_SESSION_OPENED:
         return
     if reply.kind in (MUX_S_FAILURE, MUX_S_PERMISSION_DENIED):

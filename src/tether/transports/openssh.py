@@ -205,13 +205,21 @@ class OpenSshTransport(Transport):
         if master is None or master.failure is not None:
             raise TransportUnreachableError(f"SSH master for {self.via} is not running")
         try:
-            control = mux.start_forward(str(master.control), target.host, target.port, sock)
-        except OSError as exc:
+            inbox = await mux.start_forward(str(master.control), target.host, target.port, sock)
+        except mux.Unanswered:
+            # Stopped or hung: it is lost, and its death (by SIGKILL, which even a stopped
+            # process cannot ignore) is what the tunnel reconnects from.
+            silent = f"did not answer within {mux.MUX_ANSWER_TIMEOUT:g}s"
+            master.unresponsive(silent)
+            raise TransportUnreachableError(f"SSH master for {self.via} {silent}") from None
+        except (OSError, mux.MuxError) as exc:
+            reason = exc.reason if isinstance(exc, mux.MuxError) else describe(exc)
             raise TransportUnreachableError(
-                f"SSH master for {self.via} does not answer: {describe(exc)}"
+                f"SSH master for {self.via} does not answer: {reason}"
             ) from None
+        control = inbox.sock
         try:
-            await mux.forward_opened(control)
+            await mux.forward_opened(inbox)
         except mux.MuxError as exc:
             control.close()
             if master.failure is not None:
@@ -383,6 +391,8 @@ def write_config(path: Path, options: SshOptions) -> Path:
 class _Master:
     """A running `ssh -M`: its process, its stderr, and its control socket."""
 
+    _unanswered: str | None = None  # why it was killed as unresponsive, if it was
+
     def __init__(
         self,
         argv: list[str],
@@ -464,6 +474,15 @@ class _Master:
             if watch is not None:
                 watch.close()
 
+    def unresponsive(self, reason: str) -> None:
+        """Count a master that does not answer as lost: kill it (a stopped one too); its exit,
+        seen as any other, reports the loss with ``reason``."""
+        if self._exited.is_set() or self._stopping or self._unanswered is not None:
+            return
+        log.debug("ssh master %d: %s; killing it", self.process.pid, reason)
+        self._unanswered = reason
+        self.process.signal(signal.SIGKILL)
+
     def exiting(self) -> bool:
         """Whether the master is dying or dead. It closes its descriptors (the forwards' control
         connections among them) before it becomes a zombie, so the kernel's PF_EXITING flag,
@@ -532,6 +551,8 @@ class _Master:
             self._on_lost(self._loss_reason())
 
     def _loss_reason(self) -> str:
+        if self._unanswered is not None:
+            return f"ssh master {self._unanswered}"
         status = self.failure or 0
         if status < 0:
             return f"ssh was killed by {signal.Signals(-status).name}"

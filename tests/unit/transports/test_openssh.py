@@ -18,9 +18,15 @@ from tests.support.servers import EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import processes_with
 from tests.support.waiting import wait_until
-from tether.errors import ConfigError, HostKeyError, TargetUnreachableError, TetherError
+from tether.errors import (
+    ConfigError,
+    HostKeyError,
+    TargetUnreachableError,
+    TetherError,
+    TransportUnreachableError,
+)
 from tether.spec import Endpoint, SshOptions, Via
-from tether.transports import openssh
+from tether.transports import mux, openssh
 from tether.transports.openssh import OpenSshTransport, write_config
 from tether.transports.workdir import Workdir
 
@@ -292,6 +298,31 @@ async def test_a_master_that_dies_is_reported_lost(shared_sshd: SshdServer) -> N
     finally:
         await ssh.close()
     assert lost == ["ssh was killed by SIGKILL"]
+
+
+async def test_a_stopped_master_is_killed_and_reported_lost(
+    shared_sshd: SshdServer, echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A master that does not answer within the bound is lost: the forward fails at once
+    with why, the master is killed (stopped as it is), and its death is the loss."""
+    monkeypatch.setattr(mux, "MUX_ANSWER_TIMEOUT", 0.5, raising=False)
+    lost: list[str] = []
+    ssh = transport(shared_sshd)
+    await ssh.connect(on_lost=lost.append)
+    try:
+        assert ssh._master is not None
+        pid = ssh._master.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        here, there = socket.socketpair()
+        with here, there:
+            target = Endpoint("127.0.0.1", echo_server.port)
+            with pytest.raises(TransportUnreachableError, match=r"did not answer within 0\.5s"):
+                await asyncio.wait_for(ssh.forward(target, there), 5)
+        await wait_until(lambda: bool(lost), "the loss to be reported", 5)
+        assert not alive(pid)
+    finally:
+        await ssh.close()
+    assert lost == ["ssh master did not answer within 0.5s"]
 
 
 async def test_a_failed_start_cleans_up(
