@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from tests.support.process_state import umask
 from tether.control import ControlServer
 from tether.protocol import Status, request_line
 
@@ -57,22 +58,14 @@ async def test_a_shell_stop_is_answered_once_the_tunnel_has_closed(tmp_path: Pat
     assert reply == {"ok": True, "stopped": True} and closed.is_set()
 
 
-def process_umask() -> int:
-    """The umask as the kernel reports it: reading it with os.umask would change it."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("Umask:"):
-            return int(line.split()[1], 8)
-    raise AssertionError("no Umask line in /proc/self/status")
-
-
 async def test_starting_leaves_the_umask_alone_even_while_suspended(tmp_path: Path) -> None:
-    before = process_umask()
+    before = umask()
     seen: list[int] = []
     starting = True
 
     async def watch() -> None:  # another task of the loop, as another tunnel's start would be
         while starting:
-            seen.append(process_umask())
+            seen.append(umask())
             await asyncio.sleep(0)
 
     watcher = asyncio.ensure_future(watch())
@@ -87,7 +80,7 @@ async def test_starting_leaves_the_umask_alone_even_while_suspended(tmp_path: Pa
         starting = False
         await watcher
         assert len(seen) > 1  # it did look while the starts were suspended
-        assert set(seen) == {before} and process_umask() == before
+        assert set(seen) == {before} and umask() == before
         for n in range(3):
             assert (tmp_path / f"{n}.sock").stat().st_mode & 0o777 == 0o600
     finally:
@@ -97,10 +90,10 @@ async def test_starting_leaves_the_umask_alone_even_while_suspended(tmp_path: Pa
 
 
 async def test_the_socket_is_0600_whatever_the_callers_umask(tmp_path: Path) -> None:
-    for umask in (0o000, 0o077, 0o277):
-        path = tmp_path / f"{umask:o}.sock"
+    for callers in (0o000, 0o077, 0o277):
+        path = tmp_path / f"{callers:o}.sock"
         server = ControlServer(path, lambda: Status(state="ready", bytes_in=1), lambda: None)
-        old = os.umask(umask)  # the umask of the caller, during the start
+        old = os.umask(callers)  # the umask of the caller, during the start
         try:
             await server.start()
         finally:
