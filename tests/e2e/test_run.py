@@ -159,9 +159,7 @@ def test_several_tunnels_leave_the_umask_as_it_was(
     # Their control sockets are made together: once, each start's umask outlived the others',
     # leaving the process at 0177, and its next private directories without their x bit.
     config = tmp_path / "c.toml"
-    config.write_text(
-        "".join(f'[tunnels.t{n}]\nto = "{echo_server.address}"\n' for n in range(3))
-    )
+    config.write_text("".join(f'[tunnels.t{n}]\nto = "{echo_server.address}"\n' for n in range(3)))
     code, out, err = tether.run(
         "start", "t0", "t1", "t2", "--config", str(config), "--run", "umask"
     )
