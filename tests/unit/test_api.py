@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,8 +15,8 @@ import pytest
 
 import tether
 from tests.support.servers import EchoServer, echo_once, free_port
+from tests.support.process_state import wait_for_exit
 from tests.support.sshd_server import SshdServer
-from tests.support.waiting import wait_until_sync
 from tether.errors import (
     ConfigError,
     NoSuchTunnelError,
@@ -247,22 +246,3 @@ def test_a_forked_child_leaves_the_block_and_the_parents_tunnel_alone(
         os._exit(0)
     assert tether.list(runtime_dir=runtime) == []
     assert refuses(t.port)
-
-
-def wait_for_exit(pid: int, deadline: float) -> int:
-    """The exit status of child ``pid``; killed, and the test failed, if it takes longer."""
-    statuses: list[int] = []
-
-    def reaped() -> bool:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            statuses.append(os.waitstatus_to_exitcode(status))
-        return bool(done)
-
-    try:
-        wait_until_sync(reaped, f"the forked child {pid} to exit", deadline)
-    except AssertionError:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    return statuses[0]
