@@ -3,11 +3,19 @@
 Tunnels opened here register with mode "api": `tether list` shows them and `tether stop` stops
 them from any shell. Errors are tether's exception tree; nothing is printed, and what tether
 logs goes to the ``logging`` module under the "tether" name.
+
+A synchronous ``open`` whose block never ends (entered by hand, never exited) is closed at
+interpreter exit, while its helper thread still runs; a forked child's copy is never closed
+from the child, which has no such thread and does not own the tunnel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
+import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -17,13 +25,18 @@ from tether.client import list_tunnels, select_entries, stop_tunnels
 from tether.config import OPTIONS, Setting, Settings, load_config, spec_for
 from tether.errors import StopFailedError, TetherError, TunnelClosedError, UsageError
 from tether.modes.hosted import HostedTunnel
-from tether.modes.loopthread import LoopThread
+from tether.modes.loopthread import UNWIND_LIMIT, LoopThread
 from tether.record import EntryView, TunnelInfo
 from tether.registry import Entry, Registry
 from tether.spec import TunnelSpec
 
 KEYWORDS = {opt.key for opt in OPTIONS}
 ENDED = {"ttl": "its ttl passed", "idle": "it was idle for its idle timeout"}
+# Bounds on the synchronous API's calls into its helper thread: none may hang.
+CLOSE_LIMIT = UNWIND_LIMIT
+RECORD_LIMIT = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class OpenTunnel(EntryView):
@@ -41,7 +54,7 @@ class OpenTunnel(EntryView):
         """The tunnel's record now, with live counters (the same as `tether list --json`)."""
         if self._thread is None:
             return self._hosted.record()
-        return self._thread.call(_record(self._hosted))
+        return self._thread.call(_record(self._hosted), timeout=RECORD_LIMIT)
 
     def __repr__(self) -> str:
         return f"<OpenTunnel {self.id} {self.name} on {self.address} -> {self.target}>"
@@ -90,7 +103,8 @@ async def open_async(
     idle timeout, or a transport lost for good), the block is cancelled and this raises
     TunnelClosedError (TunnelLostError for a lost transport).
     """
-    async with _opened(profile, config, runtime_dir, options, thread=None) as tunnel:
+    spec = spec_of(profile, config, options)
+    async with _opened(spec, runtime_dir, thread=None) as tunnel:
         yield tunnel
 
 
@@ -107,32 +121,84 @@ def open(
 
     If the tunnel closes while the block runs, this raises TunnelClosedError (or
     TunnelLostError) when the block ends: a synchronous block cannot be cancelled.
+
+    A tunnel still open when the interpreter exits is closed then. In a child forked inside the
+    block, leaving the block does nothing: the tunnel is the parent's.
     """
-    thread = LoopThread("tether-api")
+    sync = _SyncOpen(spec_of(profile, config, options), runtime_dir)
+    tunnel = sync.enter()
     try:
-        opened = _opened(profile, config, runtime_dir, options, thread=thread)
-        tunnel = thread.call(opened.__aenter__())
+        yield tunnel
+    except BaseException as exc:
+        if not sync.exit(exc):
+            raise
+    else:
+        sync.exit(None)
+
+
+class _SyncOpen:
+    """One synchronous ``open``: its helper thread and its tunnel, closed once, by the block's
+    end or else at interpreter exit, and only ever by the process that opened them.
+
+    At exit, ``atexit`` runs after the interpreter has joined the application's own threads
+    (which may use the tunnel until then) and before it freezes daemon threads such as ours;
+    the generator of a block never left is finalised later still, when a call into the
+    thread could only hang. The pid tells a forked child's copy: that process has no helper
+    thread, and the loop's descriptors it inherited (its epoll set) are the parent's.
+    """
+
+    def __init__(self, spec: TunnelSpec, runtime_dir: str | Path | None) -> None:
+        self._spec = spec
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._done = False
+        self._thread = LoopThread("tether-api")
+        self._opened = _opened(spec, runtime_dir, thread=self._thread)
+
+    def enter(self) -> OpenTunnel:
+        atexit.register(self._at_exit)
         try:
-            yield tunnel
-        except BaseException as exc:
-            if not thread.call(opened.__aexit__(type(exc), exc, exc.__traceback__)):
-                raise
-        else:
-            thread.call(opened.__aexit__(None, None, None))
-    finally:
-        thread.close()
+            # The start is bounded by the spec's timeout already; this bound is a backstop.
+            limit = self._spec.timeout + CLOSE_LIMIT
+            return self._thread.call(self._opened.__aenter__(), timeout=limit)
+        except BaseException:
+            with self._lock:
+                self._done = True
+            self._finish()
+            raise
+
+    def exit(self, exc: BaseException | None) -> bool:
+        """Close the tunnel as the block ends with ``exc``; whether to suppress ``exc``. Does
+        nothing where the tunnel is not this process's to close (any more)."""
+        if os.getpid() != self._pid:
+            return False  # a forked child's copy: the parent's tunnel goes on
+        with self._lock:
+            if self._done:
+                return False  # closed at interpreter exit already
+            self._done = True
+        try:
+            args = (None, None, None) if exc is None else (type(exc), exc, exc.__traceback__)
+            return bool(self._thread.call(self._opened.__aexit__(*args), timeout=CLOSE_LIMIT))
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        atexit.unregister(self._at_exit)
+        self._thread.close()
+
+    def _at_exit(self) -> None:
+        if os.getpid() != self._pid:
+            return  # atexit handlers are inherited by forked children too
+        try:
+            self.exit(None)
+        except TetherError as exc:  # nobody is left to raise it to
+            log.warning("closing tunnel %s at interpreter exit: %s", self._spec.name, exc)
 
 
 @asynccontextmanager
 async def _opened(
-    profile: str | None,
-    config: str | Path | None,
-    runtime_dir: str | Path | None,
-    options: dict[str, object],
-    *,
-    thread: LoopThread | None,
+    spec: TunnelSpec, runtime_dir: str | Path | None, *, thread: LoopThread | None
 ) -> AsyncIterator[OpenTunnel]:
-    spec = spec_of(profile, config, options)
     body = asyncio.current_task() if thread is None else None
     tunnel: OpenTunnel | None = None
     cancelled = False

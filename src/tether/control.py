@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,35 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
+def bind_private_socket(path: Path) -> socket.socket:
+    """A listening UNIX socket at ``path``, mode 0600, the umask untouched.
+
+    Linux creates the socket file with the socket's own mode less the umask, so a socket
+    made 0600 before ``bind`` is never wider, whatever the caller's umask (changing the umask
+    instead would change it for every thread of the process, and for every task while the
+    loop runs). Even where that did not hold, the file is only ever in a directory that
+    nobody else may write to (the registry's, checked when opened), and its mode is set and
+    checked before anyone is told where it is.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = False
+    try:
+        os.fchmod(sock.fileno(), 0o600)
+        sock.bind(str(path))
+        bound = True
+        os.chmod(path, 0o600)  # exactly: a umask may have taken bits off the owner's too
+        st = os.lstat(path)
+        if not stat.S_ISSOCK(st.st_mode) or stat.S_IMODE(st.st_mode) != 0o600:
+            raise RegistryError(f"control socket {path} is not a private socket")
+        sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        if bound:
+            path.unlink(missing_ok=True)
+        raise
+    return sock
+
+
 class ControlServer:
     """Serves one tunnel's control socket inside its process."""
 
@@ -57,13 +87,14 @@ class ControlServer:
     async def start(self) -> None:
         import asyncio  # here, not at the top: `tether list` uses only the client
 
-        old_umask = os.umask(0o177)  # the socket is created 0600, never briefly wider
-        try:
-            with map_exceptions({OSError: RegistryError}, f"cannot serve {self.path}"):
-                self.path.unlink(missing_ok=True)
-                self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-        finally:
-            os.umask(old_umask)
+        with map_exceptions({OSError: RegistryError}, f"cannot serve {self.path}"):
+            self.path.unlink(missing_ok=True)
+            sock = bind_private_socket(self.path)
+            try:
+                self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+            except BaseException:
+                sock.close()
+                raise  # close() removes the file
 
     async def close(self) -> None:
         """Stop listening and remove the socket. Connections being answered finish on their own:

@@ -57,7 +57,13 @@ def ensure_private_directory(path: Path, *, what: str, fix: str, error: type[Tet
     a symlink, another user's, group- or world-writable, or under a directory that another user
     could swap (the check OpenSSH makes for ControlPath directories)."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(path, 0o700)  # ours, new: exactly 0700, whatever the caller's umask took off
         st = os.lstat(path)
     except OSError as exc:
         raise error(f"cannot create {what} {path}: {describe(exc)}", hint=fix) from None

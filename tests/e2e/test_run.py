@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.process_state import umask
 from tests.support.servers import EchoServer
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import (
@@ -149,6 +150,21 @@ to = "{echo_server.address}"
         str(by_name["cache"]["local_port"]),
     ]
     assert by_name["db"]["via"] == sshd.via and by_name["cache"]["via"] is None
+    assert tether.list_json() == []
+
+
+def test_several_tunnels_leave_the_umask_as_it_was(
+    tether: TetherRunner, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    # Their control sockets are made together: once, each start's umask outlived the others',
+    # leaving the process at 0177, and its next private directories without their x bit.
+    config = tmp_path / "c.toml"
+    config.write_text("".join(f'[tunnels.t{n}]\nto = "{echo_server.address}"\n' for n in range(3)))
+    code, out, err = tether.run(
+        "start", "t0", "t1", "t2", "--config", str(config), "--run", "umask"
+    )
+    assert code == 0, err
+    assert int(out, 8) == umask()  # the command's, which it has from tether, which has ours
     assert tether.list_json() == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 import tether
 from tests.support.servers import EchoServer, echo_once, free_port
+from tests.support.process_state import wait_for_exit
 from tests.support.sshd_server import SshdServer
 from tether.errors import (
     ConfigError,
@@ -168,3 +170,79 @@ def test_stop_tunnels_started_elsewhere(runtime: Path, echo_server: EchoServer) 
     (stopped,) = tether.stop("bg", runtime_dir=runtime)
     assert stopped.name == "bg" and stopped.mode == "background"
     assert tether.list(runtime_dir=runtime) == []
+
+
+def refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+LEFT_OPEN = {
+    # Entered by hand and never left: the script just ends...
+    "forgets": "",
+    # ... or ends with an exception of its own.
+    "raises": "raise SystemExit('the script gave up')\n",
+}
+
+
+@pytest.mark.parametrize("ending", sorted(LEFT_OPEN))
+def test_a_tunnel_left_open_is_closed_when_the_interpreter_exits(
+    runtime: Path, echo_server: EchoServer, ending: str
+) -> None:
+    script = (
+        "import json, socket, tether\n"
+        f"opened = tether.open(to={echo_server.address!r}, runtime_dir={str(runtime)!r})\n"
+        "t = opened.__enter__()\n"
+        "s = socket.create_connection(('127.0.0.1', t.port))\n"
+        "s.sendall(b'open'); s.shutdown(socket.SHUT_WR); assert s.recv(9) == b'open'\n"
+        "print(json.dumps([t.id, t.port]), flush=True)\n" + LEFT_OPEN[ending]
+    )
+    # Before, the exit waited forever on a helper thread that the interpreter had frozen.
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == (1 if ending == "raises" else 0), done.stderr
+    assert done.stderr == ("the script gave up\n" if ending == "raises" else "")
+    entry_id, port = json.loads(done.stdout)
+    assert refuses(port)
+    assert not [p.name for p in runtime.iterdir() if p.name.startswith(entry_id)]
+    assert tether.list(runtime_dir=runtime) == []
+
+
+def test_a_forked_child_leaves_the_block_and_the_parents_tunnel_alone(
+    runtime: Path, sshd: SshdServer, echo_server: EchoServer
+) -> None:
+    child = -1
+    try:
+        with tether.open(
+            to=echo_server.address,
+            via=sshd.via,
+            identity_file=str(sshd.client_key),
+            known_hosts=str(sshd.known_hosts),
+            engine=sshd.engine,  # None: the default
+            runtime_dir=runtime,
+        ) as t:
+            child = os.fork()
+            if child == 0:
+                # What a child may do: use the address. Not ask the parent's thread (refused at
+                # once), and not close the tunnel (leaving the block leaves it to the parent).
+                assert echo_once(t.port, b"from the child") == b"from the child"
+                with pytest.raises(tether.TetherError, match="forked from"):
+                    t.record()
+            else:
+                status = wait_for_exit(child, deadline=30)
+                assert status == 0
+                assert echo_once(t.port, b"still serving") == b"still serving"
+                assert [i.id for i in tether.list(runtime_dir=runtime)] == [t.id]
+                assert t.record().status.connections_total == 2
+    except BaseException:
+        if child == 0:
+            os._exit(3)  # the child never returns into pytest
+        raise
+    if child == 0:
+        os._exit(0)
+    assert tether.list(runtime_dir=runtime) == []
+    assert refuses(t.port)

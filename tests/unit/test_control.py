@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
+from tests.support.process_state import umask
 from tether.control import ControlServer
 from tether.protocol import Status, request_line
 
@@ -54,3 +56,51 @@ async def test_a_shell_stop_is_answered_once_the_tunnel_has_closed(tmp_path: Pat
     await server.start()
     reply = await ask(path, request_line("stop", time.monotonic() + 5))
     assert reply == {"ok": True, "stopped": True} and closed.is_set()
+
+
+async def test_starting_leaves_the_umask_alone_even_while_suspended(tmp_path: Path) -> None:
+    before = umask()
+    seen: list[int] = []
+    starting = True
+
+    async def watch() -> None:  # another task of the loop, as another tunnel's start would be
+        while starting:
+            seen.append(umask())
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(watch())
+    await asyncio.sleep(0)  # the watcher's first look, before any start
+    servers = [
+        ControlServer(tmp_path / f"{n}.sock", lambda: Status(state="ready"), lambda: None)
+        for n in range(3)
+    ]
+    try:
+        # Started together, as `tether start a b c --run ...` starts its tunnels.
+        await asyncio.gather(*(server.start() for server in servers))
+        starting = False
+        await watcher
+        assert len(seen) > 1  # it did look while the starts were suspended
+        assert set(seen) == {before} and umask() == before
+        for n in range(3):
+            assert (tmp_path / f"{n}.sock").stat().st_mode & 0o777 == 0o600
+    finally:
+        starting = False
+        for server in servers:
+            await server.close()
+
+
+async def test_the_socket_is_0600_whatever_the_callers_umask(tmp_path: Path) -> None:
+    for callers in (0o000, 0o077, 0o277):
+        path = tmp_path / f"{callers:o}.sock"
+        server = ControlServer(path, lambda: Status(state="ready", bytes_in=1), lambda: None)
+        old = os.umask(callers)  # the umask of the caller, during the start
+        try:
+            await server.start()
+        finally:
+            os.umask(old)
+        try:
+            assert path.stat().st_mode & 0o777 == 0o600
+            status = await ask(path, request_line("status", time.monotonic() + 5))
+            assert status["bytes_in"] == 1
+        finally:
+            await server.close()

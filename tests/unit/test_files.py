@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tether.files import write_atomic, write_private
+from tether.errors import TetherError
+from tether.files import ensure_private_directory, write_atomic, write_private
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
@@ -31,3 +32,15 @@ def test_replaces_what_was_there(tmp_path: Path) -> None:
     write_atomic(target, "new", 0o644)
     assert target.read_text() == "new"
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o177])
+def test_a_new_private_directory_is_0700_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)  # 0177: what the host application, not tether, may have set
+    try:
+        made = ensure_private_directory(
+            tmp_path / "new", what="test directory", fix="", error=TetherError
+        )
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700

@@ -36,6 +36,7 @@ class Workdir:
             parent = FALLBACK_PARENT  # mkdtemp's random name and O_EXCL keep /tmp safe
         sweep(Path(parent))
         self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
+        os.chmod(self.path, 0o700)  # exactly: ssh must enter it, whatever the caller's umask
         self._lock = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
 

@@ -45,6 +45,18 @@ def test_private_and_locked_until_removed(tmp: Path) -> None:
     assert not work.path.exists()
 
 
+def test_0700_whatever_the_umask(tmp: Path) -> None:
+    previous = os.umask(0o177)  # the host application's, say: ssh must still enter the directory
+    try:
+        work = Workdir()
+    finally:
+        os.umask(previous)
+    try:
+        assert stat.S_IMODE(work.path.stat().st_mode) == 0o700
+    finally:
+        work.remove()
+
+
 def test_a_dead_owners_directory_is_swept(tmp: Path) -> None:
     # A process that makes one and dies without removing it, as SIGKILL would leave it.
     code = (
