@@ -5,7 +5,6 @@ Every tunnel is asked at once, through its control socket, under one deadline fo
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from tether.control import ControlError, peer_credentials
 from tether.errors import NoSuchTunnelError, UsageError, describe
 from tether.procs import Pinned, wait_exited
-from tether.protocol import JSONObject, Op, Status, request_line
+from tether.protocol import JSONObject, Op, Status, loads, request_line
 from tether.record import TunnelInfo
 from tether.registry import Entry, Registry
 
@@ -108,8 +107,8 @@ def _connect(path: str | Path, pid: int) -> socket.socket:
 
 def _parse(path: str | Path, data: bytes) -> Reply | ControlError:
     try:
-        reply = json.loads(data.split(b"\n", 1)[0])
-    except ValueError:
+        reply = loads(data.split(b"\n", 1)[0])
+    except ValueError:  # not JSON, or nested deep enough to exhaust the decoder
         return ControlError(f"control socket {path}: unreadable reply")
     if not isinstance(reply, dict) or not reply.get("ok"):
         return ControlError(f"control socket {path}: {reply}")
