@@ -59,6 +59,22 @@ class ProcessRef:
         """Whether this process holds a flock on ``path`` (per /proc/locks)."""
         return self.pid in flock_holders(path)
 
+    def has_open(self, path: Path) -> bool:
+        """Whether this process holds a descriptor opened through the name ``path``: of two hard
+        links to one file, /proc names the one each descriptor was opened by."""
+        wanted = str(path.resolve())
+        try:
+            descriptors = os.listdir(f"/proc/{self.pid}/fd")
+        except OSError:
+            return False
+        for fd in descriptors:
+            try:
+                if os.readlink(f"/proc/{self.pid}/fd/{fd}") == wanted:
+                    return True
+            except OSError:
+                continue  # closed meanwhile
+        return False
+
     def pin(self) -> Pinned | None:
         """A pidfd for exactly this process, or None if it is gone or not ours."""
         try:

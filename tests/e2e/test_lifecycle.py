@@ -344,20 +344,34 @@ def test_stop_all_stops_what_it_can_and_reports_the_rest(
         victim.wait()
 
 
-def test_a_hard_link_to_a_live_lock_gets_nobody_signalled(
-    tether: TetherRunner, echo_server: EchoServer
+@pytest.mark.parametrize("copied_lock_id", [False, True])
+def test_a_hard_link_to_a_live_lock_is_a_stale_forgery(
+    tether: TetherRunner, echo_server: EchoServer, copied_lock_id: bool
 ) -> None:
     real = start_background(tether, "--to", echo_server.address)
     directory = runtime_dir(tether)
+    real_lock = directory / f"{real['id']}.lock"
     forged_lock = forge(tether, int(str(real["pid"])))
-    os.link(directory / f"{real['id']}.lock", forged_lock)  # the lock is held, by that very pid
+    if copied_lock_id:  # the forger copied every field it can read, as well
+        forged_entry = directory / "f0f0f0f0.json"
+        st = real_lock.stat()
+        entry = json.loads(forged_entry.read_text())
+        entry["lock_id"] = f"{st.st_dev}:{st.st_ino}"
+        forged_entry.write_text(json.dumps(entry))
+    os.link(real_lock, forged_lock)  # the lock is held, by that very pid
+    # Not a live tunnel: not listed (nor shown as unresponsive), and removed on the way.
+    code, out, err = tether.run("list", "--json")
+    assert code == 0, err
+    assert [e["id"] for e in json.loads(out)] == [real["id"]]
+    assert "removed registry entry f0f0f0f0" in err
+    assert not forged_lock.exists() and not (directory / "f0f0f0f0.json").exists()
+    assert real_lock.stat().st_nlink == 1 and alive(int(str(real["pid"])))
+    # Forged again, a stop removes it the same way, signalling nobody.
+    forge(tether, int(str(real["pid"])))
+    os.link(real_lock, forged_lock)
     code, _, err = tether.run("stop", "forged")
-    assert code == 9 and "not verified" in err
-    assert alive(int(str(real["pid"])))
-    assert {e["id"] for e in tether.list_json()} == {real["id"], "f0f0f0f0"}
-    # With two links its own lock is not verifiable either; once the forgery is gone, it is.
-    forged_lock.unlink()
-    (directory / "f0f0f0f0.json").unlink()
+    assert code == 8, err
+    assert not forged_lock.exists() and alive(int(str(real["pid"])))
     code, _, err = tether.run("stop", str(real["id"]))
     assert code == 0, err
 
