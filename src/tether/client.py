@@ -174,10 +174,12 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
     """Stop each tunnel gracefully and wait until its process has exited, all within
     ``timeout`` seconds in total.
 
-    Every tunnel is asked at once through its control channel. SIGTERM is only a fallback, only
-    for a process proven to be that tunnel (it holds the entry's own lock, started when recorded,
-    and is ours), and never for a tunnel inside `tether shell` or a Python program, whose
-    process is more than the tunnel.
+    Every tunnel is asked at once through its control channel, within half of ``timeout``, so
+    that the fallback has time to work. SIGTERM is only a fallback, only for a process proven
+    to be that tunnel (it holds the entry's own lock, started when recorded, and is ours), and
+    never for a tunnel inside `tether shell` or a Python program, whose process is more than
+    the tunnel. A signal cannot be taken back: a tunnel that got one and has not exited by the
+    deadline (a frozen one) stops when it runs again, and its failure says so.
     A tunnel that cannot be stopped does not keep the others from stopping.
     """
     deadline = time.monotonic() + timeout
@@ -197,9 +199,10 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
     replies = request_many(
         [(e.control, e.pid) for e, _ in candidates],
         "stop",
-        timeout=max(deadline - time.monotonic(), 0),
+        timeout=max(deadline - time.monotonic(), 0) / 2,
     )
     waiting: dict[Pinned, Entry] = {}
+    signalled: set[Pinned] = set()
     try:
         for (entry, pinned), reply in zip(candidates, replies, strict=True):
             if isinstance(reply, ControlError) and entry.mode in HOSTS:
@@ -210,6 +213,7 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
                 )
             elif isinstance(reply, ControlError):
                 pinned.signal()
+                signalled.add(pinned)
                 waiting[pinned] = entry
             elif reply.get("stopped"):
                 pinned.close()
@@ -221,6 +225,12 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
             if pinned in exited:
                 registry.discard(entry.id)
                 result.stopped.append(entry)
+            elif pinned in signalled:
+                frozen = " (it is frozen)" if entry.process.is_stopped() else ""
+                result.failures.append(
+                    f"tunnel {entry.id} (pid {entry.pid}) did not answer and did not exit within "
+                    f"{timeout:g}s{frozen}; it was sent SIGTERM and stops when it runs again"
+                )
             else:
                 result.failures.append(
                     f"tunnel {entry.id} (pid {entry.pid}) did not exit within {timeout:g}s"

@@ -47,6 +47,11 @@ class ProcessRef:
         """Still alive, and still this very process (not a successor with its pid)."""
         return ProcessRef.of(self.pid) == self
 
+    def is_stopped(self) -> bool:
+        """Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: it acts on nothing until resumed."""
+        found = _stat_fields(self.pid)
+        return found is not None and found[0] in ("T", "t") and self.is_running()
+
     def is_ours(self) -> bool:
         """Running and owned by this user."""
         try:

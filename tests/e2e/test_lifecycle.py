@@ -434,6 +434,25 @@ def test_an_unresponsive_tunnel_costs_list_and_stop_one_bounded_wait(
     wait_until_sync(lambda: not any(alive(pid) for pid in pids), "the tunnels to exit")
 
 
+def test_stop_of_a_frozen_tunnel_says_it_stops_once_it_runs_again(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    info = start_background(tether, "--to", echo_server.address)
+    pid = int(str(info["pid"]))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        code, _, err = tether.run("stop", "--timeout", "3", str(info["id"]))
+        # Not stopped yet, so a failure; but the failure says what will still happen.
+        assert code == 9, err
+        assert f"tunnel {info['id']} (pid {pid}) did not answer and did not exit within 3s" in err
+        assert "(it is frozen); it was sent SIGTERM and stops when it runs again" in err
+        assert alive(pid) and [e["id"] for e in tether.list_json()] == [info["id"]]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until_sync(lambda: not alive(pid), "the tunnel to act on the SIGTERM it was sent")
+    assert tether.list_json() == []
+
+
 def test_a_held_registry_lock_bounds_start_by_its_timeout_and_signals(
     tether: TetherRunner, echo_server: EchoServer
 ) -> None:
