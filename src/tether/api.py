@@ -24,6 +24,7 @@ from tether import paths
 from tether.client import list_tunnels, select_entries, stop_tunnels
 from tether.config import OPTIONS, Setting, Settings, load_config, spec_for
 from tether.errors import StopFailedError, TetherError, TunnelClosedError, UsageError
+from tether.modes.drain import Ending, bound_ending, drain_for
 from tether.modes.hosted import HostedTunnel
 from tether.modes.loopthread import UNWIND_LIMIT, LoopThread
 from tether.record import EntryView, TunnelInfo
@@ -215,18 +216,21 @@ async def _opened(
     async def on_stop() -> None:  # `tether stop` from another process; it waits for the close
         assert tunnel is not None
         closed(TunnelClosedError(f"tunnel {tunnel.id} ({spec.name}) was stopped by tether stop"))
-        await hosted.close(spec.drain)
+        await hosted.close(drain_for(spec, "api", "stop"))
 
     async def watch() -> None:
         assert tunnel is not None
+        ending: Ending
         try:
             reason = await hosted.tunnel.wait_ended()
         except TetherError as exc:
+            ending = "lost"
             closed(exc)
         else:
+            ending = bound_ending(reason)
             why = ENDED.get(reason, "it was closed")
             closed(TunnelClosedError(f"tunnel {tunnel.id} ({spec.name}) closed: {why}"))
-        await hosted.close()
+        await hosted.close(drain_for(spec, "api", ending))
 
     hosted = HostedTunnel(spec, _registry(runtime_dir), "api", on_stop=on_stop)
     await hosted.start()
@@ -240,7 +244,7 @@ async def _opened(
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
-        await hosted.close()  # the block was the tunnel's life: nothing is left to drain
+        await hosted.close(drain_for(spec, "api", "closed"))
     if tunnel.closed is not None:
         raise tunnel.closed
 

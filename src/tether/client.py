@@ -5,7 +5,6 @@ Every tunnel is asked at once, through its control socket, under one deadline fo
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from tether.control import ControlError, peer_credentials
 from tether.errors import NoSuchTunnelError, UsageError, describe
 from tether.procs import Pinned, wait_exited
-from tether.protocol import JSONObject, Op, Status, request_line
+from tether.protocol import JSONObject, Op, Status, loads, request_line
 from tether.record import TunnelInfo
 from tether.registry import Entry, Registry
 
@@ -108,8 +107,8 @@ def _connect(path: str | Path, pid: int) -> socket.socket:
 
 def _parse(path: str | Path, data: bytes) -> Reply | ControlError:
     try:
-        reply = json.loads(data.split(b"\n", 1)[0])
-    except ValueError:
+        reply = loads(data.split(b"\n", 1)[0])
+    except ValueError:  # not JSON, or nested deep enough to exhaust the decoder
         return ControlError(f"control socket {path}: unreadable reply")
     if not isinstance(reply, dict) or not reply.get("ok"):
         return ControlError(f"control socket {path}: {reply}")
@@ -175,10 +174,12 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
     """Stop each tunnel gracefully and wait until its process has exited, all within
     ``timeout`` seconds in total.
 
-    Every tunnel is asked at once through its control channel. SIGTERM is only a fallback, only
-    for a process proven to be that tunnel (it holds the entry's own lock, started when recorded,
-    and is ours), and never for a tunnel inside `tether shell` or a Python program, whose
-    process is more than the tunnel.
+    Every tunnel is asked at once through its control channel, within half of ``timeout``, so
+    that the fallback has time to work. SIGTERM is only a fallback, only for a process proven
+    to be that tunnel (it holds the entry's own lock, started when recorded, and is ours), and
+    never for a tunnel inside `tether shell` or a Python program, whose process is more than
+    the tunnel. A signal cannot be taken back: a tunnel that got one and has not exited by the
+    deadline (a frozen one) stops when it runs again, and its failure says so.
     A tunnel that cannot be stopped does not keep the others from stopping.
     """
     deadline = time.monotonic() + timeout
@@ -198,9 +199,10 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
     replies = request_many(
         [(e.control, e.pid) for e, _ in candidates],
         "stop",
-        timeout=max(deadline - time.monotonic(), 0),
+        timeout=max(deadline - time.monotonic(), 0) / 2,
     )
     waiting: dict[Pinned, Entry] = {}
+    signalled: set[Pinned] = set()
     try:
         for (entry, pinned), reply in zip(candidates, replies, strict=True):
             if isinstance(reply, ControlError) and entry.mode in HOSTS:
@@ -211,6 +213,7 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
                 )
             elif isinstance(reply, ControlError):
                 pinned.signal()
+                signalled.add(pinned)
                 waiting[pinned] = entry
             elif reply.get("stopped"):
                 pinned.close()
@@ -222,6 +225,12 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
             if pinned in exited:
                 registry.discard(entry.id)
                 result.stopped.append(entry)
+            elif pinned in signalled:
+                frozen = " (it is frozen)" if entry.process.is_stopped() else ""
+                result.failures.append(
+                    f"tunnel {entry.id} (pid {entry.pid}) did not answer and did not exit within "
+                    f"{timeout:g}s{frozen}; it was sent SIGTERM and stops when it runs again"
+                )
             else:
                 result.failures.append(
                     f"tunnel {entry.id} (pid {entry.pid}) did not exit within {timeout:g}s"

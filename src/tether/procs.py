@@ -47,6 +47,11 @@ class ProcessRef:
         """Still alive, and still this very process (not a successor with its pid)."""
         return ProcessRef.of(self.pid) == self
 
+    def is_stopped(self) -> bool:
+        """Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: it acts on nothing until resumed."""
+        found = _stat_fields(self.pid)
+        return found is not None and found[0] in ("T", "t") and self.is_running()
+
     def is_ours(self) -> bool:
         """Running and owned by this user."""
         try:
@@ -58,6 +63,22 @@ class ProcessRef:
     def holds_lock(self, path: Path) -> bool:
         """Whether this process holds a flock on ``path`` (per /proc/locks)."""
         return self.pid in flock_holders(path)
+
+    def has_open(self, path: Path) -> bool:
+        """Whether this process holds a descriptor opened through the name ``path``: of two hard
+        links to one file, /proc names the one each descriptor was opened by."""
+        wanted = str(path.resolve())
+        try:
+            descriptors = os.listdir(f"/proc/{self.pid}/fd")
+        except OSError:
+            return False
+        for fd in descriptors:
+            try:
+                if os.readlink(f"/proc/{self.pid}/fd/{fd}") == wanted:
+                    return True
+            except OSError:
+                continue  # closed meanwhile
+        return False
 
     def pin(self) -> Pinned | None:
         """A pidfd for exactly this process, or None if it is gone or not ours."""

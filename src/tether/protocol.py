@@ -2,13 +2,15 @@
 reports (part of its public record, see record.py) and the control requests themselves.
 
 A control request is one JSON line, {"op": "status" | "stop", "until": DEADLINE}, where DEADLINE
-is the client's deadline on the machine-wide monotonic clock; the reply is one JSON line with
-"ok" and the op's fields.
+is the client's deadline on the machine-wide monotonic clock (a finite number; left out, the
+request has none); the reply is one JSON line with "ok" and the op's fields. Neither side nests
+deeper than MAX_DEPTH, so a hostile line is a bad request, not a RecursionError.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from types import UnionType
 from typing import TYPE_CHECKING, Literal, get_args
@@ -34,6 +36,8 @@ State = Literal[
 ]
 Op = Literal["status", "stop"]
 MODES: tuple[Mode, ...] = get_args(Mode)
+#: Deepest nesting of arrays and objects in a request or a reply (a status nests 1 deep).
+MAX_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,42 @@ def request_line(op: Op, until: float) -> bytes:
 
 
 def parse_request(line: bytes) -> tuple[str, float | None]:
-    """The op and the deadline of a request line; ValueError if it is not one."""
-    message = json.loads(line)
+    """The op and the deadline of a request line; ValueError if it is not one, or if its
+    deadline is not a finite number (NaN or a string would never expire)."""
+    message = loads(line)
     if not isinstance(message, dict):
         raise ValueError("not an object")
     until = message.get("until")
-    return str(message.get("op")), until if isinstance(until, int | float) else None
+    if until is None and "until" not in message:
+        return str(message.get("op")), None
+    if isinstance(until, bool) or not isinstance(until, int | float) or not math.isfinite(until):
+        raise ValueError(f"bad deadline {until!r}")
+    return str(message.get("op")), float(until)
+
+
+def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> object:
+    """JSON ``data`` decoded; ValueError if it is not JSON or nests deeper than ``max_depth``.
+    The depth is checked first, so no input can exhaust the decoder's recursion."""
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth}")
+        elif char in "]}":
+            depth -= 1
+    return json.loads(text)
 
 
 def _rounded(seconds: float | None) -> float | None:

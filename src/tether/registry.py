@@ -3,7 +3,8 @@
 Layout of the registry directory (mode 0700, owned by the user):
     .lock           held while a port is checked and reserved, so two starts cannot both win
     <id>.json       the entry, replaced atomically
-    <id>.lock       flock-held by the owning process for its whole life: free means dead
+    <id>.lock       flock-held by the owning process for its whole life: free means dead; a
+                    hard link to another entry's lock is a forgery, removed like a dead entry
     <id>.sock       the tunnel's control socket (see control.py)
 
 Anything else in the directory (dotfiles, other names, directories) is not an entry and is left
@@ -23,6 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from tether.procs import ProcessRef
 from tether.protocol import MODES, JSONObject, Mode
@@ -179,8 +181,11 @@ class Registry:
             entry = self._read(name)
             if entry is None:
                 continue
-            if self.is_alive(entry):
+            liveness = self.liveness(entry)
+            if liveness == "alive":
                 live.append(entry)
+            elif liveness == "forged":
+                self._remove_forged(entry.id)
             else:
                 self.discard(entry.id)
         return sorted(live, key=lambda e: (e.started, e.id))
@@ -233,19 +238,41 @@ class Registry:
 
     def is_alive(self, entry: Entry) -> bool:
         """The owner still holds the entry's lock. A free lock means a dead owner, whatever
-        the PID now names."""
+        the PID now names; a lock borrowed from another entry means a forgery."""
+        return self.liveness(entry) == "alive"
+
+    def liveness(self, entry: Entry) -> Literal["alive", "dead", "forged"]:
+        """Whether the entry's lock is held ("alive"), free ("dead"), or held only because it
+        is a hard link to a lock another name was opened by ("forged": a lock is created with
+        one link, so a second one was made by hand, and only the name its owner opened is that
+        owner's entry). A forged entry is stale: nothing may be signalled for it."""
         fd = self._open_lock(entry.id)
         if fd is None:
-            return False
+            return "dead"
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                return "dead"
+            if st.st_nlink == 1:
+                return "alive"
+            lock = self.paths(entry.id)["lock"]
+            genuine = _file_id(st) == entry.lock_id and entry.process.has_open(lock)
+            return "alive" if genuine else "forged"
         except OSError:
-            return False
+            return "dead"
         finally:
             os.close(fd)
-        return False
+        return "dead"
+
+    def _remove_forged(self, entry_id: str) -> None:
+        """Remove an entry whose lock is a link to another's: only names go, so the lock the
+        real owner holds (and its own entry) stay as they are."""
+        for path in self.paths(entry_id).values():
+            path.unlink(missing_ok=True)
+        log.warning("removed registry entry %s: its lock is a link to another tunnel's", entry_id)
 
     def _open_lock(self, entry_id: str) -> int | None:
         try:

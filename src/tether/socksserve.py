@@ -32,6 +32,9 @@ log = logging.getLogger("tether")
 #: How long a client has to send its greeting and request: one that never finishes must not
 #: hold a connection slot for long.
 HANDSHAKE_TIMEOUT = 10.0
+#: How many handshakes may be under way at once, apart from max_connections: past it the
+#: oldest of the busiest peer is dropped, so idle clients cannot starve the ones that talk.
+HANDSHAKE_LIMIT = 128
 T = TypeVar("T")
 
 
@@ -123,7 +126,12 @@ def _peer(sock: socket.socket) -> str:
 async def serve_relay(tunnel: Tunnel, relay: Relay, conn: socket.socket) -> None:
     """The relay path: handshake, open the stream (held until linked), answer, then relay."""
     client = SocksClient(conn, tunnel)
-    target = await client.request()
+    try:
+        target = await tunnel.socks_request(client)
+    except asyncio.CancelledError:  # the tunnel is closing, or needs room for a new handshake
+        conn.close()
+        relay.abort(reset_peers=False)
+        raise
     if target is None:
         conn.close()
         relay.abort(reset_peers=False)
@@ -164,7 +172,11 @@ async def hand_off_request(tunnel: Tunnel, forward: Forward) -> Endpoint | None:
     """The handoff path's handshake: the target, once the client has heard success; None
     once the connection has ended."""
     client = SocksClient(forward.sock, tunnel)
-    target = await client.request()
+    try:
+        target = await tunnel.socks_request(client)
+    except asyncio.CancelledError:  # the tunnel is closing, or needs room for a new handshake
+        forward.abort(reset_peers=False)
+        raise
     if target is None:
         forward.close()
         return None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.support.servers import EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer
-from tether.modes.background import prune_logs
+from tether.modes.background import LOGS_KEPT, prune_logs
 from tests.support.tether_process import TetherProcess, TetherRunner, processes_with
 from tests.support.waiting import wait_until_sync
 
@@ -152,6 +152,23 @@ def test_concurrent_background_starts_all_succeed(
     codes = [starter.finish() for starter in starters]
     assert codes == [0] * 8, [s.stderr for s in starters]
     assert len(tether.list_json()) == 8
+
+
+def test_a_start_keeps_the_newest_logs_counting_its_own(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    logs = logs_dir(tether)
+    logs.mkdir(parents=True, mode=0o700)
+    for index in range(LOGS_KEPT + 10):
+        old = logs / f"{index:08x}.log"
+        old.write_text("old\n")
+        os.utime(old, (index, index))  # distinct ages: the oldest go first
+    code, out, err = tether.run("start", "--to", echo_server.address, "--background", "--json")
+    assert code == 0, err
+    kept = {path.name for path in logs.glob("*.log")}
+    assert len(kept) == LOGS_KEPT, len(kept)
+    assert f"{json.loads(out)['id']}.log" in kept
+    assert f"{LOGS_KEPT + 9:08x}.log" in kept and f"{9:08x}.log" not in kept
 
 
 def test_pruning_copes_with_vanishing_logs(tmp_path: Path) -> None:

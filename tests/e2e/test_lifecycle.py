@@ -344,20 +344,34 @@ def test_stop_all_stops_what_it_can_and_reports_the_rest(
         victim.wait()
 
 
-def test_a_hard_link_to_a_live_lock_gets_nobody_signalled(
-    tether: TetherRunner, echo_server: EchoServer
+@pytest.mark.parametrize("copied_lock_id", [False, True])
+def test_a_hard_link_to_a_live_lock_is_a_stale_forgery(
+    tether: TetherRunner, echo_server: EchoServer, copied_lock_id: bool
 ) -> None:
     real = start_background(tether, "--to", echo_server.address)
     directory = runtime_dir(tether)
+    real_lock = directory / f"{real['id']}.lock"
     forged_lock = forge(tether, int(str(real["pid"])))
-    os.link(directory / f"{real['id']}.lock", forged_lock)  # the lock is held, by that very pid
+    if copied_lock_id:  # the forger copied every field it can read, as well
+        forged_entry = directory / "f0f0f0f0.json"
+        st = real_lock.stat()
+        entry = json.loads(forged_entry.read_text())
+        entry["lock_id"] = f"{st.st_dev}:{st.st_ino}"
+        forged_entry.write_text(json.dumps(entry))
+    os.link(real_lock, forged_lock)  # the lock is held, by that very pid
+    # Not a live tunnel: not listed (nor shown as unresponsive), and removed on the way.
+    code, out, err = tether.run("list", "--json")
+    assert code == 0, err
+    assert [e["id"] for e in json.loads(out)] == [real["id"]]
+    assert "removed registry entry f0f0f0f0" in err
+    assert not forged_lock.exists() and not (directory / "f0f0f0f0.json").exists()
+    assert real_lock.stat().st_nlink == 1 and alive(int(str(real["pid"])))
+    # Forged again, a stop removes it the same way, signalling nobody.
+    forge(tether, int(str(real["pid"])))
+    os.link(real_lock, forged_lock)
     code, _, err = tether.run("stop", "forged")
-    assert code == 9 and "not verified" in err
-    assert alive(int(str(real["pid"])))
-    assert {e["id"] for e in tether.list_json()} == {real["id"], "f0f0f0f0"}
-    # With two links its own lock is not verifiable either; once the forgery is gone, it is.
-    forged_lock.unlink()
-    (directory / "f0f0f0f0.json").unlink()
+    assert code == 8, err
+    assert not forged_lock.exists() and alive(int(str(real["pid"])))
     code, _, err = tether.run("stop", str(real["id"]))
     assert code == 0, err
 
@@ -418,6 +432,25 @@ def test_an_unresponsive_tunnel_costs_list_and_stop_one_bounded_wait(
     # The SIGTERM that stop sent is delivered once they run again.
     pids = [int(str(info["pid"])) for info in frozen]
     wait_until_sync(lambda: not any(alive(pid) for pid in pids), "the tunnels to exit")
+
+
+def test_stop_of_a_frozen_tunnel_says_it_stops_once_it_runs_again(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    info = start_background(tether, "--to", echo_server.address)
+    pid = int(str(info["pid"]))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        code, _, err = tether.run("stop", "--timeout", "3", str(info["id"]))
+        # Not stopped yet, so a failure; but the failure says what will still happen.
+        assert code == 9, err
+        assert f"tunnel {info['id']} (pid {pid}) did not answer and did not exit within 3s" in err
+        assert "(it is frozen); it was sent SIGTERM and stops when it runs again" in err
+        assert alive(pid) and [e["id"] for e in tether.list_json()] == [info["id"]]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until_sync(lambda: not alive(pid), "the tunnel to act on the SIGTERM it was sent")
+    assert tether.list_json() == []
 
 
 def test_a_held_registry_lock_bounds_start_by_its_timeout_and_signals(

@@ -24,6 +24,7 @@ from tests.support.socks import (
 )
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherProcess, TetherRunner
+from tether.socksserve import HANDSHAKE_LIMIT
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 
@@ -197,3 +198,31 @@ def test_a_refused_target_per_engine(tether: TetherRunner, sshd: SshdServer) -> 
     assert tether.list_json()[0]["state"] == "ready"
     process.send_signal(signal.SIGTERM)
     assert process.finish() == 0
+
+
+def test_idle_clients_in_their_handshake_never_starve_one_that_talks(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    """More silent connections than handshakes may be under way, and than max_connections:
+    they hold no slot, so a client that speaks is served at once, not when they time out."""
+    process, info = start_socks(tether, "--max-connections", "8")
+    port = int(info["local_port"])
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(HANDSHAKE_LIMIT + 40):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+            sock.settimeout(3)  # well within the 10 s handshake deadline the idle ones have
+            sock.sendall(b"\x05\x01\x00")
+            assert sock.recv(2) == b"\x05\x00"
+            sock.sendall(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_server.port.to_bytes(2, "big"))
+            reply = sock.recv(10)
+            assert reply[:2] == b"\x05\x00", reply
+            sock.sendall(b"served")
+            assert sock.recv(6) == b"served"
+        assert process.proc.poll() is None
+    finally:
+        for sock in idle:
+            sock.close()
+        process.send_signal(signal.SIGTERM)
+        process.finish()

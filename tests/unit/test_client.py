@@ -68,6 +68,28 @@ def test_a_socket_served_by_another_pid_is_refused(silent: list[SilentControl]) 
         request(silent[0].path, "status", pid=1, timeout=1)
 
 
+def test_a_deeply_nested_reply_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "deep.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen()
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"[" * 100_000 + b"\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        (reply,) = request_many([(path, os.getpid())], "status", timeout=10)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert isinstance(reply, ControlError) and "unreadable reply" in reply.message
+
+
 def test_a_missing_socket_is_an_error_not_a_wait(tmp_path: Path) -> None:
     (reply,) = request_many([(tmp_path / "none.sock", os.getpid())], "status", timeout=5)
     assert isinstance(reply, ControlError) and "No such file or directory" in reply.message

@@ -44,6 +44,34 @@ async def test_status_stop_and_what_is_refused(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+async def test_a_deeply_nested_line_is_a_bad_request(tmp_path: Path) -> None:
+    path = tmp_path / "c.sock"
+    server = ControlServer(path, lambda: Status(state="ready"), lambda: None)
+    await server.start()
+    try:
+        for line in (b"[" * 4000, b'{"op": "status", "x": ' + b"[" * 4000 + b"]" * 4000 + b"}"):
+            assert await ask(path, line + b"\n") == {"ok": False, "error": "bad request"}
+        # A bracket inside a string is no nesting.
+        status = await ask(path, b'{"op": "status", "x": "' + b"[" * 100 + b'"}\n')
+        assert status["ok"] is True
+    finally:
+        await server.close()
+
+
+async def test_a_deadline_that_can_never_pass_is_a_bad_request(tmp_path: Path) -> None:
+    stops: list[str] = []
+    path = tmp_path / "c.sock"
+    server = ControlServer(path, lambda: Status(state="ready"), lambda: stops.append("x"))
+    await server.start()
+    try:
+        for until in (b"NaN", b"Infinity", b"-Infinity", b"1e400", b'"soon"', b"true", b"null"):
+            reply = await ask(path, b'{"op": "stop", "until": ' + until + b"}\n")
+            assert reply == {"ok": False, "error": "bad request"}, until
+        assert stops == []
+    finally:
+        await server.close()
+
+
 async def test_a_shell_stop_is_answered_once_the_tunnel_has_closed(tmp_path: Path) -> None:
     closed = asyncio.Event()
 

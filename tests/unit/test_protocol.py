@@ -44,3 +44,15 @@ def test_requests_carry_their_deadline() -> None:
     assert parse_request(b'{"op": "status"}') == ("status", None)
     with pytest.raises(ValueError):
         parse_request(b"[1, 2]")
+
+
+@pytest.mark.parametrize("until", ["NaN", "Infinity", "1e999", '"12"', "false", "[1]", "null"])
+def test_a_deadline_must_be_a_finite_number(until: str) -> None:
+    with pytest.raises(ValueError):
+        parse_request(b'{"op": "stop", "until": ' + until.encode() + b"}")
+
+
+def test_nesting_is_bounded_before_decoding() -> None:
+    with pytest.raises(ValueError, match="nested deeper than"):
+        parse_request(b"[" * 4000)
+    assert parse_request(b'{"op": "status", "until": 1, "n": "[[[[[[[[[[[[\\""}') == ("status", 1)

@@ -126,9 +126,10 @@ def run_background(
     directory = ensure_log_directory(log_directory)
     entry_id = new_id()
     log_file = directory / f"{entry_id}.log"
-    prune_logs(directory, {entry.id for entry in registry.entries()})
-    read_end, write_end = os.pipe()
     log_fd = _open_log(log_file)
+    # After the new log exists, so that it counts among the ones kept.
+    prune_logs(directory, {entry.id for entry in registry.entries()} | {entry_id})
+    read_end, write_end = os.pipe()
     for stream in (sys.stdout, sys.stderr):  # or the child would write their buffers again
         try:
             if stream is not None:

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Callable
 
 from tether.errors import TetherError
+from tether.modes.drain import Ending, bound_ending, drain_for
 from tether.modes.hosted import HostedTunnel, serve_until_end, start_all
 from tether.modes.pidfile import NO_FILES, PidFile, ReadyFiles
 from tether.modes.service import ServiceManager, ServiceReport
@@ -78,15 +79,22 @@ async def run_foreground(
             finally:
                 if parent_pipe is not None:
                     loop.remove_reader(parent_pipe)
-            drain = 0.0
+            drain = drain_for(spec, mode, "lost")  # or any failure: nothing graceful to wait for
             written: list[PidFile] = []
             try:
                 record = hosted.record()
                 written = files.create([record])
                 on_ready(record)
                 report.ready(record, hosted.tunnel)
-                await serve_until_end(hosted, stop)
-                drain = spec.drain
+                bound = await serve_until_end(hosted, stop)
+                ending: Ending = (
+                    bound_ending(bound)
+                    if bound is not None
+                    else "stop"
+                    if stop.signum == CONTROL_STOP
+                    else "signal"
+                )
+                drain = drain_for(spec, mode, ending)
             except TetherError as exc:
                 report.stopping(exc.message)
                 raise

@@ -157,9 +157,9 @@ async def start_all(tunnels: Sequence[HostedTunnel], stop: StopRequest) -> None:
         raise failures[0]
 
 
-async def serve_until_end(hosted: HostedTunnel, stop: StopRequest) -> None:
-    """Serve until a stop request or a lifetime bound; raises TunnelLostError if the tunnel is
-    lost for good."""
+async def serve_until_end(hosted: HostedTunnel, stop: StopRequest) -> str | None:
+    """Serve until a stop request or a lifetime bound; returns the bound that fired ("ttl",
+    "idle"), None on a stop request; raises TunnelLostError if the tunnel is lost for good."""
     ended = asyncio.ensure_future(hosted.tunnel.wait_ended())
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -168,4 +168,5 @@ async def serve_until_end(hosted: HostedTunnel, stop: StopRequest) -> None:
         ended.cancel()
         stopping.cancel()
     if ended.done() and not ended.cancelled():
-        ended.result()
+        return ended.result()
+    return None

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from tether.errors import UsageError
 from tether.modes.command import Command
+from tether.modes.drain import Ending, bound_ending, drain_for
 from tether.modes.hosted import HostedTunnel, start_all
 from tether.modes.pidfile import NO_FILES, PidFile, ReadyFiles
 from tether.modes.signals import StopRequest, capture_stop_signals
@@ -62,23 +63,27 @@ def command_env(tunnels: Sequence[HostedTunnel]) -> dict[str, str]:
     return {**env, **proxy}
 
 
-async def _follow(command: Command, tunnels: Sequence[HostedTunnel], stop: StopRequest) -> int:
-    """Wait for the command. A stop signal was already passed on to it (``stop.forward``); a
-    tunnel that ends first ends the command: a lost tunnel then raises TunnelLostError, a
-    lifetime bound gives the command's own status."""
+async def _follow(
+    command: Command, tunnels: Sequence[HostedTunnel], stop: StopRequest, asked: list[bool]
+) -> tuple[int, Ending]:
+    """Wait for the command; its status, and how the run ended. A stop signal was already
+    passed on to it (``stop.forward``); a tunnel that ends first ends the command: a lost
+    tunnel then raises TunnelLostError, a lifetime bound gives the command's own status."""
     exited = asyncio.ensure_future(command.wait())
     stopping = asyncio.ensure_future(stop.wait())
     watchers = [asyncio.ensure_future(t.tunnel.wait_ended()) for t in tunnels]
     try:
         await asyncio.wait([exited, stopping, *watchers], return_when=asyncio.FIRST_COMPLETED)
         if exited.done():
-            return exited.result()
+            return exited.result(), "command"
+        ending: Ending
         if stopping.done():
+            ending = "stop" if asked else "signal"
             await command.end(None)
         else:
             await command.end(signal.SIGTERM)
-            next(w for w in watchers if w.done()).result()
-        return await exited
+            ending = bound_ending(next(w for w in watchers if w.done()).result())
+        return await exited, ending
     finally:
         for task in (exited, stopping, *watchers):
             task.cancel()
@@ -105,30 +110,36 @@ async def run_command(
     """
     check_env_names([spec.name for spec in specs])
     stop = StopRequest()
+    asked: list[bool] = []  # not empty once `tether stop` asked: the command still gets SIGTERM
+
+    def on_stop() -> None:
+        asked.append(True)
+        stop.set(signal.SIGTERM)
+
     with capture_stop_signals(stop):
         tunnels = [
-            HostedTunnel(
-                spec, registry, "run", on_stop=lambda: stop.set(signal.SIGTERM), on_phase=on_phase
-            )
+            HostedTunnel(spec, registry, "run", on_stop=on_stop, on_phase=on_phase)
             for spec in specs
         ]
         await start_all(tunnels, stop)
         written: list[PidFile] = []
+        ending: Ending = "lost"  # or any failure: nothing graceful to wait for
         try:
             records = [t.record() for t in tunnels]
             written = files.create(records)
             on_ready(records)
-            if stop.signum is not None:
-                return 128 + stop.signum  # stopped before the command could start
+            if stop.signum is not None:  # stopped before the command could start
+                ending = "stop" if asked else "signal"
+                return 128 + stop.signum
             child = Command.spawn(command, {**os.environ, **command_env(tunnels)})
             stop.forward = child.send
             try:
-                returncode = await _follow(child, tunnels, stop)
+                returncode, ending = await _follow(child, tunnels, stop, asked)
             finally:
                 stop.forward = None
                 await child.end(signal.SIGTERM)  # whatever the command left in its group
         finally:
-            await asyncio.gather(*(t.close() for t in tunnels))
+            await asyncio.gather(*(t.close(drain_for(t.spec, "run", ending)) for t in tunnels))
             for file in written:
                 file.remove()
     return exit_status(returncode)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from tether.errors import TetherError
+from tether.modes.drain import Ending, bound_ending, drain_for
 from tether.modes.hosted import HostedTunnel
 from tether.modes.loopthread import LoopThread
 from tether.registry import Registry
@@ -37,7 +38,7 @@ class ShellSession:
         holder: list[HostedTunnel] = []
 
         async def on_stop() -> None:  # a `tether stop` from any process, in the loop thread
-            await self._close(holder[0])
+            await self._close(holder[0], "stop")
 
         hosted = HostedTunnel(spec, self.registry, "shell", on_stop=on_stop)
         hosted.hurry = self._hurry
@@ -49,13 +50,15 @@ class ShellSession:
 
     def _watch(self, hosted: HostedTunnel) -> None:
         async def watch() -> None:
+            ending: Ending
             try:
                 reason = await hosted.tunnel.wait_ended()
+                ending = bound_ending(reason)
             except TetherError as exc:
-                reason = exc.message
+                reason, ending = exc.message, "lost"
             if hosted.id in self.tunnels:
                 log.warning("%s (%s) ended: %s", hosted.spec.name, hosted.id, reason)
-                await self._close(hosted)
+                await self._close(hosted, ending)
 
         task = self._loop.create_task(watch())
         self._watchers.add(task)
@@ -67,11 +70,11 @@ class ShellSession:
     def stop(self, entry_id: str) -> None:
         hosted = self.tunnels.get(entry_id)
         if hosted is not None:
-            self._call(self._close(hosted))
+            self._call(self._close(hosted, "stop"))
 
-    async def _close(self, hosted: HostedTunnel) -> None:
+    async def _close(self, hosted: HostedTunnel, ending: Ending) -> None:
         self.tunnels.pop(hosted.id, None)
-        await hosted.close(hosted.spec.drain)
+        await hosted.close(drain_for(hosted.spec, "shell", ending))
 
     def hurry(self) -> None:
         """End every drain at once (a stop signal while the session closes); from any thread,
@@ -86,7 +89,7 @@ class ShellSession:
             for task in self._watchers:
                 task.cancel()
             await asyncio.gather(*self._watchers, return_exceptions=True)
-            await asyncio.gather(*(self._close(h) for h in list(self.tunnels.values())))
+            await asyncio.gather(*(self._close(h, "closed") for h in list(self.tunnels.values())))
 
         try:
             self._call(close_all())
