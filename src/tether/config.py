@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from tether.files import CONFIG_LIMIT, read_regular
 from tether.options import Option, declared
 from tether.spec import DEFAULT_LISTEN_HOST, Endpoint, SshOptions, TunnelSpec
 from tether.values import UNLIMITED, parse_host, parse_port
+from tether.values import path as parse_path
+from tether.values import paths as parse_paths
 
 # \Z, not $: '$' also matches before a final newline, and "db\n" is no name.
 PROFILE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
@@ -69,6 +72,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 # Keys a profile (or [defaults]) may set, with the types TOML must give them.
 PROFILE_KEYS: dict[str, tuple[type, ...]] = {o.key: o.toml for o in OPTIONS if o.profile}
+# Keys whose values are file paths: relative ones are relative to the config file's directory.
+PATH_KEYS = frozenset(o.key for o in OPTIONS if o.parse in (parse_path, parse_paths))
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,24 @@ class Config:
 
     def default_settings(self) -> Settings:
         """The [defaults] table alone: what an ad-hoc tunnel (no profile) starts from."""
-        return {k: Setting(v, f"{self.label}: defaults.{k}") for k, v in self.defaults.items()}
+        return {
+            k: Setting(self._anchored(k, v), f"{self.label}: defaults.{k}")
+            for k, v in self.defaults.items()
+        }
+
+    def _anchored(self, key: str, value: object) -> object:
+        """A relative path of the file made relative to the file's own directory: it then names
+        the same file from any working directory, a systemd unit's (/) among them."""
+        if key not in PATH_KEYS or self.path is None:
+            return value
+        base = os.path.dirname(os.path.abspath(self.path))
+
+        def anchor(item: object) -> object:
+            if not isinstance(item, str) or not item or item.startswith("~"):
+                return item  # the parser refuses what is not a path, and expands ~
+            return os.path.join(base, item)  # an absolute item stays as it is
+
+        return [anchor(i) for i in value] if isinstance(value, list) else anchor(value)
 
     def settings(self, name: str) -> Settings:
         """The raw settings of profile ``name`` with the defaults beneath them."""
@@ -107,7 +129,7 @@ class Config:
         merged = self.default_settings()
         merged.update(
             {
-                k: Setting(v, f"{self.label}: tunnels.{name}.{k}")
+                k: Setting(self._anchored(k, v), f"{self.label}: tunnels.{name}.{k}")
                 for k, v in self.profiles[name].items()
             }
         )

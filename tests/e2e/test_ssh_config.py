@@ -323,12 +323,15 @@ def test_an_encrypted_key_held_by_the_agent(
     assert code == 5 and "tether never prompts" in err
 
 
+@pytest.mark.needs_root
 def test_an_unresolvable_ssh_server(tether: TetherRunner, engine: str) -> None:
-    """In a network namespace of its own, with no route anywhere, no lookup leaves the host."""
+    """In a network namespace of its own, with no route anywhere, no lookup leaves the host.
+
+    It needs root: in a user namespace (what an unprivileged unshare makes) the directories
+    that root owns show up owned by nobody, and tether rightly refuses a registry inside them."""
     unshare = shutil.which("unshare")
     assert unshare is not None, "util-linux's unshare is needed"
-    unprivileged = ["--map-root-user"] if os.geteuid() != 0 else []
-    argv = [unshare, "--net", *unprivileged, *tether.command("start", "--to", "127.0.0.1:1")]
+    argv = [unshare, "--net", *tether.command("start", "--to", "127.0.0.1:1")]
     argv += ["--via", "ssh://no-such-host.invalid", "--engine", engine]
     done = subprocess.run(argv, env=tether.env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 4, done.stderr

@@ -224,3 +224,49 @@ def test_a_profile_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="a profile name uses letters") as info:
         load_config(path, required=True)
     assert str(info.value).isprintable()
+
+
+def test_a_relative_path_in_a_profile_is_the_config_files_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same profile names the same files from any working directory (a unit's is /)."""
+    home = tmp_path / "etc"
+    home.mkdir()
+    config = write(
+        home,
+        """
+[defaults]
+known_hosts = "keys/known_hosts"
+
+[tunnels.db]
+to = "db.internal:5432"
+via = "ssh://bastion"
+identity_file = ["keys/id", "/abs/id", "~/id"]
+ssh_config = "../ssh/config"
+""",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = build_spec(load_config(config, required=True).settings("db"), name="db")
+    assert spec.ssh.identity_files == (
+        str(home / "keys" / "id"),
+        "/abs/id",
+        str(Path("~/id").expanduser()),
+    )
+    assert spec.ssh.known_hosts == str(home / "keys" / "known_hosts")
+    assert spec.ssh.ssh_config == str(home / ".." / "ssh" / "config")
+    # A flag's relative path stays the working directory's.
+    flags = {"identity_file": Setting(["id"], "--identity-file")}
+    settings = {**load_config(config, required=True).settings("db"), **flags}
+    assert build_spec(settings, name="db").ssh.identity_files == (str(elsewhere / "id"),)
+
+
+def test_a_relative_config_file_anchors_its_paths_to_its_absolute_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, '[tunnels.db]\nto = "db:1"\nknown_hosts = "kh"\n')
+    spec = build_spec(load_config(Path("config.toml"), required=True).settings("db"), name="db")
+    monkeypatch.chdir("/")
+    assert spec.ssh.known_hosts == str(tmp_path / "kh")
