@@ -57,9 +57,8 @@ def ensure_private_directory(path: Path, *, what: str, fix: str, error: type[Tet
     a symlink, another user's, group- or world-writable, or under a directory that another user
     could swap (the check OpenSSH makes for ControlPath directories)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            path.mkdir(mode=0o700)
+            path.mkdir(mode=0o700, parents=True)
         except FileExistsError:
             pass
         else:
