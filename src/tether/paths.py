@@ -48,7 +48,16 @@ def ssh_config(environ: Mapping[str, str] = os.environ) -> str:
     against the working directory: ssh would read a relative one in ~/.ssh), else
     ~/.ssh/config (which ssh itself finds in the passwd home, not $HOME)."""
     named = environ.get(SSH_CONFIG_ENV)
-    return str(Path(named).expanduser().absolute()) if named else "~/.ssh/config"
+    if not named:
+        return "~/.ssh/config"
+    from tether import values  # here: `tether list` never reads it
+    from tether.errors import UsageError
+
+    try:
+        return values.path(named)
+    except UsageError as exc:
+        problem = exc.message.split(": ", 1)[-1]
+        raise UsageError(f"${SSH_CONFIG_ENV}: {problem}") from None
 
 
 def known_hosts() -> Path:

@@ -193,6 +193,10 @@ def path(value: object) -> str:
 
     if not isinstance(value, str) or not value or "\0" in value:
         raise UsageError(f"path: expected a path, got {shown(value)}")
+    if not value.isprintable():
+        # It would reach a generated ssh config, a unit file, a table: none may get a line
+        # break or an escape sequence from a value.
+        raise UsageError(f"path: a path holds no control characters, got {shown(value)}")
     return str(Path(value).expanduser().absolute())
 
 

@@ -157,3 +157,16 @@ def test_a_relative_path_is_made_absolute_against_the_working_directory(
 def test_a_path_with_a_nul_is_refused() -> None:
     with pytest.raises(UsageError, match="expected a path"):
         path("a\0b")
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\rb", "kh\x1b[2J", "a\x7f", "a\u2028b"], ids=repr)
+def test_a_path_with_a_control_character_is_refused(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(UsageError, match="no control characters") as caught:
+        path(name)
+    assert caught.value.message.isprintable()
+    monkeypatch.setenv(SSH_CONFIG_ENV, name)
+    with pytest.raises(UsageError, match=r"^\$TETHER_SSH_CONFIG: ") as caught:
+        ssh_config()
+    assert caught.value.message.isprintable()

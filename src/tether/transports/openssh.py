@@ -264,8 +264,8 @@ _GLOB = re.compile(r"([\\*?\[\]])")
 
 def _quoted(value: str, what: str) -> str:
     """``value`` as one double-quoted word of a config line, read back by ssh as it is."""
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise ConfigError(f"{what}: cannot pass {value!r} to ssh: it holds a line break")
+    if not value.isprintable():  # a line break would end the line; no control char belongs
+        raise ConfigError(f"{what}: cannot pass {value!r} to ssh: it holds a control character")
     if _newer_than(ESCAPES_FROM):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if '"' in value:
@@ -572,6 +572,8 @@ class _Master:
         self._stopping = True
         if not self._exited.is_set():
             self.process.signal(signal.SIGTERM)
+            # A stopped master (SIGSTOP, a debugger) acts on SIGTERM only once it runs again.
+            self.process.signal(signal.SIGCONT)
             try:
                 await asyncio.wait_for(self._exited.wait(), STOP_GRACE)
             except TimeoutError:

@@ -115,9 +115,12 @@ def test_the_config_is_never_written_through_something_already_there(tmp_path: P
     assert not target.exists()
 
 
-def test_a_value_ssh_would_misread_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(TetherError, match="line break"):
-        write_config(tmp_path / "config", SshOptions(known_hosts="/tmp/a\nb"))
+@pytest.mark.parametrize("name", ["/tmp/a\nb", "/tmp/a\rb", "/tmp/\x1b[2Jkh", "/tmp/a\x85b"])
+def test_a_value_ssh_would_misread_is_refused(tmp_path: Path, name: str) -> None:
+    """Even when no parser saw it first (SshOptions built by hand): the writer refuses."""
+    with pytest.raises(TetherError, match="control character"):
+        write_config(tmp_path / "config", SshOptions(known_hosts=name))
+    assert not (tmp_path / "config").exists()
 
 
 # Paths that ssh would read as something else if written as they are: %-tokens, its own
@@ -323,6 +326,20 @@ async def test_a_stopped_master_is_killed_and_reported_lost(
     finally:
         await ssh.close()
     assert lost == ["ssh master did not answer within 0.5s"]
+
+
+async def test_a_stopped_master_is_closed_at_once(shared_sshd: SshdServer) -> None:
+    """Closing does not wait out the kill's grace for a master that cannot act on SIGTERM."""
+    ssh = transport(shared_sshd)
+    await ssh.connect()
+    assert ssh._master is not None
+    pid = ssh._master.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    began = asyncio.get_running_loop().time()
+    await ssh.close()
+    took = asyncio.get_running_loop().time() - began
+    assert not alive(pid)
+    assert took < openssh.STOP_GRACE / 2, f"closing a stopped master took {took:.2f}s"
 
 
 async def test_a_failed_start_cleans_up(
