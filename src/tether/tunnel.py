@@ -481,6 +481,9 @@ class Tunnel:
         self._queued += 1
         try:
             while self._served() >= self.spec.max_connections:
+                # Cleared here too: a set event would return at once, and this loop would spin
+                # without yielding until the count it waits for could never change.
+                self._room.clear()
                 await self._room.wait()
         finally:
             self._queued -= 1
