@@ -16,7 +16,7 @@ import pytest
 from tests.support.servers import AsyncSshServer
 from tests.support.sshd_server import SshdServer
 from tests.support.waiting import wait_until, wait_until_sync
-from tether.relay import MAX_READ, WRITE_HIGH_WATER, End, Relay
+from tether.relay import MAX_READ, WRITE_HIGH_WATER, Counters, End, Relay
 from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
 
@@ -285,3 +285,56 @@ async def test_reads_stay_below_the_mmap_threshold(
         server.close()
     assert sum(sizes) == len(payload)
     assert max(sizes) <= MAX_READ < 128 * 1024, max(sizes)
+
+
+class Recorder:
+    """A conduit that records what the relay does to it."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.eof = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["relay", "socks"])
+def test_what_comes_before_link_waits_for_it(hold: bool) -> None:
+    """A read can come though reading was paused in connection_made (Debian's Python 3.11.2
+    delivers the first one): its bytes and its EOF wait for link(), in order, and the target's
+    wait too while held for a SOCKS reply."""
+    relay = Relay(Counters(), lambda relay: None, hold=hold)
+    client, target = Recorder(), Recorder()
+    relay.local.connection_made(client)
+    relay.local.data_received(b"early ")
+    relay.local.data_received(b"bytes")
+    relay.local.eof_received()
+    assert not client.reading
+    relay.remote.connection_made(target)
+    if hold:
+        relay.remote.data_received(b"banner")
+        assert client.written == []  # the SOCKS reply must come first
+    relay.link()
+    assert target.written == [b"early ", b"bytes"] and target.eof
+    assert client.written == ([b"banner"] if hold else [])
+    assert relay.counters.bytes_to_target == len(b"early bytes")
