@@ -230,7 +230,17 @@ def echo_once(port: int, payload: bytes, timeout: float = 30) -> bytes:
 
 
 def free_port() -> int:
-    """A loopback port that nothing listens on now (the kernel's pick, released at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port that nothing holds now on either loopback (the kernel's pick, released at once).
+
+    Both, because a tunnel on `localhost` binds both: a port free on 127.0.0.1 alone may be
+    some other program's on ::1."""
+    for _ in range(50):
+        with socket.socket() as sock, socket.socket(socket.AF_INET6) as sock6:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            try:
+                sock6.bind(("::1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no port free on both loopbacks in 50 tries")

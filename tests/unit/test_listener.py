@@ -46,14 +46,40 @@ async def test_default_binds_both_loopbacks(echo_server: EchoServer) -> None:
         assert await echo_through("127.0.0.1", port) == b"ping"
 
 
+def free_on_both(host: str, other: str) -> tuple[int, socket.socket]:
+    """A port free on both loopbacks, with a listener of our own already holding it on `other`.
+
+    Binding `other` first and keeping it means the check cannot race with whatever else on the
+    machine takes ports: the tunnel starting at all proves it left `other` alone."""
+    for _ in range(50):
+        held = socket.socket(socket.AF_INET6 if ":" in other else socket.AF_INET)
+        held.bind((other, 0))
+        port = held.getsockname()[1]
+        if can_bind(host, port):
+            held.listen()
+            held.setblocking(False)
+            return port, held
+        held.close()
+    raise AssertionError(f"no port free on both {host} and {other} in 50 tries")
+
+
 @pytest.mark.parametrize(("host", "other"), [("127.0.0.1", "::1"), ("::1", "127.0.0.1")])
 async def test_a_named_host_binds_exactly_that(
     echo_server: EchoServer, host: str, other: str
 ) -> None:
-    spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port), listen=Endpoint(host, 0))
-    async with Tunnel(spec) as tunnel:
-        assert tunnel.address is not None and tunnel.addresses == [host]
-        assert can_bind(other, tunnel.address.port)
+    port, held = free_on_both(host, other)
+    with held:
+        spec = TunnelSpec(
+            target=Endpoint("127.0.0.1", echo_server.port), listen=Endpoint(host, port)
+        )
+        async with Tunnel(spec) as tunnel:
+            assert tunnel.address is not None and tunnel.addresses == [host]
+            assert await echo_through(host, port) == b"ping"
+            # The other loopback's port is still ours: a client there reaches our listener.
+            _, writer = await asyncio.open_connection(other, port)
+            accepted, _ = await asyncio.get_running_loop().sock_accept(held)
+            accepted.close()
+            writer.close()
 
 
 async def test_connections_beyond_the_limit_wait_their_turn(echo_server: EchoServer) -> None:

@@ -13,7 +13,13 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from tests.support.servers import AsyncSshServer, EchoServer, ResettingServer, SilentServer
+from tests.support.servers import (
+    AsyncSshServer,
+    EchoServer,
+    ResettingServer,
+    SilentServer,
+    free_port,
+)
 from tests.support.sshd_server import SshdServer
 from tether.errors import (
     AuthenticationError,
@@ -27,12 +33,6 @@ from tether.errors import (
 from tether.spec import Endpoint, Engine, SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
 from tests.support.waiting import wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ssh_spec(server: AsyncSshServer, target: Endpoint, **ssh: Any) -> TunnelSpec:

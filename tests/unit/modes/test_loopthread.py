@@ -52,6 +52,8 @@ def test_the_coroutines_own_timeout_is_its_own() -> None:
         thread.close()
 
 
+# Forking with the helper thread running is the very case under test; Python 3.12+ warns of it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_refused_at_once_once_closed_and_in_a_forked_child() -> None:
     thread = LoopThread("test")
     child = os.fork()
