@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 # `tether list` in the forms that need no parser: arguments -> as JSON.
 PLAIN_LIST = {("list",): False, ("ls",): False, ("list", "--json"): True, ("ls", "--json"): True}
@@ -57,6 +58,13 @@ def configure_logging(*, debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
     # asyncssh logs every channel at INFO; without --debug only tether's own one-liners show.
     logging.getLogger("asyncssh").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    # Python warnings are for a library's developers (cryptography 51 warns about DSA on every
+    # import of asyncssh), not for the user of a command, whose stderr carries one line per
+    # error: they go to the log, shown under --debug only. -W or PYTHONWARNINGS still rule.
+    if not sys.warnoptions:
+        warnings.simplefilter("default")
+        logging.captureWarnings(True)
+        logging.getLogger("py.warnings").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def main() -> None:
