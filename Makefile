@@ -53,4 +53,4 @@ lint: $(STAMP)
 	$(BIN)/mypy src tests bench
 
 clean:
-	rm -rf .venv .venv-* build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-* build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging as _logging
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+# The one place the version is written: the package metadata (pyproject.toml) reads it here.
+__version__ = "0.2.0.dev0"
 
 from tether.errors import (
     AuthenticationError,

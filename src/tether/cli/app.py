@@ -75,7 +75,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="tether")
+@click.version_option(__version__, prog_name="tether", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks and SSH protocol logs.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
