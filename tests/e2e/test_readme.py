@@ -181,6 +181,27 @@ def test_every_block_is_run_or_says_why_not() -> None:
         assert block.not_run or block.language in known, f"README line {block.line}"
 
 
+def sections() -> list[tuple[int, str]]:
+    """The README's ## and ### headings, in order, outside code blocks."""
+    found = []
+    in_code = False
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (heading := re.match(r"(#{2,3}) (.+)$", line)):
+            found.append((len(heading.group(1)), heading.group(2)))
+    return found
+
+
+def test_the_contents_list_every_section_in_order() -> None:
+    headings = [(level, title) for level, title in sections() if title != "Contents"]
+    contents = README.read_text().split("## Contents\n", 1)[1].split("\n## ", 1)[0]
+    entries = re.findall(r"^( *)- \[(.+)\]\(#([\w-]+)\)$", contents, re.MULTILINE)
+    assert [(2 + len(indent) // 2, title) for indent, title, _ in entries] == headings
+    for _, title, anchor in entries:  # GitHub's anchors: lower case, punctuation gone, dashes
+        assert anchor == re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
 def test_the_readme_examples_run(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     readme = blocks()
     (config,) = [b for b in readme if b.language == "toml" and not b.not_run]
