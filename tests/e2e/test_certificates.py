@@ -1,9 +1,10 @@
 """SSH user certificates through a real sshd that trusts a user CA and no key of the test's, with
 each engine: found where OpenSSH finds them (beside a key, CertificateFile, the agent, a jump
-host's)."""
+host's), and a certificate that cannot log in explained in one line (exit 5)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_errors import one_line_error
 from tests.support.servers import EchoServer
 from tests.support.sshd_server import SshdServer, certify, keygen, require_sshd
 from tests.support.tether_process import TetherRunner
@@ -268,3 +270,114 @@ def test_a_jump_host_that_takes_certificates(
         assert code == 0, err
         assert authority.logged_in_with("hop")
         assert "Accepted publickey" in inner.log_path.read_text()
+
+
+REFUSALS = {
+    "expired": (
+        {"validity": "20200101:20200102"},
+        "certificate {cert} expired at 2020-01-02 00:00:00 UTC",
+        "(have the CA sign the key again)",
+    ),
+    "not yet valid": (
+        {"validity": "20990101:21000101"},
+        "certificate {cert} is not valid before 2099-01-01 00:00:00 UTC",
+        "(check the clocks of this host and the CA)",
+    ),
+    "wrong principal": (
+        {"principals": "someone-else,nobody"},
+        "certificate {cert} is for someone-else, nobody, not for user {user}",
+        "(have the CA sign the key for {user}, or log in as one of its principals)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_a_certificate_the_server_must_refuse_says_why(
+    tether: TetherRunner, authority: Authority, echo_server: EchoServer, engine: str, case: str
+) -> None:
+    signing, words, hint = REFUSALS[case]
+    key = authority.key(case.replace(" ", "-"), **signing)
+    server = authority.server
+    flags = ["--via", server.via, "--known-hosts", str(authority.known_hosts), "-i", str(key)]
+    code, err = start(tether, echo_server, engine, *flags)
+    assert code == 5, err
+    line = one_line_error(err)
+    failed = f"tether: error: SSH authentication to {server.via} failed: "
+    why = words.format(cert=f"{key}-cert.pub", user=server.user)
+    assert line == f"{failed}{why} {hint.format(user=server.user)}"
+
+
+def test_a_certificate_of_an_authority_the_server_does_not_trust(
+    tether: TetherRunner, authority: Authority, echo_server: EchoServer, engine: str
+) -> None:
+    other_ca = keygen(authority.directory / "other_ca")
+    key = keygen(authority.directory / "untrusted")
+    sign(other_ca, key, "untrusted", authority.server.user)
+    server = authority.server
+    flags = ["--via", server.via, "--known-hosts", str(authority.known_hosts), "-i", str(key)]
+    code, err = start(tether, echo_server, engine, *flags)
+    assert code == 5, err
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-l", "-f", f"{other_ca}.pub"], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+    assert one_line_error(err) == (
+        f"tether: error: SSH authentication to {server.via} failed: the server refused "
+        f"certificate {key}-cert.pub, key ID 'untrusted' for {server.user}, valid forever, "
+        f"signed by CA {fingerprint} (is that CA in the server's TrustedUserCAKeys, for this "
+        "user?)"
+    )
+
+
+@pytest.mark.parametrize("case", ["no key anywhere", "an encrypted key"])
+def test_a_certificate_that_no_key_signs_for_says_why(
+    tether: TetherRunner, authority: Authority, echo_server: EchoServer, engine: str, case: str
+) -> None:
+    key = authority.key("keyless")
+    certificate = Path(f"{key}-cert.pub")
+    if case == "an encrypted key":
+        encrypt(key)  # and no agent holds it
+        config = authority.config(f"IdentityFile {key}")
+        why = f"its key {key} is encrypted and not in ssh-agent (load the key into ssh-agent: "
+        why += f"ssh-add {key})"
+    else:
+        certificate = certificate.rename(authority.directory / "alone.pub")
+        key.unlink()
+        config = authority.config(f"CertificateFile {certificate}")
+        why = "neither an identity file nor ssh-agent holds the key it certifies (name its key "
+        why += "with --identity-file, or load it into ssh-agent)"
+    code, err = start(
+        tether, echo_server, engine, "--via", "ssh://bastion", "--ssh-config", str(config)
+    )
+    assert code == 5, err
+    assert one_line_error(err) == (
+        "tether: error: SSH authentication to ssh://bastion failed: certificate "
+        f"{certificate} cannot be used: {why}"
+    )
+
+
+def test_diagnose_names_the_certificate_and_why_it_failed(
+    tether: TetherRunner, authority: Authority, engine: str
+) -> None:
+    key = authority.key("diagnosed")
+    expired = authority.key("expired", validity="20200101:20200102")
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-l", "-f", f"{key}.pub"], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+    server = authority.server
+    flags = ["--via", server.via, "--known-hosts", str(authority.known_hosts), "--engine", engine]
+    code, out, err = tether.run("diagnose", "--to", "127.0.0.1:1", *flags, "-i", str(key), "--json")
+    assert code == 6, err  # logged in; nothing listens on the target
+    report = json.loads(out)
+    (auth,) = [step for step in report["steps"] if step["name"] == "auth"]
+    assert auth["ok"], report
+    # ssh names a certificate by the key it certifies: its file and fingerprint.
+    assert str(key) in auth["facts"]["key"] and fingerprint in auth["facts"]["key"], auth
+    assert "CERT" in auth["facts"]["key"].upper(), auth
+    code, out, _ = tether.run(
+        "diagnose", "--to", "127.0.0.1:1", *flags, "-i", str(expired), "--json"
+    )
+    report = json.loads(out)
+    assert code == 5 and report["failed_step"] == "auth", report
+    assert report["error"].endswith(
+        f"certificate {expired}-cert.pub expired at 2020-01-02 00:00:00 UTC"
+    )
