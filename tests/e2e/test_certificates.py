@@ -1,6 +1,6 @@
 """SSH user certificates through a real sshd that trusts a user CA and no key of the test's, with
-each engine: found where OpenSSH finds them (beside a key, CertificateFile, the agent, a jump
-host's), and a certificate that cannot log in explained in one line (exit 5)."""
+each engine: found where OpenSSH finds them (beside a key, CertificateFile, certificate_file, the
+agent, a jump host's), and a certificate that cannot log in explained in one line (exit 5)."""
 
 from __future__ import annotations
 
@@ -169,6 +169,30 @@ def test_a_certificate_file_of_ssh_config(
     )
     assert code == 0, err
     assert authority.logged_in_with("elsewhere")
+
+
+def test_the_certificate_file_option(
+    tether: TetherRunner, authority: Authority, echo_server: EchoServer, engine: str, tmp_path: Path
+) -> None:
+    key = authority.key("option")
+    certificate = tmp_path / "option.cert"
+    Path(f"{key}-cert.pub").rename(certificate)
+    server = authority.server
+    flags = ["--via", server.via, "--known-hosts", str(authority.known_hosts)]
+    # A profile's path is its file's directory's, as identity_file's is.
+    profile = tmp_path / "tether.toml"
+    profile.write_text(
+        f'[tunnels.db]\nto = "{echo_server.address}"\nidentity_file = "{key.name}"\n'
+        f'certificate_file = "{certificate.name}"\n'
+    )
+    code, _, err = tether.run(
+        "start", "db", "--config", str(profile), *flags, "--engine", engine, "--", "true"
+    )
+    assert code == 0, err
+    assert authority.logged_in_with("option")
+    # Without it, the key alone is refused: the certificate is what logged in.
+    code, err = start(tether, echo_server, engine, *flags, "-i", str(key))
+    assert code == 5, err
 
 
 def test_a_certificate_the_agent_holds(
@@ -353,6 +377,29 @@ def test_a_certificate_that_no_key_signs_for_says_why(
         "tether: error: SSH authentication to ssh://bastion failed: certificate "
         f"{certificate} cannot be used: {why}"
     )
+
+
+def test_a_certificate_file_that_is_not_a_users_certificate(
+    tether: TetherRunner, authority: Authority, echo_server: EchoServer, engine: str
+) -> None:
+    key = authority.key("checked")
+    host_ca = keygen(authority.directory / "some_ca")
+    host = certify(
+        host_ca, keygen(authority.directory / "host"), identity="h", principals="h", host=True
+    )
+    server = authority.server
+    connections = server.log_path.read_text().count("Connection from")
+    flags = ["--via", server.via, "--known-hosts", str(authority.known_hosts), "-i", str(key)]
+    for named, words in (
+        (f"{key}.pub", f"certificate_file: not an OpenSSH certificate: {key}.pub"),
+        (str(host), f"certificate_file: {host} is a host certificate, not a user's"),
+        (str(authority.directory / "missing"), "certificate_file: file not found"),
+    ):
+        code, err = start(tether, echo_server, engine, *flags, "--certificate-file", named)
+        assert code == 2, err
+        assert one_line_error(err).startswith(f"tether: error: {words}"), err
+    # Refused before the network: the server saw no connection.
+    assert server.log_path.read_text().count("Connection from") == connections
 
 
 def test_diagnose_names_the_certificate_and_why_it_failed(

@@ -86,7 +86,10 @@ class _Watched(SshTransport):
             "identityfile": _unique(
                 self.options.identity_files, cast(list[str], config.get("IdentityFile", []))
             ),
-            "certificatefile": cast(list[str], config.get("CertificateFile", [])),
+            "certificatefile": _unique(
+                self.options.certificate_files,
+                cast(list[str], config.get("CertificateFile", [])),
+            ),
             "userknownhostsfile": resolved.known_hosts,
         }
         hop = None

@@ -53,13 +53,12 @@ class Login:
 
 
 async def prepare(options: SshOptions, config: SSHClientConfig) -> Login:
-    """The login's keys for ``options`` and the via's ssh_config: tether's identity files
-    first, then ssh_config's (else the default key files), its certificate files, and the
-    agent's."""
+    """The login's keys for ``options`` and the via's ssh_config: tether's identity and
+    certificate files first, then ssh_config's (else the default key files), and the agent's."""
     identity_files = _unique([*options.identity_files, *_listed(config, "IdentityFile")]) or [
         os.path.expanduser(f"~/.ssh/{name}") for name in DEFAULT_KEYS
     ]
-    certificate_files = _unique(_listed(config, "CertificateFile"))
+    certificate_files = _unique([*options.certificate_files, *_listed(config, "CertificateFile")])
     login = Login([])
     login.agent, agent_pairs = await _agent(config)
     try:
