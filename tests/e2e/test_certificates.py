@@ -31,9 +31,20 @@ class Authority:
     known_hosts: Path
     directory: Path
 
-    def key(self, name: str, *, principals: str | None = None, validity: str = "") -> Path:
-        """A new key and, beside it, its certificate, whose key ID is ``name``."""
-        key = keygen(self.directory / name)
+    def key(
+        self, name: str, *, principals: str | None = None, validity: str = "", kind: str = ""
+    ) -> Path:
+        """A new key (ed25519 unless ``kind`` says) and, beside it, its certificate, whose key ID
+        is ``name``."""
+        key = self.directory / name
+        if kind:
+            subprocess.run(
+                ["ssh-keygen", "-q", "-N", "", "-t", kind, "-f", str(key)],
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
+        else:
+            keygen(key)
         sign(self.user_ca, key, name, principals or self.server.user, validity)
         return key
 
@@ -238,6 +249,32 @@ def test_a_certificate_whose_key_only_the_agent_holds(
     code, err = start(tether, echo_server, engine, *flags, env={"SSH_AUTH_SOCK": str(ssh_agent)})
     assert code == 0, err
     assert authority.logged_in_with("agent-signs")
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa"])
+@pytest.mark.parametrize("signer", ["key file", "agent"])
+def test_rsa_and_ecdsa_certificates(
+    tether: TetherRunner,
+    authority: Authority,
+    echo_server: EchoServer,
+    engine: str,
+    ssh_agent: Path,
+    kind: str,
+    signer: str,
+) -> None:
+    """An RSA certificate goes by rsa-sha2-*-cert-v01 to a current sshd, which refuses the older
+    ssh-rsa-cert-v01 name; each key type, signed for by a file or by the agent."""
+    key = authority.key(f"{kind}-{signer.replace(' ', '-')}", kind=kind)
+    env = {}
+    if signer == "agent":
+        add_to_agent(ssh_agent, key)
+        encrypt(key)
+        env = {"SSH_AUTH_SOCK": str(ssh_agent)}
+    config = authority.config(f"IdentityFile {key}")
+    flags = ["--via", "ssh://bastion", "--ssh-config", str(config)]
+    code, err = start(tether, echo_server, engine, *flags, env=env)
+    assert code == 0, err
+    assert authority.logged_in_with(key.name)
 
 
 def test_a_certificate_of_another_key_beside_the_key_is_passed_over(

@@ -78,7 +78,7 @@ async def prepare(options: SshOptions, config: SSHClientConfig) -> Login:
         for identity in plan.identities:
             pair = files.pair(identity, agent_pairs)
             if pair is not None:
-                login.keys.append(pair)
+                login.keys += [pair, *_second_try(pair)]
     except BaseException:
         await login.close()  # an identity_file that is no key (exit 2) leaves nothing open
         raise
@@ -134,6 +134,22 @@ class _KeyFiles:
                 log.debug("certificate %s: %s", identity.source, exc)
                 return None
         return pair
+
+
+# asyncssh offers an RSA certificate as ssh-rsa-cert-v01 first (what OpenSSH before 7.8 takes),
+# then as rsa-sha2-*-cert-v01 (what OpenSSH 8.8 and later take), but the second time only if a
+# key is left to try after it. It passes over a key whose signature algorithm it does not know,
+# without a word to the server: one such after each RSA certificate gives it its second try.
+RSA_CERTIFICATE = b"ssh-rsa-cert-v01@openssh.com"
+UNKNOWN_ALGORITHMS = (b"none@tether.invalid",)
+
+
+def _second_try(pair: asyncssh.SSHKeyPair) -> list[asyncssh.SSHKeyPair]:
+    if pair.algorithm != RSA_CERTIFICATE:
+        return []
+    passed_over = copy.copy(pair)
+    passed_over.sig_algorithms = UNKNOWN_ALGORITHMS
+    return [passed_over]
 
 
 async def _agent(
