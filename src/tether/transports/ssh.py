@@ -1,5 +1,5 @@
-"""SSH: one asyncssh connection, one direct-tcpip channel per stream (asyncssh's only other
-importers are sshkeys.py, which picks the login's keys, and diagnose/asyncssh.py)."""
+"""SSH: one asyncssh connection, one direct-tcpip channel per stream (asyncssh's other importers
+are sshkeys.py, which picks the login's keys, diagnose/asyncssh.py, and demo.py's server)."""
 
 from __future__ import annotations
 
