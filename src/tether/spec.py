@@ -207,6 +207,17 @@ class SshOptions:
         help="Bound on the TCP connect and SSH handshake",
         default_text="within --timeout",
     )
+    # Last, so that the fields before keep their positions.
+    certificate_files: tuple[str, ...] = option(
+        (),
+        key="certificate_file",
+        parse=values.paths,
+        toml=(str, list),
+        metavar="PATH",
+        help="SSH certificate to log in with, signed for by its key from an identity file or "
+        "the agent (a profile may list several)",
+        default_text="ssh_config's CertificateFile, else KEY-cert.pub beside each key",
+    )
 
 
 @dataclass(frozen=True)

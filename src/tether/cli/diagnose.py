@@ -26,6 +26,7 @@ OPTIONS = (
     "via",
     "timeout",
     "identity_file",
+    "certificate_file",
     "known_hosts",
     "engine",
     "ssh_config",

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,11 +20,11 @@ from tether.errors import ConfigError, TargetUnreachableError, TransportUnreacha
 from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports.base import LossCallback, PhaseCallback
+from tether.transports import sshcerts
 from tether.transports.ssh import SshTransport, TunnelClient
+from tether.transports.sshidentities import DEFAULT_KEYS
 from tether.transports.sshsetup import check_files
 
-# The key files asyncssh (like ssh) tries when ssh_config names none.
-DEFAULT_KEYS = ("id_ed25519_sk", "id_ecdsa_sk", "id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
 CERTIFICATE = "-cert-v01@openssh.com"
 
 
@@ -81,8 +82,14 @@ class _Watched(SshTransport):
             "port": resolved.port,
             "user": config.get("User") or self.via.user,
             "proxyjump": config.get("ProxyJump"),
-            "identityfile": list(self.options.identity_files)
-            or list(cast(list[str], config.get("IdentityFile", []))),
+            # The login's files: tether's own, then ssh_config's (sshkeys.py).
+            "identityfile": _unique(
+                self.options.identity_files, cast(list[str], config.get("IdentityFile", []))
+            ),
+            "certificatefile": _unique(
+                self.options.certificate_files,
+                cast(list[str], config.get("CertificateFile", [])),
+            ),
             "userknownhostsfile": resolved.known_hosts,
         }
         hop = None
@@ -171,6 +178,8 @@ class AsyncSshProbe(EngineProbe):
         """A key as ssh -v names it: where it came from, its type and fingerprint."""
         algorithm = key.algorithm.decode(errors="replace")
         public = bytes(key.public_data)
+        with contextlib.suppress(ValueError):
+            public = sshcerts.parse(public).key  # a certificate: ssh names the key it certifies
         # As ssh prints it: SHA256 of the key's wire form, in base64 without padding.
         digest = base64.b64encode(hashlib.sha256(public).digest()).decode().rstrip("=")
         fingerprint = f"SHA256:{digest}"
@@ -199,6 +208,10 @@ class AsyncSshProbe(EngineProbe):
             raise TransportUnreachableError(f"SSH connection to {self.via} failed: {exc}") from None
         step.detail = f"opened in {(time.monotonic() - started) * 1000:.1f} ms"
         await first_bytes(step, lambda: reader.read(65536), writer.close)
+
+
+def _unique(*lists: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(item for items in lists for item in items))
 
 
 def _public(path: str) -> bytes | None:

@@ -281,7 +281,8 @@ def _newer_than(version: tuple[int, int]) -> bool:
 
 def _tokens_escaped(value: str, what: str = "path") -> str:
     """A path as ssh reads it where it expands %-tokens and ${VARIABLES} (IdentityFile,
-    UserKnownHostsFile, ControlPath and -S): "%" is written "%%"; "${" has no escape."""
+    CertificateFile, UserKnownHostsFile, ControlPath and -S): "%" is written "%%"; "${" has no
+    escape."""
     if "${" in value:
         raise ConfigError(
             f"{what}: cannot pass {value!r} to ssh: it holds '${{', which ssh would expand "
@@ -373,6 +374,9 @@ def write_config(path: Path, options: SshOptions) -> Path:
     for identity in options.identity_files:
         escaped = _tokens_escaped(identity, "identity_file")
         lines.append(f"  IdentityFile {_quoted(escaped, 'identity_file')}")
+    for certificate in options.certificate_files:
+        escaped = _tokens_escaped(certificate, "certificate_file")
+        lines.append(f"  CertificateFile {_quoted(escaped, 'certificate_file')}")
     if options.known_hosts:
         escaped = _tokens_escaped(options.known_hosts, "known_hosts")
         lines.append(f"  UserKnownHostsFile {_quoted(escaped, 'known_hosts')}")

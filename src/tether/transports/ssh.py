@@ -1,5 +1,5 @@
-"""SSH: one asyncssh connection, one direct-tcpip channel per stream (asyncssh's only other
-importer is diagnose/asyncssh.py)."""
+"""SSH: one asyncssh connection, one direct-tcpip channel per stream (asyncssh's other importers
+are sshkeys.py, which picks the login's keys, diagnose/asyncssh.py, and demo.py's server)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from tether import paths
 from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.relay import Conduit, End
 from tether.spec import DEFAULT_SSH_PORT, Endpoint, SshOptions, Via
+from tether.transports import sshcerts, sshkeys
 from tether.transports.base import LossCallback, PhaseCallback, Transport
 from tether.transports.sshsetup import KeyProblem, check_files
 
@@ -87,6 +88,7 @@ class _Resolved:
     port: int
     known_hosts: list[str]
     proxied: bool  # reached through a jump host
+    user: str = ""  # ssh_config's User, else the local user's name
 
 
 class TunnelClient(asyncssh.SSHClient):
@@ -164,7 +166,8 @@ class SshTransport(Transport):
         else:
             listed = cast(list[str], config.get("UserKnownHostsFile", []))
             files = [f for f in listed if f != "none"] or [str(paths.known_hosts())]
-        return _Resolved(hostname, port, files, bool(config.get("ProxyJump")))
+        user = str(config.get("User", "") or getpass.getuser())
+        return _Resolved(hostname, port, files, bool(config.get("ProxyJump")), user)
 
     def _known_hosts(self, resolved: _Resolved) -> asyncssh.SSHKnownHosts:
         """The known hosts to verify the server with. A missing file means no entries: every
@@ -186,7 +189,10 @@ class SshTransport(Transport):
         return load_known_hosts(data, Path(resolved.known_hosts[0]), warn=not named)
 
     def _connect_options(
-        self, known_hosts: asyncssh.SSHKnownHosts, config_files: list[str]
+        self,
+        known_hosts: asyncssh.SSHKnownHosts,
+        config_files: list[str],
+        login: sshkeys.Login,
     ) -> dict[str, Any]:
         ciphers = list(PREFERRED_CIPHERS) + [
             alg.decode()
@@ -206,10 +212,10 @@ class SshTransport(Transport):
             kwargs["port"] = self.via.port
         if self.via.user:
             kwargs["username"] = self.via.user
-        if self.options.identity_files:
-            kwargs["client_keys"] = list(self.options.identity_files)
-            # An encrypted key is skipped, not a prompt: the agent may hold it (ssh does so).
-            kwargs["ignore_encrypted"] = True
+        # The keys and certificates ssh would offer, in its order, the agent's among them
+        # (sshkeys.py): asyncssh asks the agent for nothing more. None turns public keys off.
+        kwargs["client_keys"] = login.keys or None
+        kwargs["agent_path"] = None
         if self.options.connect_timeout:
             kwargs["connect_timeout"] = self.options.connect_timeout
         return kwargs
@@ -222,17 +228,20 @@ class SshTransport(Transport):
         config_files = self._config_files()
         resolved = self._resolve(config_files)
         known_hosts = self._known_hosts(resolved)
+        login = sshkeys.Login([])
         try:
+            login = await sshkeys.prepare(self.options, self._load_config(config_files))
             self._conn, client = await asyncssh.create_connection(
                 lambda: self._new_client(on_phase, on_lost),
                 self.via.host,
-                **self._connect_options(known_hosts, config_files),
+                **self._connect_options(known_hosts, config_files, login),
             )
             self._client = cast(TunnelClient, client)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise await self._host_key_error(known_hosts, resolved) from exc
         except asyncssh.PermissionDenied as exc:
-            raise AuthenticationError(
+            user = self.via.user or resolved.user
+            raise sshcerts.refusal(str(self.via), login.offered, user) or AuthenticationError(
                 f"SSH authentication to {self.via} failed: {exc.reason}",
                 hint="check the user, identity_file and ssh-agent; tether never prompts",
                 options=("identity_file",),
@@ -266,6 +275,8 @@ class SshTransport(Transport):
             raise TransportUnreachableError(
                 f"SSH connection to {self.via} failed: {describe(exc)}"
             ) from exc
+        finally:
+            await login.close()  # the agent has signed what it had to
 
     def _lookup(
         self, known_hosts: asyncssh.SSHKnownHosts, resolved: _Resolved

@@ -8,17 +8,28 @@ silent server takes seconds), and a signal that cancels the wait kills them too.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import getpass
+import os
+import pwd
 import re
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 from tether.errors import AuthenticationError, TetherError, TransportUnreachableError
+from tether.transports import sshcerts, sshidentities
+from tether.transports.sshidentities import AgentKey
 from tether.transports.sshsetup import KeyProblem
 
 HELPER_TIMEOUT = 10.0
 
 
-async def output(argv: list[str], data: bytes | None = None) -> str:
+async def output(
+    argv: list[str], data: bytes | None = None, *, env: dict[str, str] | None = None
+) -> str:
     """What a short helper command prints; empty if it cannot run or takes too long."""
     try:
         process = await asyncio.create_subprocess_exec(
@@ -26,6 +37,7 @@ async def output(argv: list[str], data: bytes | None = None) -> str:
             stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            env=env,
         )
     except OSError:
         return ""
@@ -42,11 +54,12 @@ async def output(argv: list[str], data: bytes | None = None) -> str:
 
 async def resolve(argv: list[str]) -> dict[str, str]:
     """What ssh makes of the host after ssh_config: `ssh -G` with the master's own arguments
-    (hostname, port, userknownhostsfile, ...)."""
+    (hostname, port, userknownhostsfile, ...). A setting that ssh lists more than once
+    (identityfile, certificatefile) holds its values one per line."""
     resolved: dict[str, str] = {}
     for line in (await output([argv[0], "-G", *argv[1:]])).splitlines():
         key, _, value = line.partition(" ")
-        resolved.setdefault(key, value)
+        resolved[key] = f"{resolved[key]}\n{value}" if key in resolved else value
     return resolved
 
 
@@ -94,7 +107,9 @@ async def startup_error(stderr: str, resolved: dict[str, str], via: str) -> Teth
         ).error()
     denied = _DENIED.search(stderr)
     if denied:
-        return AuthenticationError(
+        user = resolved.get("user") or getpass.getuser()
+        offered = await certificates(resolved)
+        return sshcerts.refusal(via, offered, user) or AuthenticationError(
             f"SSH authentication to {via} failed: Permission denied ({denied.group(1)})",
             hint="check the user, identity_file and ssh-agent; tether never prompts",
             options=("identity_file",),
@@ -128,3 +143,89 @@ async def _fingerprint(hostname: str, port: int) -> str | None:
     listed = await output(["ssh-keygen", "-l", "-f", "-"], scan.encode())
     found = _FINGERPRINT.search(listed)
     return found.group(1) if found else None
+
+
+async def certificates(resolved: dict[str, str]) -> tuple[sshcerts.Offered, ...]:
+    """The certificates ssh had to offer (its identity and certificate files, and the agent's),
+    to explain a refused login as the asyncssh engine does (sshidentities.py)."""
+    listed = {
+        kind: [p for p in (_expanded(v, resolved) for v in _values(resolved, kind)) if p]
+        for kind in ("identityfile", "certificatefile")
+    }
+    return sshidentities.plan(
+        listed["identityfile"],
+        listed["certificatefile"],
+        await _agent_keys(resolved),
+        identities_only=resolved.get("identitiesonly") == "yes",
+    ).offered
+
+
+def _values(resolved: dict[str, str], key: str) -> list[str]:
+    return [v for v in resolved.get(key, "").split("\n") if v]
+
+
+_TOKEN = re.compile(r"%(.)|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expanded(path: str, resolved: dict[str, str]) -> str | None:
+    """A path of `ssh -G` (which leaves ~, %-tokens and ${VARIABLES} as written) as ssh opens
+    it; None if it uses a token that tether does not know."""
+    home = _home()
+    tokens = {
+        "%": "%",
+        "d": home,
+        "u": getpass.getuser(),
+        "i": str(os.getuid()),
+        "h": resolved.get("hostname", ""),
+        "n": resolved.get("host", ""),
+        "p": resolved.get("port", ""),
+        "r": resolved.get("user", ""),
+        "k": resolved.get("hostkeyalias") or resolved.get("host", ""),
+        "l": socket.gethostname(),
+        "L": socket.gethostname().split(".")[0],
+    }
+    unknown = False
+
+    def value(found: re.Match[str]) -> str:
+        nonlocal unknown
+        known = tokens.get(found.group(1)) if found.group(1) else os.environ.get(found.group(2))
+        unknown = unknown or known is None
+        return known or ""
+
+    if path == "~" or path.startswith("~/"):
+        path = home + path[1:]
+    expanded = _TOKEN.sub(value, path)
+    return None if unknown else str(Path(expanded).expanduser())
+
+
+def _home() -> str:
+    """The home directory ssh uses: the passwd entry's, whatever $HOME says."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return str(Path.home())
+
+
+async def _agent_keys(resolved: dict[str, str]) -> list[AgentKey]:
+    """The keys and certificates of the agent ssh asks (IdentityAgent, else $SSH_AUTH_SOCK),
+    as `ssh-add -L` lists them."""
+    path = resolved.get("identityagent", "SSH_AUTH_SOCK")
+    if path == "SSH_AUTH_SOCK":
+        path = os.environ.get("SSH_AUTH_SOCK", "")
+    elif path.lower() == "none":
+        path = ""
+    else:
+        path = _expanded(path, resolved) or ""
+    ssh_add = shutil.which("ssh-add")
+    if not path or ssh_add is None:
+        return []
+    listed = await output([ssh_add, "-L"], env={**os.environ, "SSH_AUTH_SOCK": path})
+    keys: list[AgentKey] = []
+    for line in listed.splitlines():
+        fields = line.split(maxsplit=2)
+        try:
+            blob = base64.b64decode(fields[1], validate=True)
+        except (IndexError, ValueError, binascii.Error):
+            continue  # "The agent has no identities."
+        keys.append(AgentKey(len(keys), blob, fields[2] if len(fields) > 2 else ""))
+    return keys

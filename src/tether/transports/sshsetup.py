@@ -10,15 +10,17 @@ from pathlib import Path
 from tether.errors import ConfigError, HostKeyError
 from tether.files import CONFIG_LIMIT, KEY_LIMIT, KNOWN_HOSTS_LIMIT, read_regular
 from tether.spec import SshOptions
+from tether.transports import sshcerts
 
 log = logging.getLogger("tether")
 
 
 def check_files(options: SshOptions) -> None:
-    """A key, known_hosts or ssh_config that is named but missing, unreadable or not a file is
-    a configuration error (exit 2), found before the network is touched. (ssh itself would
-    take an unreadable known_hosts for an empty one.)"""
+    """A key, certificate, known_hosts or ssh_config that is named but missing, unreadable or
+    not a file is a configuration error (exit 2), found before the network is touched. (ssh
+    itself would take an unreadable known_hosts for an empty one.)"""
     named = [("identity_file", name, KEY_LIMIT) for name in options.identity_files]
+    named += [("certificate_file", name, KEY_LIMIT) for name in options.certificate_files]
     if options.known_hosts:
         named.append(("known_hosts", options.known_hosts, KNOWN_HOSTS_LIMIT))
     if options.ssh_config:
@@ -30,6 +32,19 @@ def check_files(options: SshOptions) -> None:
             raise ConfigError(f"{what}: file not found: {name}") from None
         if what == "known_hosts" and (skipped := unreadable_lines(data)):
             log.warning("known_hosts: skipped %d unreadable line(s) in %s", skipped, name)
+        if what == "certificate_file":
+            check_certificate(data, name)
+
+
+def check_certificate(data: bytes, name: str) -> None:
+    """A certificate_file must hold an OpenSSH user certificate (ssh would skip anything else
+    without a word, and the login fail for no reason shown)."""
+    lines = data.strip().splitlines()
+    certificate = sshcerts.from_line(lines[0]) if lines else None
+    if certificate is None:
+        raise ConfigError(f"certificate_file: not an OpenSSH certificate: {name}")
+    if not certificate.user:
+        raise ConfigError(f"certificate_file: {name} is a host certificate, not a user's")
 
 
 def unreadable_lines(data: bytes) -> int:

@@ -83,6 +83,7 @@ def start_args(draw: st.DrawFn, target: str) -> list[str]:
         "--keepalive-count": numbers,
         "--max-connections": numbers,
         "--identity-file": text,
+        "--certificate-file": text,
         "--known-hosts": text,
         "--pid-file": text,
         "--allow": st.one_of(text, hosts.map(lambda h: f"{h}:1"), hosts.map(lambda h: f"{h}:*")),
@@ -207,6 +208,7 @@ toml_keys = st.one_of(
     st.sampled_from(
         [
             *("to", "via", "host", "port", "timeout", "probe", "identity_file", "known_hosts"),
+            "certificate_file",
             *("ttl", "keepalive_interval", "keepalive_count_max", "max_retries", "drain"),
             *("max_connections", "socks", "allow"),
         ]

@@ -26,7 +26,7 @@ from tether.errors import (
     TransportUnreachableError,
 )
 from tether.spec import Endpoint, SshOptions, Via
-from tether.transports import mux, openssh
+from tether.transports import mux, openssh, sshexit
 from tether.transports.openssh import OpenSshTransport, write_config
 from tether.transports.workdir import Workdir
 
@@ -54,6 +54,7 @@ def test_tethers_settings_come_before_the_users_config(tmp_path: Path) -> None:
         keepalive_interval=0.5,
         connect_timeout=2.5,
         identity_files=(str(tmp_path / "key"),),
+        certificate_files=(str(tmp_path / "key.cert"),),
         ssh_config=str(tmp_path / "user config"),
     )
     path = write_config(tmp_path / "config", options)
@@ -68,6 +69,7 @@ def test_tethers_settings_come_before_the_users_config(tmp_path: Path) -> None:
         "ServerAliveInterval 1",  # whole seconds, rounded up: never 0, which would be off
         "ConnectTimeout 3",
         f'IdentityFile "{tmp_path / "key"}"',
+        f'CertificateFile "{tmp_path / "key.cert"}"',
     ):
         assert lines.index(setting) < include, setting
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -135,11 +137,21 @@ def test_a_known_hosts_path_reaches_ssh_as_it_is(tmp_path: Path, name: str) -> N
     assert resolved(config)["userknownhostsfile"] == known_hosts  # ssh -G expands it
 
 
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_a_certificate_path_reaches_ssh_as_it_is(tmp_path: Path, name: str) -> None:
+    """ssh -G leaves CertificateFile as written: expanded as ssh expands it when it opens it."""
+    certificate = str(tmp_path / name)
+    options = SshOptions(certificate_files=(certificate,))
+    config = write_config(tmp_path / "config", options)
+    assert sshexit._expanded(resolved(config)["certificatefile"], {}) == certificate
+
+
 @pytest.mark.parametrize("name", ["id${HOME}", "${X}"])
 def test_a_variable_ssh_would_expand_is_refused(tmp_path: Path, name: str) -> None:
     for options in (
         SshOptions(known_hosts=str(tmp_path / name)),
         SshOptions(identity_files=(str(tmp_path / name),)),
+        SshOptions(certificate_files=(str(tmp_path / name),)),
     ):
         with pytest.raises(ConfigError, match="environment variable") as raised:
             write_config(tmp_path / "config", options)

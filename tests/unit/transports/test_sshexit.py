@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.sshd_server import keygen
 from tests.support.waiting import wait_until
 from tether.errors import (
     AuthenticationError,
@@ -114,3 +117,45 @@ async def test_a_helper_that_hangs_gives_nothing(
 
 async def test_a_missing_helper_gives_nothing(tmp_path: Path) -> None:
     assert await sshexit.output([str(tmp_path / "no-such-program")]) == ""
+
+
+async def test_settings_ssh_lists_more_than_once_are_kept(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text("Host db\n  IdentityFile /k/one\n  IdentityFile /k/two\n  User bob\n")
+    resolved = await sshexit.resolve(["ssh", "-F", str(config), "db"])
+    assert resolved["identityfile"].split("\n") == ["/k/one", "/k/two"]
+    assert resolved["user"] == "bob"
+
+
+def test_paths_of_ssh_g_are_expanded_as_ssh_opens_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TETHER_TEST_DIR", "/keys")
+    resolved = {"user": "bob", "hostname": "db.internal", "port": "2222", "host": "db"}
+    home = pwd.getpwuid(os.getuid()).pw_dir  # ssh's, whatever $HOME says
+    expanded = sshexit._expanded("~/.ssh/%r@%h:%p-%n%%", resolved)
+    assert expanded == f"{home}/.ssh/bob@db.internal:2222-db%"
+    assert sshexit._expanded("${TETHER_TEST_DIR}/%d", resolved) == f"/keys{home}"
+    # What tether cannot expand as ssh would is left out, never guessed.
+    assert sshexit._expanded("/k/%C", resolved) is None
+    assert sshexit._expanded("/k/${TETHER_NO_SUCH_VARIABLE}", resolved) is None
+
+
+async def test_a_refused_certificate_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # no agent's keys join the login
+    key = keygen(tmp_path / "key")
+    authority = keygen(tmp_path / "ca")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", str(authority), "-I", "x", "-n", "alice", f"{key}.pub"],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    resolved = {**RESOLVED, "identityfile": f"{tmp_path}/%r\n{key}", "user": "bob"}
+    error = await sshexit.startup_error(
+        "bob@db: Permission denied (publickey).", resolved, "ssh://db"
+    )
+    assert type(error) is AuthenticationError
+    assert error.message == (
+        f"SSH authentication to ssh://db failed: certificate {key}-cert.pub is for alice, "
+        "not for user bob"
+    )
