@@ -146,9 +146,42 @@ def test_bad_profile_value(tether: TetherRunner, tmp_path: Path) -> None:
     )
 
 
-def test_unknown_flag_is_usage_error(tether: TetherRunner) -> None:
-    code, _, err = tether.run("start", "--bogus")
-    assert code == 2 and "No such option" in err and "Traceback" not in err
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["logs"], "missing argument 'ID|NAME' (see tether logs --help)"),
+        (["strat"], "no such command 'strat' (did you mean start? see tether --help)"),
+        (["--bogus"], "no such option '--bogus' (see tether --help)"),
+        (
+            ["start", "--bogus"],
+            "no such option '--bogus' (did you mean --host or -bg? see tether start --help)",
+        ),
+        (["start", "--port"], "option '--port' requires an argument (see tether start --help)"),
+        (["list", "extra"], "got unexpected extra argument (extra) (see tether list --help)"),
+        (
+            ["completion", "tcsh"],
+            "invalid value for '{bash|zsh|fish}': 'tcsh' is not one of 'bash', 'zsh', 'fish' "
+            "(see tether completion --help)",
+        ),
+    ],
+)
+def test_click_usage_errors_are_one_line(tether: TetherRunner, args: list[str], line: str) -> None:
+    """A missing argument, an unknown option or command: tether's one line, not click's
+    "Usage:" block, and exit 2."""
+    code, out, err = tether.run(*args)
+    assert code == 2 and out == ""
+    assert one_line_error(err) == f"tether: error: {line}"
+
+
+def test_a_usage_error_in_the_shell_is_one_line(tether: TetherRunner) -> None:
+    process = tether.spawn("shell", stdin=subprocess.PIPE)
+    assert process.proc.stdin is not None
+    process.proc.stdin.write(b"start --bogus\n")
+    process.proc.stdin.close()
+    assert process.finish() == 2
+    assert one_line_error(process.stderr) == (
+        "tether: error: no such option '--bogus' (did you mean --host or -bg? see start --help)"
+    )
 
 
 def test_debug_shows_traceback(tether: TetherRunner) -> None:
