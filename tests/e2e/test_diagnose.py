@@ -325,3 +325,18 @@ def test_a_socks_tunnel_checks_its_transport_and_the_one_target_it_may_have(
     assert steps(report)["probe"]["status"] == "ok"
     code, _, err = tether.run("diagnose", "--socks", "--json")
     assert code == 2 and "a direct SOCKS tunnel has nothing to diagnose" in err
+
+
+def test_an_ssh_config_others_can_write_stops_before_any_step(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config.read_text())
+    config.chmod(0o646)
+    flags = [*sshd.tether_flags(), "--ssh-config", str(config)]
+    code, out, err = tether.run("diagnose", "--to", echo_server.address, *flags, "--json")
+    assert code == 2 and out == ""  # a configuration error: no report, as for a missing key
+    assert error_line(err) == (
+        f"tether: error: ssh_config: bad owner or permissions on {config}: writable by every "
+        f"user (mode 0646) (chmod go-w {config})"
+    )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,8 @@ import pytest
 from tests.support.servers import EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer, keygen
 from tests.support.tether_process import TetherRunner
+
+REPOSITORY = Path(__file__).parents[2]
 
 
 def one_line_error(err: str) -> str:
@@ -428,3 +434,77 @@ def test_a_target_refusing_after_ready_is_a_reset(tether: TetherRunner, sshd: Ss
         process.send_signal(signal.SIGTERM)
         assert process.finish() == 0
     assert "Connection refused" in process.stderr
+
+
+# Messages that name the fix (issue 18): each the same on both engines, with its exit code.
+
+
+def test_an_ssh_config_others_can_write_is_a_configuration_error(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    """ssh refuses such a file (for root too): so does tether, for both engines, as exit 2
+    naming the file and the fix, before the network."""
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config.read_text())
+    config.chmod(0o646)
+    flags = [*sshd.tether_flags(), "--ssh-config", str(config)]  # the last one wins
+    code, out, err = tether.run("start", "--to", echo_server.address, *flags)
+    assert code == 2 and out == ""
+    assert one_line_error(err) == (
+        f"tether: error: ssh_config: bad owner or permissions on {config}: writable by every "
+        f"user (mode 0646) (chmod go-w {config})"
+    )
+
+
+# Run inside a network namespace of its own, where only loopback exists: sshd's lookup of the
+# target's name goes nowhere, and nothing leaves the host.
+IN_NAMESPACE = """
+import json, subprocess, sys
+from pathlib import Path
+from tests.support.sshd_server import SshdServer
+directory, engine, target = sys.argv[1:]
+answers = []
+with SshdServer(Path(directory), engine=engine) as sshd:
+    for command in (["start"], ["diagnose", "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *command, "--to", target, *sshd.tether_flags()],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        answers.append([done.returncode, done.stdout, done.stderr])
+print(json.dumps({"via": sshd.via, "answers": answers}))
+"""
+
+
+@pytest.mark.needs_root
+def test_a_target_name_the_ssh_server_cannot_resolve(
+    tether: TetherRunner, engine: str, tmp_path: Path
+) -> None:
+    """The SSH server resolves the target's name: when it cannot, that is what is said (not
+    "check that it listens"), and diagnose files it under channel. It needs root: sshd runs
+    in a network namespace, which an unprivileged user namespace would hide /run/sshd from."""
+    unshare = shutil.which("unshare")
+    assert unshare is not None, "util-linux's unshare is needed"
+    target = "no-such-db.invalid:5432"
+    argv = [unshare, "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    argv += [sys.executable, "-c", IN_NAMESPACE, str(tmp_path / "sshd"), engine, target]
+    done = subprocess.run(
+        argv, env=tether.env, cwd=REPOSITORY, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    (code, out, err), (diagnosed, report, _) = found["answers"]
+    assert code == 6 and out == ""
+    line = one_line_error(err)
+    said = re.fullmatch(
+        rf"tether: error: cannot connect to {re.escape(target)} through {re.escape(found['via'])}: "
+        r"the SSH server cannot resolve no-such-db\.invalid: (.+) \(check the name: the SSH "
+        r"server looks it up, so it must resolve there; try getent hosts no-such-db\.invalid "
+        r"on the server\)",
+        line,
+    )
+    assert said is not None, line
+    assert said.group(1) in ("Name or service not known", "Temporary failure in name resolution")
+    steps = {step["name"]: step for step in json.loads(report)["steps"]}
+    assert diagnosed == 6 and json.loads(report)["failed_step"] == "channel"
+    assert steps["auth"]["status"] == "ok" and steps["channel"]["status"] == "fail"
+    assert "the SSH server cannot resolve no-such-db.invalid" in steps["channel"]["detail"]

@@ -18,7 +18,6 @@ from tether.errors import (
     AuthenticationError,
     ConfigError,
     TargetFailure,
-    TargetUnreachableError,
     TetherError,
     TransportUnreachableError,
     describe,
@@ -29,7 +28,7 @@ from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.relay import Conduit, End
 from tether.spec import DEFAULT_SSH_PORT, Endpoint, SshOptions, Via
 from tether.transports.base import LossCallback, PhaseCallback, Transport
-from tether.transports.sshsetup import KeyProblem, check_files
+from tether.transports.sshsetup import KeyProblem, check_files, target_error
 
 log = logging.getLogger("tether")
 
@@ -324,10 +323,8 @@ class SshTransport(Transport):
                 max_pktsize=CHANNEL_PACKET,
             )
         except asyncssh.ChannelOpenError as exc:
-            raise TargetUnreachableError(
-                f"cannot connect to {target} through {self.via}: {exc.reason}",
-                kind=channel_failure(exc.code, exc.reason),
-            ) from exc
+            failure = channel_failure(exc.code, exc.reason)
+            raise target_error(target, str(self.via), exc.reason, failure) from exc
         except (asyncssh.Error, OSError) as exc:
             raise TransportUnreachableError(f"SSH connection to {self.via} failed: {exc}") from exc
         return channel

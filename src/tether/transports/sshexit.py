@@ -8,12 +8,13 @@ silent server takes seconds), and a signal that cancels the wait kills them too.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 from pathlib import Path
 
 from tether.errors import AuthenticationError, TetherError, TransportUnreachableError
-from tether.transports.sshsetup import KeyProblem
+from tether.transports.sshsetup import KeyProblem, config_problem, unsafe_config
 
 HELPER_TIMEOUT = 10.0
 
@@ -58,6 +59,7 @@ _FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
 _OFFENDING = re.compile(r"Offending \S+ key in (.+):\d+")
 _DENIED = re.compile(r"Permission denied \((.*)\)")
 _UNRESOLVED = re.compile(r"Could not resolve hostname (\S+): (.+)")
+_BAD_CONFIG = re.compile(r"Bad owner or permissions on (.+)$", re.M)
 
 
 async def startup_error(stderr: str, resolved: dict[str, str], via: str) -> TetherError:
@@ -65,6 +67,9 @@ async def startup_error(stderr: str, resolved: dict[str, str], via: str) -> Teth
     names the server as the user did. The words follow the asyncssh engine's."""
     last = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh exited"
     known_hosts = resolved.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
+    bad_config = _BAD_CONFIG.search(stderr)
+    if bad_config:  # an ssh_config that tether did not check itself: one it includes
+        return _unsafe_config(bad_config.group(1).strip())
     for pattern, kind in (
         (_KEY_REVOKED, "revoked"),
         (_KEY_CHANGED, "changed"),
@@ -107,6 +112,14 @@ async def startup_error(stderr: str, resolved: dict[str, str], via: str) -> Teth
     return TransportUnreachableError(
         f"cannot reach SSH server {via}: {last.removeprefix('ssh: ')}"
     )
+
+
+def _unsafe_config(path: str) -> TetherError:
+    try:
+        problem = config_problem(os.stat(path), os.getuid())
+    except OSError:
+        problem = None
+    return unsafe_config(path, problem)
 
 
 def _host_and_port(host: str) -> tuple[str, int]:

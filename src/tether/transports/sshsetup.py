@@ -1,15 +1,21 @@
-"""What both SSH engines share: the checks made before the network (key files), and how a
-host-key failure is explained, with the fix spelled for the host and port really used."""
+"""What both SSH engines share: the checks made before the network (key files, ssh_config), and
+how a failure is explained, in the same words by both, with the fix spelled for the host and
+port really used."""
 
 from __future__ import annotations
 
+import grp
 import logging
+import os
+import pwd
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.errors import ConfigError, HostKeyError
+from tether import paths
+from tether.errors import ConfigError, HostKeyError, TargetFailure, TargetUnreachableError
 from tether.files import CONFIG_LIMIT, KEY_LIMIT, KNOWN_HOSTS_LIMIT, read_regular
-from tether.spec import SshOptions
+from tether.spec import Endpoint, SshOptions
 
 log = logging.getLogger("tether")
 
@@ -30,6 +36,97 @@ def check_files(options: SshOptions) -> None:
             raise ConfigError(f"{what}: file not found: {name}") from None
         if what == "known_hosts" and (skipped := unreadable_lines(data)):
             log.warning("known_hosts: skipped %d unreadable line(s) in %s", skipped, name)
+    check_config_permissions(Path(options.ssh_config or paths.ssh_config()).expanduser())
+
+
+def check_config_permissions(path: Path) -> None:
+    """ssh refuses a user's ssh_config that someone else could change ("Bad owner or
+    permissions"): so does tether, for both engines alike, before the network, as a
+    configuration error (exit 2) that names the file and the fix. A missing file is no
+    config at all, as for ssh."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return
+    problem = config_problem(found, os.getuid())
+    if problem is not None:
+        raise unsafe_config(str(path), problem)
+
+
+def config_problem(found: os.stat_result, uid: int) -> str | None:
+    """What makes ssh refuse a config file, as OpenSSH checks it (Debian's, which lets a group
+    write it when the owner alone is in that group): owned by neither ``uid`` nor root, or
+    writable by another user. None if ssh takes it."""
+    if found.st_uid not in (0, uid):
+        return f"owned by uid {found.st_uid}, neither you nor root"
+    if found.st_mode & 0o002:
+        return f"writable by every user (mode {found.st_mode & 0o7777:04o})"
+    if found.st_mode & 0o020 and not _private_group(found.st_gid, found.st_uid):
+        return f"writable by group {_group_name(found.st_gid)} (mode {found.st_mode & 0o7777:04o})"
+    return None
+
+
+def unsafe_config(path: str, problem: str | None) -> ConfigError:
+    """The error for an ssh_config that ssh refuses; ``problem`` says why, where it is known."""
+    quoted = shlex.quote(path)
+    if problem is None:
+        fix = f"make it yours or root's, writable by you alone: chmod go-w {quoted}"
+    elif problem.startswith("owned"):
+        fix = "use a copy of your own, or have it owned by you or root"
+    else:
+        fix = f"chmod go-w {quoted}"
+    why = f": {problem}" if problem else ""
+    return ConfigError(f"ssh_config: bad owner or permissions on {path}{why}", hint=fix)
+
+
+def _private_group(gid: int, owner: int) -> bool:
+    """Whether the group has exactly one member, the file's owner (a user private group)."""
+    try:
+        group = grp.getgrgid(gid)
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        return False
+    if any(member != name for member in group.gr_mem):
+        return False
+    primary = [user.pw_uid for user in pwd.getpwall() if user.pw_gid == gid]
+    if any(user != owner for user in primary):
+        return False
+    return bool(primary or group.gr_mem)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+# How a resolver says that a name does not resolve (glibc's and musl's gai_strerror): sshd
+# passes its words on when it cannot resolve a direct-tcpip channel's host.
+UNRESOLVED = (
+    "name or service not known",
+    "no address associated with hostname",
+    "temporary failure in name resolution",
+    "non-recoverable failure in name resolution",
+    "name does not resolve",
+    "nodename nor servname provided",
+)
+
+
+def target_error(
+    target: Endpoint, via: str, reason: str, kind: TargetFailure = "other"
+) -> TargetUnreachableError:
+    """A channel to ``target`` that the SSH server refused, for ``reason`` (its words). A
+    name that the server could not resolve says so: it is looked up there, not here."""
+    message = f"cannot connect to {target} through {via}"
+    if any(words in reason.lower() for words in UNRESOLVED):
+        return TargetUnreachableError(
+            f"{message}: the SSH server cannot resolve {target.host}: {reason}",
+            hint=f"check the name: the SSH server looks it up, so it must resolve there; "
+            f"try getent hosts {shlex.quote(target.host)} on the server",
+            kind="unreachable",
+        )
+    return TargetUnreachableError(f"{message}: {reason}", kind=kind)
 
 
 def unreadable_lines(data: bytes) -> int:

@@ -15,6 +15,7 @@ import pytest
 from tests.support.waiting import wait_until
 from tether.errors import (
     AuthenticationError,
+    ConfigError,
     HostKeyError,
     TetherError,
     TransportUnreachableError,
@@ -30,6 +31,19 @@ def closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+async def test_an_ssh_config_ssh_refuses(tmp_path: Path) -> None:
+    config = tmp_path / "included"
+    config.write_text("")
+    config.chmod(0o666)
+    said = f"Bad owner or permissions on {config}"
+    error = await sshexit.startup_error(said, RESOLVED, "ssh://db")
+    assert type(error) is ConfigError and error.exit_code == 2
+    assert str(error) == (
+        f"ssh_config: bad owner or permissions on {config}: writable by every user (mode 0666) "
+        f"(chmod go-w {config})"
+    )
 
 
 @pytest.mark.parametrize(
