@@ -13,6 +13,13 @@ from typing import Any
 import pytest
 
 from tests.support.servers import EchoServer, SilentServer, free_port
+from tests.support.ssh_setups import (
+    authorize,
+    certified_sshd,
+    encrypted_key,
+    private_agent,
+)
+from tests.support.ssh_setups import fingerprint as key_fingerprint
 from tests.support.sshd_server import SshdServer, keygen
 from tests.support.tether_process import TetherRunner
 from tether.diagnose.report import STEPS
@@ -327,6 +334,34 @@ def test_a_socks_tunnel_checks_its_transport_and_the_one_target_it_may_have(
     assert code == 2 and "a direct SOCKS tunnel has nothing to diagnose" in err
 
 
+# Where each failure of issue 18's messages is filed, on both engines (test_errors has the
+# lines `tether start` prints for them).
+
+
+def test_an_encrypted_key_not_in_the_agent_fails_auth_with_ssh_add(
+    tether: TetherRunner, own_sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    key = encrypted_key(tmp_path / "locked_ed25519")
+    authorize(own_sshd, key)
+    flags = [
+        *("--to", echo_server.address, "--via", own_sshd.via, "-i", str(key)),
+        *("--known-hosts", str(own_sshd.known_hosts), "--engine", str(own_sshd.engine)),
+    ]
+    with private_agent(tmp_path) as sock:
+        code, out, err = tether.run(
+            "diagnose", *flags, "--json", env={"SSH_AUTH_SOCK": str(sock)}, launcher=("setsid",)
+        )
+    report = json.loads(out)
+    assert code == 5
+    failed = stopped_at(report, "auth", 5)
+    assert steps(report)["host_key"]["status"] == "ok"
+    assert f"the key {key} is encrypted and not in ssh-agent" in failed["detail"]
+    assert report["hint"] == (
+        f"load it into ssh-agent: ssh-add {key}; tether never prompts for a passphrase"
+    )
+    assert "ssh-add" in error_line(err)
+
+
 def test_an_ssh_config_others_can_write_stops_before_any_step(
     tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
 ) -> None:
@@ -340,3 +375,22 @@ def test_an_ssh_config_others_can_write_stops_before_any_step(
         f"tether: error: ssh_config: bad owner or permissions on {config}: writable by every "
         f"user (mode 0646) (chmod go-w {config})"
     )
+
+
+def test_an_unknown_server_with_a_host_certificate_is_filed_under_host_key(
+    tether: TetherRunner, engine: str, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    with certified_sshd(tmp_path / "certified") as (server, authority):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text("")
+        flags = [
+            *("--to", echo_server.address, "--via", server.via, "-i", str(server.client_key)),
+            *("--known-hosts", str(known_hosts), "--engine", engine),
+        ]
+        code, report, _ = diagnose(tether, *flags)
+    assert code == 5
+    failed = stopped_at(report, "host_key", 5)
+    assert failed["facts"]["refused"] == "unknown"
+    ca = key_fingerprint(Path(f"{authority}.pub"))
+    assert f"with a host certificate signed by CA {ca}" in failed["detail"]
+    assert "@cert-authority" in report["hint"] and "ssh-keyscan" not in report["hint"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -16,6 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import EchoServer, SilentServer
+from tests.support.ssh_setups import (
+    authorize,
+    certified_sshd,
+    encrypted_key,
+    fingerprint,
+    private_agent,
+)
 from tests.support.sshd_server import SshdServer, keygen
 from tests.support.tether_process import TetherRunner
 
@@ -439,6 +447,41 @@ def test_a_target_refusing_after_ready_is_a_reset(tether: TetherRunner, sshd: Ss
 # Messages that name the fix (issue 18): each the same on both engines, with its exit code.
 
 
+@pytest.mark.parametrize("with_agent", [True, False])
+def test_an_encrypted_key_not_in_the_agent_says_to_load_it(
+    tether: TetherRunner,
+    own_sshd: SshdServer,
+    echo_server: EchoServer,
+    tmp_path: Path,
+    with_agent: bool,
+) -> None:
+    """The key is the one the server takes, but encrypted, and the agent (this test's own,
+    holding nothing; or none at all) does not have it: the error says to load it, and
+    nothing prompts, with no terminal to prompt on."""
+    key = encrypted_key(tmp_path / "locked_ed25519")
+    authorize(own_sshd, key)
+    flags = [
+        *("--to", echo_server.address, "--via", own_sshd.via, "-i", str(key)),
+        *("--known-hosts", str(own_sshd.known_hosts), "--engine", str(own_sshd.engine)),
+    ]
+    with private_agent(tmp_path) as sock:
+        env = {"SSH_AUTH_SOCK": str(sock)} if with_agent else None
+        # setsid: no controlling terminal that ssh could open to ask for the passphrase.
+        code, out, err = tether.run("start", *flags, env=env, launcher=("setsid",))
+    assert code == 5 and out == ""
+    add = f"ssh-add {shlex.quote(str(key))}"
+    fix = (
+        f"load it into ssh-agent: {add}"
+        if with_agent
+        else f'start ssh-agent and load it: eval "$(ssh-agent)" && {add}'
+    )
+    assert one_line_error(err) == (
+        f"tether: error: SSH authentication to {own_sshd.via} failed: the key {key} is "
+        f"encrypted and not in ssh-agent, and no other key was accepted "
+        f"({fix}; tether never prompts for a passphrase)"
+    )
+
+
 def test_an_ssh_config_others_can_write_is_a_configuration_error(
     tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
 ) -> None:
@@ -508,3 +551,33 @@ def test_a_target_name_the_ssh_server_cannot_resolve(
     assert diagnosed == 6 and json.loads(report)["failed_step"] == "channel"
     assert steps["auth"]["status"] == "ok" and steps["channel"]["status"] == "fail"
     assert "the SSH server cannot resolve no-such-db.invalid" in steps["channel"]["detail"]
+
+
+def test_an_unknown_server_with_a_host_certificate_gets_its_authority_not_keyscan(
+    tether: TetherRunner, engine: str, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    """A server that presents a host certificate: trust its CA (@cert-authority), not the bare
+    key (ssh-keyscan pins it). The line the hint gives, with the CA's key, then works."""
+    with certified_sshd(tmp_path / "certified") as (server, authority):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text("")
+        flags = [
+            *("--to", echo_server.address, "--via", server.via, "-i", str(server.client_key)),
+            *("--known-hosts", str(known_hosts), "--engine", engine),
+        ]
+        code, _, err = tether.run("start", *flags)
+        assert code == 5
+        host = f"[127.0.0.1]:{server.port}"
+        key = fingerprint(Path(f"{server.host_key}.pub"))
+        ca = fingerprint(Path(f"{authority}.pub"))
+        fix = f'echo "@cert-authority {host} $(cat CA.pub)" >> {known_hosts}'
+        assert one_line_error(err) == (
+            f"tether: error: host key for {host} is not in {known_hosts} (server offers {key}, "
+            f"with a host certificate signed by CA {ca}) (if that CA is yours, trust it: "
+            f"{fix}, where CA.pub is its public key)"
+        )
+        subprocess.run(
+            ["bash", "-c", fix.replace("CA.pub", shlex.quote(f"{authority}.pub"))], check=True
+        )
+        code, _, err = tether.run("start", *flags, "--", "true")
+        assert code == 0, err

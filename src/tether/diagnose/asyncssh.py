@@ -19,11 +19,9 @@ from tether.errors import ConfigError, TransportUnreachableError
 from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports.base import LossCallback, PhaseCallback
-from tether.transports.ssh import SshTransport, TunnelClient
+from tether.transports.ssh import DEFAULT_KEYS, SshTransport, TunnelClient
 from tether.transports.sshsetup import check_files, target_error
 
-# The key files asyncssh (like ssh) tries when ssh_config names none.
-DEFAULT_KEYS = ("id_ed25519_sk", "id_ecdsa_sk", "id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
 CERTIFICATE = "-cert-v01@openssh.com"
 
 

@@ -7,7 +7,7 @@ import asyncio
 import getpass
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,8 +17,8 @@ from asyncssh.config import SSHClientConfig
 from tether.errors import (
     AuthenticationError,
     ConfigError,
+    HostKeyError,
     TargetFailure,
-    TetherError,
     TransportUnreachableError,
     describe,
     map_exceptions,
@@ -28,12 +28,21 @@ from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.relay import Conduit, End
 from tether.spec import DEFAULT_SSH_PORT, Endpoint, SshOptions, Via
 from tether.transports.base import LossCallback, PhaseCallback, Transport
-from tether.transports.sshsetup import KeyProblem, check_files, target_error
+from tether.transports import sshkeys
+from tether.transports.sshsetup import (
+    KeyProblem,
+    check_files,
+    login_refused,
+    target_error,
+)
 
 log = logging.getLogger("tether")
 
 # AES-GCM first: hardware-accelerated almost everywhere, and one pass for cipher and MAC.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+# The key files asyncssh (like ssh) tries when neither the tunnel nor ssh_config names one.
+DEFAULT_KEYS = ("id_ed25519_sk", "id_ecdsa_sk", "id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
 
 # Channel receive window and packet size we offer the server. A wider window keeps a high-latency
 # link busy; 2 MiB matches OpenSSH's own default for forwarded channels.
@@ -86,6 +95,7 @@ class _Resolved:
     port: int
     known_hosts: list[str]
     proxied: bool  # reached through a jump host
+    identity_files: tuple[str, ...] = ()  # ssh_config's IdentityFile
 
 
 class TunnelClient(asyncssh.SSHClient):
@@ -95,6 +105,8 @@ class TunnelClient(asyncssh.SSHClient):
         self._on_phase = on_phase
         self._on_lost = on_lost
         self.closing = False
+        #: The CA of the host certificate the server offered, when known_hosts trusts none.
+        self.host_authority: str | None = None
 
     def begin_auth(self, username: str) -> None:
         # Called once the server has sent its version, the key exchange is done and its host
@@ -105,6 +117,12 @@ class TunnelClient(asyncssh.SSHClient):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closing and self._on_lost is not None:
             self._on_lost(str(exc) if exc else "SSH connection closed by the server")
+
+    def validate_host_ca_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        # Never trusted here (known_hosts alone decides): remembered, so that the error can
+        # say which authority to trust instead of the bare key.
+        self.host_authority = key.get_fingerprint()
+        return False
 
     def password_auth_requested(self) -> None:
         return None
@@ -163,7 +181,8 @@ class SshTransport(Transport):
         else:
             listed = cast(list[str], config.get("UserKnownHostsFile", []))
             files = [f for f in listed if f != "none"] or [str(paths.known_hosts())]
-        return _Resolved(hostname, port, files, bool(config.get("ProxyJump")))
+        identities = tuple(cast(list[str], config.get("IdentityFile", [])))
+        return _Resolved(hostname, port, files, bool(config.get("ProxyJump")), identities)
 
     def _known_hosts(self, resolved: _Resolved) -> asyncssh.SSHKnownHosts:
         """The known hosts to verify the server with. A missing file means no entries: every
@@ -221,20 +240,27 @@ class SshTransport(Transport):
         config_files = self._config_files()
         resolved = self._resolve(config_files)
         known_hosts = self._known_hosts(resolved)
+        # The server's own connection's callbacks, once it is made.
+        made: list[TunnelClient] = []
+
+        def client_factory() -> TunnelClient:
+            made.append(self._new_client(on_phase, on_lost))
+            return made[-1]
+
         try:
             self._conn, client = await asyncssh.create_connection(
-                lambda: self._new_client(on_phase, on_lost),
+                client_factory,
                 self.via.host,
                 **self._connect_options(known_hosts, config_files),
             )
             self._client = cast(TunnelClient, client)
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise await self._host_key_error(known_hosts, resolved) from exc
+            authority = made[-1].host_authority if made else None
+            raise await self._host_key_error(known_hosts, resolved, authority) from exc
         except asyncssh.PermissionDenied as exc:
-            raise AuthenticationError(
-                f"SSH authentication to {self.via} failed: {exc.reason}",
-                hint="check the user, identity_file and ssh-agent; tether never prompts",
-                options=("identity_file",),
+            locked, agent = await sshkeys.locked_keys(self._key_files(resolved))
+            raise login_refused(
+                str(self.via), exc.reason, str(locked[0]) if locked else None, agent=agent
             ) from exc
         except asyncssh.KeyImportError as exc:
             if "passphrase" not in str(exc).lower():
@@ -283,9 +309,19 @@ class SshTransport(Transport):
         )
         return trusted, authorities, revoked
 
+    def _key_files(self, resolved: _Resolved) -> list[Path]:
+        """The keys this login could use, as asyncssh picks them: the identity files named,
+        else ssh_config's, else the default ones."""
+        named = self.options.identity_files or resolved.identity_files
+        names = named or tuple(f"~/.ssh/{name}" for name in DEFAULT_KEYS)
+        return [Path(name).expanduser() for name in names]
+
     async def _host_key_error(
-        self, known_hosts: asyncssh.SSHKnownHosts, resolved: _Resolved
-    ) -> TetherError:
+        self,
+        known_hosts: asyncssh.SSHKnownHosts,
+        resolved: _Resolved,
+        authority: str | None = None,
+    ) -> HostKeyError:
         """Explain a host-key failure: which key the server showed and how to trust it, for
         the host and port ssh_config really leads to."""
         key = None
@@ -306,7 +342,10 @@ class SshTransport(Transport):
             kind = "authority"
         fingerprint = key.get_fingerprint() if key is not None else None
         where = str(Path(resolved.known_hosts[0]).expanduser())
-        return KeyProblem(kind, resolved.hostname, resolved.port, where, fingerprint).error()
+        problem = KeyProblem(kind, resolved.hostname, resolved.port, where, fingerprint)
+        if kind == "unknown" and authority is not None:
+            problem = replace(problem, authority=authority)
+        return problem.error()
 
     async def open(self, target: Endpoint, end: End) -> Conduit:
         if self._conn is None:

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import re
 import subprocess
 from pathlib import Path
 
-from tether.errors import AuthenticationError, TetherError, TransportUnreachableError
-from tether.transports.sshsetup import KeyProblem, config_problem, unsafe_config
+from tether.errors import TetherError, TransportUnreachableError
+from tether.transports import sshkeys
+from tether.transports.sshsetup import (
+    KeyProblem,
+    config_problem,
+    login_refused,
+    unsafe_config,
+)
 
 HELPER_TIMEOUT = 10.0
 
@@ -41,14 +48,20 @@ async def output(argv: list[str], data: bytes | None = None) -> str:
     return out.decode(errors="replace")
 
 
-async def resolve(argv: list[str]) -> dict[str, str]:
+async def resolve(argv: list[str]) -> dict[str, list[str]]:
     """What ssh makes of the host after ssh_config: `ssh -G` with the master's own arguments
-    (hostname, port, userknownhostsfile, ...)."""
-    resolved: dict[str, str] = {}
+    (hostname, port, userknownhostsfile, ...), every value of a key in order (identityfile is
+    often repeated)."""
+    resolved: dict[str, list[str]] = {}
     for line in (await output([argv[0], "-G", *argv[1:]])).splitlines():
         key, _, value = line.partition(" ")
-        resolved.setdefault(key, value)
+        resolved.setdefault(key, []).append(value)
     return resolved
+
+
+def first(resolved: dict[str, list[str]], key: str, default: str) -> str:
+    """The value of ``key`` that ssh uses (the first), or ``default``."""
+    return resolved.get(key, [default])[0]
 
 
 # What a master that exits during start-up says, and what it means. OpenSSH 7.6 to 9.x.
@@ -57,16 +70,20 @@ _KEY_CHANGED = re.compile(r"Host key for (\S+) has changed and you have requeste
 _KEY_REVOKED = re.compile(r"host key for (\S+) is marked as revoked")
 _FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
 _OFFENDING = re.compile(r"Offending \S+ key in (.+):\d+")
-_DENIED = re.compile(r"Permission denied \((.*)\)")
+# "user@host: Permission denied (publickey)." from 7.x on; user@host is who logged in where.
+_DENIED = re.compile(r"(?:(?P<login>\S+@\S+): )?Permission denied \((?P<methods>.*)\)")
 _UNRESOLVED = re.compile(r"Could not resolve hostname (\S+): (.+)")
 _BAD_CONFIG = re.compile(r"Bad owner or permissions on (.+)$", re.M)
+_SIGNING_CA = re.compile(r"Signing CA: \S+ (SHA256:[A-Za-z0-9+/=]+)")
 
 
-async def startup_error(stderr: str, resolved: dict[str, str], via: str) -> TetherError:
+async def startup_error(stderr: str, resolved: dict[str, list[str]], via: str) -> TetherError:
     """tether's error for a master that exited before it was up, from what it printed; ``via``
     names the server as the user did. The words follow the asyncssh engine's."""
     last = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh exited"
-    known_hosts = resolved.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
+    known_hosts = first(resolved, "userknownhostsfile", "~/.ssh/known_hosts").split()[0]
+    proxied = first(resolved, "proxyjump", "none") != "none"
+    proxied = proxied or first(resolved, "proxycommand", "none") != "none"
     bad_config = _BAD_CONFIG.search(stderr)
     if bad_config:  # an ssh_config that tether did not check itself: one it includes
         return _unsafe_config(bad_config.group(1).strip())
@@ -89,29 +106,32 @@ async def startup_error(stderr: str, resolved: dict[str, str], via: str) -> Teth
                 port,
                 where,
                 fingerprint.group(1) if fingerprint else await _fingerprint(hostname, port),
+                # Behind a jump host, the server cannot be asked from here.
+                await _authority(hostname, port) if kind == "unknown" and not proxied else None,
             ).error()
     if "Host key verification failed" in stderr:
         return KeyProblem(
             "unknown",
-            resolved.get("hostname", "?"),
-            int(resolved.get("port", "22")),
+            first(resolved, "hostname", "?"),
+            int(first(resolved, "port", "22")),
             known_hosts,
         ).error()
     denied = _DENIED.search(stderr)
     if denied:
-        return AuthenticationError(
-            f"SSH authentication to {via} failed: Permission denied ({denied.group(1)})",
-            hint="check the user, identity_file and ssh-agent; tether never prompts",
-            options=("identity_file",),
+        keys = [path for name in resolved.get("identityfile", []) if (path := _expand(name))]
+        locked, agent = await sshkeys.locked_keys(keys)
+        return login_refused(
+            via,
+            f"Permission denied ({denied.group('methods')})",
+            str(locked[0]) if locked else None,
+            agent=agent,
         )
     unresolved = _UNRESOLVED.search(stderr)
     if unresolved:
         return TransportUnreachableError(
             f"cannot resolve SSH server {unresolved.group(1)}: {unresolved.group(2)}"
         )
-    return TransportUnreachableError(
-        f"cannot reach SSH server {via}: {last.removeprefix('ssh: ')}"
-    )
+    return TransportUnreachableError(f"cannot reach SSH server {via}: {last.removeprefix('ssh: ')}")
 
 
 def _unsafe_config(path: str) -> TetherError:
@@ -120,6 +140,24 @@ def _unsafe_config(path: str) -> TetherError:
     except OSError:
         problem = None
     return unsafe_config(path, problem)
+
+
+def _expand(name: str) -> Path | None:
+    """An IdentityFile as `ssh -G` prints it (before ssh expands it), as ssh reads it: "~" and
+    %d are the passwd home, %u the user, %% a "%". None for other tokens, which name the
+    host or the connection."""
+    account = pwd.getpwuid(os.getuid())
+    if name.startswith("~/"):
+        name = account.pw_dir + name[1:]
+    tokens = {"%": "%", "d": account.pw_dir, "u": account.pw_name}
+    words = []
+    for word in re.split(r"(%.)", name):
+        if word.startswith("%") and len(word) == 2:
+            if word[1] not in tokens:
+                return None
+            word = tokens[word[1]]
+        words.append(word)
+    return Path("".join(words))
 
 
 def _host_and_port(host: str) -> tuple[str, int]:
@@ -133,6 +171,16 @@ async def _only_authorities(host: str, known_hosts: str) -> bool:
     found = await output(["ssh-keygen", "-F", host, "-f", str(Path(known_hosts).expanduser())])
     markers = re.findall(r"^# Host .* found: line \d+ ?(.*)$", found, re.M)
     return bool(markers) and all(marker.strip() == "CA" for marker in markers)
+
+
+async def _authority(hostname: str, port: int) -> str | None:
+    """The fingerprint of the CA that signed the host certificate the server offers, if it
+    offers one (asked of it directly, as ssh-keyscan -c does)."""
+    scan = await output(["ssh-keyscan", "-c", "-T", "5", "-p", str(port), hostname])
+    if not scan.strip():
+        return None
+    found = _SIGNING_CA.search(await output(["ssh-keygen", "-L", "-f", "-"], scan.encode()))
+    return found.group(1) if found else None
 
 
 async def _fingerprint(hostname: str, port: int) -> str | None:

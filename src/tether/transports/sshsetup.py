@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tether import paths
-from tether.errors import ConfigError, HostKeyError, TargetFailure, TargetUnreachableError
+from tether.errors import (
+    AuthenticationError,
+    ConfigError,
+    HostKeyError,
+    TargetFailure,
+    TargetUnreachableError,
+)
 from tether.files import CONFIG_LIMIT, KEY_LIMIT, KNOWN_HOSTS_LIMIT, read_regular
 from tether.spec import Endpoint, SshOptions
 
@@ -129,6 +135,31 @@ def target_error(
     return TargetUnreachableError(f"{message}: {reason}", kind=kind)
 
 
+NEVER_PROMPTS = "tether never prompts"
+
+
+def login_refused(
+    via: str, reason: str, locked: str | None = None, *, agent: bool = False
+) -> AuthenticationError:
+    """The server of ``via`` accepted no key. ``locked`` is an encrypted key that the login
+    could have used, had ssh-agent held it (``agent``: whether one answered)."""
+    if locked is None:
+        return AuthenticationError(
+            f"SSH authentication to {via} failed: {reason}",
+            hint=f"check the user, identity_file and ssh-agent; {NEVER_PROMPTS}",
+            options=("identity_file",),
+        )
+    add = f"ssh-add {shlex.quote(locked)}"
+    load = f"load it into ssh-agent: {add}"
+    if not agent:
+        load = f'start ssh-agent and load it: eval "$(ssh-agent)" && {add}'
+    return AuthenticationError(
+        f"SSH authentication to {via} failed: the key {locked} is encrypted and not in "
+        "ssh-agent, and no other key was accepted",
+        hint=f"{load}; {NEVER_PROMPTS} for a passphrase",
+    )
+
+
 def unreadable_lines(data: bytes) -> int:
     """How many lines of a known_hosts file ssh skips: not UTF-8, or too few fields for an
     entry ([marker] hosts keytype key)."""
@@ -157,6 +188,8 @@ class KeyProblem:
     port: int
     known_hosts: str
     fingerprint: str | None = None
+    #: The fingerprint of the CA that signed the host certificate the server offers, if any.
+    authority: str | None = None
 
     @property
     def host(self) -> str:
@@ -183,6 +216,15 @@ class KeyProblem:
                 f"{where} trusts only certificate authorities for {self.host}, and the server "
                 f"offers no host certificate signed by one (it offers {offers})",
                 hint="give the server a host certificate, or add its key to known_hosts",
+            )
+        if self.authority is not None:
+            # Pinning the bare key (ssh-keyscan) would outlive the certificate's rotation:
+            # the server's authority is what to trust.
+            return HostKeyError(
+                f"host key for {self.host} is not in {where} (server offers {offers}, with a "
+                f"host certificate signed by CA {self.authority})",
+                hint=f'if that CA is yours, trust it: echo "@cert-authority {self.host} '
+                f'$(cat CA.pub)" >> {where}, where CA.pub is its public key',
             )
         return HostKeyError(
             f"host key for {self.host} is not in {where} (server offers {offers})",

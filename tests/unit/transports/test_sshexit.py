@@ -22,7 +22,7 @@ from tether.errors import (
 )
 from tether.transports import sshexit
 
-RESOLVED = {"hostname": "127.0.0.1", "userknownhostsfile": "/k/known_hosts"}
+RESOLVED = {"hostname": ["127.0.0.1"], "userknownhostsfile": ["/k/known_hosts"]}
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ async def test_what_ssh_said_becomes_one_error(
     stderr: str, kind: type[TetherError], words: str, closed_port: int
 ) -> None:
     said = stderr.replace("{port}", str(closed_port))
-    error = await sshexit.startup_error(said, {**RESOLVED, "port": str(closed_port)}, "ssh://db")
+    error = await sshexit.startup_error(said, {**RESOLVED, "port": [str(closed_port)]}, "ssh://db")
     words = words.replace("{port}", str(closed_port))
     assert type(error) is kind
     assert re.search(words, str(error)), str(error)

@@ -1,5 +1,5 @@
 """What both SSH engines check and say alike: ssh_config's owner and mode as ssh checks them, a
-target the SSH server cannot resolve."""
+target the SSH server cannot resolve, a login without a key, a host certificate's CA."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ import pytest
 
 from tether.errors import ConfigError
 from tether.spec import Endpoint, SshOptions
-from tether.transports.sshsetup import check_files, config_problem, target_error
+from tether.transports.sshsetup import (
+    KeyProblem,
+    check_files,
+    config_problem,
+    login_refused,
+    target_error,
+)
 
 
 def stat_of(mode: int, uid: int, gid: int) -> os.stat_result:
@@ -69,3 +75,24 @@ def test_a_target_the_server_cannot_resolve() -> None:
     refused = target_error(Endpoint("db", 1), "ssh://b", "Connection refused", "refused")
     assert str(refused) == "cannot connect to db:1 through ssh://b: Connection refused"
     assert refused.kind == "refused" and refused.hint is None
+
+
+def test_an_encrypted_key_outside_the_agent() -> None:
+    error = login_refused("ssh://b", "Permission denied", "/k/my key", agent=True)
+    assert error.exit_code == 5
+    assert (
+        error.hint
+        == "load it into ssh-agent: ssh-add '/k/my key'; tether never prompts for a passphrase"
+    )
+    without = login_refused("ssh://b", "Permission denied", "/k/id", agent=False)
+    assert without.hint is not None and 'eval "$(ssh-agent)" && ssh-add /k/id' in without.hint
+
+
+def test_a_host_certificate_suggests_its_authority_not_the_bare_key() -> None:
+    error = KeyProblem("unknown", "h", 2222, "/kh", "SHA256:k", authority="SHA256:ca").error()
+    assert error.message == (
+        "host key for [h]:2222 is not in /kh (server offers SHA256:k, with a host certificate "
+        "signed by CA SHA256:ca)"
+    )
+    assert error.hint is not None and "ssh-keyscan" not in error.hint
+    assert '@cert-authority [h]:2222 $(cat CA.pub)" >> /kh' in error.hint
