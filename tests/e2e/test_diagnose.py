@@ -17,6 +17,8 @@ from tests.support.ssh_setups import (
     authorize,
     certified_sshd,
     encrypted_key,
+    jump_config,
+    jump_pair,
     private_agent,
 )
 from tests.support.ssh_setups import fingerprint as key_fingerprint
@@ -360,6 +362,49 @@ def test_an_encrypted_key_not_in_the_agent_fails_auth_with_ssh_add(
         f"load it into ssh-agent: ssh-add {key}; tether never prompts for a passphrase"
     )
     assert "ssh-add" in error_line(err)
+
+
+def test_a_jump_hosts_refused_login_is_filed_under_auth_naming_the_hop(
+    tether: TetherRunner, engine: str, tmp_path: Path
+) -> None:
+    """Not under host_key: the server's host key was never shown, and the login that failed
+    is the jump host's."""
+    with jump_pair(tmp_path) as (jump, inner):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(jump.known_hosts.read_text() + inner.known_hosts.read_text())
+        config = jump_config(tmp_path / "config", jump, inner, known_hosts, jump_user="nobody-here")
+        flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", engine]
+        code, report, _ = diagnose(tether, "--to", "127.0.0.1:1", *flags)
+    assert code == 5
+    failed = stopped_at(report, "auth", 5)
+    assert failed["facts"]["hop"] == "nobody-here@127.0.0.1"
+    assert failed["detail"].startswith(
+        "SSH authentication to jump host nobody-here@127.0.0.1 (ProxyJump jump) failed"
+    )
+    host_key = steps(report)["host_key"]
+    assert host_key["status"] == "skipped" and host_key["ms"] is None
+    assert host_key["detail"] == (
+        "not reached: the login to jump host nobody-here@127.0.0.1 failed first"
+    )
+    assert steps(report)["banner"]["status"] == "ok"  # the jump host's, which answered
+    assert "ssh_config gives the jump host" in report["hint"]
+
+
+def test_a_jump_hosts_unknown_host_key_names_the_hop(
+    tether: TetherRunner, engine: str, tmp_path: Path
+) -> None:
+    with jump_pair(tmp_path) as (jump, inner):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(inner.known_hosts.read_text())  # the jump host's key unknown
+        config = jump_config(tmp_path / "config", jump, inner, known_hosts)
+        flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", engine]
+        code, report, _ = diagnose(tether, "--to", "127.0.0.1:1", *flags)
+    assert code == 5
+    failed = stopped_at(report, "host_key", 5)
+    hop = f"[127.0.0.1]:{jump.port}"
+    assert failed["facts"]["hop"] == hop and failed["facts"]["refused"] == "unknown"
+    assert failed["detail"].startswith(f"host key for jump host {hop} is not in {known_hosts}")
+    assert fingerprint(jump) in failed["detail"]
 
 
 def test_an_ssh_config_others_can_write_stops_before_any_step(

@@ -22,6 +22,8 @@ from tests.support.ssh_setups import (
     certified_sshd,
     encrypted_key,
     fingerprint,
+    jump_config,
+    jump_pair,
     private_agent,
 )
 from tests.support.sshd_server import SshdServer, keygen
@@ -479,6 +481,24 @@ def test_an_encrypted_key_not_in_the_agent_says_to_load_it(
         f"tether: error: SSH authentication to {own_sshd.via} failed: the key {key} is "
         f"encrypted and not in ssh-agent, and no other key was accepted "
         f"({fix}; tether never prompts for a passphrase)"
+    )
+
+
+def test_a_jump_hosts_refused_login_names_the_hop(
+    tether: TetherRunner, engine: str, tmp_path: Path
+) -> None:
+    """A wrong user on the ProxyJump hop: the hop is named, not the server behind it."""
+    with jump_pair(tmp_path) as (jump, inner):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(jump.known_hosts.read_text() + inner.known_hosts.read_text())
+        config = jump_config(tmp_path / "config", jump, inner, known_hosts, jump_user="nobody-here")
+        flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", engine]
+        code, _, err = tether.run("start", "--to", "127.0.0.1:1", *flags)
+    assert code == 5
+    assert one_line_error(err) == (
+        "tether: error: SSH authentication to jump host nobody-here@127.0.0.1 (ProxyJump jump) "
+        "failed: Permission denied, so ssh://inner was not reached (check the User and "
+        "IdentityFile that ssh_config gives the jump host, and ssh-agent; tether never prompts)"
     )
 
 

@@ -1,5 +1,5 @@
 """SSH setups that tests of failures share: an encrypted key, a private ssh-agent that holds
-nothing, a server with a host certificate."""
+nothing, a jump host in front of a server, a server with a host certificate."""
 
 from __future__ import annotations
 
@@ -44,6 +44,39 @@ def private_agent(directory: Path) -> Iterator[Path]:
     finally:
         agent.terminate()
         agent.wait()
+
+
+@contextmanager
+def jump_pair(directory: Path) -> Iterator[tuple[SshdServer, SshdServer]]:
+    """Two sshd: the jump host, and the server behind it."""
+    require_sshd()
+    with SshdServer(directory / "jump") as jump, SshdServer(directory / "inner") as inner:
+        yield jump, inner
+
+
+def jump_config(
+    path: Path,
+    jump: SshdServer,
+    inner: SshdServer,
+    known_hosts: Path,
+    *,
+    jump_user: str | None = None,
+) -> Path:
+    """An ssh_config where Host inner is reached through ProxyJump jump; ``jump_user`` logs
+    in to the jump host instead of its own user."""
+    blocks = []
+    for alias, server, user, extra in (
+        ("jump", jump, jump_user or jump.user, ""),
+        ("inner", inner, inner.user, "  ProxyJump jump\n"),
+    ):
+        blocks.append(
+            f"Host {alias}\n  HostName {server.host}\n  Port {server.port}\n  User {user}\n"
+            f"  IdentityFile {server.client_key}\n  UserKnownHostsFile {known_hosts}\n"
+            f"  IdentitiesOnly yes\n{extra}"
+        )
+    path.write_text("".join(blocks))
+    path.chmod(0o600)
+    return path
 
 
 @contextmanager

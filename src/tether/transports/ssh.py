@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import re
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from tether.errors import (
     HostKeyError,
     TargetFailure,
     TransportUnreachableError,
+    UsageError,
     describe,
     map_exceptions,
 )
@@ -32,6 +34,7 @@ from tether.transports import sshkeys
 from tether.transports.sshsetup import (
     KeyProblem,
     check_files,
+    hop_refused,
     login_refused,
     target_error,
 )
@@ -43,6 +46,8 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 # The key files asyncssh (like ssh) tries when neither the tunnel nor ssh_config names one.
 DEFAULT_KEYS = ("id_ed25519_sk", "id_ecdsa_sk", "id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
+# asyncssh's words for a login that no key passed: who logged in where.
+_DENIED_LOGIN = re.compile(r"Permission denied for user (\S+) on host (\S+)")
 
 # Channel receive window and packet size we offer the server. A wider window keeps a high-latency
 # link busy; 2 MiB matches OpenSSH's own default for forwarded channels.
@@ -95,6 +100,7 @@ class _Resolved:
     port: int
     known_hosts: list[str]
     proxied: bool  # reached through a jump host
+    jump: str = ""  # ssh_config's ProxyJump, as it spells it
     identity_files: tuple[str, ...] = ()  # ssh_config's IdentityFile
 
 
@@ -181,8 +187,9 @@ class SshTransport(Transport):
         else:
             listed = cast(list[str], config.get("UserKnownHostsFile", []))
             files = [f for f in listed if f != "none"] or [str(paths.known_hosts())]
+        jump = str(config.get("ProxyJump") or "")
         identities = tuple(cast(list[str], config.get("IdentityFile", [])))
-        return _Resolved(hostname, port, files, bool(config.get("ProxyJump")), identities)
+        return _Resolved(hostname, port, files, bool(jump), jump, identities)
 
     def _known_hosts(self, resolved: _Resolved) -> asyncssh.SSHKnownHosts:
         """The known hosts to verify the server with. A missing file means no entries: every
@@ -240,7 +247,7 @@ class SshTransport(Transport):
         config_files = self._config_files()
         resolved = self._resolve(config_files)
         known_hosts = self._known_hosts(resolved)
-        # The server's own connection's callbacks, once it is made.
+        # The server's own connection, once made (a ProxyJump hop's login comes before it).
         made: list[TunnelClient] = []
 
         def client_factory() -> TunnelClient:
@@ -255,9 +262,15 @@ class SshTransport(Transport):
             )
             self._client = cast(TunnelClient, client)
         except asyncssh.HostKeyNotVerifiable as exc:
+            if resolved.jump and not made:
+                raise await self._hop_host_key_error(exc.reason, resolved.jump) from exc
             authority = made[-1].host_authority if made else None
             raise await self._host_key_error(known_hosts, resolved, authority) from exc
         except asyncssh.PermissionDenied as exc:
+            if resolved.jump and not made:
+                login = _DENIED_LOGIN.fullmatch(exc.reason)
+                hop = f"{login.group(1)}@{login.group(2)}" if login else resolved.jump
+                raise hop_refused(hop, resolved.jump, str(self.via)) from exc
             locked, agent = await sshkeys.locked_keys(self._key_files(resolved))
             raise login_refused(
                 str(self.via), exc.reason, str(locked[0]) if locked else None, agent=agent
@@ -316,11 +329,34 @@ class SshTransport(Transport):
         names = named or tuple(f"~/.ssh/{name}" for name in DEFAULT_KEYS)
         return [Path(name).expanduser() for name in names]
 
+    async def _hop_host_key_error(self, reason: str, jump: str) -> HostKeyError:
+        """A ProxyJump hop's host key failed: explained as for the server, for the hop whose
+        host asyncssh names (it checks a hop against the known_hosts that ssh_config gives
+        the hop, not the tunnel's)."""
+        host = reason.rpartition(" for host ")[2]
+        hops = [hop.removeprefix("ssh://") for hop in jump.split(",")]
+        for hop in hops:
+            try:
+                via = Via.parse(f"ssh://{hop}", what="ProxyJump")
+            except UsageError:
+                break
+            transport = SshTransport(via, replace(self.options, known_hosts=None))
+            resolved = transport._resolve(transport._config_files())
+            if resolved.hostname != host and hop != hops[-1]:
+                continue
+            known_hosts = transport._known_hosts(resolved)
+            return await transport._host_key_error(known_hosts, resolved, jump=jump)
+        error = HostKeyError(f"host key of jump host {host} (ProxyJump {jump}): {reason}")
+        error.hop = host
+        return error
+
     async def _host_key_error(
         self,
         known_hosts: asyncssh.SSHKnownHosts,
         resolved: _Resolved,
         authority: str | None = None,
+        *,
+        jump: str | None = None,
     ) -> HostKeyError:
         """Explain a host-key failure: which key the server showed and how to trust it, for
         the host and port ssh_config really leads to."""
@@ -342,7 +378,7 @@ class SshTransport(Transport):
             kind = "authority"
         fingerprint = key.get_fingerprint() if key is not None else None
         where = str(Path(resolved.known_hosts[0]).expanduser())
-        problem = KeyProblem(kind, resolved.hostname, resolved.port, where, fingerprint)
+        problem = KeyProblem(kind, resolved.hostname, resolved.port, where, fingerprint, jump=jump)
         if kind == "unknown" and authority is not None:
             problem = replace(problem, authority=authority)
         return problem.error()

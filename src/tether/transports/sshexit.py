@@ -19,6 +19,7 @@ from tether.transports import sshkeys
 from tether.transports.sshsetup import (
     KeyProblem,
     config_problem,
+    hop_refused,
     login_refused,
     unsafe_config,
 )
@@ -74,6 +75,9 @@ _OFFENDING = re.compile(r"Offending \S+ key in (.+):\d+")
 _DENIED = re.compile(r"(?:(?P<login>\S+@\S+): )?Permission denied \((?P<methods>.*)\)")
 _UNRESOLVED = re.compile(r"Could not resolve hostname (\S+): (.+)")
 _BAD_CONFIG = re.compile(r"Bad owner or permissions on (.+)$", re.M)
+# What the master says when its ProxyJump hop (its ProxyCommand, `ssh -W`) exited before the
+# master's own server spoke: whatever the hop said before is about the hop.
+_HOP_CLOSED = re.compile(r"(?:kex|ssh)_exchange_identification: |Connection closed by UNKNOWN")
 _SIGNING_CA = re.compile(r"Signing CA: \S+ (SHA256:[A-Za-z0-9+/=]+)")
 
 
@@ -82,8 +86,8 @@ async def startup_error(stderr: str, resolved: dict[str, list[str]], via: str) -
     names the server as the user did. The words follow the asyncssh engine's."""
     last = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh exited"
     known_hosts = first(resolved, "userknownhostsfile", "~/.ssh/known_hosts").split()[0]
-    proxied = first(resolved, "proxyjump", "none") != "none"
-    proxied = proxied or first(resolved, "proxycommand", "none") != "none"
+    jump = first(resolved, "proxyjump", "none")
+    proxied = jump != "none" or first(resolved, "proxycommand", "none") != "none"
     bad_config = _BAD_CONFIG.search(stderr)
     if bad_config:  # an ssh_config that tether did not check itself: one it includes
         return _unsafe_config(bad_config.group(1).strip())
@@ -100,6 +104,7 @@ async def startup_error(stderr: str, resolved: dict[str, list[str]], via: str) -
             if kind == "unknown" and await _only_authorities(found.group(1), where):
                 kind = "authority"  # ssh fell back from certificates to a plain, unknown key
             fingerprint = _FINGERPRINT.search(stderr)
+            hop = jump != "none" and _HOP_CLOSED.search(stderr, found.end()) is not None
             return KeyProblem(
                 kind,
                 hostname,
@@ -108,6 +113,7 @@ async def startup_error(stderr: str, resolved: dict[str, list[str]], via: str) -
                 fingerprint.group(1) if fingerprint else await _fingerprint(hostname, port),
                 # Behind a jump host, the server cannot be asked from here.
                 await _authority(hostname, port) if kind == "unknown" and not proxied else None,
+                jump=jump if hop else None,
             ).error()
     if "Host key verification failed" in stderr:
         return KeyProblem(
@@ -116,8 +122,11 @@ async def startup_error(stderr: str, resolved: dict[str, list[str]], via: str) -
             int(first(resolved, "port", "22")),
             known_hosts,
         ).error()
-    denied = _DENIED.search(stderr)
+    # The last one: a hop's comes before the master's own.
+    denied = next(reversed(list(_DENIED.finditer(stderr))), None)
     if denied:
+        if jump != "none" and _HOP_CLOSED.search(stderr, denied.end()):
+            return hop_refused(denied.group("login") or jump, jump, via)
         keys = [path for name in resolved.get("identityfile", []) if (path := _expand(name))]
         locked, agent = await sshkeys.locked_keys(keys)
         return login_refused(

@@ -160,6 +160,19 @@ def login_refused(
     )
 
 
+def hop_refused(hop: str, jump: str, via: str) -> AuthenticationError:
+    """A ProxyJump hop (``hop``: user@host, as its login named them) accepted no key, so the
+    server of ``via`` behind it was never reached."""
+    error = AuthenticationError(
+        f"SSH authentication to jump host {hop} (ProxyJump {jump}) failed: Permission denied, "
+        f"so {via} was not reached",
+        hint=f"check the User and IdentityFile that ssh_config gives the jump host, and "
+        f"ssh-agent; {NEVER_PROMPTS}",
+    )
+    error.hop = hop
+    return error
+
+
 def unreadable_lines(data: bytes) -> int:
     """How many lines of a known_hosts file ssh skips: not UTF-8, or too few fields for an
     entry ([marker] hosts keytype key)."""
@@ -190,6 +203,8 @@ class KeyProblem:
     fingerprint: str | None = None
     #: The fingerprint of the CA that signed the host certificate the server offers, if any.
     authority: str | None = None
+    #: The ProxyJump (as ssh_config spells it) when the host is one of its hops.
+    jump: str | None = None
 
     @property
     def host(self) -> str:
@@ -197,23 +212,31 @@ class KeyProblem:
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
     def error(self) -> HostKeyError:
+        error = self._error()
+        if self.jump is not None:
+            error.hop = self.host
+        return error
+
+    def _error(self) -> HostKeyError:
         offers = self.fingerprint or "unknown"
         where = self.known_hosts
+        # A ProxyJump hop's key says so: the server of --via is another one.
+        named = f"jump host {self.host}" if self.jump is not None else self.host
         if self.kind == "revoked":
             return HostKeyError(
-                f"host key for {self.host} ({offers}) is marked @revoked in {where}",
+                f"host key for {named} ({offers}) is marked @revoked in {where}",
                 hint="do not connect until the server has a new key",
             )
         if self.kind == "changed":
             return HostKeyError(
-                f"host key for {self.host} does not match {where} (server offers {offers}); "
+                f"host key for {named} does not match {where} (server offers {offers}); "
                 "this may be an attack",
                 hint=f"if the change is expected, remove the old key: "
                 f"ssh-keygen -R '{self.host}' -f {where}",
             )
         if self.kind == "authority":
             return HostKeyError(
-                f"{where} trusts only certificate authorities for {self.host}, and the server "
+                f"{where} trusts only certificate authorities for {named}, and the server "
                 f"offers no host certificate signed by one (it offers {offers})",
                 hint="give the server a host certificate, or add its key to known_hosts",
             )
@@ -221,13 +244,13 @@ class KeyProblem:
             # Pinning the bare key (ssh-keyscan) would outlive the certificate's rotation:
             # the server's authority is what to trust.
             return HostKeyError(
-                f"host key for {self.host} is not in {where} (server offers {offers}, with a "
+                f"host key for {named} is not in {where} (server offers {offers}, with a "
                 f"host certificate signed by CA {self.authority})",
                 hint=f'if that CA is yours, trust it: echo "@cert-authority {self.host} '
                 f'$(cat CA.pub)" >> {where}, where CA.pub is its public key',
             )
         return HostKeyError(
-            f"host key for {self.host} is not in {where} (server offers {offers})",
+            f"host key for {named} is not in {where} (server offers {offers})",
             hint=f"after checking the fingerprint, trust it: "
             f"ssh-keyscan -p {self.port} {self.hostname} >> {where}",
         )

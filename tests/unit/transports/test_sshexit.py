@@ -33,6 +33,43 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+HOP_CLOSED = (
+    "kex_exchange_identification: Connection closed by remote host\n"
+    "Connection closed by UNKNOWN port 65535"
+)
+
+
+async def test_a_jump_hosts_refusal_names_the_hop(closed_port: int) -> None:
+    """The hop's ssh (ssh -W) writes to the master's stderr; the master, whose own server
+    never spoke, then says so: what came before is the hop's."""
+    said = f"nobody@10.0.0.9: Permission denied (publickey).\n{HOP_CLOSED}"
+    resolved = {**RESOLVED, "proxyjump": ["bastion-j"], "port": [str(closed_port)]}
+    error = await sshexit.startup_error(said, resolved, "ssh://inner")
+    assert type(error) is AuthenticationError and error.hop == "nobody@10.0.0.9"
+    assert error.message == (
+        "SSH authentication to jump host nobody@10.0.0.9 (ProxyJump bastion-j) failed: "
+        "Permission denied, so ssh://inner was not reached"
+    )
+    # The server's own refusal through the hop is the server's.
+    said = "root@127.0.0.1: Permission denied (publickey)."
+    error = await sshexit.startup_error(said, resolved, "ssh://inner")
+    assert type(error) is AuthenticationError and error.hop is None
+    assert error.message.startswith("SSH authentication to ssh://inner failed: Permission denied")
+
+
+async def test_a_jump_hosts_unknown_key_names_the_hop(closed_port: int) -> None:
+    said = (
+        f"No ED25519 host key is known for [127.0.0.1]:{closed_port} and you have requested "
+        f"strict checking.\nHost key verification failed.\n{HOP_CLOSED}"
+    )
+    resolved = {**RESOLVED, "proxyjump": ["bastion-j"], "port": ["22"]}
+    error = await sshexit.startup_error(said, resolved, "ssh://inner")
+    assert type(error) is HostKeyError and error.hop == f"[127.0.0.1]:{closed_port}"
+    assert error.message.startswith(
+        f"host key for jump host [127.0.0.1]:{closed_port} is not in /k/known_hosts"
+    )
+
+
 async def test_an_ssh_config_ssh_refuses(tmp_path: Path) -> None:
     config = tmp_path / "included"
     config.write_text("")
