@@ -82,6 +82,9 @@ class AuthenticationError(TetherError):
     """The SSH server refused our credentials."""
 
     exit_code = 5
+    #: The ProxyJump hop (user@host) whose login or host key failed, when it is not the
+    #: server of --via itself.
+    hop: str | None = None
 
 
 class HostKeyError(AuthenticationError):

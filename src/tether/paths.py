@@ -4,6 +4,7 @@ the background logs, the config file and the default known_hosts."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,16 +13,43 @@ CONFIG_ENV = "TETHER_CONFIG"
 SSH_CONFIG_ENV = "TETHER_SSH_CONFIG"
 
 
-def runtime_directory(environ: Mapping[str, str] = os.environ) -> Path:
-    """The registry: $TETHER_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tether, else a per-user
-    directory in the temp dir."""
+#: Where systemd-logind (and user-runtime-dir@.service) makes each user's runtime directory.
+RUN_USER = Path("/run/user")
+
+
+def runtime_directory(
+    environ: Mapping[str, str] = os.environ, *, run_user: Path = RUN_USER, uid: int | None = None
+) -> Path:
+    """The registry: $TETHER_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tether, else
+    /run/user/UID/tether when that directory is the user's own, else a per-user directory in
+    the temp dir.
+
+    A shell of `su` or `sudo -u` has no XDG_RUNTIME_DIR, while the user's systemd units (and
+    login shells) register in /run/user/UID: looking there too, `tether list` and `tether
+    start` in such a shell meet them. It is taken only as systemd makes it: a directory, not a
+    symlink, owned by the user, with no access for anyone else.
+    """
     if environ.get(RUNTIME_ENV):
         return Path(environ[RUNTIME_ENV])
     if environ.get("XDG_RUNTIME_DIR"):
         return Path(environ["XDG_RUNTIME_DIR"]) / "tether"
+    uid = os.getuid() if uid is None else uid
+    own = run_user / str(uid)
+    if _private_directory(own, uid):
+        return own / "tether"
     import tempfile  # here: the common cases above need none of what it loads
 
-    return Path(tempfile.gettempdir()) / f"tether-{os.getuid()}"
+    return Path(tempfile.gettempdir()) / f"tether-{uid}"
+
+
+def _private_directory(path: Path, uid: int) -> bool:
+    """Whether ``path`` is a directory (not a symlink to one) of ``uid``'s, mode 0700 or
+    stricter."""
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(found.st_mode) and found.st_uid == uid and not found.st_mode & 0o077
 
 
 def log_directory() -> Path:

@@ -52,13 +52,14 @@ class Endpoint:
         )
 
 
-#: The `via` that means no jump host, so that a profile can undo a `via` of [defaults].
+#: The `via` that means no SSH server, so that a profile can undo a `via` of [defaults].
 DIRECT = "direct"
 
 
 @dataclass(frozen=True)
 class Via:
-    """The jump host a tunnel goes through, as ``scheme://[user@]host[:port]``.
+    """The SSH server a tunnel goes through, as ``scheme://[user@]host[:port]`` (ProxyJump hops
+    on the way to it come from ssh_config).
 
     It never holds a secret, so it is safe to print, log and register.
     """
@@ -174,8 +175,9 @@ class SshOptions:
         15.0,
         parse=values.duration_or_zero,
         toml=DURATION,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="SSH keepalive interval, 0 for off",
+        default_text="15s",
     )
     keepalive_count_max: int = option(
         3,
@@ -233,7 +235,8 @@ class TunnelSpec:
         None,
         parse=lambda text: None if text == DIRECT else Via.parse(text, what="via"),
         metavar="ssh://[USER@]HOST[:PORT]|direct",
-        help="Jump host; direct TCP without (or with 'direct', over a profile's via)",
+        help="The SSH server the tunnel goes through (ssh_config's ProxyJump hops lead to it); "
+        "direct TCP without (or with 'direct', over a profile's via)",
         default_text="direct",
     )
     name: str = option(
@@ -248,8 +251,9 @@ class TunnelSpec:
         DEFAULT_TIMEOUT,
         parse=values.duration,
         toml=DURATION,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="Bound on getting ready",
+        default_text="30s",
     )
     probe: bool = option(
         True, parse=values.boolean, toml=(bool,), help="Test-connect to the target before ready"
@@ -287,8 +291,9 @@ class TunnelSpec:
         5.0,
         parse=values.duration_or_zero,
         toml=DURATION,
-        metavar="SECONDS",
-        help="On stop, time for open connections to finish",
+        metavar="DURATION",
+        help="On stop, time for open connections to finish, 0 for none",
+        default_text="5s",
     )
     ttl: float | None = option(
         None,

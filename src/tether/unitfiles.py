@@ -155,7 +155,9 @@ def service_unit(
         runtime = f"user-runtime-dir@{at.uid}.service"
         lines += [
             f"# /run/user/{at.uid} exists while this unit runs, even with nobody logged in:",
-            "# tether registers there, where `tether list` in your shell looks.",
+            "# tether registers there, where `tether list` in your shell looks too: through",
+            f"# XDG_RUNTIME_DIR, or (su, sudo -u: none set) /run/user/{at.uid} itself, when it",
+            "# is yours, mode 0700. TETHER_RUNTIME_DIR, where set, decides instead.",
             f"Wants={runtime}",
             f"After={runtime}",
         ]

@@ -107,6 +107,44 @@ def test_closed_stdout_leaves_no_tunnel(tether: TetherRunner, echo_server: EchoS
         assert tether.list_json() == []
 
 
+FDS = """import os
+for fd in (1, 2):
+    try:
+        os.fstat(fd)
+    except OSError:
+        print(f"fd {fd} closed", file=open("fds.txt", "a"))
+"""
+
+
+def test_a_stream_tether_does_not_write_at_start_may_be_closed(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    """Only a start whose announcement cannot be written fails: with its record on stdout, a
+    start with stderr closed runs, and its --ttl warning (on stderr, lost) does not end it
+    as an internal error; the banner on stderr needs no stdout. A command gets the streams
+    as they were given to tether."""
+    (tether.workdir / "fds.py").write_text(FDS)
+    command = [sys.executable, "-m", "tether", "start", "--to", echo_server.address]
+    for flags, closing, out in (
+        (["--json", "--ttl", "1s"], "2>&-", '"state": "ready"'),
+        (["--ttl", "1s"], ">&-", ""),
+        (["--ttl", "1s", "--", sys.executable, "fds.py"], ">&-", ""),
+    ):
+        result = subprocess.run(
+            ["sh", "-c", f'"$@" {closing}', "sh", *command, *flags],
+            env=tether.env,
+            cwd=tether.workdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, (flags, result.stderr)
+        assert out in result.stdout and "Traceback" not in result.stderr
+    assert (tether.workdir / "fds.txt").read_text() == "fd 1 closed\n"
+    assert tether.list_json() == []
+
+
 def test_broken_stdout_leaves_no_tunnel(tether: TetherRunner, echo_server: EchoServer) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # whoever was to read the JSON is gone: `| true` that already exited

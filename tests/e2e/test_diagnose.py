@@ -13,6 +13,15 @@ from typing import Any
 import pytest
 
 from tests.support.servers import EchoServer, SilentServer, free_port
+from tests.support.ssh_setups import (
+    authorize,
+    certified_sshd,
+    encrypted_key,
+    jump_config,
+    jump_pair,
+    private_agent,
+)
+from tests.support.ssh_setups import fingerprint as key_fingerprint
 from tests.support.sshd_server import SshdServer, keygen
 from tests.support.tether_process import TetherRunner
 from tether.diagnose.report import STEPS
@@ -325,3 +334,108 @@ def test_a_socks_tunnel_checks_its_transport_and_the_one_target_it_may_have(
     assert steps(report)["probe"]["status"] == "ok"
     code, _, err = tether.run("diagnose", "--socks", "--json")
     assert code == 2 and "a direct SOCKS tunnel has nothing to diagnose" in err
+
+
+# Where each failure of issue 18's messages is filed, on both engines (test_errors has the
+# lines `tether start` prints for them).
+
+
+def test_an_encrypted_key_not_in_the_agent_fails_auth_with_ssh_add(
+    tether: TetherRunner, own_sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    key = encrypted_key(tmp_path / "locked_ed25519")
+    authorize(own_sshd, key)
+    flags = [
+        *("--to", echo_server.address, "--via", own_sshd.via, "-i", str(key)),
+        *("--known-hosts", str(own_sshd.known_hosts), "--engine", str(own_sshd.engine)),
+    ]
+    with private_agent(tmp_path) as sock:
+        code, out, err = tether.run(
+            "diagnose", *flags, "--json", env={"SSH_AUTH_SOCK": str(sock)}, launcher=("setsid",)
+        )
+    report = json.loads(out)
+    assert code == 5
+    failed = stopped_at(report, "auth", 5)
+    assert steps(report)["host_key"]["status"] == "ok"
+    assert f"the key {key} is encrypted and not in ssh-agent" in failed["detail"]
+    assert report["hint"] == (
+        f"load it into ssh-agent: ssh-add {key}; tether never prompts for a passphrase"
+    )
+    assert "ssh-add" in error_line(err)
+
+
+def test_a_jump_hosts_refused_login_is_filed_under_auth_naming_the_hop(
+    tether: TetherRunner, engine: str, tmp_path: Path
+) -> None:
+    """Not under host_key: the server's host key was never shown, and the login that failed
+    is the jump host's."""
+    with jump_pair(tmp_path) as (jump, inner):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(jump.known_hosts.read_text() + inner.known_hosts.read_text())
+        config = jump_config(tmp_path / "config", jump, inner, known_hosts, jump_user="nobody-here")
+        flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", engine]
+        code, report, _ = diagnose(tether, "--to", "127.0.0.1:1", *flags)
+    assert code == 5
+    failed = stopped_at(report, "auth", 5)
+    assert failed["facts"]["hop"] == "nobody-here@127.0.0.1"
+    assert failed["detail"].startswith(
+        "SSH authentication to jump host nobody-here@127.0.0.1 (ProxyJump jump) failed"
+    )
+    host_key = steps(report)["host_key"]
+    assert host_key["status"] == "skipped" and host_key["ms"] is None
+    assert host_key["detail"] == (
+        "not reached: the login to jump host nobody-here@127.0.0.1 failed first"
+    )
+    assert steps(report)["banner"]["status"] == "ok"  # the jump host's, which answered
+    assert "ssh_config gives the jump host" in report["hint"]
+
+
+def test_a_jump_hosts_unknown_host_key_names_the_hop(
+    tether: TetherRunner, engine: str, tmp_path: Path
+) -> None:
+    with jump_pair(tmp_path) as (jump, inner):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(inner.known_hosts.read_text())  # the jump host's key unknown
+        config = jump_config(tmp_path / "config", jump, inner, known_hosts)
+        flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", engine]
+        code, report, _ = diagnose(tether, "--to", "127.0.0.1:1", *flags)
+    assert code == 5
+    failed = stopped_at(report, "host_key", 5)
+    hop = f"[127.0.0.1]:{jump.port}"
+    assert failed["facts"]["hop"] == hop and failed["facts"]["refused"] == "unknown"
+    assert failed["detail"].startswith(f"host key for jump host {hop} is not in {known_hosts}")
+    assert fingerprint(jump) in failed["detail"]
+
+
+def test_an_ssh_config_others_can_write_stops_before_any_step(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config.read_text())
+    config.chmod(0o646)
+    flags = [*sshd.tether_flags(), "--ssh-config", str(config)]
+    code, out, err = tether.run("diagnose", "--to", echo_server.address, *flags, "--json")
+    assert code == 2 and out == ""  # a configuration error: no report, as for a missing key
+    assert error_line(err) == (
+        f"tether: error: ssh_config: bad owner or permissions on {config}: writable by every "
+        f"user (mode 0646) (chmod go-w {config})"
+    )
+
+
+def test_an_unknown_server_with_a_host_certificate_is_filed_under_host_key(
+    tether: TetherRunner, engine: str, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    with certified_sshd(tmp_path / "certified") as (server, authority):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text("")
+        flags = [
+            *("--to", echo_server.address, "--via", server.via, "-i", str(server.client_key)),
+            *("--known-hosts", str(known_hosts), "--engine", engine),
+        ]
+        code, report, _ = diagnose(tether, *flags)
+    assert code == 5
+    failed = stopped_at(report, "host_key", 5)
+    assert failed["facts"]["refused"] == "unknown"
+    ca = key_fingerprint(Path(f"{authority}.pub"))
+    assert f"with a host certificate signed by CA {ca}" in failed["detail"]
+    assert "@cert-authority" in report["hint"] and "ssh-keyscan" not in report["hint"]

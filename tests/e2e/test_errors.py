@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.servers import EchoServer, SilentServer
+from tests.support.ssh_setups import (
+    authorize,
+    certified_sshd,
+    encrypted_key,
+    fingerprint,
+    jump_config,
+    jump_pair,
+    private_agent,
+)
 from tests.support.sshd_server import SshdServer, keygen
 from tests.support.tether_process import TetherRunner
+
+REPOSITORY = Path(__file__).parents[2]
 
 
 def one_line_error(err: str) -> str:
@@ -146,9 +162,42 @@ def test_bad_profile_value(tether: TetherRunner, tmp_path: Path) -> None:
     )
 
 
-def test_unknown_flag_is_usage_error(tether: TetherRunner) -> None:
-    code, _, err = tether.run("start", "--bogus")
-    assert code == 2 and "No such option" in err and "Traceback" not in err
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["logs"], "missing argument 'ID|NAME' (see tether logs --help)"),
+        (["strat"], "no such command 'strat' (did you mean start? see tether --help)"),
+        (["--bogus"], "no such option '--bogus' (see tether --help)"),
+        (
+            ["start", "--bogus"],
+            "no such option '--bogus' (did you mean --host or -bg? see tether start --help)",
+        ),
+        (["start", "--port"], "option '--port' requires an argument (see tether start --help)"),
+        (["list", "extra"], "got unexpected extra argument (extra) (see tether list --help)"),
+        (
+            ["completion", "tcsh"],
+            "invalid value for '{bash|zsh|fish}': 'tcsh' is not one of 'bash', 'zsh', 'fish' "
+            "(see tether completion --help)",
+        ),
+    ],
+)
+def test_click_usage_errors_are_one_line(tether: TetherRunner, args: list[str], line: str) -> None:
+    """A missing argument, an unknown option or command: tether's one line, not click's
+    "Usage:" block, and exit 2."""
+    code, out, err = tether.run(*args)
+    assert code == 2 and out == ""
+    assert one_line_error(err) == f"tether: error: {line}"
+
+
+def test_a_usage_error_in_the_shell_is_one_line(tether: TetherRunner) -> None:
+    process = tether.spawn("shell", stdin=subprocess.PIPE)
+    assert process.proc.stdin is not None
+    process.proc.stdin.write(b"start --bogus\n")
+    process.proc.stdin.close()
+    assert process.finish() == 2
+    assert one_line_error(process.stderr) == (
+        "tether: error: no such option '--bogus' (did you mean --host or -bg? see start --help)"
+    )
 
 
 def test_debug_shows_traceback(tether: TetherRunner) -> None:
@@ -395,3 +444,160 @@ def test_a_target_refusing_after_ready_is_a_reset(tether: TetherRunner, sshd: Ss
         process.send_signal(signal.SIGTERM)
         assert process.finish() == 0
     assert "Connection refused" in process.stderr
+
+
+# Messages that name the fix (issue 18): each the same on both engines, with its exit code.
+
+
+@pytest.mark.parametrize("with_agent", [True, False])
+def test_an_encrypted_key_not_in_the_agent_says_to_load_it(
+    tether: TetherRunner,
+    own_sshd: SshdServer,
+    echo_server: EchoServer,
+    tmp_path: Path,
+    with_agent: bool,
+) -> None:
+    """The key is the one the server takes, but encrypted, and the agent (this test's own,
+    holding nothing; or none at all) does not have it: the error says to load it, and
+    nothing prompts, with no terminal to prompt on."""
+    key = encrypted_key(tmp_path / "locked_ed25519")
+    authorize(own_sshd, key)
+    flags = [
+        *("--to", echo_server.address, "--via", own_sshd.via, "-i", str(key)),
+        *("--known-hosts", str(own_sshd.known_hosts), "--engine", str(own_sshd.engine)),
+    ]
+    with private_agent(tmp_path) as sock:
+        env = {"SSH_AUTH_SOCK": str(sock)} if with_agent else None
+        # setsid: no controlling terminal that ssh could open to ask for the passphrase.
+        code, out, err = tether.run("start", *flags, env=env, launcher=("setsid",))
+    assert code == 5 and out == ""
+    add = f"ssh-add {shlex.quote(str(key))}"
+    fix = (
+        f"load it into ssh-agent: {add}"
+        if with_agent
+        else f'start ssh-agent and load it: eval "$(ssh-agent)" && {add}'
+    )
+    assert one_line_error(err) == (
+        f"tether: error: SSH authentication to {own_sshd.via} failed: the key {key} is "
+        f"encrypted and not in ssh-agent, and no other key was accepted "
+        f"({fix}; tether never prompts for a passphrase)"
+    )
+
+
+def test_a_jump_hosts_refused_login_names_the_hop(
+    tether: TetherRunner, engine: str, tmp_path: Path
+) -> None:
+    """A wrong user on the ProxyJump hop: the hop is named, not the server behind it."""
+    with jump_pair(tmp_path) as (jump, inner):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(jump.known_hosts.read_text() + inner.known_hosts.read_text())
+        config = jump_config(tmp_path / "config", jump, inner, known_hosts, jump_user="nobody-here")
+        flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", engine]
+        code, _, err = tether.run("start", "--to", "127.0.0.1:1", *flags)
+    assert code == 5
+    assert one_line_error(err) == (
+        "tether: error: SSH authentication to jump host nobody-here@127.0.0.1 (ProxyJump jump) "
+        "failed: Permission denied, so ssh://inner was not reached (check the User and "
+        "IdentityFile that ssh_config gives the jump host, and ssh-agent; tether never prompts)"
+    )
+
+
+def test_an_ssh_config_others_can_write_is_a_configuration_error(
+    tether: TetherRunner, sshd: SshdServer, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    """ssh refuses such a file (for root too): so does tether, for both engines, as exit 2
+    naming the file and the fix, before the network."""
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config.read_text())
+    config.chmod(0o646)
+    flags = [*sshd.tether_flags(), "--ssh-config", str(config)]  # the last one wins
+    code, out, err = tether.run("start", "--to", echo_server.address, *flags)
+    assert code == 2 and out == ""
+    assert one_line_error(err) == (
+        f"tether: error: ssh_config: bad owner or permissions on {config}: writable by every "
+        f"user (mode 0646) (chmod go-w {config})"
+    )
+
+
+# Run inside a network namespace of its own, where only loopback exists: sshd's lookup of the
+# target's name goes nowhere, and nothing leaves the host.
+IN_NAMESPACE = """
+import json, subprocess, sys
+from pathlib import Path
+from tests.support.sshd_server import SshdServer
+directory, engine, target = sys.argv[1:]
+answers = []
+with SshdServer(Path(directory), engine=engine) as sshd:
+    for command in (["start"], ["diagnose", "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *command, "--to", target, *sshd.tether_flags()],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        answers.append([done.returncode, done.stdout, done.stderr])
+print(json.dumps({"via": sshd.via, "answers": answers}))
+"""
+
+
+@pytest.mark.needs_root
+def test_a_target_name_the_ssh_server_cannot_resolve(
+    tether: TetherRunner, engine: str, tmp_path: Path
+) -> None:
+    """The SSH server resolves the target's name: when it cannot, that is what is said (not
+    "check that it listens"), and diagnose files it under channel. It needs root: sshd runs
+    in a network namespace, which an unprivileged user namespace would hide /run/sshd from."""
+    unshare = shutil.which("unshare")
+    assert unshare is not None, "util-linux's unshare is needed"
+    target = "no-such-db.invalid:5432"
+    argv = [unshare, "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    argv += [sys.executable, "-c", IN_NAMESPACE, str(tmp_path / "sshd"), engine, target]
+    done = subprocess.run(
+        argv, env=tether.env, cwd=REPOSITORY, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    (code, out, err), (diagnosed, report, _) = found["answers"]
+    assert code == 6 and out == ""
+    line = one_line_error(err)
+    said = re.fullmatch(
+        rf"tether: error: cannot connect to {re.escape(target)} through {re.escape(found['via'])}: "
+        r"the SSH server cannot resolve no-such-db\.invalid: (.+) \(check the name: the SSH "
+        r"server looks it up, so it must resolve there; try getent hosts no-such-db\.invalid "
+        r"on the server\)",
+        line,
+    )
+    assert said is not None, line
+    assert said.group(1) in ("Name or service not known", "Temporary failure in name resolution")
+    steps = {step["name"]: step for step in json.loads(report)["steps"]}
+    assert diagnosed == 6 and json.loads(report)["failed_step"] == "channel"
+    assert steps["auth"]["status"] == "ok" and steps["channel"]["status"] == "fail"
+    assert "the SSH server cannot resolve no-such-db.invalid" in steps["channel"]["detail"]
+
+
+def test_an_unknown_server_with_a_host_certificate_gets_its_authority_not_keyscan(
+    tether: TetherRunner, engine: str, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    """A server that presents a host certificate: trust its CA (@cert-authority), not the bare
+    key (ssh-keyscan pins it). The line the hint gives, with the CA's key, then works."""
+    with certified_sshd(tmp_path / "certified") as (server, authority):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text("")
+        flags = [
+            *("--to", echo_server.address, "--via", server.via, "-i", str(server.client_key)),
+            *("--known-hosts", str(known_hosts), "--engine", engine),
+        ]
+        code, _, err = tether.run("start", *flags)
+        assert code == 5
+        host = f"[127.0.0.1]:{server.port}"
+        key = fingerprint(Path(f"{server.host_key}.pub"))
+        ca = fingerprint(Path(f"{authority}.pub"))
+        fix = f'echo "@cert-authority {host} $(cat CA.pub)" >> {known_hosts}'
+        assert one_line_error(err) == (
+            f"tether: error: host key for {host} is not in {known_hosts} (server offers {key}, "
+            f"with a host certificate signed by CA {ca}) (if that CA is yours, trust it: "
+            f"{fix}, where CA.pub is its public key)"
+        )
+        subprocess.run(
+            ["bash", "-c", fix.replace("CA.pub", shlex.quote(f"{authority}.pub"))], check=True
+        )
+        code, _, err = tether.run("start", *flags, "--", "true")
+        assert code == 0, err

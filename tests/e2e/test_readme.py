@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import gzip
 import json
 import os
 import re
@@ -230,6 +231,9 @@ def test_the_readme_examples_run(sandbox: Sandbox, monkeypatch: pytest.MonkeyPat
     assert ran >= 10
     # The script examples wrote what the dump stand-in printed: through the tunnel's port.
     dump = (sandbox.work / "app.sql").read_text()
+    assert re.fullmatch(r"pg_dump reached the target through 127\.0\.0\.1:\d+\n", dump), dump
+    # And the pipeline of the pipefail example, compressed.
+    dump = gzip.decompress((sandbox.work / "app.sql.gz").read_bytes()).decode()
     assert re.fullmatch(r"pg_dump reached the target through 127\.0\.0\.1:\d+\n", dump), dump
 
 

@@ -34,6 +34,18 @@ def test_exit_status_passes_through(
     assert tether.list_json() == []
 
 
+def test_a_failing_pipeline_needs_pipefail(tether: TetherRunner, echo_server: EchoServer) -> None:
+    """What the README says of a cut dump: through /bin/sh the last command's status wins;
+    bash with pipefail, after --, gives the failure."""
+    pipeline = "exit 3 | cat"
+    code, _, err = tether.run("start", "--to", echo_server.address, "--run", pipeline)
+    assert code == 0, err
+    code, _, err = tether.run(
+        "start", "--to", echo_server.address, "--", "bash", "-o", "pipefail", "-c", pipeline
+    )
+    assert code == 3, err
+
+
 def test_killed_command_gives_128_plus_n(tether: TetherRunner, echo_server: EchoServer) -> None:
     code, _, _ = tether.run("start", "--to", echo_server.address, "--", "sh", "-c", "kill -9 $$")
     assert code == 137

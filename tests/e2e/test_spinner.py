@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -37,8 +38,11 @@ def test_spinner_on_a_terminal(
     )
     os.close(slave)
     try:
-        screen = read_pty_until(master, "spin: connecting")
+        screen = read_pty_until(master, "spin: connecting (")
         assert "\r" in screen or "\x1b[" in screen  # redrawn in place, not printed line by line
+        # The seconds since the start, against --timeout, count on while the phase stays.
+        screen += read_pty_until(master, "spin: connecting (2s of 60s)")
+        assert re.search(r"spin: connecting \([01]s of 60s\)", screen), screen
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
     finally:

@@ -81,7 +81,39 @@ def test_directory_is_created_private(tmp_path: Path) -> None:
 def test_location_precedence(tmp_path: Path) -> None:
     assert runtime_directory({"TETHER_RUNTIME_DIR": "/x", "XDG_RUNTIME_DIR": "/y"}) == Path("/x")
     assert runtime_directory({"XDG_RUNTIME_DIR": "/y"}) == Path("/y/tether")
-    assert runtime_directory({}).name == f"tether-{os.getuid()}"
+    assert runtime_directory({}, run_user=tmp_path).name == f"tether-{os.getuid()}"
+
+
+def test_without_xdg_runtime_dir_the_users_own_run_user_directory(tmp_path: Path) -> None:
+    """A `su` or `sudo -u` shell has no XDG_RUNTIME_DIR: it finds /run/user/UID, where the
+    user's units register, when that is the user's own private directory, and nothing else."""
+    uid = os.getuid()
+    own = tmp_path / str(uid)
+    own.mkdir(mode=0o700)
+    own.chmod(0o700)
+    assert runtime_directory({}, run_user=tmp_path) == own / "tether"
+    # XDG_RUNTIME_DIR, where set, still decides.
+    assert runtime_directory({"XDG_RUNTIME_DIR": "/y"}, run_user=tmp_path) == Path("/y/tether")
+    fallback = f"tether-{uid}"
+    for mode in (0o750, 0o705, 0o770):  # anyone else may enter or write
+        own.chmod(mode)
+        assert runtime_directory({}, run_user=tmp_path).name == fallback, oct(mode)
+    own.chmod(0o700)
+    # Another user's directory: here, ours named as another uid's.
+    other = uid + 1
+    (tmp_path / str(other)).mkdir(mode=0o700)
+    assert runtime_directory({}, run_user=tmp_path, uid=other).name == f"tether-{other}"
+    # A symlink to a private directory of ours is not the directory systemd makes.
+    link_parent = tmp_path / "links"
+    link_parent.mkdir()
+    (link_parent / str(uid)).symlink_to(own)
+    assert runtime_directory({}, run_user=link_parent).name == fallback
+    # A file under the name.
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / str(uid)).write_text("")
+    (files / str(uid)).chmod(0o600)
+    assert runtime_directory({}, run_user=files).name == fallback
 
 
 def test_group_writable_directory_is_refused(tmp_path: Path) -> None:

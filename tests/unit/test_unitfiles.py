@@ -82,6 +82,11 @@ def test_listen_streams() -> None:
 def test_system_unit() -> None:
     unit = service_unit(spec(timeout=20.5, drain=7, backoff_max=45), AT, user_mode=False)
     assert unit.name == "tether-db.service"
+    # What the comment promises holds: a shell without XDG_RUNTIME_DIR (su, sudo -u) looks in
+    # /run/user/UID itself, where the unit registers (see test_registry).
+    assert "# XDG_RUNTIME_DIR, or (su, sudo -u: none set) /run/user/1000 itself, when it" in (
+        unit.text.splitlines()
+    )
     lines = settings(unit.text)
     for line in (
         "Type=notify",

@@ -23,11 +23,14 @@ class _StderrHandler(logging.Handler):
     replaces it after start-up)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr
+        if stream is None:  # fd 2 was closed when tether started: nowhere to say it
+            return
         try:
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
+            stream.write(self.format(record) + "\n")
+            stream.flush()
         except (OSError, ValueError):
-            pass  # stderr is closed: there is nowhere left to say it
+            pass  # stderr is closed or broken: there is nowhere left to say it
 
 
 class _Formatter(logging.Formatter):

@@ -3,6 +3,7 @@ plus an exit code."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
@@ -10,7 +11,8 @@ import click
 from click.shell_completion import CompletionItem
 
 from tether import __version__
-from tether.cli import configure_logging
+from tether.cli import PROG, configure_logging
+from tether.errors import UsageError
 
 # Subcommands load on first use, so `tether list` never imports what `start` needs.
 COMMANDS = {
@@ -40,8 +42,47 @@ SUMMARIES = {
 }
 
 
+def usage_error(exc: click.UsageError, command: str = PROG) -> UsageError:
+    """click's own usage error (a missing argument, an unknown option or command, a bad value
+    of click's) as tether's, which prints as one line like every other: its words, without
+    click's "Usage:" block, and a hint that names the help to read (``command``'s, where
+    click does not say which command the error is of)."""
+    possibilities: list[str] = []
+    message = exc.format_message()
+    if isinstance(exc, click.NoSuchOption):
+        message, possibilities = exc.message, sorted(exc.possibilities or ())
+    elif isinstance(exc, click.NoSuchCommand):
+        # The commands load lazily, so click has none to suggest: tether's own names.
+        message = exc.message
+        possibilities = difflib.get_close_matches(exc.command_name, [*COMMANDS, *ALIASES])
+    message = message.strip().removesuffix(".")
+    if message[:1].isupper() and not message[1:2].isupper():
+        message = message[0].lower() + message[1:]
+    hint = f"see {exc.ctx.command_path if exc.ctx is not None else command} --help"
+    if possibilities:
+        hint = f"did you mean {' or '.join(possibilities)}? {hint}"
+    return UsageError(message, hint=hint)
+
+
 class _Group(click.Group):
-    """Lazy subcommands, and tether's errors as one line plus an exit code."""
+    """Lazy subcommands, and tether's errors as one line plus an exit code. click's usage
+    errors, of the group and of every command under it, become tether's here, once."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # the group's own options: `tether --bogus`
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+                raise  # `tether` alone: the help, as click shows it
+            from tether.cli.render import show_error
+
+            raise SystemExit(show_error(usage_error(exc), debug=False)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -66,12 +107,22 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # an unknown command, or a command's own arguments
+            from tether.cli.render import show_error
+
+            command = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+            ctx.exit(show_error(usage_error(exc, command), debug=_debug(ctx)))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except (KeyboardInterrupt, Exception) as exc:
             from tether.cli.render import show_error
 
-            ctx.exit(show_error(exc, debug=bool(ctx.obj and ctx.obj.get("debug"))))
+            ctx.exit(show_error(exc, debug=_debug(ctx)))
+
+
+def _debug(ctx: click.Context) -> bool:
+    """Whether --debug was given: known once the group's own callback has run."""
+    return bool(ctx.obj and ctx.obj.get("debug"))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,7 +10,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Self, TextIO
@@ -161,29 +162,47 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 class Spinner(AbstractContextManager["Spinner"]):
-    """Shows the current startup phase on a terminal; silent when stderr is not a TTY."""
+    """Shows the current startup phase on a terminal, and the seconds since the start against
+    ``timeout`` (--timeout) when it is given; silent when stderr is not a TTY."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(
+        self,
+        label: str,
+        timeout: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label = label
+        self.timeout = timeout
+        self._clock = clock
+        self._started = clock()
+        self._phase = "starting"
         self._status: Any = None
 
     def __enter__(self) -> Self:
         if on_terminal(sys.stderr):
             from rich.console import Console
 
-            self._status = Console(stderr=True).status(self._text("starting"))
+            # rich redraws the line about 12 times a second, asking for its text each time
+            # (__rich__): the count goes on between phases, at the cost of a format call.
+            self._status = Console(stderr=True).status(self)
             self._status.start()
         return self
 
     def phase(self, phase: str) -> None:
-        if self._status is not None:
-            self._status.update(self._text(PHASE_TEXT.get(phase, phase)))
+        self._phase = PHASE_TEXT.get(phase, phase)
 
-    def _text(self, phase: str) -> str:
-        """The status line, as rich's markup: the label's own '[' is no markup of rich's."""
-        from rich.markup import escape
+    def text(self) -> str:
+        """The status line: "db: connecting (3s of 30s)", one line whatever the label holds."""
+        line = f"{self.label}: {self._phase}"
+        if self.timeout is not None:
+            line += f" ({int(self._clock() - self._started)}s of {self.timeout:g}s)"
+        return visible(line)
 
-        return escape(visible(f"{self.label}: {phase}"))
+    def __rich__(self) -> Any:
+        from rich.text import Text  # plain text: a '[' of the label is no markup of rich's
+
+        return Text(self.text())
 
     def stop(self) -> None:
         if self._status is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from tether.cli.app import usage_error
 from tether.cli.listing import render_list
 from tether.cli.render import echo, on_terminal, print_ready, show_error
 from tether.cli.start import parse_request, start
@@ -150,6 +151,8 @@ def shell() -> None:
                 echo("")
             except click.exceptions.Exit:
                 pass  # `start --help` printed its help
+            except click.UsageError as exc:  # a bad flag: one line, as on the command line
+                status = show_error(usage_error(exc, "start"), debug=debug)
             except click.ClickException as exc:
                 exc.show()
                 status = exc.exit_code

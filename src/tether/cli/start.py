@@ -271,7 +271,7 @@ def _foreground(
     from tether.modes.runtime import run
 
     spec = req.specs[0]
-    with Spinner(spec.name) as spinner:
+    with Spinner(spec.name, spec.timeout) as spinner:
 
         def ready(record: TunnelInfo) -> None:
             spinner.stop()
@@ -296,7 +296,8 @@ def _run(req: StartRequest, registry: Registry) -> int:
     from tether.modes.runtime import run
 
     assert req.command is not None
-    with Spinner(", ".join(s.name for s in req.specs)) as spinner:
+    names = ", ".join(s.name for s in req.specs)
+    with Spinner(names, max(s.timeout for s in req.specs)) as spinner:
 
         def ready(records: Sequence[TunnelInfo]) -> None:
             spinner.stop()
@@ -349,7 +350,7 @@ def _background(req: StartRequest, registry: Registry, *, debug: bool) -> int:
             )
         )
 
-    spinner = Spinner(spec.name)
+    spinner = Spinner(spec.name, spec.timeout)
 
     def announce(record: TunnelInfo) -> None:
         spinner.stop()

@@ -37,8 +37,8 @@ def report(result: StopResult) -> None:
 )
 @click.option(
     "--timeout",
-    metavar="SECONDS",
-    help=f"Bound on the whole command [default: {DEFAULT_TIMEOUT:g}].",
+    metavar="DURATION",
+    help=f"Bound on the whole command [default: {DEFAULT_TIMEOUT:g}s].",
 )
 def stop(selectors: tuple[str, ...], every: bool, missing_ok: bool, timeout: str | None) -> None:
     """Stop tunnels by ID, NAME or local PORT."""

@@ -16,14 +16,14 @@ import asyncssh
 from tether.diagnose.engine import EngineProbe, pick
 from tether.diagnose.network import Peer, first_bytes
 from tether.diagnose.report import Step
-from tether.errors import ConfigError, TargetUnreachableError, TransportUnreachableError
+from tether.errors import ConfigError, TransportUnreachableError
 from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports.base import LossCallback, PhaseCallback
 from tether.transports import sshcerts
 from tether.transports.ssh import SshTransport, TunnelClient
 from tether.transports.sshidentities import DEFAULT_KEYS
-from tether.transports.sshsetup import check_files
+from tether.transports.sshsetup import check_files, target_error
 
 CERTIFICATE = "-cert-v01@openssh.com"
 
@@ -201,9 +201,7 @@ class AsyncSshProbe(EngineProbe):
         try:
             reader, writer = await conn.open_connection(target.host, target.port)
         except asyncssh.ChannelOpenError as exc:
-            raise TargetUnreachableError(
-                f"cannot connect to {target} through {self.via}: {exc.reason}"
-            ) from None
+            raise target_error(target, str(self.via), exc.reason) from None
         except (asyncssh.Error, OSError) as exc:
             raise TransportUnreachableError(f"SSH connection to {self.via} failed: {exc}") from None
         step.detail = f"opened in {(time.monotonic() - started) * 1000:.1f} ms"

@@ -8,8 +8,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from tether.diagnose.network import Peer
-from tether.diagnose.report import Step
-from tether.errors import HostKeyError, TetherError
+from tether.diagnose.report import NotReached, Step
+from tether.errors import AuthenticationError, HostKeyError, TetherError
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports.base import Transport
 
@@ -63,17 +63,29 @@ class EngineProbe(ABC):
         if self._login.done() and (error := _failure(self._login)) is not None:
             if isinstance(error, HostKeyError):
                 step.facts["refused"] = refusal(error)
+                if error.hop is not None:
+                    step.facts["hop"] = error.hop
                 raise error
+            if isinstance(error, AuthenticationError) and error.hop is not None:
+                # A jump host's login failed: the server's host key was never shown.
+                raise NotReached(f"not reached: the login to jump host {error.hop} failed first")
             if not self.verified.is_set():
                 raise error
 
     async def auth(self, step: Step) -> None:
         """The rest of the login: authentication."""
         assert self._login is not None
+        hop = None
         try:
             await self._login
+        except AuthenticationError as exc:
+            hop = exc.hop
+            raise
         finally:
-            self.auth_facts(step)
+            if hop is None:
+                self.auth_facts(step)
+            else:  # the jump host's login: what the engine saw of the server is nothing
+                step.facts["hop"] = hop
 
     async def channel(self, target: Endpoint, step: Step) -> None:
         """The tunnel's own readiness probe: a channel to the target, opened and closed."""

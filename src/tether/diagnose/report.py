@@ -82,6 +82,12 @@ class Failed(Exception):
     """A step failed; the diagnosis holds the error, and nothing more runs."""
 
 
+class NotReached(Exception):
+    """A step that could not happen, because what comes before it on the way failed in a
+    later step's terms (a jump host's login, before the server's host key could be shown):
+    it is skipped, saying why, and the next step runs."""
+
+
 class Runner:
     """Runs steps in order, each timed and bounded by the diagnosis's one deadline (the
     tunnel's ``timeout``), recording the first failure with its exit code."""
@@ -108,10 +114,14 @@ class Runner:
         step to take when the error carries none of its own.
         """
         step = self.diagnosis.steps[name]
-        started = time.monotonic()
+        started: float | None = time.monotonic()
         try:
             async with asyncio.timeout_at(self.deadline):
                 await action(step)
+        except NotReached as exc:
+            step.detail = str(exc)
+            started = None  # skipped: not run, and not timed
+            return
         except TimeoutError:
             error: TetherError = ReadinessTimeoutError(
                 f"not done after {self.timeout:g}s (still {doing})",
@@ -124,7 +134,8 @@ class Runner:
             step.status = "ok"
             return
         finally:
-            step.ms = (time.monotonic() - started) * 1000
+            if started is not None:
+                step.ms = (time.monotonic() - started) * 1000
         if error.hint is None and hint is not None:
             error.hint = hint
         step.status = "fail"

@@ -31,18 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tether import paths
-from tether.errors import (
-    ConfigError,
-    TargetUnreachableError,
-    TransportUnreachableError,
-    describe,
-)
+from tether.errors import ConfigError, TransportUnreachableError, describe
 from tether.procs import Pinned, ProcessRef
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import mux, sshexit
 from tether.transports.base import Forwarding, LossCallback, PhaseCallback, Transport
 from tether.transports.peerwatch import PeerWatch
-from tether.transports.sshsetup import check_files
+from tether.transports.sshsetup import check_files, target_error
 from tether.transports.workdir import Workdir
 
 log = logging.getLogger("tether")
@@ -225,9 +220,7 @@ class OpenSshTransport(Transport):
             if master.failure is not None:
                 raise TransportUnreachableError(f"SSH master for {self.via} exited") from None
             reason = await master.open_failure(exc.reason)
-            raise TargetUnreachableError(
-                f"cannot connect to {target} through {self.via}: {reason}"
-            ) from None
+            raise target_error(target, self.label, reason) from None
         except BaseException:
             control.close()
             raise

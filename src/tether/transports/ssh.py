@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,10 +18,10 @@ from asyncssh.config import SSHClientConfig
 from tether.errors import (
     AuthenticationError,
     ConfigError,
+    HostKeyError,
     TargetFailure,
-    TargetUnreachableError,
-    TetherError,
     TransportUnreachableError,
+    UsageError,
     describe,
     map_exceptions,
 )
@@ -30,12 +31,21 @@ from tether.relay import Conduit, End
 from tether.spec import DEFAULT_SSH_PORT, Endpoint, SshOptions, Via
 from tether.transports import sshcerts, sshkeys
 from tether.transports.base import LossCallback, PhaseCallback, Transport
-from tether.transports.sshsetup import KeyProblem, check_files
+from tether.transports.sshsetup import (
+    KeyProblem,
+    check_files,
+    hop_refused,
+    login_refused,
+    target_error,
+)
 
 log = logging.getLogger("tether")
 
 # AES-GCM first: hardware-accelerated almost everywhere, and one pass for cipher and MAC.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+# asyncssh's words for a login that no key passed: who logged in where.
+_DENIED_LOGIN = re.compile(r"Permission denied for user (\S+) on host (\S+)")
 
 # Channel receive window and packet size we offer the server. A wider window keeps a high-latency
 # link busy; 2 MiB matches OpenSSH's own default for forwarded channels.
@@ -89,6 +99,7 @@ class _Resolved:
     known_hosts: list[str]
     proxied: bool  # reached through a jump host
     user: str = ""  # ssh_config's User, else the local user's name
+    jump: str = ""  # ssh_config's ProxyJump, as it spells it
 
 
 class TunnelClient(asyncssh.SSHClient):
@@ -98,6 +109,8 @@ class TunnelClient(asyncssh.SSHClient):
         self._on_phase = on_phase
         self._on_lost = on_lost
         self.closing = False
+        #: The CA of the host certificate the server offered, when known_hosts trusts none.
+        self.host_authority: str | None = None
 
     def begin_auth(self, username: str) -> None:
         # Called once the server has sent its version, the key exchange is done and its host
@@ -108,6 +121,12 @@ class TunnelClient(asyncssh.SSHClient):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closing and self._on_lost is not None:
             self._on_lost(str(exc) if exc else "SSH connection closed by the server")
+
+    def validate_host_ca_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        # Never trusted here (known_hosts alone decides): remembered, so that the error can
+        # say which authority to trust instead of the bare key.
+        self.host_authority = key.get_fingerprint()
+        return False
 
     def password_auth_requested(self) -> None:
         return None
@@ -167,7 +186,8 @@ class SshTransport(Transport):
             listed = cast(list[str], config.get("UserKnownHostsFile", []))
             files = [f for f in listed if f != "none"] or [str(paths.known_hosts())]
         user = str(config.get("User", "") or getpass.getuser())
-        return _Resolved(hostname, port, files, bool(config.get("ProxyJump")), user)
+        jump = str(config.get("ProxyJump") or "")
+        return _Resolved(hostname, port, files, bool(jump), user, jump)
 
     def _known_hosts(self, resolved: _Resolved) -> asyncssh.SSHKnownHosts:
         """The known hosts to verify the server with. A missing file means no entries: every
@@ -229,22 +249,37 @@ class SshTransport(Transport):
         resolved = self._resolve(config_files)
         known_hosts = self._known_hosts(resolved)
         login = sshkeys.Login([])
+        # The server's own connection, once made (a ProxyJump hop's login comes before it).
+        made: list[TunnelClient] = []
+
+        def client_factory() -> TunnelClient:
+            made.append(self._new_client(on_phase, on_lost))
+            return made[-1]
+
         try:
             login = await sshkeys.prepare(self.options, self._load_config(config_files))
             self._conn, client = await asyncssh.create_connection(
-                lambda: self._new_client(on_phase, on_lost),
+                client_factory,
                 self.via.host,
                 **self._connect_options(known_hosts, config_files, login),
             )
             self._client = cast(TunnelClient, client)
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise await self._host_key_error(known_hosts, resolved) from exc
+            if resolved.jump and not made:
+                raise await self._hop_host_key_error(exc.reason, resolved.jump) from exc
+            authority = made[-1].host_authority if made else None
+            raise await self._host_key_error(known_hosts, resolved, authority) from exc
         except asyncssh.PermissionDenied as exc:
+            if resolved.jump and not made:
+                denied = _DENIED_LOGIN.fullmatch(exc.reason)
+                hop = f"{denied.group(1)}@{denied.group(2)}" if denied else resolved.jump
+                raise hop_refused(hop, resolved.jump, str(self.via)) from exc
             user = self.via.user or resolved.user
-            raise sshcerts.refusal(str(self.via), login.offered, user) or AuthenticationError(
-                f"SSH authentication to {self.via} failed: {exc.reason}",
-                hint="check the user, identity_file and ssh-agent; tether never prompts",
-                options=("identity_file",),
+            raise sshcerts.refusal(str(self.via), login.offered, user) or login_refused(
+                str(self.via),
+                exc.reason,
+                login.locked[0] if login.locked else None,
+                agent=login.agent_found,
             ) from exc
         except asyncssh.KeyImportError as exc:
             if "passphrase" not in str(exc).lower():
@@ -295,9 +330,35 @@ class SshTransport(Transport):
         )
         return trusted, authorities, revoked
 
+    async def _hop_host_key_error(self, reason: str, jump: str) -> HostKeyError:
+        """A ProxyJump hop's host key failed: explained as for the server, for the hop whose
+        host asyncssh names (it checks a hop against the known_hosts that ssh_config gives
+        the hop, not the tunnel's)."""
+        host = reason.rpartition(" for host ")[2]
+        hops = [hop.removeprefix("ssh://") for hop in jump.split(",")]
+        for hop in hops:
+            try:
+                via = Via.parse(f"ssh://{hop}", what="ProxyJump")
+            except UsageError:
+                break
+            transport = SshTransport(via, replace(self.options, known_hosts=None))
+            resolved = transport._resolve(transport._config_files())
+            if resolved.hostname != host and hop != hops[-1]:
+                continue
+            known_hosts = transport._known_hosts(resolved)
+            return await transport._host_key_error(known_hosts, resolved, jump=jump)
+        error = HostKeyError(f"host key of jump host {host} (ProxyJump {jump}): {reason}")
+        error.hop = host
+        return error
+
     async def _host_key_error(
-        self, known_hosts: asyncssh.SSHKnownHosts, resolved: _Resolved
-    ) -> TetherError:
+        self,
+        known_hosts: asyncssh.SSHKnownHosts,
+        resolved: _Resolved,
+        authority: str | None = None,
+        *,
+        jump: str | None = None,
+    ) -> HostKeyError:
         """Explain a host-key failure: which key the server showed and how to trust it, for
         the host and port ssh_config really leads to."""
         key = None
@@ -318,7 +379,10 @@ class SshTransport(Transport):
             kind = "authority"
         fingerprint = key.get_fingerprint() if key is not None else None
         where = str(Path(resolved.known_hosts[0]).expanduser())
-        return KeyProblem(kind, resolved.hostname, resolved.port, where, fingerprint).error()
+        problem = KeyProblem(kind, resolved.hostname, resolved.port, where, fingerprint, jump=jump)
+        if kind == "unknown" and authority is not None:
+            problem = replace(problem, authority=authority)
+        return problem.error()
 
     async def open(self, target: Endpoint, end: End) -> Conduit:
         if self._conn is None:
@@ -335,10 +399,8 @@ class SshTransport(Transport):
                 max_pktsize=CHANNEL_PACKET,
             )
         except asyncssh.ChannelOpenError as exc:
-            raise TargetUnreachableError(
-                f"cannot connect to {target} through {self.via}: {exc.reason}",
-                kind=channel_failure(exc.code, exc.reason),
-            ) from exc
+            failure = channel_failure(exc.code, exc.reason)
+            raise target_error(target, str(self.via), exc.reason, failure) from exc
         except (asyncssh.Error, OSError) as exc:
             raise TransportUnreachableError(f"SSH connection to {self.via} failed: {exc}") from exc
         return channel

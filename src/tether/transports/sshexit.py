@@ -8,28 +8,28 @@ silent server takes seconds), and a signal that cancels the wait kills them too.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import getpass
 import os
 import pwd
 import re
-import shutil
 import socket
 import subprocess
 from pathlib import Path
 
-from tether.errors import AuthenticationError, TetherError, TransportUnreachableError
-from tether.transports import sshcerts, sshidentities
-from tether.transports.sshidentities import AgentKey
-from tether.transports.sshsetup import KeyProblem
+from tether.errors import TetherError, TransportUnreachableError
+from tether.transports import sshagent, sshcerts, sshidentities
+from tether.transports.sshsetup import (
+    KeyProblem,
+    config_problem,
+    hop_refused,
+    login_refused,
+    unsafe_config,
+)
 
 HELPER_TIMEOUT = 10.0
 
 
-async def output(
-    argv: list[str], data: bytes | None = None, *, env: dict[str, str] | None = None
-) -> str:
+async def output(argv: list[str], data: bytes | None = None) -> str:
     """What a short helper command prints; empty if it cannot run or takes too long."""
     try:
         process = await asyncio.create_subprocess_exec(
@@ -37,7 +37,6 @@ async def output(
             stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env=env,
         )
     except OSError:
         return ""
@@ -52,15 +51,20 @@ async def output(
     return out.decode(errors="replace")
 
 
-async def resolve(argv: list[str]) -> dict[str, str]:
+async def resolve(argv: list[str]) -> dict[str, list[str]]:
     """What ssh makes of the host after ssh_config: `ssh -G` with the master's own arguments
-    (hostname, port, userknownhostsfile, ...). A setting that ssh lists more than once
-    (identityfile, certificatefile) holds its values one per line."""
-    resolved: dict[str, str] = {}
+    (hostname, port, userknownhostsfile, ...), every value of a key in order (identityfile is
+    often repeated)."""
+    resolved: dict[str, list[str]] = {}
     for line in (await output([argv[0], "-G", *argv[1:]])).splitlines():
         key, _, value = line.partition(" ")
-        resolved[key] = f"{resolved[key]}\n{value}" if key in resolved else value
+        resolved.setdefault(key, []).append(value)
     return resolved
+
+
+def first(resolved: dict[str, list[str]], key: str, default: str) -> str:
+    """The value of ``key`` that ssh uses (the first), or ``default``."""
+    return resolved.get(key, [default])[0]
 
 
 # What a master that exits during start-up says, and what it means. OpenSSH 7.6 to 9.x.
@@ -69,15 +73,26 @@ _KEY_CHANGED = re.compile(r"Host key for (\S+) has changed and you have requeste
 _KEY_REVOKED = re.compile(r"host key for (\S+) is marked as revoked")
 _FINGERPRINT = re.compile(r"(SHA256:[A-Za-z0-9+/=]+)")
 _OFFENDING = re.compile(r"Offending \S+ key in (.+):\d+")
-_DENIED = re.compile(r"Permission denied \((.*)\)")
+# "user@host: Permission denied (publickey)." from 7.x on; user@host is who logged in where.
+_DENIED = re.compile(r"(?:(?P<login>\S+@\S+): )?Permission denied \((?P<methods>.*)\)")
 _UNRESOLVED = re.compile(r"Could not resolve hostname (\S+): (.+)")
+_BAD_CONFIG = re.compile(r"Bad owner or permissions on (.+)$", re.M)
+# What the master says when its ProxyJump hop (its ProxyCommand, `ssh -W`) exited before the
+# master's own server spoke: whatever the hop said before is about the hop.
+_HOP_CLOSED = re.compile(r"(?:kex|ssh)_exchange_identification: |Connection closed by UNKNOWN")
+_SIGNING_CA = re.compile(r"Signing CA: \S+ (SHA256:[A-Za-z0-9+/=]+)")
 
 
-async def startup_error(stderr: str, resolved: dict[str, str], via: str) -> TetherError:
+async def startup_error(stderr: str, resolved: dict[str, list[str]], via: str) -> TetherError:
     """tether's error for a master that exited before it was up, from what it printed; ``via``
     names the server as the user did. The words follow the asyncssh engine's."""
     last = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh exited"
-    known_hosts = resolved.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
+    known_hosts = first(resolved, "userknownhostsfile", "~/.ssh/known_hosts").split()[0]
+    jump = first(resolved, "proxyjump", "none")
+    proxied = jump != "none" or first(resolved, "proxycommand", "none") != "none"
+    bad_config = _BAD_CONFIG.search(stderr)
+    if bad_config:  # an ssh_config that tether did not check itself: one it includes
+        return _unsafe_config(bad_config.group(1).strip())
     for pattern, kind in (
         (_KEY_REVOKED, "revoked"),
         (_KEY_CHANGED, "changed"),
@@ -91,37 +106,52 @@ async def startup_error(stderr: str, resolved: dict[str, str], via: str) -> Teth
             if kind == "unknown" and await _only_authorities(found.group(1), where):
                 kind = "authority"  # ssh fell back from certificates to a plain, unknown key
             fingerprint = _FINGERPRINT.search(stderr)
+            hop = jump != "none" and _HOP_CLOSED.search(stderr, found.end()) is not None
             return KeyProblem(
                 kind,
                 hostname,
                 port,
                 where,
                 fingerprint.group(1) if fingerprint else await _fingerprint(hostname, port),
+                # Behind a jump host, the server cannot be asked from here.
+                await _authority(hostname, port) if kind == "unknown" and not proxied else None,
+                jump=jump if hop else None,
             ).error()
     if "Host key verification failed" in stderr:
         return KeyProblem(
             "unknown",
-            resolved.get("hostname", "?"),
-            int(resolved.get("port", "22")),
+            first(resolved, "hostname", "?"),
+            int(first(resolved, "port", "22")),
             known_hosts,
         ).error()
-    denied = _DENIED.search(stderr)
+    # The last one: a hop's comes before the master's own.
+    denied = next(reversed(list(_DENIED.finditer(stderr))), None)
     if denied:
-        user = resolved.get("user") or getpass.getuser()
-        offered = await certificates(resolved)
-        return sshcerts.refusal(via, offered, user) or AuthenticationError(
-            f"SSH authentication to {via} failed: Permission denied ({denied.group(1)})",
-            hint="check the user, identity_file and ssh-agent; tether never prompts",
-            options=("identity_file",),
+        if jump != "none" and _HOP_CLOSED.search(stderr, denied.end()):
+            return hop_refused(denied.group("login") or jump, jump, via)
+        user = first(resolved, "user", "") or getpass.getuser()
+        agent = await sshagent.agent_keys(_agent_path(resolved))
+        plan = login_plan(resolved, agent or [])
+        return sshcerts.refusal(via, plan.offered, user) or login_refused(
+            via,
+            f"Permission denied ({denied.group('methods')})",
+            plan.locked[0] if plan.locked else None,
+            agent=agent is not None,
         )
     unresolved = _UNRESOLVED.search(stderr)
     if unresolved:
         return TransportUnreachableError(
             f"cannot resolve SSH server {unresolved.group(1)}: {unresolved.group(2)}"
         )
-    return TransportUnreachableError(
-        f"cannot reach SSH server {via}: {last.removeprefix('ssh: ')}"
-    )
+    return TransportUnreachableError(f"cannot reach SSH server {via}: {last.removeprefix('ssh: ')}")
+
+
+def _unsafe_config(path: str) -> TetherError:
+    try:
+        problem = config_problem(os.stat(path), os.getuid())
+    except OSError:
+        problem = None
+    return unsafe_config(path, problem)
 
 
 def _host_and_port(host: str) -> tuple[str, int]:
@@ -137,6 +167,16 @@ async def _only_authorities(host: str, known_hosts: str) -> bool:
     return bool(markers) and all(marker.strip() == "CA" for marker in markers)
 
 
+async def _authority(hostname: str, port: int) -> str | None:
+    """The fingerprint of the CA that signed the host certificate the server offers, if it
+    offers one (asked of it directly, as ssh-keyscan -c does)."""
+    scan = await output(["ssh-keyscan", "-c", "-T", "5", "-p", str(port), hostname])
+    if not scan.strip():
+        return None
+    found = _SIGNING_CA.search(await output(["ssh-keygen", "-L", "-f", "-"], scan.encode()))
+    return found.group(1) if found else None
+
+
 async def _fingerprint(hostname: str, port: int) -> str | None:
     """The SHA256 fingerprint of the key the server offers, asked of it directly."""
     scan = await output(["ssh-keyscan", "-T", "5", "-p", str(port), hostname])
@@ -145,42 +185,49 @@ async def _fingerprint(hostname: str, port: int) -> str | None:
     return found.group(1) if found else None
 
 
-async def certificates(resolved: dict[str, str]) -> tuple[sshcerts.Offered, ...]:
-    """The certificates ssh had to offer (its identity and certificate files, and the agent's),
-    to explain a refused login as the asyncssh engine does (sshidentities.py)."""
+def login_plan(
+    resolved: dict[str, list[str]], agent: list[sshidentities.AgentKey]
+) -> sshidentities.Plan:
+    """What ssh had to offer (its identity and certificate files, and the agent's keys), to
+    explain a refused login as the asyncssh engine does (sshidentities.py)."""
     listed = {
-        kind: [p for p in (_expanded(v, resolved) for v in _values(resolved, kind)) if p]
+        kind: [p for p in (_expanded(v, resolved) for v in resolved.get(kind, [])) if p]
         for kind in ("identityfile", "certificatefile")
     }
     return sshidentities.plan(
         listed["identityfile"],
         listed["certificatefile"],
-        await _agent_keys(resolved),
-        identities_only=resolved.get("identitiesonly") == "yes",
-    ).offered
+        agent,
+        identities_only=first(resolved, "identitiesonly", "no") == "yes",
+    )
 
 
-def _values(resolved: dict[str, str], key: str) -> list[str]:
-    return [v for v in resolved.get(key, "").split("\n") if v]
+def _agent_path(resolved: dict[str, list[str]]) -> str:
+    """The agent ssh asks: IdentityAgent (expanded as ssh does), else $SSH_AUTH_SOCK."""
+    named = first(resolved, "identityagent", "SSH_AUTH_SOCK")
+    if named not in ("SSH_AUTH_SOCK", "none"):
+        named = _expanded(named, resolved) or "none"
+    return sshagent.agent_path(named)
 
 
 _TOKEN = re.compile(r"%(.)|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expanded(path: str, resolved: dict[str, str]) -> str | None:
+def _expanded(path: str, resolved: dict[str, list[str]]) -> str | None:
     """A path of `ssh -G` (which leaves ~, %-tokens and ${VARIABLES} as written) as ssh opens
     it; None if it uses a token that tether does not know."""
     home = _home()
+    host = first(resolved, "host", "")
     tokens = {
         "%": "%",
         "d": home,
         "u": getpass.getuser(),
         "i": str(os.getuid()),
-        "h": resolved.get("hostname", ""),
-        "n": resolved.get("host", ""),
-        "p": resolved.get("port", ""),
-        "r": resolved.get("user", ""),
-        "k": resolved.get("hostkeyalias") or resolved.get("host", ""),
+        "h": first(resolved, "hostname", ""),
+        "n": host,
+        "p": first(resolved, "port", ""),
+        "r": first(resolved, "user", ""),
+        "k": first(resolved, "hostkeyalias", "") or host,
         "l": socket.gethostname(),
         "L": socket.gethostname().split(".")[0],
     }
@@ -204,28 +251,3 @@ def _home() -> str:
         return pwd.getpwuid(os.getuid()).pw_dir
     except KeyError:
         return str(Path.home())
-
-
-async def _agent_keys(resolved: dict[str, str]) -> list[AgentKey]:
-    """The keys and certificates of the agent ssh asks (IdentityAgent, else $SSH_AUTH_SOCK),
-    as `ssh-add -L` lists them."""
-    path = resolved.get("identityagent", "SSH_AUTH_SOCK")
-    if path == "SSH_AUTH_SOCK":
-        path = os.environ.get("SSH_AUTH_SOCK", "")
-    elif path.lower() == "none":
-        path = ""
-    else:
-        path = _expanded(path, resolved) or ""
-    ssh_add = shutil.which("ssh-add")
-    if not path or ssh_add is None:
-        return []
-    listed = await output([ssh_add, "-L"], env={**os.environ, "SSH_AUTH_SOCK": path})
-    keys: list[AgentKey] = []
-    for line in listed.splitlines():
-        fields = line.split(maxsplit=2)
-        try:
-            blob = base64.b64decode(fields[1], validate=True)
-        except (IndexError, ValueError, binascii.Error):
-            continue  # "The agent has no identities."
-        keys.append(AgentKey(len(keys), blob, fields[2] if len(fields) > 2 else ""))
-    return keys

@@ -70,10 +70,13 @@ class Identity:
 @dataclass(frozen=True)
 class Plan:
     """What a login offers, in order, and the certificates among them (with those that no key
-    signs for, and why), to explain a refusal."""
+    signs for, and why), to explain a refusal; and the identity files it could not offer
+    because they are encrypted and the agent does not hold their keys (tether never asks for
+    a passphrase), for the same reason."""
 
     identities: tuple[Identity, ...]
     offered: tuple[Offered, ...]
+    locked: tuple[str, ...] = ()
 
 
 def read_key_file(path: str) -> KeyFile | None:
@@ -156,6 +159,16 @@ def plan(
         elif not identities_only:
             others.append(Identity(agent_key.blob, "ssh-agent", held, agent=agent_key))
     order = [*certs, *matched, *others, *files]
+    # An encrypted key whose public half is unknown (an old PEM key without its .pub) could be
+    # any of the agent's: it counts as locked only when the agent holds nothing.
+    locked = tuple(
+        i.source
+        for i in files
+        if i.certificate is None
+        and i.key_file is not None
+        and i.key_file.encrypted
+        and (i.blob is not None or not agent_keys)
+    )
     identities: list[Identity] = []
     offered: list[Offered] = []
     for identity in order:
@@ -171,7 +184,7 @@ def plan(
         if signer is not None:
             identities.append(replace(identity, agent=signer.agent, key_file=signer.key_file))
         offered.append(item)
-    return Plan(tuple(identities), tuple(offered))
+    return Plan(tuple(identities), tuple(offered), locked)
 
 
 def _signer(

@@ -43,7 +43,9 @@ class Login:
 
     keys: list[asyncssh.SSHKeyPair]
     offered: tuple[Offered, ...] = ()
+    locked: tuple[str, ...] = ()  # encrypted identity files the agent does not hold
     agent: asyncssh.SSHAgentClient | None = None
+    agent_found: bool = False  # whether an agent answered (it is closed after the login)
 
     async def close(self) -> None:
         agent, self.agent = self.agent, None
@@ -61,6 +63,7 @@ async def prepare(options: SshOptions, config: SSHClientConfig) -> Login:
     certificate_files = _unique([*options.certificate_files, *_listed(config, "CertificateFile")])
     login = Login([])
     login.agent, agent_pairs = await _agent(config)
+    login.agent_found = login.agent is not None
     try:
         agent_keys = [
             AgentKey(index, bytes(pair.public_data), pair.get_comment() or "")
@@ -75,6 +78,7 @@ async def prepare(options: SshOptions, config: SSHClientConfig) -> Login:
             read_key=files.read,
         )
         login.offered = plan.offered
+        login.locked = plan.locked
         for identity in plan.identities:
             pair = files.pair(identity, agent_pairs)
             if pair is not None:

@@ -143,7 +143,8 @@ def check(args: list[str], env: dict[str, str], kind: str) -> None:
     errors = [line for line in output.splitlines() if line.startswith("tether: error:")]
     assert len(errors) <= 1, (args, output)
     if result.exit_code not in (0,):
-        assert errors or "Error:" in output, (args, output)  # ours, or click's usage error
+        assert errors, (args, output)  # click's usage errors too are tether's one line
+    assert "Usage:" not in output and "Error:" not in output, (args, output)
 
 
 SETTINGS = settings(

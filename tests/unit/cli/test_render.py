@@ -102,9 +102,19 @@ def test_an_error_line_stays_one_line(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_the_spinner_shows_a_label_neither_as_escapes_nor_as_markup() -> None:
     spinner = Spinner(f"[bold red]db{ESCAPES}")
-    text = spinner._text("connecting")
+    spinner.phase("connecting")
+    text = spinner.text()
     assert text.isprintable()
-    from rich.text import Text
-
-    shown = Text.from_markup(text).plain
+    shown = spinner.__rich__().plain  # rich's own text: no markup is read in it
+    assert shown == text
     assert shown.startswith("[bold red]db\\x1b[2J") and shown.endswith(": connecting")
+
+
+def test_the_spinner_counts_the_seconds_against_the_timeout() -> None:
+    now = [100.0]
+    spinner = Spinner("db", 30, clock=lambda: now[0])
+    assert spinner.text() == "db: starting (0s of 30s)"
+    spinner.phase("authenticating")
+    now[0] += 3.7
+    assert spinner.text() == "db: authenticating (3s of 30s)"
+    assert Spinner("db", 0.5, clock=lambda: 0.0).text() == "db: starting (0s of 0.5s)"

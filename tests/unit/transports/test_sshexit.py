@@ -18,13 +18,14 @@ from tests.support.sshd_server import keygen
 from tests.support.waiting import wait_until
 from tether.errors import (
     AuthenticationError,
+    ConfigError,
     HostKeyError,
     TetherError,
     TransportUnreachableError,
 )
 from tether.transports import sshexit
 
-RESOLVED = {"hostname": "127.0.0.1", "userknownhostsfile": "/k/known_hosts"}
+RESOLVED = {"hostname": ["127.0.0.1"], "userknownhostsfile": ["/k/known_hosts"]}
 
 
 @pytest.fixture
@@ -33,6 +34,56 @@ def closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+HOP_CLOSED = (
+    "kex_exchange_identification: Connection closed by remote host\n"
+    "Connection closed by UNKNOWN port 65535"
+)
+
+
+async def test_a_jump_hosts_refusal_names_the_hop(closed_port: int) -> None:
+    """The hop's ssh (ssh -W) writes to the master's stderr; the master, whose own server
+    never spoke, then says so: what came before is the hop's."""
+    said = f"nobody@10.0.0.9: Permission denied (publickey).\n{HOP_CLOSED}"
+    resolved = {**RESOLVED, "proxyjump": ["bastion-j"], "port": [str(closed_port)]}
+    error = await sshexit.startup_error(said, resolved, "ssh://inner")
+    assert type(error) is AuthenticationError and error.hop == "nobody@10.0.0.9"
+    assert error.message == (
+        "SSH authentication to jump host nobody@10.0.0.9 (ProxyJump bastion-j) failed: "
+        "Permission denied, so ssh://inner was not reached"
+    )
+    # The server's own refusal through the hop is the server's.
+    said = "root@127.0.0.1: Permission denied (publickey)."
+    error = await sshexit.startup_error(said, resolved, "ssh://inner")
+    assert type(error) is AuthenticationError and error.hop is None
+    assert error.message.startswith("SSH authentication to ssh://inner failed: Permission denied")
+
+
+async def test_a_jump_hosts_unknown_key_names_the_hop(closed_port: int) -> None:
+    said = (
+        f"No ED25519 host key is known for [127.0.0.1]:{closed_port} and you have requested "
+        f"strict checking.\nHost key verification failed.\n{HOP_CLOSED}"
+    )
+    resolved = {**RESOLVED, "proxyjump": ["bastion-j"], "port": ["22"]}
+    error = await sshexit.startup_error(said, resolved, "ssh://inner")
+    assert type(error) is HostKeyError and error.hop == f"[127.0.0.1]:{closed_port}"
+    assert error.message.startswith(
+        f"host key for jump host [127.0.0.1]:{closed_port} is not in /k/known_hosts"
+    )
+
+
+async def test_an_ssh_config_ssh_refuses(tmp_path: Path) -> None:
+    config = tmp_path / "included"
+    config.write_text("")
+    config.chmod(0o666)
+    said = f"Bad owner or permissions on {config}"
+    error = await sshexit.startup_error(said, RESOLVED, "ssh://db")
+    assert type(error) is ConfigError and error.exit_code == 2
+    assert str(error) == (
+        f"ssh_config: bad owner or permissions on {config}: writable by every user (mode 0666) "
+        f"(chmod go-w {config})"
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,7 +136,7 @@ async def test_what_ssh_said_becomes_one_error(
     stderr: str, kind: type[TetherError], words: str, closed_port: int
 ) -> None:
     said = stderr.replace("{port}", str(closed_port))
-    error = await sshexit.startup_error(said, {**RESOLVED, "port": str(closed_port)}, "ssh://db")
+    error = await sshexit.startup_error(said, {**RESOLVED, "port": [str(closed_port)]}, "ssh://db")
     words = words.replace("{port}", str(closed_port))
     assert type(error) is kind
     assert re.search(words, str(error)), str(error)
@@ -123,13 +174,13 @@ async def test_settings_ssh_lists_more_than_once_are_kept(tmp_path: Path) -> Non
     config = tmp_path / "config"
     config.write_text("Host db\n  IdentityFile /k/one\n  IdentityFile /k/two\n  User bob\n")
     resolved = await sshexit.resolve(["ssh", "-F", str(config), "db"])
-    assert resolved["identityfile"].split("\n") == ["/k/one", "/k/two"]
-    assert resolved["user"] == "bob"
+    assert resolved["identityfile"] == ["/k/one", "/k/two"]
+    assert resolved["user"] == ["bob"]
 
 
 def test_paths_of_ssh_g_are_expanded_as_ssh_opens_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TETHER_TEST_DIR", "/keys")
-    resolved = {"user": "bob", "hostname": "db.internal", "port": "2222", "host": "db"}
+    resolved = {"user": ["bob"], "hostname": ["db.internal"], "port": ["2222"], "host": ["db"]}
     home = pwd.getpwuid(os.getuid()).pw_dir  # ssh's, whatever $HOME says
     expanded = sshexit._expanded("~/.ssh/%r@%h:%p-%n%%", resolved)
     assert expanded == f"{home}/.ssh/bob@db.internal:2222-db%"
@@ -150,7 +201,7 @@ async def test_a_refused_certificate_says_why(
         check=True,
         stdin=subprocess.DEVNULL,
     )
-    resolved = {**RESOLVED, "identityfile": f"{tmp_path}/%r\n{key}", "user": "bob"}
+    resolved = {**RESOLVED, "identityfile": [f"{tmp_path}/%r", str(key)], "user": ["bob"]}
     error = await sshexit.startup_error(
         "bob@db: Permission denied (publickey).", resolved, "ssh://db"
     )
