@@ -18,7 +18,7 @@ from tests.e2e.test_errors import one_line_error
 from tests.support.servers import EchoServer
 from tests.support.sshd_server import SshdServer, certify, keygen, require_sshd
 from tests.support.tether_process import TetherRunner
-from tests.support.waiting import wait_until_sync
+from tests.support.ssh_setups import add_to_agent, private_agent
 
 
 @dataclass
@@ -107,27 +107,8 @@ def authority(tmp_path: Path) -> Iterator[Authority]:
 @pytest.fixture
 def ssh_agent(tmp_path: Path) -> Iterator[Path]:
     """A private, empty ssh-agent: its socket. Only the tether runs given it see it."""
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(
-        ["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-    )
-    try:
-        wait_until_sync(sock.exists, "the agent's socket")
+    with private_agent(tmp_path) as sock:
         yield sock
-    finally:
-        agent.terminate()
-        agent.wait()
-
-
-def add_to_agent(sock: Path, key: Path) -> None:
-    """ssh-add KEY (and KEY-cert.pub, if it is there, as ssh-add does)."""
-    subprocess.run(
-        ["ssh-add", str(key)],
-        env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
-        check=True,
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def encrypt(key: Path) -> None:

@@ -3,6 +3,7 @@ nothing, a jump host in front of a server, a server with a host certificate."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,20 @@ def private_agent(directory: Path) -> Iterator[Path]:
     finally:
         agent.terminate()
         agent.wait()
+
+
+def add_to_agent(sock: Path, key: Path, passphrase: str | None = None) -> None:
+    """ssh-add KEY (and KEY-cert.pub, if it is there, as ssh-add does) to the agent at
+    ``sock``; an encrypted key's ``passphrase`` comes from an askpass program, never a TTY."""
+    env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+    if passphrase is not None:
+        askpass = sock.parent / "askpass"
+        askpass.write_text(f"#!/bin/sh\necho '{passphrase}'\n")
+        askpass.chmod(0o700)
+        env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY="none")
+    subprocess.run(
+        ["ssh-add", str(key)], env=env, check=True, capture_output=True, stdin=subprocess.DEVNULL
+    )
 
 
 @contextmanager

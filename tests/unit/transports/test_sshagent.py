@@ -3,19 +3,15 @@ hold, told from the key files and that list, with nothing decrypted and nothing 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.waiting import wait_until_sync
+from tests.support.ssh_setups import PASSPHRASE, add_to_agent, private_agent
 from tether.transports.sshagent import agent_keys
 from tether.transports.sshidentities import plan
-
-PASSPHRASE = "secret words"
-
 
 def keygen(path: Path, passphrase: str, *extra: str) -> Path:
     subprocess.run(
@@ -28,33 +24,12 @@ def keygen(path: Path, passphrase: str, *extra: str) -> Path:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Path]:
-    """A private ssh-agent, holding nothing; its socket."""
-    sock = tmp_path / "agent.sock"
-    process = subprocess.Popen(
-        ["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-    )
-    try:
-        wait_until_sync(sock.exists, "the agent's socket")
+    with private_agent(tmp_path) as sock:
         yield sock
-    finally:
-        process.terminate()
-        process.wait()
 
 
-def add(agent: Path, key: Path, tmp_path: Path) -> None:
-    askpass = tmp_path / "askpass"
-    askpass.write_text(f"#!/bin/sh\necho '{PASSPHRASE}'\n")
-    askpass.chmod(0o700)
-    env = {
-        **os.environ,
-        "SSH_AUTH_SOCK": str(agent),
-        "SSH_ASKPASS": str(askpass),
-        "SSH_ASKPASS_REQUIRE": "force",
-        "DISPLAY": "none",
-    }
-    subprocess.run(
-        ["ssh-add", str(key)], env=env, check=True, stdin=subprocess.DEVNULL, capture_output=True
-    )
+def add(agent: Path, key: Path) -> None:
+    add_to_agent(agent, key, PASSPHRASE)
 
 
 async def test_only_encrypted_keys_outside_the_agent_are_locked(
@@ -67,7 +42,7 @@ async def test_only_encrypted_keys_outside_the_agent_are_locked(
     pem = keygen(tmp_path / "pem", PASSPHRASE, "-m", "PEM", "-t", "rsa")
     (tmp_path / "pem.pub").unlink()
     missing = tmp_path / "missing"
-    add(agent, loaded, tmp_path)
+    add(agent, loaded)
     held = await agent_keys(str(agent))
     assert held is not None
     candidates = [str(path) for path in (plain, missing, locked, loaded, pem)]
@@ -80,7 +55,7 @@ async def test_only_encrypted_keys_outside_the_agent_are_locked(
 async def test_the_agents_list(tmp_path: Path, agent: Path) -> None:
     assert await agent_keys(str(agent)) == []
     key = keygen(tmp_path / "k", PASSPHRASE, "-C", "the comment")
-    add(agent, key, tmp_path)
+    add(agent, key)
     listed = await agent_keys(str(agent))
     assert listed is not None
     (held,) = listed
