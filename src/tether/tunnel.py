@@ -526,7 +526,8 @@ class Tunnel:
             await self.until_up()
             forwarding = await self.transport.forward(target, forward.sock)
         except TimeoutError:
-            forward.abort(reset_peers=False)
+            self.held_too_long()
+            forward.abort()
             return
         except TetherError as exc:
             self.connect_failed(exc)
@@ -549,10 +550,21 @@ class Tunnel:
             forward.abort()  # cut off by the transport's death: a reset, never an EOF
 
     async def until_up(self) -> None:
-        """Return once the transport is up; TimeoutError if it stays down for ``timeout``."""
+        """Return once the transport is up; TimeoutError if it stays down for ``hold`` seconds
+        (after which the caller resets the connection: see ``held_too_long``)."""
         if not self._up.is_set():
-            # Reconnecting: the port stays open and the client waits, within the timeout.
-            await asyncio.wait_for(self._up.wait(), self.spec.timeout)
+            # Reconnecting: the port stays open, and a client waits a moment for the transport.
+            await asyncio.wait_for(self._up.wait(), self.spec.hold)
+
+    def held_too_long(self) -> None:
+        """A connection waited ``hold`` seconds for a transport that stayed down: it is reset
+        (by the caller), as a refused port would be, so that its client fails at once and tries
+        again, rather than waiting on, or reading an EOF it could take for an answer."""
+        self.warn(
+            "held",
+            f"the transport is still down after {self.spec.hold:g}s (hold): connection reset; "
+            f"reconnecting: {self.last_error}",
+        )
 
     async def _connect(self, relay: Relay) -> None:
         assert self.spec.target is not None
@@ -560,7 +572,8 @@ class Tunnel:
             await self.until_up()
             await self.transport.open(self.spec.target, relay.remote)
         except TimeoutError:
-            relay.close()
+            self.held_too_long()
+            relay.abort()
             return
         except TetherError as exc:
             self.connect_failed(exc)

@@ -98,6 +98,14 @@ def test_spec_refuses_non_positive_timeout() -> None:
         TunnelSpec(target=Endpoint("db", 5432), timeout=0)
 
 
+def test_the_hold_is_a_few_seconds_and_never_negative() -> None:
+    assert TunnelSpec(target=Endpoint("db", 5432)).hold == 3
+    assert TunnelSpec(target=Endpoint("db", 5432), hold=0).hold == 0
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="hold"):
+            TunnelSpec(target=Endpoint("db", 5432), hold=bad)
+
+
 @given(st.text(max_size=300))
 def test_any_host_text_is_valid_or_a_usage_error(text: str) -> None:
     try:
