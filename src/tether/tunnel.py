@@ -362,13 +362,14 @@ class Tunnel:
             self._phase("reconnecting")  # the same state, and news: which attempt, and why
             await asyncio.sleep(backoff.delay(self.reconnect_attempt))
             self._dead = None
+            bound = spec.reconnect_timeout
             try:
-                async with asyncio.timeout(spec.timeout):
+                async with asyncio.timeout(bound):
                     await self.transport.connect(None, self._transport_lost)
             except TetherError as exc:
                 self.last_error = exc.message
             except TimeoutError:
-                self.last_error = f"reconnect timed out after {spec.timeout:g}s"
+                self.last_error = f"reconnect timed out after {bound:g}s"
             else:
                 if self._dead is None:
                     log.warning(

@@ -272,6 +272,22 @@ async def test_a_connection_held_past_the_hold_is_reset(
     assert "still down after 0.5s (hold): connection reset" in caplog.text
 
 
+async def test_a_reconnect_attempt_is_bounded_by_connect_timeout(
+    asyncssh_server: AsyncSshServer, echo_server: EchoServer
+) -> None:
+    """Against a server that accepts and never speaks (a frozen sshd), each attempt ends at
+    connect_timeout, not at the start's timeout."""
+    spec = ssh_spec(
+        asyncssh_server, Endpoint("127.0.0.1", echo_server.port), connect_timeout=0.5
+    ).with_changes(timeout=20, backoff_initial=0.01, backoff_max=0.02)
+    async with Tunnel(spec) as tunnel:
+        await asyncssh_server.stop()
+        with SilentServer(port=asyncssh_server.port):
+            # Three attempts within 8 s: none of them waited for the 20 s of the timeout.
+            await wait_until(lambda: tunnel.reconnect_attempt >= 4, "silent attempts", 8)
+            assert tunnel.last_error == "reconnect timed out after 0.5s"
+
+
 async def test_gives_up_after_max_retries(
     asyncssh_server: AsyncSshServer, echo_server: EchoServer
 ) -> None:
