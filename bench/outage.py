@@ -1,12 +1,15 @@
 """Outages, next to autossh: what a client sees while the SSH server is gone and once it is back.
 
-    PYTHONPATH=. .venv/bin/python bench/outage.py [--outage 35] [--kinds frozen,link,restart]
-        [--tools tether-openssh,tether-asyncssh,autossh]
+    PYTHONPATH=. .venv/bin/python bench/outage.py [--outage 35] [--runs 3]
+        [--kinds frozen,link,restart] [--tools tether-openssh,tether-asyncssh,autossh]
 
-Needs root (the link-down outage puts sshd in a network namespace of its own). Three outages of
---outage seconds each, against a fresh sshd every time: sshd frozen (SIGSTOP to the listener and
-its sessions, then SIGCONT); its link down (the namespace's end of a veth pair taken down, then
-up); sshd restarted (stopped, then started again on the same port). Each tool forwards a local
+Needs root (the link-down outage puts sshd in a network namespace of its own). Three kinds of
+outage, each against a fresh sshd: sshd frozen (SIGSTOP to the listener and its sessions, then
+SIGCONT); its link down (the namespace's end of a veth pair taken down, then up); sshd restarted
+(stopped, then started again on the same port). Each tool goes through each kind --runs times,
+the outages --outage seconds long on average and 6 s apart (29, 35 and 41 by default: the server
+comes back at different points of a backoff), one run of every tool and kind before the next
+run, so that a slow moment of the machine falls on all alike. Each tool forwards a local
 port to an echo target behind sshd, with keepalives every 2 s and 2 unanswered ones allowed:
 tether (`--keepalive-interval 2 --keepalive-count 2 --timeout 20`, each SSH engine) and autossh
 (`-M 0 -o ServerAliveInterval=2 -o ServerAliveCountMax=2`, AUTOSSH_GATETIME=0). Meanwhile a new
@@ -18,7 +21,7 @@ client connects every 250 ms and sends a byte. Figures, per outage and tool:
   life of each ssh process the tool started during the outage (the OpenSSH engine and autossh;
   the asyncssh engine has no process to time); ">=" when one was still waiting at the return;
 - recovery: from the server's return (SIGCONT; the link up; sshd answering again) to the first
-  client served, whenever it connected.
+  client served, whenever it connected: the median over the runs, and the longest.
 A frozen sshd found running again at the end of its outage (something else sent it SIGCONT: on a
 shared machine, a signal meant for a pid since reused) voids the run, which is done again.
 The tether measured is the one `import tether` finds: put another tree's src first on PYTHONPATH
@@ -57,7 +60,8 @@ CLIENT_PATIENCE = 60.0  # how long one client waits for anything before it count
 DETECTED = 8.0  # into the outage: the keepalives (2 s x 3) have seen it by then
 READY_DEADLINE = 60.0
 RECOVERY_DEADLINE = 120.0
-RUNS = 3  # tries of an outage whose sshd something else continued (see Thawed)
+RETRIES = 3  # tries of an outage whose sshd something else continued (see Thawed)
+STAGGER = 6.0  # seconds between the lengths of the runs' outages
 
 
 @dataclass
@@ -330,14 +334,61 @@ class Thawed(Exception):
 
 
 @dataclass
+class Sample:
+    """What one outage showed of one tool."""
+
+    waits: list[float]  # clients that came DETECTED s or more into it and were answered
+    outcomes: dict[str, int]  # how those were answered
+    held: float | None  # if none was: how long the oldest of them had waited at the return
+    attempts: list[float]  # lives of the ssh processes that began and ended within it
+    attempt_running: float | None  # the age of one begun within it and alive at the return
+    recovery: float | None  # from the return to the first client served (None: not within)
+    notes: str
+
+
+@dataclass
 class Result:
+    """One tool through one kind of outage, over several runs."""
+
     kind: str
     tool: str
-    wait: str
-    attempt: str
-    recovery: str
-    notes: str = ""
-    outcomes: dict[str, int] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def wait(self) -> str:
+        waits = [w for s in self.samples for w in s.waits]
+        outcomes: dict[str, int] = {}
+        for sample in self.samples:
+            for outcome, count in sample.outcomes.items():
+                outcomes[outcome] = outcomes.get(outcome, 0) + count
+        if waits:
+            ways = "/".join(sorted(outcomes, key=lambda o: -outcomes[o]))
+            return f"{statistics.median(waits):.2f} s {ways}"
+        held = [s.held for s in self.samples if s.held is not None]
+        return f"> {min(held):.1f} s (held)" if held else "-"
+
+    @property
+    def attempt(self) -> str:
+        lives = [life for s in self.samples for life in s.attempts]
+        if lives:
+            return f"{statistics.median(lives):.2f} s (median of {len(lives)})"
+        running = [s.attempt_running for s in self.samples if s.attempt_running is not None]
+        if running:
+            return f">= {max(running):.1f} s (still waiting at the return)"
+        return "-"
+
+    @property
+    def recovery(self) -> str:
+        times = [s.recovery for s in self.samples if s.recovery is not None]
+        missed = len(self.samples) - len(times)
+        if not times:
+            return f"> {RECOVERY_DEADLINE:g} s"
+        text = f"{statistics.median(times):.2f} s (max {max(times):.2f})"
+        return text + (f", {missed} over {RECOVERY_DEADLINE:g} s" if missed else "")
+
+    @property
+    def notes(self) -> str:
+        return next((s.notes for s in self.samples if s.notes), "")
 
 
 @contextmanager
@@ -363,7 +414,7 @@ def outage(kind: str, sshd: SshdServer, netns: Netns | None) -> tuple[Callable[[
     return netns.link_down, netns.link_up
 
 
-def measure(kind: str, tool: Tool, seconds: float, env: dict[str, str], tmp: Path) -> Result:
+def measure(kind: str, tool: Tool, seconds: float, env: dict[str, str], tmp: Path) -> Sample:
     with servers(kind, tmp / f"{kind}-{tool.name}") as (sshd, target, netns):
         port = tool.start(sshd, target, env)
         children = Children(tool.pid) if tool.watch_children else None
@@ -388,37 +439,28 @@ def measure(kind: str, tool: Tool, seconds: float, env: dict[str, str], tmp: Pat
                 children.stop()
             tool.stop()
     during = [c for c in clients.snapshot() if began + DETECTED <= c.began < back]
-    answered = [c for c in during if c.ended is not None and c.ended < back]
+    waits: list[float] = []
     outcomes: dict[str, int] = {}
-    for c in answered:
-        outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
-    if answered:
-        wait = f"{statistics.median(c.ended - c.began for c in answered if c.ended):.2f} s"
-        wait += " " + "/".join(sorted(outcomes, key=lambda o: -outcomes[o]))
-    elif during:
-        wait = f"> {back - during[0].began:.1f} s (held)"
-    else:
-        wait = "-"
-    attempt = "-"
+    for c in during:
+        if c.ended is not None and c.ended < back:
+            waits.append(c.ended - c.began)
+            outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
+    held = back - during[0].began if during and not waits else None
+    lives: list[float] = []
+    running = None
     if kind == "frozen" and children is not None:
         lives, running = children.lifetimes(began, back)
-        if lives:
-            attempt = f"{statistics.median(lives):.2f} s (of {len(lives)})"
-        elif running is not None:
-            attempt = f">= {running:.1f} s (still waiting at the return)"
-    elif kind == "frozen":
-        attempt = "n/a"
-    recovery = f"{served - back:.2f} s" if served is not None else f"> {RECOVERY_DEADLINE:g} s"
-    return Result(kind, tool.name, wait, attempt, recovery, tool.notes(), outcomes)
+    recovery = served - back if served is not None else None
+    return Sample(waits, outcomes, held, lives, running, recovery, tool.notes())
 
 
-def measure_retried(kind: str, name: str, seconds: float, env: dict[str, str], tmp: Path) -> Result:
-    for run in range(1, RUNS + 1):
+def measure_retried(kind: str, name: str, seconds: float, env: dict[str, str], tmp: Path) -> Sample:
+    for run in range(1, RETRIES + 1):
         try:
-            return measure(kind, make_tool(name), seconds, env, tmp / f"run{run}")
+            return measure(kind, make_tool(name), seconds, env, tmp / f"try{run}")
         except Thawed as exc:
             print(f"{kind} {name}: sshd was continued during the outage ({exc}); once more")
-    raise RuntimeError(f"{kind} {name}: sshd was continued during the outage {RUNS} times")
+    raise RuntimeError(f"{kind} {name}: sshd was continued during the outage {RETRIES} times")
 
 
 def make_tool(name: str) -> Tool:
@@ -430,6 +472,7 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=35.0, help="seconds of outage [35]")
     parser.add_argument("--kinds", default=",".join(KINDS), help="frozen,link,restart")
     parser.add_argument("--tools", default=",".join(TOOLS), help=",".join(TOOLS))
+    parser.add_argument("--runs", type=int, default=3, help="outages of each kind per tool [3]")
     args = parser.parse_args()
     require_sshd()
     if os.geteuid() != 0:
@@ -440,7 +483,9 @@ def main() -> None:
         if name not in (*KINDS, *TOOLS):
             sys.exit(f"unknown outage or tool: {name}")
     print(f"tether from {Path(tether.__file__).parent}", flush=True)
-    results = []
+    # Staggered, so that the server returns at different points of a tool's backoff.
+    lengths = [args.outage + STAGGER * (run - (args.runs - 1) / 2) for run in range(args.runs)]
+    results = [Result(kind, name) for kind in kinds for name in tools]
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp) / "ssh_config"
         empty.write_text("")
@@ -451,16 +496,18 @@ def main() -> None:
             "TETHER_SSH_CONFIG": str(empty),
         }
         env.pop("TETHER_CONFIG", None)
-        for kind in kinds:
-            for name in tools:
-                result = measure_retried(kind, name, args.outage, env, Path(tmp))
-                results.append(result)
+        for run, seconds in enumerate(lengths):
+            for result in results:  # one run of each, then the next: alike for a slow moment
+                where = Path(tmp) / f"run{run}"
+                sample = measure_retried(result.kind, result.tool, seconds, env, where)
+                result.samples.append(sample)
+                took = "none" if sample.recovery is None else f"{sample.recovery:.2f} s"
                 print(
-                    f"{kind:8} {name:16} wait {result.wait:28} attempt {result.attempt:34} "
-                    f"recovery {result.recovery}",
+                    f"{result.kind:8} {result.tool:16} outage {seconds:4.0f} s, recovery {took}",
                     flush=True,
                 )
-    print(f"\noutages of {args.outage:g} s, keepalive {KEEPALIVE[0]} s x {KEEPALIVE[1]}")
+    shown = ", ".join(f"{seconds:g}" for seconds in lengths)
+    print(f"\noutages of {shown} s, keepalive {KEEPALIVE[0]} s x {KEEPALIVE[1]}")
     header = ("outage", "tool", "client's wait", "one attempt (frozen)", "to first served")
     print(f"| {' | '.join(header)} |")
     print(f"|{'---|' * len(header)}")
