@@ -40,13 +40,16 @@ test-deps: sshd
 test: $(STAMP) test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# bench/outage.py needs root (it puts sshd in a network namespace): it says so, and is skipped.
 bench: $(STAMP) sshd
-	@missing=""; for tool in socat gcc redis-server; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in socat gcc redis-server autossh; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	PYTHONPATH=. $(BIN)/python bench/relays.py
 	PYTHONPATH=. $(BIN)/python bench/socksproxy.py
 	PYTHONPATH=. $(BIN)/python bench/lifecycle.py
+	@if [ "$$(id -u)" = 0 ]; then PYTHONPATH=. $(BIN)/python bench/outage.py; \
+	else echo "bench/outage.py needs root (network namespaces): not run"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

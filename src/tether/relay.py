@@ -48,12 +48,18 @@ def reset(conduit: Conduit) -> None:
     """Drop a TCP connection with a reset, so its peer cannot take the end for a clean EOF."""
     if isinstance(conduit, asyncio.Transport):
         sock = conduit.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-            except OSError:
-                pass  # already gone: nothing left to reset
+        if sock is not None:
+            linger_zero(sock)
     conduit.abort()
+
+
+def linger_zero(sock: socket.socket) -> None:
+    """Make closing ``sock`` (a TCP socket) send a reset (RST), not an orderly FIN."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        except OSError:
+            pass  # already gone: nothing left to reset
 
 
 class Conduit(Protocol):

@@ -6,6 +6,10 @@ hears success or why not (refused, unreachable, ...). On the handoff path (OpenS
 out before the socket is handed to ssh, as `ssh -D` sends it before it opens the channel: once
 ssh holds the socket, the target's first bytes could reach the client ahead of a reply sent
 later. A target that refuses then ends the connection with a reset, right after the success.
+
+On either path a request that comes while the transport is down waits for it up to the tunnel's
+hold; then the client hears "network unreachable", and its connection is reset, as any
+connection held that long is.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from tether import socks
 from tether.allowlist import allows
 from tether.errors import TargetUnreachableError, TetherError, describe
 from tether.handoff import Forward
-from tether.relay import Relay
+from tether.relay import Relay, linger_zero
 from tether.socks import Reply, SocksError
 from tether.spec import Endpoint
 from tether.values import host_port
@@ -139,8 +143,10 @@ async def serve_relay(tunnel: Tunnel, relay: Relay, conn: socket.socket) -> None
     try:
         await tunnel.until_up()
         await tunnel.transport.open(target, relay.remote)
-    except TimeoutError as exc:  # the transport stayed down
-        client.failed(exc)
+    except TimeoutError:  # the transport stayed down for the hold
+        tunnel.held_too_long()
+        client.answer(Reply.NETWORK_UNREACHABLE)
+        linger_zero(conn)
         conn.close()
         relay.abort(reset_peers=False)
         return
@@ -182,9 +188,10 @@ async def hand_off_request(tunnel: Tunnel, forward: Forward) -> Endpoint | None:
         return None
     try:
         await tunnel.until_up()
-    except TimeoutError as exc:
-        client.failed(exc)
-        forward.close()
+    except TimeoutError:  # the transport stayed down for the hold
+        tunnel.held_too_long()
+        client.answer(Reply.NETWORK_UNREACHABLE)
+        forward.abort()
         return None
     except asyncio.CancelledError:
         forward.abort(reset_peers=False)

@@ -16,6 +16,12 @@ from tether.values import MAX_SECONDS, host_port, parse_host, parse_port
 # Both loopback addresses (see listener.py); "127.0.0.1" or "::1" names one of them alone.
 DEFAULT_LISTEN_HOST = "localhost"
 DEFAULT_TIMEOUT = 30.0
+#: The bound on one reconnect attempt when connect_timeout is not given (or --timeout, if
+#: shorter): the start's timeout is for a first connection, and an attempt against a server
+#: that hangs must end in time for the next, so that the tunnel is back soon after its server.
+RECONNECT_TIMEOUT = 10.0
+#: How long a connection that arrives while the transport is down waits for it by default.
+DEFAULT_HOLD = 3.0
 DEFAULT_SSH_PORT = 22
 DEFAULT_MAX_CONNECTIONS = 1024
 SCHEMES = ("ssh",)
@@ -206,8 +212,9 @@ class SshOptions:
         parse=values.duration,
         toml=DURATION,
         metavar="DURATION",
-        help="Bound on the TCP connect and SSH handshake",
-        default_text="within --timeout",
+        help="Bound on the TCP connect and SSH handshake, and on each reconnect attempt",
+        default_text=f"within --timeout; a reconnect attempt: {RECONNECT_TIMEOUT:g}s or "
+        "--timeout if shorter",
     )
     # Last, so that the fields before keep their positions.
     certificate_files: tuple[str, ...] = option(
@@ -333,6 +340,15 @@ class TunnelSpec:
         "then :PORT or :*; repeatable",
         default_text="any target",
     )
+    hold: float = option(
+        DEFAULT_HOLD,
+        parse=values.duration_or_zero,
+        toml=DURATION,
+        metavar="DURATION",
+        help="While reconnecting, time a new connection waits for the transport before it is "
+        "reset, 0 for none",
+        default_text="3s",
+    )
 
     def __post_init__(self) -> None:
         if self.socks and self.target is not None:
@@ -358,6 +374,14 @@ class TunnelSpec:
         values.label(self.name)  # the Python API's TunnelSpec(name=...) skips the option parse
         if not 0 < self.timeout <= MAX_SECONDS:
             raise UsageError(f"timeout: expected a positive number of seconds, got {self.timeout}")
+        if not 0 <= self.hold <= MAX_SECONDS:
+            raise UsageError(f"hold: expected a number of seconds, 0 or more, got {self.hold}")
+
+    @property
+    def reconnect_timeout(self) -> float:
+        """The bound on one reconnect attempt: connect_timeout, else RECONNECT_TIMEOUT or the
+        start's timeout, whichever is shorter."""
+        return self.ssh.connect_timeout or min(self.timeout, RECONNECT_TIMEOUT)
 
     @property
     def reaches(self) -> str:

@@ -16,9 +16,15 @@ from typing import Self
 
 from tether import socksserve
 from tether.backoff import Backoff
-from tether.errors import ReadinessTimeoutError, TetherError, TunnelLostError
+from tether.errors import (
+    ReadinessTimeoutError,
+    TetherError,
+    TransportUnreachableError,
+    TunnelLostError,
+)
 from tether.listener import Listener, bind_all, resolve_listen
 from tether.logs import LimitedLog
+from tether.outage import Outage
 from tether.handoff import Forward
 from tether.relay import WRITE_HIGH_WATER, Counters, Relay, high_water_for
 from tether.protocol import State
@@ -353,39 +359,24 @@ class Tunnel:
 
     async def _reconnect(self) -> None:
         spec = self.spec
-        backoff = Backoff(spec.backoff_initial, spec.backoff_max)
         self.reconnect_attempt = 0
-        while spec.reconnect and (
-            spec.max_retries is None or self.reconnect_attempt < spec.max_retries
-        ):
-            self.reconnect_attempt += 1
-            self._phase("reconnecting")  # the same state, and news: which attempt, and why
-            await asyncio.sleep(backoff.delay(self.reconnect_attempt))
-            self._dead = None
-            try:
-                async with asyncio.timeout(spec.timeout):
-                    await self.transport.connect(None, self._transport_lost)
-            except TetherError as exc:
-                self.last_error = exc.message
-            except TimeoutError:
-                self.last_error = f"reconnect timed out after {spec.timeout:g}s"
-            else:
-                if self._dead is None:
-                    log.warning(
-                        "%s: reconnected after %d attempt(s)", spec.name, self.reconnect_attempt
-                    )
-                    self.reconnect_attempt = 0
-                    self.reconnects += 1
-                    self._up.set()
-                    self._phase("ready")
+        outage: Outage | None = None
+        try:
+            if spec.reconnect:
+                address = await self.transport.server_address()
+                backoff = Backoff(spec.backoff_initial, spec.backoff_max)
+                outage = Outage(backoff, address, spec.name)
+            while outage is not None and (
+                spec.max_retries is None or self.reconnect_attempt < spec.max_retries
+            ):
+                self.reconnect_attempt += 1
+                self._phase("reconnecting")  # the same state, and news: which attempt, and why
+                await outage.pause(self.reconnect_attempt)
+                if await self._attempt(outage):
                     return
-                self.last_error = self._dead
-            log.warning(
-                "%s: reconnect attempt %d failed: %s",
-                spec.name,
-                self.reconnect_attempt,
-                self.last_error,
-            )
+        finally:
+            if outage is not None:
+                outage.close()
         tried = (
             f"after {self.reconnect_attempt} reconnect attempt(s)"
             if spec.reconnect
@@ -394,6 +385,44 @@ class Tunnel:
         self._lost = TunnelLostError(f"{spec.name}: transport lost {tried}: {self.last_error}")
         self._phase("lost")
         self._ended.set()
+
+    async def _attempt(self, outage: Outage) -> bool:
+        """One reconnect attempt, bounded by ``reconnect_timeout``; True if it succeeded."""
+        spec = self.spec
+        bound = spec.reconnect_timeout
+        heard: list[State] = []  # any phase past "connecting": the server has spoken
+        self._dead = None
+        try:
+            async with asyncio.timeout(bound):
+                await self.transport.connect(heard.append, self._transport_lost)
+        except TransportUnreachableError as exc:
+            self.last_error = exc.message
+            outage.failed(silent=not heard)
+        except TetherError as exc:  # it answered and refused: a login, a host key, a config
+            self.last_error = exc.message
+            outage.failed(silent=False)
+        except TimeoutError:
+            self.last_error = f"reconnect timed out after {bound:g}s"
+            outage.failed(silent=not heard)
+        else:
+            if self._dead is None:
+                log.warning(
+                    "%s: reconnected after %d attempt(s)", spec.name, self.reconnect_attempt
+                )
+                self.reconnect_attempt = 0
+                self.reconnects += 1
+                self._up.set()
+                self._phase("ready")
+                return True
+            self.last_error = self._dead
+            outage.failed(silent=False)
+        log.warning(
+            "%s: reconnect attempt %d failed: %s",
+            spec.name,
+            self.reconnect_attempt,
+            self.last_error,
+        )
+        return False
 
     # -- connections ----------------------------------------------------------------------------
     def _phase(self, phase: State) -> None:
@@ -526,7 +555,8 @@ class Tunnel:
             await self.until_up()
             forwarding = await self.transport.forward(target, forward.sock)
         except TimeoutError:
-            forward.abort(reset_peers=False)
+            self.held_too_long()
+            forward.abort()
             return
         except TetherError as exc:
             self.connect_failed(exc)
@@ -549,10 +579,21 @@ class Tunnel:
             forward.abort()  # cut off by the transport's death: a reset, never an EOF
 
     async def until_up(self) -> None:
-        """Return once the transport is up; TimeoutError if it stays down for ``timeout``."""
+        """Return once the transport is up; TimeoutError if it stays down for ``hold`` seconds
+        (after which the caller resets the connection: see ``held_too_long``)."""
         if not self._up.is_set():
-            # Reconnecting: the port stays open and the client waits, within the timeout.
-            await asyncio.wait_for(self._up.wait(), self.spec.timeout)
+            # Reconnecting: the port stays open, and a client waits a moment for the transport.
+            await asyncio.wait_for(self._up.wait(), self.spec.hold)
+
+    def held_too_long(self) -> None:
+        """A connection waited ``hold`` seconds for a transport that stayed down: it is reset
+        (by the caller), as a refused port would be, so that its client fails at once and tries
+        again, rather than waiting on, or reading an EOF it could take for an answer."""
+        self.warn(
+            "held",
+            f"the transport is still down after {self.spec.hold:g}s (hold): connection reset; "
+            f"reconnecting: {self.last_error}",
+        )
 
     async def _connect(self, relay: Relay) -> None:
         assert self.spec.target is not None
@@ -560,7 +601,8 @@ class Tunnel:
             await self.until_up()
             await self.transport.open(self.spec.target, relay.remote)
         except TimeoutError:
-            relay.close()
+            self.held_too_long()
+            relay.abort()
             return
         except TetherError as exc:
             self.connect_failed(exc)

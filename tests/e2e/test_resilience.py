@@ -62,7 +62,11 @@ class Prober(threading.Thread):
 def test_sshd_restart_keeps_the_port_open(
     tether: TetherRunner, own_sshd: SshdServer, echo_server: EchoServer, figures: dict[str, str]
 ) -> None:
-    info = start(tether, own_sshd, echo_server.address, *FAST_RECONNECT).json_line()
+    # Held for as long as it takes, so that a reset counts a connection cut, not one held past
+    # --hold (the hold has tests of its own: test_outage.py).
+    info = start(
+        tether, own_sshd, echo_server.address, *FAST_RECONNECT, "--hold", "30"
+    ).json_line()
     port = info["local_port"]
     prober = Prober(port)
     prober.start()

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -97,13 +98,22 @@ class SshdServer:
     """A throwaway sshd on 127.0.0.1 that authorizes only a freshly generated client key."""
 
     def __init__(
-        self, directory: Path, *, engine: str | None = None, options: tuple[str, ...] = ()
+        self,
+        directory: Path,
+        *,
+        engine: str | None = None,
+        options: tuple[str, ...] = (),
+        host: str = HOST,
+        launcher: Sequence[str] = (),
     ) -> None:
         self.directory = Path(directory)
         self.engine = engine  # what tether_flags() asks tether to use
         self.options = options  # more sshd_config lines (a CA, a host certificate)
         self.host_key = self.directory / "host_ed25519"
-        self.host = HOST
+        self.host = host  # where it listens: loopback, or an address in a network namespace
+        # A command that execs the rest of its argv in the same process (`ip netns exec NS`),
+        # so that the pid signalled is sshd's own.
+        self.launcher = tuple(launcher)
         # sshd authenticates the real uid; $USER can lie under sudo or in containers.
         self.user = pwd.getpwuid(os.getuid()).pw_name
         self.client_key = self.directory / "client_ed25519"
@@ -163,7 +173,7 @@ class SshdServer:
         with open(self.log_path, "ab") as log:
             # Absolute path is mandatory: sshd re-execs itself for every connection.
             self._proc = subprocess.Popen(
-                [sshd, "-D", "-e", "-f", str(self.directory / "sshd_config")],
+                [*self.launcher, sshd, "-D", "-e", "-f", str(self.directory / "sshd_config")],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -223,9 +233,9 @@ class SshdServer:
             _keygen(key)
         authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
         key_type, key_blob = Path(f"{host_key}.pub").read_text().split()[:2]
-        self.known_hosts.write_text(f"[{HOST}]:{self.port} {key_type} {key_blob}\n")
+        self.known_hosts.write_text(f"[{self.host}]:{self.port} {key_type} {key_blob}\n")
         sshd_options = [
-            f"ListenAddress {HOST}",
+            f"ListenAddress {self.host}",
             f"Port {self.port}",
             f"HostKey {host_key}",
             f"PidFile {self.directory / 'sshd.pid'}",
@@ -249,7 +259,7 @@ class SshdServer:
         ]
         (self.directory / "sshd_config").write_text("\n".join(sshd_options) + "\n")
         client_options = [
-            f"HostName {HOST}",
+            f"HostName {self.host}",
             f"Port {self.port}",
             f"User {self.user}",
             f"IdentityFile {self.client_key}",
@@ -278,7 +288,7 @@ class SshdServer:
     def _banner_seen(self) -> bool:
         # A bare TCP connect can succeed before sshd is serving; the banner proves it is.
         try:
-            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
+            with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
                 data = b""
                 while b"\n" not in data:
                     chunk = sock.recv(256)

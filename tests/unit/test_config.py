@@ -130,6 +130,18 @@ def test_no_target_is_a_usage_error() -> None:
         build_spec({"target_host": Setting("db", "--target-host")})
 
 
+@pytest.mark.parametrize(("value", "hold"), [("0", 0), (0, 0), ("250ms", 0.25), (5, 5)])
+def test_hold_takes_a_duration_or_zero(value: object, hold: float) -> None:
+    spec = build_spec({"to": Setting("db:1", "--to"), "hold": Setting(value, "--hold")})
+    assert spec.hold == hold
+
+
+@pytest.mark.parametrize("value", [-1, "soon", "-2s", True])
+def test_bad_holds(value: object) -> None:
+    with pytest.raises(ConfigError, match="--hold"):
+        build_spec({"to": Setting("db:1", "--to"), "hold": Setting(value, "--hold")})
+
+
 @pytest.mark.parametrize("value", [0, -1, "soon", float("inf"), True])
 def test_bad_timeouts(value: object) -> None:
     with pytest.raises(ConfigError, match="timeout"):
@@ -157,6 +169,7 @@ profile_tables = st.dictionaries(
             "bogus",
             "keepalive_count_max",
             "connect_timeout",
+            "hold",
         ]
     ),
     toml_scalars,

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -27,6 +29,7 @@ from tests.support.sshd_server import SshdServer
 from tests.support.waiting import wait_until
 from tether.allowlist import parse_rules
 from tether.errors import TargetUnreachableError
+from tether.socks import METHOD_ACCEPTED, Reply, encode_request
 from tether.spec import SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
 
@@ -251,6 +254,7 @@ async def test_connections_wait_while_the_transport_reconnects(
         via=Via.parse(asyncssh_server.via),
         backoff_initial=0.05,
         backoff_max=0.1,
+        hold=30,  # held for as long as it takes: the hold's own bound is tested apart
         ssh=SshOptions(
             identity_files=(str(asyncssh_server.client_key),),
             known_hosts=str(asyncssh_server.known_hosts),
@@ -268,6 +272,40 @@ async def test_connections_wait_while_the_transport_reconnects(
         await asyncssh_server.start()
         assert await asyncio.wait_for(waiting, 20) == b"waited"
         assert tunnel.stats().reconnects == 1
+
+
+def held_request(proxy_port: int, target_port: int) -> tuple[int, bool, float]:
+    """A request while the transport is down: the reply's code, whether a reset followed it,
+    and how long the reply took."""
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=20) as sock:
+        sock.sendall(b"\x05\x01\x00")
+        assert recv_exactly(sock, 2) == METHOD_ACCEPTED
+        sock.sendall(encode_request("127.0.0.1", target_port))
+        code = read_reply(sock)
+        waited = time.monotonic() - began
+        try:
+            sock.recv(1)
+        except ConnectionResetError:
+            return code, True, waited
+    return code, False, waited
+
+
+@pytest.mark.parametrize("engine", ["openssh", "asyncssh"])
+async def test_a_request_held_past_the_hold_hears_network_unreachable_then_a_reset(
+    engine: str, tmp_path: Path, echo_server: EchoServer
+) -> None:
+    with SshdServer(tmp_path / "sshd") as sshd:
+        async with Tunnel(socks_spec(engine, sshd, hold=0.5)) as tunnel:
+            await asyncio.to_thread(sshd.stop)
+            await wait_until(lambda: tunnel.state == "reconnecting", "the loss to be seen")
+            code, reset, waited = await off_loop(held_request, port_of(tunnel), echo_server.port)
+            assert (code, reset) == (Reply.NETWORK_UNREACHABLE, True)
+            assert 0.5 <= waited < 0.5 + 5
+            await asyncio.to_thread(sshd.start)
+            await wait_until(lambda: tunnel.state == "ready", "the tunnel to be back", 30)
+            reply = await off_loop(socks_echo, port_of(tunnel), "127.0.0.1", echo_server.port, b"b")
+            assert reply == b"b"
 
 
 async def test_closing_ends_clients_mid_handshake(spec_for: Callable[..., TunnelSpec]) -> None:

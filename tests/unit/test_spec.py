@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tether.errors import UsageError
-from tether.spec import Endpoint, TunnelSpec, Via
+from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 
 hostnames = st.from_regex(r"[a-z][a-z0-9\-]{0,20}(\.[a-z][a-z0-9\-]{0,20}){0,3}", fullmatch=True)
 ports = st.integers(min_value=1, max_value=65535)
@@ -96,6 +96,25 @@ def test_spec_defaults() -> None:
 def test_spec_refuses_non_positive_timeout() -> None:
     with pytest.raises(UsageError, match="timeout"):
         TunnelSpec(target=Endpoint("db", 5432), timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "connect_timeout", "bound"), [(30, None, 10), (5, None, 5), (30, 2, 2), (5, 20, 20)]
+)
+def test_a_reconnect_attempt_is_bounded_by_connect_timeout_else_10s(
+    timeout: float, connect_timeout: float | None, bound: float
+) -> None:
+    options = SshOptions(connect_timeout=connect_timeout)
+    spec = TunnelSpec(target=Endpoint("db", 5432), timeout=timeout, ssh=options)
+    assert spec.reconnect_timeout == bound
+
+
+def test_the_hold_is_a_few_seconds_and_never_negative() -> None:
+    assert TunnelSpec(target=Endpoint("db", 5432)).hold == 3
+    assert TunnelSpec(target=Endpoint("db", 5432), hold=0).hold == 0
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="hold"):
+            TunnelSpec(target=Endpoint("db", 5432), hold=bad)
 
 
 @given(st.text(max_size=300))

@@ -233,13 +233,14 @@ async def test_reconnects_after_server_restart_with_port_kept(
     asyncssh_server: AsyncSshServer, echo_server: EchoServer
 ) -> None:
     spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port)).with_changes(
-        backoff_initial=0.05, backoff_max=0.1
+        backoff_initial=0.05, backoff_max=0.1, hold=30
     )
     async with Tunnel(spec) as tunnel:
         await asyncssh_server.stop()
         await wait_until(lambda: tunnel.state == "reconnecting", "the loss to be seen")
         assert tunnel.address is not None
-        # The port stays bound: a client connects now and is served once the server is back.
+        # The port stays bound: a client connects now and, held (here for as long as it
+        # takes), is served once the server is back.
         reader, writer = await asyncio.open_connection(tunnel.address.host, tunnel.address.port)
         await wait_until(lambda: tunnel.stats().reconnect_attempt >= 2, "failed attempts")
         await asyncssh_server.start()
@@ -249,6 +250,42 @@ async def test_reconnects_after_server_restart_with_port_kept(
         writer.close()
         stats = tunnel.stats()
         assert (stats.state, stats.reconnects, stats.reconnect_attempt) == ("ready", 1, 0)
+
+
+async def test_a_connection_held_past_the_hold_is_reset(
+    asyncssh_server: AsyncSshServer, echo_server: EchoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port)).with_changes(
+        hold=0.5
+    )
+    loop = asyncio.get_running_loop()
+    async with Tunnel(spec) as tunnel:
+        await asyncssh_server.stop()
+        await wait_until(lambda: tunnel.state == "reconnecting", "the loss to be seen")
+        began = loop.time()
+        data, end = await read_until_closed(tunnel, b"anyone?")
+        waited = loop.time() - began
+        # A reset, as from a refused port (never an EOF), once the hold is over and not before.
+        assert data == b"" and isinstance(end, ConnectionResetError)
+        assert 0.5 <= waited < 0.5 + 5
+        assert tunnel.state == "reconnecting"  # the port stays bound meanwhile
+    assert "still down after 0.5s (hold): connection reset" in caplog.text
+
+
+async def test_a_reconnect_attempt_is_bounded_by_connect_timeout(
+    asyncssh_server: AsyncSshServer, echo_server: EchoServer
+) -> None:
+    """Against a server that accepts and never speaks (a frozen sshd), each attempt ends at
+    connect_timeout, not at the start's timeout."""
+    spec = ssh_spec(
+        asyncssh_server, Endpoint("127.0.0.1", echo_server.port), connect_timeout=0.5
+    ).with_changes(timeout=20, backoff_initial=0.01, backoff_max=0.02)
+    async with Tunnel(spec) as tunnel:
+        await asyncssh_server.stop()
+        with SilentServer(port=asyncssh_server.port):
+            # Three attempts within 8 s: none of them waited for the 20 s of the timeout.
+            await wait_until(lambda: tunnel.reconnect_attempt >= 4, "silent attempts", 8)
+            assert tunnel.last_error == "reconnect timed out after 0.5s"
 
 
 async def test_gives_up_after_max_retries(
@@ -274,13 +311,17 @@ async def test_gives_up_after_max_retries(
     ]
 
 
-async def read_until_closed(tunnel: Tunnel) -> tuple[bytes, BaseException | None]:
-    """What a client gets before the end, and how the end came: None for a clean EOF."""
+async def read_until_closed(
+    tunnel: Tunnel, send: bytes = b""
+) -> tuple[bytes, BaseException | None]:
+    """What a client gets (after sending ``send``) before the end, and how the end came: None
+    for a clean EOF."""
     assert tunnel.address is not None
     try:
         reader, writer = await asyncio.open_connection(tunnel.address.host, tunnel.address.port)
     except ConnectionResetError as exc:  # reset before the connect was seen to complete
         return b"", exc
+    writer.write(send)
     data = b""
     try:
         while chunk := await asyncio.wait_for(reader.read(65536), 10):

@@ -62,6 +62,13 @@ class Transport(ABC):
         accepted."""
         raise NotImplementedError
 
+    async def server_address(self) -> tuple[str, int] | None:
+        """Where the server behind the shared state can be reached by plain TCP, as the
+        transport's config leads to it: the host and port that tether may watch while it
+        reconnects (see outage.py). None when there is no such server (direct TCP), or no
+        direct way to it (a jump host, a ProxyCommand). Never raises."""
+        return None
+
     async def probe(self, target: Endpoint) -> None:
         """Open one connection to ``target`` and close it: proof that the target answers."""
         relay = Relay(Counters(), lambda _relay: None)

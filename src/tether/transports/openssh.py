@@ -51,6 +51,8 @@ STOP_GRACE = 3.0
 # A refused forward's reason is on the master's stderr, not in its reply; it comes at once.
 REASON_WAIT = 0.2
 STDERR_KEPT = 40
+# What ssh -G names when the server is reached through something else: no address to watch.
+PROXIES = ("proxyjump", "proxycommand")
 # A traced master (tether diagnose) says a hundred lines before it is up; its failure is read
 # from all of them.
 STDERR_KEPT_TRACED = 1000
@@ -153,6 +155,8 @@ class OpenSshTransport(Transport):
         self._trace = trace
         self._master: _Master | None = None
         self._workdir: Workdir | None = None
+        self._address: tuple[str, int] | None = None
+        self._address_known = False
 
     async def connect(
         self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
@@ -179,6 +183,34 @@ class OpenSshTransport(Transport):
             finally:
                 await self.close()
             raise error
+
+    async def server_address(self) -> tuple[str, int] | None:
+        """Asked once of `ssh -G`, with the master's own config and arguments."""
+        if not self._address_known:
+            self._address = await self._resolve_address()
+            self._address_known = True
+        return self._address
+
+    async def _resolve_address(self) -> tuple[str, int] | None:
+        try:
+            workdir = Workdir()
+        except OSError:
+            return None
+        try:
+            config = write_config(workdir.path / "config", self.options)
+            resolved = await sshexit.resolve(self.ssh_argv(config, Path("/nonexistent")))
+        except (OSError, ConfigError):
+            return None
+        finally:
+            workdir.remove()
+        if any(sshexit.first(resolved, key, "none") != "none" for key in PROXIES):
+            return None
+        hostname = sshexit.first(resolved, "hostname", "")
+        try:
+            port = int(sshexit.first(resolved, "port", ""))
+        except ValueError:
+            return None
+        return (hostname, port) if hostname else None
 
     def ssh_argv(self, config: Path, control: Path) -> list[str]:
         """The master's command line, with its generated ``config`` and ``control`` socket."""

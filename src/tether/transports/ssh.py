@@ -20,6 +20,7 @@ from tether.errors import (
     ConfigError,
     HostKeyError,
     TargetFailure,
+    TetherError,
     TransportUnreachableError,
     UsageError,
     describe,
@@ -97,7 +98,7 @@ class _Resolved:
     hostname: str
     port: int
     known_hosts: list[str]
-    proxied: bool  # reached through a jump host
+    proxied: bool  # reached through a jump host or a ProxyCommand
     user: str = ""  # ssh_config's User, else the local user's name
     jump: str = ""  # ssh_config's ProxyJump, as it spells it
 
@@ -187,7 +188,8 @@ class SshTransport(Transport):
             files = [f for f in listed if f != "none"] or [str(paths.known_hosts())]
         user = str(config.get("User", "") or getpass.getuser())
         jump = str(config.get("ProxyJump") or "")
-        return _Resolved(hostname, port, files, bool(jump), user, jump)
+        proxied = bool(jump) or bool(config.get("ProxyCommand"))
+        return _Resolved(hostname, port, files, proxied, user, jump)
 
     def _known_hosts(self, resolved: _Resolved) -> asyncssh.SSHKnownHosts:
         """The known hosts to verify the server with. A missing file means no entries: every
@@ -239,6 +241,13 @@ class SshTransport(Transport):
         if self.options.connect_timeout:
             kwargs["connect_timeout"] = self.options.connect_timeout
         return kwargs
+
+    async def server_address(self) -> tuple[str, int] | None:
+        try:
+            resolved = self._resolve(self._config_files())
+        except TetherError:
+            return None
+        return None if resolved.proxied else (resolved.hostname, resolved.port)
 
     async def connect(
         self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
@@ -362,7 +371,7 @@ class SshTransport(Transport):
         """Explain a host-key failure: which key the server showed and how to trust it, for
         the host and port ssh_config really leads to."""
         key = None
-        if not resolved.proxied:  # behind a jump host the server cannot be asked directly
+        if not resolved.proxied:  # behind a jump host or a ProxyCommand: not to be asked
             try:
                 key = await asyncio.wait_for(
                     asyncssh.get_server_host_key(resolved.hostname, resolved.port), 10

@@ -78,6 +78,7 @@ def start_args(draw: st.DrawFn, target: str) -> list[str]:
         "--backoff-initial": numbers,
         "--backoff-max": numbers,
         "--drain": numbers,
+        "--hold": numbers,
         "--idle-timeout": numbers,
         "--keepalive-interval": numbers,
         "--keepalive-count": numbers,

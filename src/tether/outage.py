@@ -1,0 +1,189 @@
+"""The waits of one outage: backoff between reconnect attempts, cut short once the SSH server is
+seen to answer again.
+
+An attempt costs the server a login (a process, a key exchange) and tether an ssh process, so
+attempts back off, up to backoff_max. Watching costs neither: while the server is silent (it
+refuses, it is unreachable, or it accepted and never spoke, as a frozen one does), a plain TCP
+connection is tried once a second and, once accepted, held until the server sends its greeting.
+When it does, the server is back, and the next attempt comes after a short random pause
+(Backoff.wake_delay) instead of the rest of the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+from typing import Any
+
+from tether.backoff import Backoff
+
+log = logging.getLogger("tether")
+
+#: How often the watch tries a new connection while none has been accepted. Older ones stay
+#: pending meanwhile: a SYN lost to a link that was down is sent again only seconds later.
+WATCH_INTERVAL = 1.0
+PENDING = 4  # connections tried at once at most; the oldest is dropped for a new one
+RESOLVE_MAX = 30.0  # the longest wait between lookups of a server name that does not resolve
+# What getaddrinfo gives for one address: family, type, protocol and the address itself.
+Address = tuple[int, int, int, tuple[Any, ...]]
+
+
+async def greeting(host: str, port: int, interval: float = WATCH_INTERVAL) -> None:
+    """Return once the server at ``host``:``port`` sends its first bytes on a new connection.
+
+    Nothing is sent; every connection is closed on the way out. A server that accepts and then
+    closes without a word (sshd past MaxStartups, or on its way down) is tried again."""
+    loop = asyncio.get_running_loop()
+    addresses = await _resolved(host, port, interval)
+    while True:
+        sock = await _accepted(addresses, interval)
+        try:
+            spoke = bool(await loop.sock_recv(sock, 1))
+        except OSError:
+            spoke = False
+        finally:
+            sock.close()
+        if spoke:
+            return
+        await asyncio.sleep(interval)
+
+
+async def _resolved(host: str, port: int, interval: float) -> list[Address]:
+    """The server's addresses: a name that does not resolve (its DNS server may be down too) is
+    looked up again, less and less often."""
+    loop = asyncio.get_running_loop()
+    wait = interval
+    while True:
+        try:
+            found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            found = []
+        if found:
+            return [(family, kind, proto, address) for family, kind, proto, _, address in found]
+        await asyncio.sleep(wait)
+        wait = min(RESOLVE_MAX, wait * 2)
+
+
+async def _accepted(addresses: list[Address], interval: float) -> socket.socket:
+    """A connection to the server that it (or its kernel) accepted: a new one tried every
+    ``interval`` (to each address in turn) until then."""
+    pending: list[asyncio.Task[socket.socket]] = []
+    try:
+        for turn in itertools.count():
+            pending.append(asyncio.ensure_future(_connect(addresses[turn % len(addresses)])))
+            if len(pending) > PENDING:
+                _drop(pending.pop(0))
+            tick = asyncio.ensure_future(asyncio.sleep(interval))
+            try:
+                while not tick.done():
+                    await asyncio.wait([tick, *pending], return_when=asyncio.FIRST_COMPLETED)
+                    for task in [t for t in pending if t.done()]:
+                        pending.remove(task)
+                        if not task.cancelled() and task.exception() is None:
+                            return task.result()
+            finally:
+                tick.cancel()
+        raise AssertionError("unreachable")
+    finally:
+        for task in pending:
+            _drop(task)
+
+
+def _drop(task: asyncio.Task[socket.socket]) -> None:
+    """Give up a connection being tried: its socket is closed, whenever it connects."""
+    task.cancel()
+    task.add_done_callback(_close_connected)
+
+
+def _close_connected(task: asyncio.Task[socket.socket]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
+
+
+async def _connect(target: Address) -> socket.socket:
+    family, kind, proto, address = target
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Outage:
+    """The pauses between the reconnect attempts of one outage.
+
+    ``address`` is where the SSH server can be reached by TCP (None behind a jump host or a
+    ProxyCommand: then only the backoff applies). The watch starts with the outage, since a
+    loss means the server stopped answering, and again after each attempt that failed before
+    the server said a word; an attempt that heard it (a refused login, a changed host key)
+    stops it, and the backoff alone paces the next.
+    """
+
+    def __init__(self, backoff: Backoff, address: tuple[str, int] | None, name: str) -> None:
+        self.backoff = backoff
+        self.address = address
+        self.name = name
+        self.wakes = 0  # times the server was seen to answer again in this outage
+        self._watch: asyncio.Task[None] | None = None
+        self._back = False  # the server answered again since the last attempt began
+        self._start_watch()
+
+    def failed(self, *, silent: bool) -> None:
+        """An attempt failed: ``silent`` if the server never spoke in it."""
+        if silent:
+            self._start_watch()
+        else:
+            self._stop_watch()
+            self._back = False
+
+    async def pause(self, attempt: int) -> None:
+        """Wait before ``attempt``: its backoff step, or less once the server answers again."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.backoff.delay(attempt)
+        watch = self._watch
+        if not self._back and watch is not None:
+            await asyncio.wait([watch], timeout=end - loop.time())
+            if watch.done():
+                self._watched(watch)
+        if self._back:
+            self._back = False
+            wake = self.backoff.wake_delay(self.wakes + 1)
+            if wake < end - loop.time():  # else the step, shorter, is pause enough
+                self.wakes += 1
+                log.warning(
+                    "%s: the SSH server answers again; reconnecting in %.1fs", self.name, wake
+                )
+                end = loop.time() + wake
+        await asyncio.sleep(max(0.0, end - loop.time()))
+
+    def close(self) -> None:
+        self._stop_watch()
+
+    def _start_watch(self) -> None:
+        if self.address is None or self._back or self._watch is not None:
+            return
+        self._watch = asyncio.ensure_future(greeting(*self.address))
+        self._watch.add_done_callback(self._watched)
+
+    def _stop_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+
+    def _watched(self, watch: asyncio.Task[None]) -> None:
+        if watch is not self._watch:
+            return  # stopped
+        self._watch = None
+        if watch.cancelled():
+            return
+        if watch.exception() is not None:
+            # Not expected (its errors are connection errors, each a reason to try again), and
+            # never fatal: the backoff alone paces the attempts, as without an address.
+            log.debug("%s: watching the SSH server failed: %r", self.name, watch.exception())
+            return
+        self._back = True

@@ -1,0 +1,152 @@
+"""The waits of an outage: the watch on a silent server, and the pause it cuts short."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tether.backoff import Backoff
+from tether.outage import Outage, greeting
+
+GREETING = b"SSH-2.0-OpenSSH_9.2\r\n"
+INTERVAL = 0.05  # the watch's, here: a new connection tried every 50 ms
+QUIET = 0.3  # six intervals: long enough for a watch that should not act to show it would
+
+
+@pytest.fixture
+def server() -> Iterator[socket.socket]:
+    """A listener that accepts only when a test asks it to, as a frozen sshd's kernel does."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        sock.setblocking(False)
+        yield sock
+
+
+def port_of(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+async def accept(server: socket.socket) -> socket.socket:
+    conn, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_accept(server), 10)
+    return conn
+
+
+async def closed_by_peer(conn: socket.socket) -> bool:
+    """Whether the other end closed ``conn`` (an EOF or a reset) within a deadline."""
+    try:
+        data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(conn, 1), 10)
+    except ConnectionResetError:
+        return True
+    return data == b""
+
+
+def nothing_queued(server: socket.socket) -> bool:
+    """Whether no other connection waits in the listener's queue."""
+    try:
+        conn, _ = server.accept()
+    except BlockingIOError:
+        return True
+    conn.close()
+    return False
+
+
+async def test_a_silent_server_is_held_until_it_speaks(server: socket.socket) -> None:
+    watch = asyncio.ensure_future(greeting("127.0.0.1", port_of(server), INTERVAL))
+    with await accept(server) as conn:
+        # Accepted and silent, like a frozen sshd: the watch keeps this one connection and
+        # tries no other.
+        done, _ = await asyncio.wait([watch], timeout=QUIET)
+        assert not done and nothing_queued(server)
+        conn.sendall(GREETING)
+        await asyncio.wait_for(watch, 10)
+        assert await closed_by_peer(conn)  # it sent nothing, and closed its connection
+
+
+async def test_a_refusing_port_is_tried_until_it_answers() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # bound, not listening: every connection is refused
+        watch = asyncio.ensure_future(greeting("127.0.0.1", port_of(holder), INTERVAL))
+        done, _ = await asyncio.wait([watch], timeout=QUIET)
+        assert not done
+        holder.listen()
+        holder.setblocking(False)
+        with await accept(holder) as conn:
+            conn.sendall(GREETING)
+            await asyncio.wait_for(watch, 10)
+
+
+async def test_a_server_that_closes_without_a_word_is_tried_again(server: socket.socket) -> None:
+    """sshd past MaxStartups, or going down: accepted, then closed before its greeting."""
+    watch = asyncio.ensure_future(greeting("127.0.0.1", port_of(server), INTERVAL))
+    (await accept(server)).close()
+    with await accept(server) as again:
+        assert not watch.done()
+        again.sendall(GREETING)
+        await asyncio.wait_for(watch, 10)
+
+
+async def test_a_cancelled_watch_closes_its_connection(server: socket.socket) -> None:
+    watch = asyncio.ensure_future(greeting("127.0.0.1", port_of(server), INTERVAL))
+    with await accept(server) as conn:
+        watch.cancel()
+        assert await closed_by_peer(conn)
+
+
+async def test_a_server_that_answers_again_cuts_the_pause_short(server: socket.socket) -> None:
+    outage = Outage(Backoff(60, 60, rand=lambda: 0.0), ("127.0.0.1", port_of(server)), "t")
+    try:
+        pause = asyncio.ensure_future(outage.pause(1))  # a step of 30 s
+        with await accept(server) as conn:
+            done, _ = await asyncio.wait([pause], timeout=QUIET)
+            assert not done
+            conn.sendall(GREETING)
+            await asyncio.wait_for(pause, 10)  # not the 30 s of the step
+        assert outage.wakes == 1
+    finally:
+        outage.close()
+
+
+async def test_after_the_return_the_pause_is_the_wake_delay(server: socket.socket) -> None:
+    # Half of the wake bound: 0.5 x 2 s, then 0.5 x 4 s after a second return.
+    outage = Outage(Backoff(60, 60, rand=lambda: 0.5), ("127.0.0.1", port_of(server)), "t")
+    loop = asyncio.get_running_loop()
+    try:
+        for wakes, delay in ((1, 1.0), (2, 2.0)):
+            pause = asyncio.ensure_future(outage.pause(wakes))
+            with await accept(server) as conn:
+                conn.sendall(GREETING)
+                heard = loop.time()
+                await asyncio.wait_for(pause, 10)
+            assert delay <= loop.time() - heard < 30
+            assert outage.wakes == wakes
+            outage.failed(silent=True)  # the attempt after it failed before the server spoke
+    finally:
+        outage.close()
+
+
+async def test_a_server_that_spoke_is_not_watched(server: socket.socket) -> None:
+    """After an attempt that heard the server (a refused login), the backoff alone paces."""
+    outage = Outage(Backoff(0.2, 0.2, rand=lambda: 1.0), ("127.0.0.1", port_of(server)), "t")
+    loop = asyncio.get_running_loop()
+    try:
+        with await accept(server) as conn:  # the watch the loss started
+            outage.failed(silent=False)
+            assert await closed_by_peer(conn)
+        began = loop.time()
+        await asyncio.wait_for(outage.pause(1), 10)
+        assert loop.time() - began >= 0.2  # the whole step
+        assert nothing_queued(server) and outage.wakes == 0
+    finally:
+        outage.close()
+
+
+async def test_without_an_address_the_backoff_alone_paces() -> None:
+    """Behind a jump host or a ProxyCommand there is no server address to watch."""
+    outage = Outage(Backoff(0.2, 0.2, rand=lambda: 1.0), None, "t")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(outage.pause(1), 10)
+    assert loop.time() - began >= 0.2 and outage.wakes == 0
+    outage.close()
