@@ -156,7 +156,7 @@ def test_another_user_builds_from_a_checkout_without_writing_to_it(home: Path) -
     checkout = home / "checkout"
     ignore = shutil.ignore_patterns(".git", ".venv*", "*_cache", "__pycache__", "dist", "build")
     shutil.copytree(CHECKOUT, checkout, ignore=ignore)
-    (checkout / "src" / "tether.egg-info").mkdir()  # what a setuptools build left behind
+    (checkout / "src" / "tether.egg-info").mkdir(exist_ok=True)  # a setuptools build left it
     for path in (checkout, *checkout.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     before = sorted((str(p), p.stat().st_mtime_ns) for p in checkout.rglob("*"))
