@@ -17,7 +17,8 @@ from tether.errors import NoSuchTunnelError, UsageError, describe
 from tether.procs import Pinned, wait_exited
 from tether.protocol import JSONObject, Op, Status, loads, request_line
 from tether.record import TunnelInfo
-from tether.registry import Entry, Registry
+from tether.entry import Entry
+from tether.registry import Registry
 
 # One bound for asking every tunnel at once: an unresponsive one costs `list` this much, once.
 STATUS_TIMEOUT = 0.5

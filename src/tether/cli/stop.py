@@ -9,7 +9,8 @@ from tether.cli.render import echo
 
 from tether.errors import StopFailedError, visible
 from tether.client import StopResult, select_entries, stop_tunnels
-from tether.registry import Entry, Registry
+from tether.entry import Entry
+from tether.registry import Registry
 from tether.values import parse_duration
 
 DEFAULT_TIMEOUT = 10.0
