@@ -56,7 +56,7 @@ def _start(session: ShellSession, args: list[str]) -> None:
     request = parse_request(params, None)
     for spec in request.specs:
         hosted = session.start(spec)
-        print_ready(hosted.record(), as_json=request.as_json, hint=False)
+        print_ready(hosted.record(), as_json=params["as_json"], hint=False)
 
 
 def _stop(session: ShellSession, args: list[str]) -> None:

@@ -7,42 +7,25 @@ of this command itself (the mode, the pid file, the config file, --json) are dec
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import click
 
 from tether import paths
 from tether.cli.candidates import ARGV_META, files, profiles
-from tether.cli.render import Spinner, print_ready, show_error
+from tether.cli.report import TerminalReporter
 from tether.config import OPTIONS, Config, Setting, Settings, load_config, spec_for
 from tether.errors import UsageError
+from tether.modes.launch import Launch, StartMode, launch
 from tether.modes.pidfile import ReadyFiles
 from tether.options import Option
-from tether.record import TunnelInfo
 from tether.registry import Registry
 from tether.spec import TunnelSpec
-
-if TYPE_CHECKING:
-    from tether.modes.service import ServiceManager
 
 # Flags that describe a single tunnel, so they cannot go with several profiles.
 SINGLE_TUNNEL_FLAGS = ("to", "target_host", "target_port", "port", "name", "socks", "allow")
 MODE_FLAGS = "--foreground, --background, --run and -- are mutually exclusive"
-StartMode = Literal["foreground", "background", "run"]
-
-
-@dataclass(frozen=True)
-class StartRequest:
-    """A parsed `tether start`: what to open and which mode runs it."""
-
-    specs: tuple[TunnelSpec, ...]
-    mode: StartMode
-    command: str | tuple[str, ...] | None
-    files: ReadyFiles
-    as_json: bool
-    reuse: bool
 
 
 def spec_from_flags(
@@ -72,7 +55,7 @@ def _spelling(opt: Option, value: Any) -> str:
     return opt.cli_flag if not opt.switch or value else f"--no-{opt.cli_flag[2:]}"
 
 
-def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRequest:
+def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> Launch:
     """Check the flags together and build every spec, before anything starts."""
     profiles: tuple[str, ...] = params["profiles"]
     chosen = [
@@ -113,7 +96,7 @@ def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRe
         _check_reuse(mode, files, as_json=params["as_json"])
     files.check()
     command: str | tuple[str, ...] | None = params["run"] if argv is None else tuple(argv)
-    return StartRequest(specs, mode, command, files, params["as_json"], params["reuse"])
+    return Launch(specs, mode, command, files, params["reuse"])
 
 
 def _absolute(path: str | None) -> Path | None:
@@ -219,149 +202,24 @@ def start(ctx: click.Context, /, **params: Any) -> None:
     tether start db --run 'psql -h $TETHER_HOST -p $TETHER_PORT'
     tether start db cache -- ./migrate.sh # several tunnels for one command
     """
-    from tether.modes.service import ServiceManager  # here: completing a word needs no engine
-
     req = parse_request(params, ctx.meta.get(ARGV_META))
-    # What systemd passed (a notify socket, listening sockets), taken before anything starts.
-    service = ServiceManager.from_environ(foreground=req.mode == "foreground")
     registry = Registry.default()
-    debug = bool((ctx.obj or {}).get("debug"))
-    if req.reuse:
-        raise SystemExit(_reuse(req, registry, service, debug=debug))
-    raise SystemExit(_start(req, registry, service, debug=debug))
+    with reporter_for(
+        req, as_json=params["as_json"], debug=bool((ctx.obj or {}).get("debug"))
+    ) as reporter:
+        raise SystemExit(launch(req, registry, reporter))
 
 
-def _start(
-    req: StartRequest,
-    registry: Registry,
-    service: ServiceManager,
-    *,
-    debug: bool,
-    on_ready: Callable[[], None] | None = None,
-) -> int:
-    """Start in the mode asked; ``on_ready`` runs once a foreground tunnel is ready."""
-    if req.mode == "background":
-        return _background(req, registry, debug=debug)
-    if req.mode == "run":
-        return _run(req, registry)
-    return _foreground(req, registry, service, on_ready=on_ready)
-
-
-def _reuse(req: StartRequest, registry: Registry, service: ServiceManager, *, debug: bool) -> int:
-    """Print the ready tunnel that does what ``req`` asks, or start it, holding the lock until
-    it is ready so that a concurrent `--reuse` finds it."""
-    from tether.modes.reuse import ReuseLock, find_reusable
-
-    with ReuseLock(registry, req.specs[0]) as lock:
-        found = find_reusable(registry, req.specs[0])
-        if found is not None:
-            print_ready(found, as_json=req.as_json, hint=False, reused=True)
-            return 0
-        return _start(req, registry, service, debug=debug, on_ready=lock.release)
-
-
-def _foreground(
-    req: StartRequest,
-    registry: Registry,
-    service: ServiceManager,
-    *,
-    on_ready: Callable[[], None] | None = None,
-) -> int:
-    from tether.modes.foreground import run_foreground
-    from tether.modes.runtime import run
-
-    spec = req.specs[0]
-    with Spinner(spec.name, spec.timeout) as spinner:
-
-        def ready(record: TunnelInfo) -> None:
-            spinner.stop()
-            print_ready(record, as_json=req.as_json)
-            if on_ready is not None:
-                on_ready()
-
-        return run(
-            run_foreground(
-                spec,
-                registry,
-                on_ready=ready,
-                on_phase=spinner.phase,
-                files=req.files,
-                service=service,
-            )
-        )
-
-
-def _run(req: StartRequest, registry: Registry) -> int:
-    from tether.modes.run import run_command
-    from tether.modes.runtime import run
-
-    assert req.command is not None
-    names = ", ".join(s.name for s in req.specs)
-    with Spinner(names, max(s.timeout for s in req.specs)) as spinner:
-
-        def ready(records: Sequence[TunnelInfo]) -> None:
-            spinner.stop()
-            # The command's stdout is its own: the records go to stderr, or to --json-file.
-            for record in records:
-                print_ready(record, as_json=req.as_json, hint=False, json_to_stderr=True)
-
-        return run(
-            run_command(
-                req.specs,
-                registry,
-                req.command,
-                on_ready=ready,
-                on_phase=spinner.phase,
-                files=req.files,
-            )
-        )
-
-
-def _background(req: StartRequest, registry: Registry, *, debug: bool) -> int:
-    from tether.modes.background import run_background
-    from tether.modes.foreground import run_foreground
-    from tether.modes.runtime import run
-
-    spec = req.specs[0]
-
-    def serve(
-        *,
-        parent_pipe: int,
-        report_ready: Callable[[TunnelInfo], None],
-        entry_id: str,
-        log_file: Path,
-    ) -> int:
-        """In the detached child: the tunnel, its banner in the log."""
-
-        def ready(record: TunnelInfo) -> None:
-            print_ready(record, as_json=False, hint=False)
-            report_ready(record)
-
-        return run(
-            run_foreground(
-                spec,
-                registry,
-                on_ready=ready,
-                files=req.files,
-                mode="background",
-                entry_id=entry_id,
-                log_file=str(log_file),
-                parent_pipe=parent_pipe,
-            )
-        )
-
-    spinner = Spinner(spec.name, spec.timeout)
-
-    def announce(record: TunnelInfo) -> None:
-        spinner.stop()
-        print_ready(record, as_json=req.as_json, hint=False)
-
-    return run_background(
-        spec,
-        registry,
-        paths.log_directory(),
-        serve=serve,
-        on_ready=announce,
-        on_error=lambda exc: show_error(exc, debug=debug),
-        waiting=lambda: spinner,
+def reporter_for(req: Launch, *, as_json: bool, debug: bool) -> TerminalReporter:
+    """The terminal's view of ``req``: one spinner for all its tunnels; run mode's records go to
+    stderr (the command's stdout is its own), and only a foreground tunnel says how to stop."""
+    label = ", ".join(spec.name for spec in req.specs)
+    timeout = max(spec.timeout for spec in req.specs)
+    return TerminalReporter(
+        label,
+        timeout,
+        as_json=as_json,
+        hint=req.mode == "foreground",
+        json_to_stderr=req.mode == "run",
+        debug=debug,
     )
