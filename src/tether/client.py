@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tether.control import ControlError, peer_credentials
-from tether.errors import NoSuchTunnelError, UsageError, describe
+from tether.control import peer_credentials
+from tether.errors import ControlError, NoSuchTunnelError, UsageError, describe
 from tether.procs import Pinned, wait_exited
 from tether.protocol import JSONObject, Op, Status, loads, request_line
 from tether.record import TunnelInfo

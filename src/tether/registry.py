@@ -38,9 +38,6 @@ log = logging.getLogger("tether")
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 ENTRY_NAME = re.compile(r"^[0-9a-f]{8}\.json$")
 ENTRY_LIMIT = 64 * 1024
-# The registry lock is held for milliseconds (no I/O beyond this directory happens under it), so
-# a waiter retries often; its caller's timeout bounds the wait.
-LOCK_RETRY = 0.01
 def new_id() -> str:
     return os.urandom(4).hex()
 
@@ -263,17 +260,13 @@ class Registry:
         the lock yields to the event loop, so the caller's timeout and signals still apply; no
         name is resolved under it.
         """
-        import asyncio  # here: `tether list` and `stop` never reserve
+        from tether.locks import LockWait, try_lock  # here: `list` and `stop` never reserve
 
         with map_exceptions({OSError: RegistryError}, "cannot open the registry lock"):
             fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            if not try_lock(fd, "flock"):
+                await LockWait(fd, "flock").wait_async()  # it closes fd if it fails
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(LOCK_RETRY)
             if port:
                 for entry in self.entries():
                     if entry.local_port == port and any(

@@ -17,7 +17,7 @@ from tether.cli.listing import render_list
 from tether.cli.render import echo, on_terminal, print_ready, show_error
 from tether.cli.start import parse_request, start
 from tether.cli.stop import DEFAULT_TIMEOUT, announce_stopped, report
-from tether.errors import UsageError, describe
+from tether.errors import InputError, UsageError, describe
 from tether.client import list_tunnels, select_entries, stop_tunnels
 from tether.modes.shell import ShellSession
 from tether.registry import Registry
@@ -95,10 +95,6 @@ def execute(session: ShellSession, line: str) -> bool:
     else:
         raise UsageError(f"unknown command {command!r}; try help")
     return True
-
-
-class InputError(UsageError):
-    """stdin cannot be read: the shell ends, as at the end of input."""
 
 
 def _read(interactive: bool) -> str | None:

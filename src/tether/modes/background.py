@@ -27,9 +27,9 @@ from types import FrameType
 from typing import get_args
 
 from tether.errors import (
+    ChildFailed,
     Interrupted,
     ReadinessTimeoutError,
-    TetherError,
     UsageError,
     describe,
 )
@@ -38,6 +38,7 @@ from tether.logs import TimestampedLog, as_text_stream, rotated
 from tether.modes.foreground import Detached, Foreground
 from tether.modes.pidfile import NO_FILES, ReadyFiles
 from tether.modes.report import Reporter, exit_status
+from tether.modes.signals import STOP_SIGNALS
 from tether.modes import runtime
 from tether.procs import Pinned
 from tether.protocol import JSONObject, State
@@ -50,14 +51,6 @@ from tether.spec import TunnelSpec
 REPORT_GRACE = 3.0
 STOP_GRACE = 5.0
 LOGS_KEPT = 50
-
-
-class ChildFailed(TetherError):
-    """The background child failed before ready; carries the child's own exit code."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def ensure_log_directory(path: Path) -> Path:
@@ -228,7 +221,7 @@ class _Child:
         """The child's ready record, its phases passed on to ``reporter`` meanwhile; its
         failure, an interruption or a timeout otherwise (the child then stopped and reaped, and
         no entry of it left)."""
-        previous = {signum: signal.signal(signum, _interrupt) for signum in _SIGNALS}
+        previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
         try:
             message = _read_report(self.pipe, timeout + REPORT_GRACE, reporter)
         except BaseException:
@@ -282,9 +275,6 @@ class _Child:
         _, status = os.waitpid(self.process.pid, 0)
         self.process.close()
         return os.waitstatus_to_exitcode(status)
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -10,7 +10,6 @@ holder; a waiter that locked a removed file notices and tries the new one.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import json
 import os
@@ -22,9 +21,10 @@ from types import TracebackType
 from tether.client import list_tunnels
 from tether.errors import ReadinessTimeoutError, RegistryError, describe
 from tether.listener import resolve_listen
+from tether.locks import LockWait, try_lock
 from tether.record import TunnelInfo
 from tether.entry import Entry, TunnelIdentity
-from tether.registry import LOCK_RETRY, Registry
+from tether.registry import Registry
 from tether.spec import TunnelSpec
 
 
@@ -67,18 +67,17 @@ class ReuseLock:
         deadline = time.monotonic() + self._timeout
         while True:
             fd = self._open()
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                if time.monotonic() >= deadline:
+            if not try_lock(fd, "lockf"):
+                try:
+                    taken = LockWait(fd, "lockf").wait(deadline - time.monotonic())
+                except OSError as exc:
+                    raise RegistryError(f"cannot lock {self.path}: {describe(exc)}") from None
+                if not taken:  # the descriptor went with the wait
                     raise ReadinessTimeoutError(
                         f"another `tether start --reuse` of this tunnel did not finish "
                         f"within {self._timeout:g}s",
                         options=("timeout",),
-                    ) from None
-                time.sleep(LOCK_RETRY)
-                continue
+                    )
             if self._is_current(fd):
                 self._fd = fd
                 return

@@ -12,7 +12,8 @@ import pytest
 from tests.support.servers import EchoServer, echo_once, free_port
 from tests.unit.modes.test_foreground import Recording, spec_to
 from tether.client import stop_tunnels
-from tether.modes.background import ChildFailed, run_background
+from tether.errors import ChildFailed
+from tether.modes.background import run_background
 from tether.modes.report import Quiet, Reporter
 from tether.record import TunnelInfo
 from tether.registry import Registry
