@@ -22,6 +22,7 @@ from tether.registry import Registry
 
 # One bound for asking every tunnel at once: an unresponsive one costs `list` this much, once.
 STATUS_TIMEOUT = 0.5
+STOP_TIMEOUT = 10.0  # what `tether stop` (and the shell's) gives its tunnels to exit, at most
 REPLY_LIMIT = 1024 * 1024
 # Modes whose process holds more than one tunnel, or is someone's program: never signalled.
 HOSTS = {"shell": "tether shell", "api": "the Python program"}
