@@ -28,7 +28,8 @@ from tether.modes.drain import Ending, bound_ending, drain_for
 from tether.modes.hosted import HostedTunnel
 from tether.modes.loopthread import UNWIND_LIMIT, LoopThread
 from tether.record import EntryView, TunnelInfo
-from tether.registry import Entry, Registry
+from tether.entry import Entry
+from tether.registry import Registry
 from tether.spec import TunnelSpec
 
 KEYWORDS = {opt.key for opt in OPTIONS}

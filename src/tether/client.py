@@ -12,15 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tether.control import ControlError, peer_credentials
-from tether.errors import NoSuchTunnelError, UsageError, describe
+from tether.control import peer_credentials
+from tether.errors import ControlError, NoSuchTunnelError, UsageError, describe
 from tether.procs import Pinned, wait_exited
 from tether.protocol import JSONObject, Op, Status, loads, request_line
 from tether.record import TunnelInfo
-from tether.registry import Entry, Registry
+from tether.entry import Entry
+from tether.registry import Registry
 
 # One bound for asking every tunnel at once: an unresponsive one costs `list` this much, once.
 STATUS_TIMEOUT = 0.5
+STOP_TIMEOUT = 10.0  # what `tether stop` (and the shell's) gives its tunnels to exit, at most
 REPLY_LIMIT = 1024 * 1024
 # Modes whose process holds more than one tunnel, or is someone's program: never signalled.
 HOSTS = {"shell": "tether shell", "api": "the Python program"}

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tether.errors import RegistryError, TetherError, map_exceptions
+from tether.errors import RegistryError, map_exceptions
 from tether.protocol import JSONObject, Status, parse_request
 
 if TYPE_CHECKING:
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 
 REQUEST_LIMIT = 4096
 _CRED = struct.Struct("3i")
-
-
-class ControlError(TetherError):
-    """The control endpoint did not answer as expected."""
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:

@@ -10,6 +10,7 @@ code  class                      meaning
 2     UsageError / ConfigError   bad flags, bad profile, malformed TOML
 2     RegistryError              the registry directory is unsafe (owner, mode, symlink)
 2     OutputError                stdout or stderr is closed or broken (nothing is left running)
+2     InputError                 (tether shell) stdin cannot be read: the shell ends
 3     PortInUseError             the local listen address is taken
 4     TransportUnreachableError  the SSH server (or direct target) cannot be reached
 5     AuthenticationError        SSH login refused, or host key unknown / changed
@@ -21,6 +22,9 @@ code  class                      meaning
 11    TunnelClosedError          (Python API) the tunnel closed before the with block ended
 127   CommandError               the --run / -- command could not be started
 128+N Interrupted                signal N before the tunnel was ready (130: SIGINT)
+N     ChildFailed                a background tunnel failed before ready: its own code N
+1     ControlError               a control socket did not answer as it should (list and stop
+                                 catch it: the tunnel shows as unresponsive, or stop says why)
 ====  =========================  ==================================================
 """
 
@@ -64,6 +68,10 @@ class ConfigError(UsageError):
 
 class OutputError(UsageError):
     """Standard output or error is closed or broken, so the result cannot be reported."""
+
+
+class InputError(UsageError):
+    """(tether shell) stdin cannot be read: the shell ends, as at the end of input."""
 
 
 class PortInUseError(TetherError):
@@ -136,6 +144,19 @@ class RegistryError(TetherError):
     """The registry directory is unsafe or unusable."""
 
     exit_code = 2
+
+
+class ControlError(TetherError):
+    """A tunnel's control endpoint did not answer as expected."""
+
+
+class ChildFailed(TetherError):
+    """A background tunnel failed before it was ready; carries the child's own exit code (and
+    message), which its parent exits with."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class NoSuchTunnelError(TetherError):

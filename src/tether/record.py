@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from tether.protocol import JSONObject, Status
-from tether.registry import PRIVATE_FIELDS, Entry
+from tether.entry import PRIVATE_FIELDS, Entry
 from tether.values import host_port, socks_reach
 
 #: The record's version. It grows when a key is removed or changes meaning; new keys keep it.

@@ -19,15 +19,16 @@ import logging
 import os
 import re
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from tether.entry import Entry, TunnelIdentity
 from tether.procs import ProcessRef
-from tether.protocol import MODES, JSONObject, Mode
+from tether.protocol import Mode
 from tether.errors import PortInUseError, RegistryError, describe, map_exceptions
 from tether.files import ensure_private_directory, write_private
 from tether.paths import RUNTIME_ENV, runtime_directory
@@ -37,82 +38,6 @@ log = logging.getLogger("tether")
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 ENTRY_NAME = re.compile(r"^[0-9a-f]{8}\.json$")
 ENTRY_LIMIT = 64 * 1024
-# The registry lock is held for milliseconds (no I/O beyond this directory happens under it), so
-# a waiter retries often; its caller's timeout bounds the wait.
-LOCK_RETRY = 0.01
-# Entry fields that identify the owner's process and lock for tether's own checks; never shown.
-PRIVATE_FIELDS = ("proc_start", "lock_id")
-SOCKS_TARGET = ("*", 0)  # what a SOCKS tunnel registers as its target
-
-
-def added_fields() -> dict[str, object]:
-    """Entry fields added since the first release, with the value an older entry means."""
-    return {"socks": False, "allow": []}
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What the registry knows of one running tunnel. Never holds a secret."""
-
-    id: str
-    name: str
-    pid: int
-    proc_start: int
-    lock_id: str  # "device:inode" of the owner's lock file, so a swapped file is noticed
-    mode: Mode
-    local_host: str
-    local_port: int
-    local_addresses: list[str]
-    target_host: str  # "*" for a SOCKS tunnel: its clients name their targets
-    target_port: int  # 0 for a SOCKS tunnel
-    socks: bool
-    allow: list[str]  # a SOCKS tunnel's allowlist, canonical; empty: any target
-    via: str | None
-    engine: str | None
-    started: str
-    log_file: str | None
-    control: str
-
-    @classmethod
-    def from_json(cls, data: object) -> Entry:
-        names = {f.name for f in fields(cls)}
-        if isinstance(data, Mapping):
-            # Written by a tether from before SOCKS tunnels, still running: a fixed target.
-            data = {**added_fields(), **data}
-        if not isinstance(data, Mapping) or set(data) != names:
-            raise ValueError("its fields do not match")
-        entry = cls(**data)
-        if not isinstance(entry.socks, bool):
-            raise ValueError("socks is not a boolean")
-        if not isinstance(entry.allow, list) or not all(isinstance(a, str) for a in entry.allow):
-            raise ValueError("allow is not a list of strings")
-        for name in ("pid", "proc_start", "local_port", "target_port"):
-            value = getattr(entry, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{name} is not an integer")
-        for name in ("id", "name", "mode", "local_host", "lock_id", "control", "started"):
-            if not isinstance(getattr(entry, name), str):
-                raise ValueError(f"{name} is not a string")
-        if entry.mode not in MODES:
-            raise ValueError(f"unknown mode {entry.mode!r}")
-        if not isinstance(entry.local_addresses, list) or not all(
-            isinstance(a, str) for a in entry.local_addresses
-        ):
-            raise ValueError("local_addresses is not a list of strings")
-        return entry
-
-    @property
-    def process(self) -> ProcessRef:
-        return ProcessRef(self.pid, self.proc_start)
-
-    def public(self) -> JSONObject:
-        """The fields worth showing: not the process and lock identities used for checks."""
-        record = asdict(self)
-        for name in PRIVATE_FIELDS:
-            del record[name]
-        return record
-
-
 def new_id() -> str:
     return os.urandom(4).hex()
 
@@ -335,17 +260,13 @@ class Registry:
         the lock yields to the event loop, so the caller's timeout and signals still apply; no
         name is resolved under it.
         """
-        import asyncio  # here: `tether list` and `stop` never reserve
+        from tether.locks import LockWait, try_lock  # here: `list` and `stop` never reserve
 
         with map_exceptions({OSError: RegistryError}, "cannot open the registry lock"):
             fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            if not try_lock(fd, "flock"):
+                await LockWait(fd, "flock").wait_async()  # it closes fd if it fails
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(LOCK_RETRY)
             if port:
                 for entry in self.entries():
                     if entry.local_port == port and any(
@@ -362,19 +283,13 @@ class Registry:
 
     def register(
         self,
+        identity: TunnelIdentity,
         *,
-        name: str,
         mode: Mode,
         addresses: list[str],
         local_port: int,
-        target_host: str,
-        target_port: int,
-        via: str | None,
-        log_file: str | None,
-        engine: str | None = None,
+        log_file: str | None = None,
         entry_id: str | None = None,
-        socks: bool = False,
-        allow: list[str] | None = None,
     ) -> Registration:
         """Create an entry owned by this process; the caller holds ``reserving`` for its port."""
         entry_id = entry_id or new_id()
@@ -390,7 +305,7 @@ class Registry:
             me = ProcessRef.current()
             entry = Entry(
                 id=entry_id,
-                name=name,
+                name=identity.name,
                 pid=me.pid,
                 proc_start=me.start,
                 lock_id=_file_id(os.fstat(lock_fd)),
@@ -398,12 +313,12 @@ class Registry:
                 local_host=addresses[0],
                 local_port=local_port,
                 local_addresses=addresses,
-                target_host=target_host,
-                target_port=target_port,
-                socks=socks,
-                allow=list(allow or []),
-                via=via,
-                engine=engine,
+                target_host=identity.target_host,
+                target_port=identity.target_port,
+                socks=identity.socks,
+                allow=list(identity.allow),
+                via=identity.via,
+                engine=identity.engine,
                 started=utc_now(),
                 log_file=log_file,
                 control=str(paths["sock"]),

@@ -87,7 +87,7 @@ def test_child_killed_before_ready_gives_128_plus_n(
 
 
 def test_closed_stdout_leaves_no_tunnel(tether: TetherRunner, echo_server: EchoServer) -> None:
-    command = [sys.executable, "-m", "tether", "start", "--to", echo_server.address]
+    command = tether.command("start", "--to", echo_server.address)
     # With --run the record goes to stderr, since stdout is the command's.
     for mode, closing, errors in (
         (["--background"], ">&-", ["tether: error: cannot write to stdout: Bad file descriptor"]),
@@ -124,7 +124,7 @@ def test_a_stream_tether_does_not_write_at_start_may_be_closed(
     as an internal error; the banner on stderr needs no stdout. A command gets the streams
     as they were given to tether."""
     (tether.workdir / "fds.py").write_text(FDS)
-    command = [sys.executable, "-m", "tether", "start", "--to", echo_server.address]
+    command = tether.command("start", "--to", echo_server.address)
     for flags, closing, out in (
         (["--json", "--ttl", "1s"], "2>&-", '"state": "ready"'),
         (["--ttl", "1s"], ">&-", ""),

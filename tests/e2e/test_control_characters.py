@@ -10,6 +10,7 @@ import pytest
 from tests.support.servers import EchoServer
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherRunner
+from tests.support.records import register
 from tether.registry import Registry
 
 # Clears the screen, homes the cursor and writes a row of its own over `tether list`'s table.
@@ -66,15 +67,11 @@ def test_list_shows_a_forged_entry_escaped(tether: TetherRunner) -> None:
     # What a hostile (or older) process could write: this test process registers and holds
     # the entry's lock, so `tether list` takes it for a live tunnel.
     registry = Registry(Path(tether.env["TETHER_RUNTIME_DIR"]))
-    registration = registry.register(
+    registration = register(
+        registry,
         name=FORGED,
-        mode="foreground",
-        addresses=["127.0.0.1"],
-        local_port=15432,
         target_host=f"db.internal{FORGED}",
-        target_port=5432,
         via=f"ssh://ops@bastion{FORGED}",
-        log_file=None,
         engine=f"openssh{FORGED}",
     )
     try:

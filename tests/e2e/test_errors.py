@@ -525,12 +525,13 @@ IN_NAMESPACE = """
 import json, subprocess, sys
 from pathlib import Path
 from tests.support.sshd_server import SshdServer
+from tests.support.tether_process import TetherRunner
 directory, engine, target = sys.argv[1:]
 answers = []
 with SshdServer(Path(directory), engine=engine) as sshd:
     for command in (["start"], ["diagnose", "--json"]):
         done = subprocess.run(
-            [sys.executable, "-m", "tether", *command, "--to", target, *sshd.tether_flags()],
+            TetherRunner.command(*command, "--to", target, *sshd.tether_flags()),
             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
         )
         answers.append([done.returncode, done.stdout, done.stderr])

@@ -1,12 +1,15 @@
-"""Tunnel records as a hostile or older process could leave them in the registry: any strings."""
+"""Registry entries for tests: one this test process holds, and records as a hostile or older
+process could leave them in the registry (any strings)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from tether.protocol import Status
+from tether.entry import Entry, TunnelIdentity
+from tether.protocol import Mode, Status
 from tether.record import TunnelInfo
-from tether.registry import Entry
+from tether.registry import Registration, Registry
 
 ESCAPES = "\x1b[2J\x1b[H\rFORGED  ROW\n\x9b31m\u2028\x7f"
 
@@ -39,3 +42,34 @@ def hostile_record(**changes: object) -> TunnelInfo:
 
 def no_raw_controls(text: str) -> None:
     assert all(c.isprintable() or c == "\n" for c in text), repr(text)
+
+
+def register(
+    registry: Registry,
+    *,
+    mode: Mode = "foreground",
+    addresses: Sequence[str] = ("127.0.0.1",),
+    local_port: int = 15432,
+    log_file: str | None = None,
+    **identity: Any,
+) -> Registration:
+    """An entry that this test process holds (and so `tether list` takes for a live tunnel): a
+    plain tunnel "db" to db:5432, unless ``identity`` says otherwise."""
+    fields: dict[str, Any] = {
+        "name": "db",
+        "target_host": "db",
+        "target_port": 5432,
+        "socks": False,
+        "allow": (),
+        "via": None,
+        "engine": None,
+        **identity,
+    }
+    return registry.register(
+        TunnelIdentity(**fields),
+        mode=mode,
+        addresses=list(addresses),
+        local_port=local_port,
+        log_file=log_file,
+    )
+

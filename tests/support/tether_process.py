@@ -125,7 +125,7 @@ class TetherRunner:
         """Start `tether ARGS`; ``launcher`` is a command that execs the rest of its argv (in
         the same process) after preparing it, with ``pass_fds`` open."""
         proc = subprocess.Popen(
-            [*launcher, sys.executable, "-m", "tether", *args],
+            [*launcher, *self.command(*args)],
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -171,7 +171,7 @@ class TetherRunner:
         """Stop what the test left running; a process of this test's that even `stop --all`
         cannot end is a leak, killed here and reported as the test's error."""
         subprocess.run(
-            [sys.executable, "-m", "tether", "stop", "--all", "--timeout", "5"],
+            self.command("stop", "--all", "--timeout", "5"),
             env=self.env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -223,7 +223,7 @@ def spawn_on_terminal(args: list[str], env: dict[str, str]) -> tuple[subprocess.
     would; returns the process and the terminal's master side."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tether", *args],
+        TetherRunner.command(*args),
         stdin=slave,
         stdout=slave,
         stderr=slave,

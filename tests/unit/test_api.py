@@ -17,6 +17,8 @@ import tether
 from tests.support.servers import EchoServer, echo_once, free_port
 from tests.support.process_state import wait_for_exit
 from tests.support.sshd_server import SshdServer
+from tests.support.tether_process import TetherRunner
+from tests.support.waiting import wait_until
 from tether.errors import (
     ConfigError,
     NoSuchTunnelError,
@@ -34,7 +36,7 @@ def runtime(tmp_path: Path) -> Path:
 def cli(runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`tether ...` in another process, as another shell would run it."""
     return subprocess.run(
-        [sys.executable, "-m", "tether", *args],
+        TetherRunner.command(*args),
         env={**os.environ, "TETHER_RUNTIME_DIR": str(runtime)},
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -111,8 +113,7 @@ async def test_a_cancellation_of_the_callers_own_stays_one(
             await asyncio.Event().wait()
 
     task = asyncio.ensure_future(body())
-    while not tether.list(runtime_dir=runtime):
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: bool(tether.list(runtime_dir=runtime)), "the tunnel's entry")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tether.client import request, request_many
-from tether.control import ControlError
+from tether.errors import ControlError
 
 
 class SilentControl:

@@ -8,22 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.records import register
 from tether.protocol import Status
 from tether.record import SCHEMA, TunnelInfo, record_keys
 from tether.registry import Registry
 
 
 def test_the_record_has_exactly_the_documented_keys_and_no_lock_identity(tmp_path: Path) -> None:
-    registration = Registry(tmp_path / "run").register(
-        name="db",
+    registration = register(
+        Registry(tmp_path / "run"),
         mode="api",
         addresses=["127.0.0.1", "::1"],
-        local_port=15432,
         target_host="2001:db8::1",
-        target_port=5432,
         via="ssh://ops@bastion",
         engine="openssh",
-        log_file=None,
     )
     try:
         info = TunnelInfo(registration.entry, Status(state="ready", uptime=0.0))
@@ -62,17 +60,14 @@ def test_the_readme_documents_every_key_in_order() -> None:
 
 
 def test_a_socks_tunnels_record_and_target(tmp_path: Path) -> None:
-    registration = Registry(tmp_path / "run").register(
-        name="socks",
-        mode="foreground",
-        addresses=["127.0.0.1"],
+    registration = register(
+        Registry(tmp_path / "run"),
         local_port=1080,
+        name="socks",
         target_host="*",
         target_port=0,
-        via=None,
-        log_file=None,
         socks=True,
-        allow=["db.internal:5432", "10.0.0.0/8:*"],
+        allow=("db.internal:5432", "10.0.0.0/8:*"),
     )
     try:
         info = TunnelInfo(registration.entry, Status(state="ready"))
@@ -89,16 +84,7 @@ def test_a_socks_tunnels_record_and_target(tmp_path: Path) -> None:
 def test_an_entry_from_before_socks_tunnels_is_still_read(tmp_path: Path) -> None:
     """A tunnel started by an older tether and still running: no socks or allow field."""
     registry = Registry(tmp_path / "run")
-    registration = registry.register(
-        name="db",
-        mode="background",
-        addresses=["127.0.0.1"],
-        local_port=15432,
-        target_host="db",
-        target_port=5432,
-        via=None,
-        log_file=None,
-    )
+    registration = register(registry, mode="background")
     try:
         path = registry.paths(registration.entry.id)["json"]
         old = json.loads(path.read_text())

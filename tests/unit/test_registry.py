@@ -16,26 +16,12 @@ import pytest
 from tests.support.servers import EchoServer
 from tests.support.tether_process import start_of
 from tether import procs
+from tests.support.records import register
 from tether.errors import PortInUseError, RegistryError, UsageError
 from tether.modes.hosted import HostedTunnel
 from tether.paths import runtime_directory
 from tether.registry import Registry
 from tether.spec import Endpoint, TunnelSpec
-
-
-def fields(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = dict(
-        name="db",
-        mode="foreground",
-        addresses=["127.0.0.1"],
-        local_port=15432,
-        target_host="db",
-        target_port=5432,
-        via=None,
-        log_file=None,
-    )
-    base.update(overrides)
-    return base
 
 
 def entry_json(registry: Registry, entry_id: str, pid: int) -> dict[str, Any]:
@@ -143,7 +129,7 @@ def test_directory_of_another_user_is_refused(tmp_path: Path) -> None:
 
 
 def test_entry_lives_while_its_lock_is_held(registry: Registry) -> None:
-    registration = registry.register(**fields())
+    registration = register(registry)
     entry = registration.entry
     assert [e.id for e in registry.entries()] == [entry.id]
     assert registry.is_verified(entry)
@@ -170,7 +156,7 @@ def test_free_lock_means_dead_even_if_the_pid_lives(
 def test_lock_held_by_another_pid_is_not_verified(
     registry: Registry, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    registration = registry.register(**fields())
+    registration = register(registry)
     path = registry.directory / f"{registration.entry.id}.json"
     forged = json.loads(path.read_text())
     forged.update(pid=sleeper.pid, proc_start=start_of(sleeper.pid))
@@ -184,7 +170,7 @@ def test_lock_held_by_another_pid_is_not_verified(
 def test_corrupt_entry_is_skipped_and_removed(
     registry: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    live = registry.register(**fields())
+    live = register(registry)
     (registry.directory / "0badc0de.json").write_text("{not json")
     (registry.directory / "0badc0de.lock").write_text("")
     assert [e.id for e in registry.entries()] == [live.entry.id]
@@ -207,7 +193,7 @@ def test_corrupt_entry_is_skipped_and_removed(
 async def test_overlapping_reservation_fails_naming_the_tunnel(
     registry: Registry, held: list[str], wanted: list[str]
 ) -> None:
-    registration = registry.register(**fields(name="holder", addresses=held))
+    registration = register(registry, name="holder", addresses=held)
     with pytest.raises(PortInUseError) as info:
         async with registry.reserving(wanted, 15432):
             pass
@@ -217,7 +203,7 @@ async def test_overlapping_reservation_fails_naming_the_tunnel(
 
 
 async def test_distinct_addresses_do_not_clash(registry: Registry) -> None:
-    registration = registry.register(**fields(addresses=["127.0.0.2"]))
+    registration = register(registry, addresses=["127.0.0.2"])
     async with registry.reserving(["127.0.0.3"], 15432):
         pass
     async with registry.reserving(["127.0.0.2"], 15433):
@@ -226,8 +212,8 @@ async def test_distinct_addresses_do_not_clash(registry: Registry) -> None:
 
 
 def test_find_by_id_prefix_name_and_port(registry: Registry) -> None:
-    a = registry.register(**fields(name="db", local_port=1111))
-    b = registry.register(**fields(name="db", local_port=2222))
+    a = register(registry, name="db", local_port=1111)
+    b = register(registry, name="db", local_port=2222)
     found = registry.find([a.entry.id, a.entry.id[:5], "db", "2222", "nope"])
     assert found[a.entry.id] == [a.entry]
     assert found[a.entry.id[:5]] == [a.entry]
@@ -239,7 +225,7 @@ def test_find_by_id_prefix_name_and_port(registry: Registry) -> None:
 
 
 def test_discard_leaves_a_live_owner_alone(registry: Registry) -> None:
-    registration = registry.register(**fields())
+    registration = register(registry)
     registry.discard(registration.entry.id)
     assert registry.entries() == [registration.entry]
     registration.remove()

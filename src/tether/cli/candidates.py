@@ -14,7 +14,7 @@ from click.shell_completion import CompletionItem
 
 if TYPE_CHECKING:
     from tether.config import Config
-    from tether.registry import Entry
+    from tether.entry import Entry
 
 # Where `tether start` keeps the words after `--` (the command's own argv).
 ARGV_META = "tether.argv"

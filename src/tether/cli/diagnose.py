@@ -7,11 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tether import paths
-from tether.cli.candidates import files, profiles
+from tether.cli.candidates import profiles
+from tether.cli.flags import config_option, load_profiles, some_tunnel_options, spec_from_flags
 from tether.cli.render import echo, table, with_flags
-from tether.cli.start import some_tunnel_options, spec_from_flags
-from tether.config import load_config
 from tether.errors import visible
 
 if TYPE_CHECKING:
@@ -54,13 +52,7 @@ SETTINGS = {
 @click.command()
 @click.argument("profile", required=False, shell_complete=profiles)
 @some_tunnel_options(*OPTIONS)
-@click.option(
-    "--config",
-    "config_path",
-    metavar="PATH",
-    shell_complete=files,
-    help="Config file [default: $TETHER_CONFIG or ~/.config/tether/config.toml].",
-)
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as one JSON object.")
 def diagnose(**params: Any) -> None:
     """Check each step of reaching PROFILE's target (or --to HOST:PORT), timed.
@@ -75,9 +67,7 @@ def diagnose(**params: Any) -> None:
     from tether.diagnose import diagnose as run_diagnosis  # here: completion loads no engine
     from tether.modes.runtime import run
 
-    path, required = paths.config_file(params["config_path"])
-    config = load_config(path, required=required)
-    spec = spec_from_flags(config, params["profile"], params)
+    spec = spec_from_flags(load_profiles(params["config_path"]), params["profile"], params)
     diagnosis = run(run_diagnosis(spec))
     if params["as_json"]:
         echo(json.dumps(to_json(diagnosis)))

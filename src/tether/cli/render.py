@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Self, TextIO
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
-from tether.errors import OutputError, TetherError, describe, visible
+from tether.errors import OutputError, StopFailedError, TetherError, describe, visible
 from tether.record import TunnelInfo
 from tether.values import host_port
+
+if TYPE_CHECKING:
+    from tether.client import StopResult
+    from tether.entry import Entry
 
 PHASE_TEXT = {
     "binding": "binding the local port",
@@ -216,3 +220,18 @@ class Spinner(AbstractContextManager["Spinner"]):
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def announce_stopped(entry: Entry) -> None:
+    echo(visible(f"tether: stopped {entry.id} ({entry.name}, pid {entry.pid})"), err=True)
+
+
+def report_stopped(result: StopResult) -> None:
+    """Name every tunnel that stopped; then fail (exit 9) naming those that did not."""
+    for entry in result.stopped:
+        announce_stopped(entry)
+    if result.failures:
+        shown = result.failures[:3]
+        more = len(result.failures) - len(shown)
+        raise StopFailedError("; ".join(shown) + (f" (and {more} more)" if more else ""))
+

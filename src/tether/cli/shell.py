@@ -15,10 +15,10 @@ import click
 from tether.cli.app import usage_error
 from tether.cli.listing import render_list
 from tether.cli.render import echo, on_terminal, print_ready, show_error
-from tether.cli.start import parse_request, start
-from tether.cli.stop import DEFAULT_TIMEOUT, announce_stopped, report
-from tether.errors import UsageError, describe
-from tether.client import list_tunnels, select_entries, stop_tunnels
+from tether.cli.flags import START_HELP, StartCommand, parse_request, start_flags
+from tether.cli.render import announce_stopped, report_stopped
+from tether.errors import InputError, UsageError, describe
+from tether.client import STOP_TIMEOUT, list_tunnels, select_entries, stop_tunnels
 from tether.modes.shell import ShellSession
 from tether.registry import Registry
 
@@ -30,8 +30,14 @@ HELP = """commands:
   exit                                   close this shell's tunnels and leave (also Ctrl-D)"""
 
 
+@click.command(cls=StartCommand, name="start", help=START_HELP)
+@start_flags
+def _start_line(**params: Any) -> None:
+    pass  # the shell parses the line with it; _start runs it
+
+
 def _start(session: ShellSession, args: list[str]) -> None:
-    ctx = start.make_context("start", args)
+    ctx = _start_line.make_context("start", args)
     params: dict[str, Any] = ctx.params
     argv = ctx.meta.get("tether.argv")
     if params["run"] is not None or argv is not None:
@@ -56,7 +62,7 @@ def _start(session: ShellSession, args: list[str]) -> None:
     request = parse_request(params, None)
     for spec in request.specs:
         hosted = session.start(spec)
-        print_ready(hosted.record(), as_json=request.as_json, hint=False)
+        print_ready(hosted.record(), as_json=params["as_json"], hint=False)
 
 
 def _stop(session: ShellSession, args: list[str]) -> None:
@@ -70,7 +76,7 @@ def _stop(session: ShellSession, args: list[str]) -> None:
             announce_stopped(entry)
         else:
             others.append(entry)
-    report(stop_tunnels(session.registry, others, timeout=DEFAULT_TIMEOUT))
+    report_stopped(stop_tunnels(session.registry, others, timeout=STOP_TIMEOUT))
 
 
 def execute(session: ShellSession, line: str) -> bool:
@@ -95,10 +101,6 @@ def execute(session: ShellSession, line: str) -> bool:
     else:
         raise UsageError(f"unknown command {command!r}; try help")
     return True
-
-
-class InputError(UsageError):
-    """stdin cannot be read: the shell ends, as at the end of input."""
 
 
 def _read(interactive: bool) -> str | None:

@@ -1,367 +1,42 @@
-"""`tether start`: build TunnelSpecs from profiles and flags, then hand them to a mode.
-
-The tunnel options' flags are made from their declarations (config.OPTIONS); only the options
-of this command itself (the mode, the pid file, the config file, --json) are declared here.
-"""
+"""`tether start`: profiles and flags made into a Launch (flags.py), handed to the mode it
+names (modes/launch.py), reported on the terminal (report.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import click
 
-from tether import paths
-from tether.cli.candidates import ARGV_META, files, profiles
-from tether.cli.render import Spinner, print_ready, show_error
-from tether.config import OPTIONS, Config, Setting, Settings, load_config, spec_for
-from tether.errors import UsageError
-from tether.modes.pidfile import ReadyFiles
-from tether.options import Option
-from tether.record import TunnelInfo
+from tether.cli.candidates import ARGV_META
+from tether.cli.flags import START_HELP, StartCommand, parse_request, start_flags
+from tether.cli.report import TerminalReporter
+from tether.modes.launch import Launch, launch
 from tether.registry import Registry
-from tether.spec import TunnelSpec
-
-if TYPE_CHECKING:
-    from tether.modes.service import ServiceManager
-
-# Flags that describe a single tunnel, so they cannot go with several profiles.
-SINGLE_TUNNEL_FLAGS = ("to", "target_host", "target_port", "port", "name", "socks", "allow")
-MODE_FLAGS = "--foreground, --background, --run and -- are mutually exclusive"
-StartMode = Literal["foreground", "background", "run"]
 
 
-@dataclass(frozen=True)
-class StartRequest:
-    """A parsed `tether start`: what to open and which mode runs it."""
-
-    specs: tuple[TunnelSpec, ...]
-    mode: StartMode
-    command: str | tuple[str, ...] | None
-    files: ReadyFiles
-    as_json: bool
-    reuse: bool
-
-
-def spec_from_flags(
-    config: Config,
-    profile: str | None,
-    flags: dict[str, Any],
-    *,
-    run_mode: bool = False,
-) -> TunnelSpec:
-    """Profile settings (if any) under flag overrides, validated once."""
-    overrides: Settings = {
-        opt.key: Setting(value, _spelling(opt, value))
-        for opt in OPTIONS
-        if _given(value := flags.get(opt.key)) and opt.cli_flag is not None
-    }
-    return spec_for(config, profile, overrides, run_mode=run_mode)
-
-
-def _given(value: Any) -> bool:
-    """Whether a flag was given: click makes a repeatable flag that was not an empty tuple."""
-    return value is not None and value != ()
-
-
-def _spelling(opt: Option, value: Any) -> str:
-    """The flag as the user typed it, for error messages."""
-    assert opt.cli_flag is not None
-    return opt.cli_flag if not opt.switch or value else f"--no-{opt.cli_flag[2:]}"
-
-
-def parse_request(params: dict[str, Any], argv: Sequence[str] | None) -> StartRequest:
-    """Check the flags together and build every spec, before anything starts."""
-    profiles: tuple[str, ...] = params["profiles"]
-    chosen = [
-        flag
-        for flag, on in (
-            ("foreground", params["foreground"]),
-            ("background", params["background"]),
-            ("run", params["run"] is not None),
-            ("--", argv is not None),
-        )
-        if on
-    ]
-    if len(chosen) > 1:
-        raise UsageError(MODE_FLAGS)
-    mode: StartMode = "foreground"
-    if chosen and chosen[0] in ("run", "--"):
-        mode = "run"
-    elif chosen and chosen[0] == "background":
-        mode = "background"
-    if argv is not None and not argv:
-        raise UsageError("-- must be followed by a command")
-    if len(profiles) > 1:
-        if mode != "run":
-            raise UsageError("several profiles need --run or -- (one command for all tunnels)")
-        clashing = [
-            f"--{p.replace('_', '-')}" for p in SINGLE_TUNNEL_FLAGS if _given(params.get(p))
-        ]
-        if clashing:
-            raise UsageError(f"{', '.join(clashing)} cannot be used with several profiles")
-    path, required = paths.config_file(params["config_path"])
-    config = load_config(path, required=required)
-    specs = tuple(
-        spec_from_flags(config, profile, params, run_mode=mode == "run")
-        for profile in (profiles or (None,))
-    )
-    files = ReadyFiles(_absolute(params["pid_file"]), _absolute(params["json_file"]))
-    if params["reuse"]:
-        _check_reuse(mode, files, as_json=params["as_json"])
-    files.check()
-    command: str | tuple[str, ...] | None = params["run"] if argv is None else tuple(argv)
-    return StartRequest(specs, mode, command, files, params["as_json"], params["reuse"])
-
-
-def _absolute(path: str | None) -> Path | None:
-    return Path(path).absolute() if path else None
-
-
-def _check_reuse(mode: StartMode, files: ReadyFiles, *, as_json: bool) -> None:
-    if mode == "run":
-        raise UsageError("--reuse cannot go with --run or --: the command's tunnels are its own")
-    if mode == "foreground" and not as_json:
-        raise UsageError("--reuse needs --background or --json, to say which tunnel is used")
-    if files.pid_file or files.json_file:
-        raise UsageError(
-            "--reuse cannot go with --pid-file or --json-file: a reused tunnel's files belong "
-            "to the start that made it"
-        )
-
-
-class _StartCommand(click.Command):
-    """Splits off everything after `--` as the command's argv before click sees it."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if "--" in args:
-            cut = args.index("--")
-            ctx.meta[ARGV_META] = args[cut + 1 :]
-            args = args[:cut]
-        return super().parse_args(ctx, args)
-
-
-def tunnel_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds a flag for every tunnel option that has one, as config.OPTIONS declares them."""
-    return _with_flags(command, OPTIONS)
-
-
-def some_tunnel_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Like tunnel_options, for the options named (by key) alone."""
-    chosen = tuple(opt for opt in OPTIONS if opt.key in keys)
-    return lambda command: _with_flags(command, chosen)
-
-
-def _with_flags(command: Callable[..., Any], options: Sequence[Option]) -> Callable[..., Any]:
-    for opt in reversed(options):
-        flag = opt.cli_flag
-        if flag is None:
-            continue
-        if opt.switch:
-            declarations = [f"{flag}/--no-{flag[2:]}", opt.key]
-        else:
-            declarations = [flag, *([opt.short] if opt.short else []), opt.key]
-        command = click.option(
-            *declarations,
-            default=None,
-            multiple=opt.multiple,
-            metavar=None if opt.switch else opt.metavar,
-            help=opt.help_text,
-            shell_complete=files if opt.metavar == "PATH" else None,
-        )(command)
-    return command
-
-
-@click.command(cls=_StartCommand)
-@click.argument("profiles", nargs=-1, shell_complete=profiles)
-@tunnel_options
-@click.option("--foreground", "-fg", is_flag=True, help="Block until signalled (the default).")
-@click.option("--background", "-bg", is_flag=True, help="Detach; return once the tunnel is ready.")
-@click.option(
-    "--run", "-R", metavar="CMD", help="Run CMD through the shell once ready, then close."
-)
-@click.option(
-    "--pid-file", metavar="PATH", help="Write the pid here once ready.", shell_complete=files
-)
-@click.option(
-    "--config",
-    "config_path",
-    metavar="PATH",
-    shell_complete=files,
-    help="Config file [default: $TETHER_CONFIG or ~/.config/tether/config.toml].",
-)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the tunnel's JSON record when ready: on stdout, or stderr with --run.",
-)
-@click.option(
-    "--json-file",
-    metavar="PATH",
-    help="Write the JSON records here once ready (0600).",
-    shell_complete=files,
-)
-@click.option(
-    "--reuse",
-    is_flag=True,
-    help="If a ready tunnel like this one exists, print it instead of starting another.",
-)
+@click.command(cls=StartCommand, help=START_HELP)
+@start_flags
 @click.pass_context
 def start(ctx: click.Context, /, **params: Any) -> None:
-    """Open a tunnel to PROFILE (or --to HOST:PORT) and keep it until signalled.
-
-    \b
-    tether start db                       # foreground, until Ctrl-C / SIGTERM / tether stop
-    tether start db --background          # detach once ready
-    tether start db --run 'psql -h $TETHER_HOST -p $TETHER_PORT'
-    tether start db cache -- ./migrate.sh # several tunnels for one command
-    """
-    from tether.modes.service import ServiceManager  # here: completing a word needs no engine
-
+    """See START_HELP."""
     req = parse_request(params, ctx.meta.get(ARGV_META))
-    # What systemd passed (a notify socket, listening sockets), taken before anything starts.
-    service = ServiceManager.from_environ(foreground=req.mode == "foreground")
     registry = Registry.default()
-    debug = bool((ctx.obj or {}).get("debug"))
-    if req.reuse:
-        raise SystemExit(_reuse(req, registry, service, debug=debug))
-    raise SystemExit(_start(req, registry, service, debug=debug))
+    with reporter_for(
+        req, as_json=params["as_json"], debug=bool((ctx.obj or {}).get("debug"))
+    ) as reporter:
+        raise SystemExit(launch(req, registry, reporter))
 
 
-def _start(
-    req: StartRequest,
-    registry: Registry,
-    service: ServiceManager,
-    *,
-    debug: bool,
-    on_ready: Callable[[], None] | None = None,
-) -> int:
-    """Start in the mode asked; ``on_ready`` runs once a foreground tunnel is ready."""
-    if req.mode == "background":
-        return _background(req, registry, debug=debug)
-    if req.mode == "run":
-        return _run(req, registry)
-    return _foreground(req, registry, service, on_ready=on_ready)
-
-
-def _reuse(req: StartRequest, registry: Registry, service: ServiceManager, *, debug: bool) -> int:
-    """Print the ready tunnel that does what ``req`` asks, or start it, holding the lock until
-    it is ready so that a concurrent `--reuse` finds it."""
-    from tether.modes.reuse import ReuseLock, find_reusable
-
-    with ReuseLock(registry, req.specs[0]) as lock:
-        found = find_reusable(registry, req.specs[0])
-        if found is not None:
-            print_ready(found, as_json=req.as_json, hint=False, reused=True)
-            return 0
-        return _start(req, registry, service, debug=debug, on_ready=lock.release)
-
-
-def _foreground(
-    req: StartRequest,
-    registry: Registry,
-    service: ServiceManager,
-    *,
-    on_ready: Callable[[], None] | None = None,
-) -> int:
-    from tether.modes.foreground import run_foreground
-    from tether.modes.runtime import run
-
-    spec = req.specs[0]
-    with Spinner(spec.name, spec.timeout) as spinner:
-
-        def ready(record: TunnelInfo) -> None:
-            spinner.stop()
-            print_ready(record, as_json=req.as_json)
-            if on_ready is not None:
-                on_ready()
-
-        return run(
-            run_foreground(
-                spec,
-                registry,
-                on_ready=ready,
-                on_phase=spinner.phase,
-                files=req.files,
-                service=service,
-            )
-        )
-
-
-def _run(req: StartRequest, registry: Registry) -> int:
-    from tether.modes.run import run_command
-    from tether.modes.runtime import run
-
-    assert req.command is not None
-    names = ", ".join(s.name for s in req.specs)
-    with Spinner(names, max(s.timeout for s in req.specs)) as spinner:
-
-        def ready(records: Sequence[TunnelInfo]) -> None:
-            spinner.stop()
-            # The command's stdout is its own: the records go to stderr, or to --json-file.
-            for record in records:
-                print_ready(record, as_json=req.as_json, hint=False, json_to_stderr=True)
-
-        return run(
-            run_command(
-                req.specs,
-                registry,
-                req.command,
-                on_ready=ready,
-                on_phase=spinner.phase,
-                files=req.files,
-            )
-        )
-
-
-def _background(req: StartRequest, registry: Registry, *, debug: bool) -> int:
-    from tether.modes.background import run_background
-    from tether.modes.foreground import run_foreground
-    from tether.modes.runtime import run
-
-    spec = req.specs[0]
-
-    def serve(
-        *,
-        parent_pipe: int,
-        report_ready: Callable[[TunnelInfo], None],
-        entry_id: str,
-        log_file: Path,
-    ) -> int:
-        """In the detached child: the tunnel, its banner in the log."""
-
-        def ready(record: TunnelInfo) -> None:
-            print_ready(record, as_json=False, hint=False)
-            report_ready(record)
-
-        return run(
-            run_foreground(
-                spec,
-                registry,
-                on_ready=ready,
-                files=req.files,
-                mode="background",
-                entry_id=entry_id,
-                log_file=str(log_file),
-                parent_pipe=parent_pipe,
-            )
-        )
-
-    spinner = Spinner(spec.name, spec.timeout)
-
-    def announce(record: TunnelInfo) -> None:
-        spinner.stop()
-        print_ready(record, as_json=req.as_json, hint=False)
-
-    return run_background(
-        spec,
-        registry,
-        paths.log_directory(),
-        serve=serve,
-        on_ready=announce,
-        on_error=lambda exc: show_error(exc, debug=debug),
-        waiting=lambda: spinner,
+def reporter_for(req: Launch, *, as_json: bool, debug: bool) -> TerminalReporter:
+    """The terminal's view of ``req``: one spinner for all its tunnels; run mode's records go to
+    stderr (the command's stdout is its own), and only a foreground tunnel says how to stop."""
+    label = ", ".join(spec.name for spec in req.specs)
+    timeout = max(spec.timeout for spec in req.specs)
+    return TerminalReporter(
+        label,
+        timeout,
+        as_json=as_json,
+        hint=req.mode == "foreground",
+        json_to_stderr=req.mode == "run",
+        debug=debug,
     )

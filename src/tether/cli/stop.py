@@ -5,28 +5,10 @@ from __future__ import annotations
 import click
 
 from tether.cli.candidates import running
-from tether.cli.render import echo
-
-from tether.errors import StopFailedError, visible
-from tether.client import StopResult, select_entries, stop_tunnels
-from tether.registry import Entry, Registry
+from tether.cli.render import echo, report_stopped
+from tether.client import STOP_TIMEOUT, select_entries, stop_tunnels
+from tether.registry import Registry
 from tether.values import parse_duration
-
-DEFAULT_TIMEOUT = 10.0
-
-
-def announce_stopped(entry: Entry) -> None:
-    echo(visible(f"tether: stopped {entry.id} ({entry.name}, pid {entry.pid})"), err=True)
-
-
-def report(result: StopResult) -> None:
-    """Name every tunnel that stopped; then fail (exit 9) naming those that did not."""
-    for entry in result.stopped:
-        announce_stopped(entry)
-    if result.failures:
-        shown = result.failures[:3]
-        more = len(result.failures) - len(shown)
-        raise StopFailedError("; ".join(shown) + (f" (and {more} more)" if more else ""))
 
 
 @click.command()
@@ -38,14 +20,14 @@ def report(result: StopResult) -> None:
 @click.option(
     "--timeout",
     metavar="DURATION",
-    help=f"Bound on the whole command [default: {DEFAULT_TIMEOUT:g}s].",
+    help=f"Bound on the whole command [default: {STOP_TIMEOUT:g}s].",
 )
 def stop(selectors: tuple[str, ...], every: bool, missing_ok: bool, timeout: str | None) -> None:
     """Stop tunnels by ID, NAME or local PORT."""
-    seconds = parse_duration(timeout, what="--timeout") if timeout is not None else DEFAULT_TIMEOUT
+    seconds = parse_duration(timeout, what="--timeout") if timeout is not None else STOP_TIMEOUT
     registry = Registry.default()
     entries = select_entries(registry, list(selectors), every=every, missing_ok=missing_ok)
-    report(stop_tunnels(registry, entries, timeout=seconds))
+    report_stopped(stop_tunnels(registry, entries, timeout=seconds))
     if not entries and selectors:
         named = ", ".join(repr(s) for s in selectors)
         echo(f"tether: no running tunnel matches {named}; nothing to stop", err=True)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import click
 
 from tether import paths
-from tether.cli.candidates import directories, files, profiles
+from tether.cli.candidates import directories, profiles
+from tether.cli.flags import config_option
 from tether.cli.render import echo
 from tether.config import build_spec, load_config
 from tether.errors import UsageError, describe
@@ -102,13 +103,7 @@ def write_units(units: list[UnitFile], directory: Path) -> list[Path]:
     shell_complete=directories,
     help="Write the unit files (0644) into DIR instead of printing them.",
 )
-@click.option(
-    "--config",
-    "config_path",
-    metavar="PATH",
-    shell_complete=files,
-    help="Config file [default: $TETHER_CONFIG or ~/.config/tether/config.toml].",
-)
+@config_option
 def systemd_unit(
     profile: str,
     user_mode: bool,

@@ -2,12 +2,14 @@
 
 The child is forked from the parent before any event loop or thread exists: it already holds
 the parsed spec, so nothing is imported or parsed twice and nothing has to be passed through a
-command line. It starts a session of its own, reads /dev/null, and writes its log.
+command line. It starts a session of its own, reads /dev/null, writes its log, and runs the
+foreground mode itself (foreground.Foreground), reporting through the pipe: each phase as it
+comes, then the ready record or its one-line error and exit code.
 
-The parent never polls: it blocks on the pipe (bounded by the timeout) and gets either the ready
-record or the child's one-line error and exit code. A child that dies silently closes the pipe,
-which the parent sees at once; a parent that dies closes the other end, which the child sees
-and stops (see foreground.run_foreground), since nobody could learn of its tunnel any more.
+The parent never polls: it blocks on the pipe (bounded by the timeout), passing each phase on to
+its own reporter. A child that dies silently closes the pipe, which the parent sees at once; a
+parent that dies closes the other end, which the child sees and stops, since nobody could learn
+of its tunnel any more.
 """
 
 from __future__ import annotations
@@ -19,23 +21,27 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import get_args
 
 from tether.errors import (
+    ChildFailed,
     Interrupted,
     ReadinessTimeoutError,
-    TetherError,
     UsageError,
     describe,
 )
 from tether.files import ensure_private_directory
 from tether.logs import TimestampedLog, as_text_stream, rotated
+from tether.modes.foreground import Detached, Foreground
+from tether.modes.pidfile import NO_FILES, ReadyFiles
+from tether.modes.report import Reporter, exit_status
+from tether.modes.signals import STOP_SIGNALS
+from tether.modes import runtime
 from tether.procs import Pinned
-from tether.protocol import JSONObject
+from tether.protocol import JSONObject, State
 from tether.record import TunnelInfo
 from tether.registry import Registry, new_id
 from tether.spec import TunnelSpec
@@ -45,14 +51,6 @@ from tether.spec import TunnelSpec
 REPORT_GRACE = 3.0
 STOP_GRACE = 5.0
 LOGS_KEPT = 50
-
-
-class ChildFailed(TetherError):
-    """The background child failed before ready; carries the child's own exit code."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def ensure_log_directory(path: Path) -> Path:
@@ -90,38 +88,20 @@ def _open_log(path: Path) -> int:
         raise UsageError(f"cannot create log {path}: {describe(exc)}") from None
 
 
-class Serve(Protocol):
-    """What the detached child runs: the tunnel, announcing readiness through ``report_ready``
-    and watching ``parent_pipe`` for the parent's death; returns the exit status, and raises
-    TetherError if it fails before ready."""
-
-    def __call__(
-        self,
-        *,
-        parent_pipe: int,
-        report_ready: Callable[[TunnelInfo], None],
-        entry_id: str,
-        log_file: Path,
-    ) -> int: ...
-
-
 def run_background(
     spec: TunnelSpec,
     registry: Registry,
+    reporter: Reporter,
     log_directory: Path,
     *,
-    serve: Serve,
-    on_ready: Callable[[TunnelInfo], None],
-    on_error: Callable[[BaseException], int],
-    waiting: Callable[[], AbstractContextManager[object]],
+    files: ReadyFiles = NO_FILES,
 ) -> int:
     """Start a detached tether process for ``spec``; return 0 once it reports ready.
 
-    The child runs ``serve`` and exits with its status; a failure is reported to the parent and
-    rendered into the log by ``on_error``, which returns the exit status. The parent enters
-    ``waiting()`` (a spinner) while the child starts and passes the ready record to
-    ``on_ready``; if that fails (stdout is gone, say), the child is stopped: a start is whole
-    or it leaves nothing.
+    The child runs the foreground mode and exits with its status; it says its phases, and a
+    failure, to the parent through the pipe, and to its log through ``reporter.detached()``.
+    The parent passes the phases and the ready record to ``reporter``; if its ``ready`` fails
+    (stdout is gone, say), the child is stopped: a start is whole or it leaves nothing.
     """
     directory = ensure_log_directory(log_directory)
     entry_id = new_id()
@@ -139,19 +119,18 @@ def run_background(
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_end)
-        detached = _Detached(write_end, entry_id, log_file)
-        os._exit(detached.run(log_fd, serve, on_error))
+        child = _Detached(Detached(entry_id, log_file, write_end), reporter.detached())
+        os._exit(child.run(log_fd, spec, registry, files))
     os.close(write_end)
     os.close(log_fd)
-    child = _Child(Pinned.child(pid), read_end, entry_id, log_file, registry)
-    with waiting():
-        record = child.wait_ready(spec.timeout)
+    waiting = _Child(Pinned.child(pid), read_end, entry_id, log_file, registry)
+    record = waiting.wait_ready(spec.timeout, reporter)
     try:
-        on_ready(record)
+        reporter.ready([record])
     except BaseException:
-        child.stop()
+        waiting.stop()
         raise
-    child.process.close()  # it runs on, detached; whoever is its parent next reaps it
+    waiting.process.close()  # it runs on, detached; whoever is its parent next reaps it
     return 0
 
 
@@ -171,52 +150,59 @@ def _close_inherited(keep: tuple[int, ...]) -> None:
 
 
 class _Detached:
-    """The child: a session of its own, /dev/null in, the log out, the tunnel run."""
+    """The child: a session of its own, /dev/null in, the log out, the foreground mode run."""
 
-    def __init__(self, pipe: int, entry_id: str, log_file: Path) -> None:
-        self.pipe: int | None = pipe  # used once: after the report, its number is reused
-        self.entry_id = entry_id
-        self.log_file = log_file
+    def __init__(self, place: Detached, log_reporter: Reporter) -> None:
+        self.place = place
+        self.pipe: int | None = place.pipe  # used until the report: then its number is reused
+        self.log_reporter = log_reporter
 
-    def run(self, log_fd: int, serve: Serve, on_error: Callable[[BaseException], int]) -> int:
+    def run(self, log_fd: int, spec: TunnelSpec, registry: Registry, files: ReadyFiles) -> int:
         try:
             os.setsid()
-            assert self.pipe is not None
-            _close_inherited(keep=(self.pipe, log_fd))
+            _close_inherited(keep=(self.place.pipe, log_fd))
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
             os.close(log_fd)
-            log = TimestampedLog(self.log_file)
+            log = TimestampedLog(self.place.log_file)
             sys.stdout = sys.stderr = as_text_stream(log)
             try:
-                assert self.pipe is not None
-                return serve(
-                    parent_pipe=self.pipe,
-                    report_ready=lambda record: self._report({"ready": record.to_message()}),
-                    entry_id=self.entry_id,
-                    log_file=self.log_file,
-                )
+                foreground = Foreground(spec, registry, self, files=files, detached=self.place)
+                return runtime.run(foreground.run())
             finally:
                 log.flush()
         except BaseException as exc:  # nothing may escape into the parent's code path
-            code = exc.exit_code if isinstance(exc, TetherError) else 1
-            self._report({"error": str(exc), "exit_code": code})
-            return on_error(exc)
+            self._send({"error": str(exc), "exit_code": exit_status(exc)}, last=True)
+            return self.log_reporter.failed(exc)
 
-    def _report(self, message: JSONObject) -> None:
-        """Send the one report to the parent and close the pipe."""
+    # The child's reporter: its log, and the parent through the pipe.
+    def phase(self, state: State) -> None:
+        self._send({"phase": state})
+
+    def ready(self, records: Sequence[TunnelInfo], *, reused: bool = False) -> None:
+        self.log_reporter.ready(records)
+        self._send({"ready": records[0].to_message()}, last=True)
+
+    def failed(self, exc: BaseException) -> int:
+        return self.log_reporter.failed(exc)
+
+    def detached(self) -> Reporter:
+        return self.log_reporter
+
+    def _send(self, message: JSONObject, *, last: bool = False) -> None:
+        """Send a line to the parent; the ``last`` one closes the pipe."""
         if self.pipe is None:
             return
-        pipe, self.pipe = self.pipe, None
         try:
-            os.write(pipe, json.dumps(message).encode() + b"\n")
+            os.write(self.pipe, json.dumps(message).encode() + b"\n")
         except OSError:
-            pass  # the parent gave up waiting; the log still has everything
-        finally:
-            os.close(pipe)
+            last = True  # the parent gave up waiting; the log still has everything
+        if last:
+            os.close(self.pipe)
+            self.pipe = None
 
 
 class _Child:
@@ -231,12 +217,13 @@ class _Child:
         self.log_file = log_file
         self.registry = registry
 
-    def wait_ready(self, timeout: float) -> TunnelInfo:
-        """The child's ready record; its failure, an interruption or a timeout otherwise (the
-        child then stopped and reaped, and no entry of it left)."""
-        previous = {signum: signal.signal(signum, _interrupt) for signum in _SIGNALS}
+    def wait_ready(self, timeout: float, reporter: Reporter) -> TunnelInfo:
+        """The child's ready record, its phases passed on to ``reporter`` meanwhile; its
+        failure, an interruption or a timeout otherwise (the child then stopped and reaped, and
+        no entry of it left)."""
+        previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
         try:
-            message = _read_report(self.pipe, timeout + REPORT_GRACE)
+            message = _read_report(self.pipe, timeout + REPORT_GRACE, reporter)
         except BaseException:
             # Interrupted while waiting: the user wants no tunnel, so none may be left running.
             self.stop()
@@ -290,18 +277,30 @@ class _Child:
         return os.waitstatus_to_exitcode(status)
 
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise Interrupted("interrupted before the tunnel was ready", signum=signum)
 
 
-def _read_report(fd: int, timeout: float) -> JSONObject | None:
-    """The child's one JSON report; {} if it closed the pipe without one; None on timeout."""
+_STATES = frozenset(get_args(State))
+
+
+def _read_report(fd: int, timeout: float, reporter: Reporter) -> JSONObject | None:
+    """The child's last report (ready or error), its phases passed on to ``reporter``; {} if it
+    closed the pipe without one; None on timeout."""
     deadline = time.monotonic() + timeout
     data = b""
-    while b"\n" not in data:
+    while True:
+        while b"\n" in data:
+            line, data = data.split(b"\n", 1)
+            try:
+                report = json.loads(line)
+            except ValueError:
+                return {}
+            if not isinstance(report, dict):
+                return {}
+            if report.get("phase") not in _STATES:
+                return report
+            reporter.phase(report["phase"])
         left = deadline - time.monotonic()
         if left <= 0:
             return None
@@ -310,10 +309,5 @@ def _read_report(fd: int, timeout: float) -> JSONObject | None:
             return None
         chunk = os.read(fd, 65536)
         if not chunk:
-            break
+            return {}
         data += chunk
-    try:
-        report = json.loads(data.split(b"\n", 1)[0])
-    except ValueError:
-        return {}
-    return report if isinstance(report, dict) else {}

@@ -12,7 +12,8 @@ from tether.errors import Interrupted
 from tether.modes.signals import StopRequest
 from tether.protocol import Mode, Status
 from tether.record import TunnelInfo
-from tether.registry import SOCKS_TARGET, Registration, Registry
+from tether.entry import TunnelIdentity
+from tether.registry import Registration, Registry
 from tether.spec import TunnelSpec
 from tether.transports.base import PhaseCallback
 from tether.tunnel import Tunnel, not_ready
@@ -73,23 +74,13 @@ class HostedTunnel:
                     self.tunnel.bind()
                     address = self.tunnel.address
                     assert address is not None
-                    target = spec.target
-                    target_host, target_port = (
-                        (target.host, target.port) if target is not None else SOCKS_TARGET
-                    )
                     self.registration = self.registry.register(
-                        entry_id=self._entry_id,
-                        name=spec.name,
+                        TunnelIdentity.of(spec, self.tunnel.transport.engine),
                         mode=self.mode,
                         addresses=self.tunnel.addresses,
                         local_port=address.port,
-                        target_host=target_host,
-                        target_port=target_port,
-                        socks=spec.socks,
-                        allow=[str(rule) for rule in spec.allow],
-                        via=str(spec.via) if spec.via else None,
-                        engine=self.tunnel.transport.engine,
                         log_file=self._log_file,
+                        entry_id=self._entry_id,
                     )
                 self._control = ControlServer(
                     self.registry.paths(self.id)["sock"], self.status, self._on_stop

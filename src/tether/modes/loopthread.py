@@ -18,11 +18,9 @@ from typing import Any, TypeVar
 
 from tether.errors import TetherError
 from tether.modes.runtime import new_event_loop
+from tether.modes.signals import STOP_SIGNALS
 
 T = TypeVar("T")
-# Signals belong to the caller's main thread. Delivered to the loop's thread instead, a SIGHUP
-# would wait, unnoticed, until the main thread next ran Python code.
-CALLER_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 # How long an interrupted call may take to unwind: closing a tunnel that was starting is quick.
 UNWIND_LIMIT = 30.0
 # How long closing the loop waits for its thread to stop.
@@ -49,7 +47,9 @@ class LoopThread:
 
     def _run(self) -> None:
         # Threads started from here (resolvers) inherit the mask; ssh is spawned with an empty one.
-        signal.pthread_sigmask(signal.SIG_BLOCK, CALLER_SIGNALS)
+        # Signals belong to the caller's main thread. Delivered to the loop's thread instead, a
+        # SIGHUP would wait, unnoticed, until the main thread next ran Python code.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         self.loop.run_forever()
 
     @property

@@ -10,45 +10,34 @@ holder; a waiter that locked a removed file notices and tries the new one.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 
 from tether.client import list_tunnels
 from tether.errors import ReadinessTimeoutError, RegistryError, describe
 from tether.listener import resolve_listen
+from tether.locks import LockWait, try_lock
 from tether.record import TunnelInfo
-from tether.registry import LOCK_RETRY, SOCKS_TARGET, Entry, Registry
+from tether.entry import Entry, TunnelIdentity
+from tether.registry import Registry
 from tether.spec import TunnelSpec
 
 
-def tunnel_key(spec: TunnelSpec) -> dict[str, object]:
-    """What makes two tunnels the same one: name, target, transport and local bind."""
-    return {
-        "name": spec.name,
-        "target": [spec.target.host, spec.target.port] if spec.target else None,
-        "allow": [str(rule) for rule in spec.allow] if spec.socks else None,
-        "via": str(spec.via) if spec.via else None,
-        "engine": spec.ssh.engine if spec.via else None,
-        "listen": [spec.listen.host, spec.listen.port],
-    }
+def wanted(spec: TunnelSpec) -> TunnelIdentity:
+    """The tunnel a `--reuse` start of ``spec`` looks for: the same one, with the engine it
+    names (any, if it names none)."""
+    return TunnelIdentity.of(spec, spec.ssh.engine)
 
 
 def matches(entry: Entry, spec: TunnelSpec, addresses: list[str]) -> bool:
     """Whether ``entry`` is the tunnel ``spec`` asks for, bound on ``addresses``."""
-    engine = spec.ssh.engine if spec.via else None
-    target = (spec.target.host, spec.target.port) if spec.target else SOCKS_TARGET
     return (
-        entry.name == spec.name
-        and (entry.target_host, entry.target_port) == target
-        and entry.socks == spec.socks
-        and entry.allow == [str(rule) for rule in spec.allow]
-        and entry.via == (str(spec.via) if spec.via else None)
-        and (engine is None or entry.engine == engine)
+        wanted(spec).covers(entry.identity)
         and (spec.listen.port == 0 or entry.local_port == spec.listen.port)
         and set(addresses) <= set(entry.local_addresses)
     )
@@ -67,7 +56,9 @@ class ReuseLock:
     """Held from looking for a reusable tunnel until the one started instead is ready."""
 
     def __init__(self, registry: Registry, spec: TunnelSpec) -> None:
-        digest = hashlib.sha256(json.dumps(tunnel_key(spec), sort_keys=True).encode())
+        # Named after what the start looks for and where it listens.
+        key = [asdict(wanted(spec)), [spec.listen.host, spec.listen.port]]
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
         self.path: Path = registry.directory / f".reuse-{digest.hexdigest()[:16]}.lock"
         self._timeout = spec.timeout
         self._fd: int | None = None
@@ -76,18 +67,17 @@ class ReuseLock:
         deadline = time.monotonic() + self._timeout
         while True:
             fd = self._open()
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                if time.monotonic() >= deadline:
+            if not try_lock(fd, "lockf"):
+                try:
+                    taken = LockWait(fd, "lockf").wait(deadline - time.monotonic())
+                except OSError as exc:
+                    raise RegistryError(f"cannot lock {self.path}: {describe(exc)}") from None
+                if not taken:  # the descriptor went with the wait
                     raise ReadinessTimeoutError(
                         f"another `tether start --reuse` of this tunnel did not finish "
                         f"within {self._timeout:g}s",
                         options=("timeout",),
-                    ) from None
-                time.sleep(LOCK_RETRY)
-                continue
+                    )
             if self._is_current(fd):
                 self._fd = fd
                 return

@@ -6,18 +6,17 @@ import asyncio
 import os
 import re
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from tether.errors import UsageError
 from tether.modes.command import Command
 from tether.modes.drain import Ending, bound_ending, drain_for
 from tether.modes.hosted import HostedTunnel, start_all
 from tether.modes.pidfile import NO_FILES, PidFile, ReadyFiles
+from tether.modes.report import Reporter
 from tether.modes.signals import StopRequest, capture_stop_signals
-from tether.record import TunnelInfo
 from tether.registry import Registry
 from tether.spec import TunnelSpec
-from tether.transports.base import PhaseCallback
 
 
 def env_name(name: str) -> str:
@@ -98,9 +97,8 @@ async def run_command(
     specs: Sequence[TunnelSpec],
     registry: Registry,
     command: str | Sequence[str],
+    reporter: Reporter,
     *,
-    on_ready: Callable[[Sequence[TunnelInfo]], None],
-    on_phase: PhaseCallback | None = None,
     files: ReadyFiles = NO_FILES,
 ) -> int:
     """Open every tunnel, run ``command`` (a shell string or an argv list), return its status.
@@ -118,7 +116,7 @@ async def run_command(
 
     with capture_stop_signals(stop):
         tunnels = [
-            HostedTunnel(spec, registry, "run", on_stop=on_stop, on_phase=on_phase)
+            HostedTunnel(spec, registry, "run", on_stop=on_stop, on_phase=reporter.phase)
             for spec in specs
         ]
         await start_all(tunnels, stop)
@@ -127,7 +125,7 @@ async def run_command(
         try:
             records = [t.record() for t in tunnels]
             written = files.create(records)
-            on_ready(records)
+            reporter.ready(records)
             if stop.signum is not None:  # stopped before the command could start
                 ending = "stop" if asked else "signal"
                 return 128 + stop.signum

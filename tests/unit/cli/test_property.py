@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.servers import EchoServer
+from tests.support.records import register
 from tether.cli.app import cli
 from tether.registry import Registry
 
@@ -163,16 +164,7 @@ def test_start_with_any_flags(data: st.DataObject, env: dict[str, str], target: 
 def shell_entry(env: dict[str, str]) -> Iterator[str]:
     """A live entry for the selectors to match: mode "shell", so that a stop that cannot reach
     it never falls back to a signal (which would go to this very test process)."""
-    registration = Registry(Path(env["TETHER_RUNTIME_DIR"])).register(
-        name="db",
-        mode="shell",
-        addresses=["127.0.0.1"],
-        local_port=15432,
-        target_host="db",
-        target_port=5432,
-        via=None,
-        log_file=None,
-    )
+    registration = register(Registry(Path(env["TETHER_RUNTIME_DIR"])), mode="shell")
     yield registration.entry.id
     registration.remove()
 

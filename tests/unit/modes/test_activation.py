@@ -56,7 +56,11 @@ def test_a_listening_tcp_socket_is_taken(socks: list[socket.socket]) -> None:
 def test_ipv6_is_taken(socks: list[socket.socket]) -> None:
     server = socket.create_server(("::1", 0), family=socket.AF_INET6)
     socks.append(server)
-    socks.append(take_socket(os.dup(server.fileno())))
+    sock = take_socket(os.dup(server.fileno()))
+    socks.append(sock)
+    assert sock.family == socket.AF_INET6
+    assert sock.getsockname()[:2] == server.getsockname()[:2]
+    assert not sock.getblocking() and not sock.get_inheritable()
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from tether.modes.notify import Notifier
 from tether.modes.service import ServiceManager, ServiceReport, ready_status, status_of
 from tether.protocol import State, Status
 from tether.record import TunnelInfo
-from tether.registry import Entry
+from tether.entry import Entry
 from tether.spec import Endpoint, TunnelSpec, Via
 from tether.tunnel import Tunnel
 
