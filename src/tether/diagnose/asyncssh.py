@@ -13,70 +13,52 @@ from typing import Any, cast
 
 import asyncssh
 
-from tether.diagnose.engine import EngineProbe, pick
+from tether.diagnose.engine import EngineProbe
 from tether.diagnose.network import Peer, first_bytes
 from tether.diagnose.report import Step
 from tether.errors import ConfigError, TransportUnreachableError
 from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.spec import Endpoint, SshOptions, Via
-from tether.transports.base import LossCallback, PhaseCallback
 from tether.transports import sshcerts
-from tether.transports.ssh import SshTransport, TunnelClient
+from tether.transports.ssh import SshTransport
 from tether.transports.sshidentities import DEFAULT_KEYS
 from tether.transports.sshsetup import check_files, target_error
 
 CERTIFICATE = "-cert-v01@openssh.com"
 
 
-class _Watching(TunnelClient):
-    """The tunnel's callbacks, and a look at the login as it goes: the methods the server
-    offers and the keys tried. asyncssh has no callback for either, so the connection's own
-    two methods are wrapped, on this one connection only."""
+class _Seen:
+    """What the login did, as the transport's watch hears it: the connection (its host key),
+    the methods the server offers, and the keys offered."""
 
-    def __init__(self, seen: dict[str, Any], *args: Any) -> None:
-        super().__init__(*args)
-        self.seen = seen
+    def __init__(self) -> None:
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.methods: list[str] = []
+        self.keys: list[asyncssh.SSHKeyPair] = []
 
-    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
-        self.seen["conn"] = conn
-        tried: list[asyncssh.SSHKeyPair] = self.seen.setdefault("keys", [])
-        next_auth = conn.try_next_auth
-        requested = conn.public_key_auth_requested
+    def connected(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
 
-        def try_next_auth(*, next_method: bool = False) -> None:
-            methods = list(conn.get_server_auth_methods())
-            if methods and methods != ["none"]:  # the answer to the first, empty, request
-                self.seen.setdefault("methods_offered", methods)
-            next_auth(next_method=next_method)
-
-        async def public_key_auth_requested() -> asyncssh.SSHKeyPair | None:
-            key = await requested()
-            if key is not None:
-                tried.append(key)
-            return key
-
-        conn.try_next_auth = try_next_auth  # type: ignore[method-assign]
-        conn.public_key_auth_requested = public_key_auth_requested  # type: ignore[method-assign]
+    def key_requested(self, methods: list[str], key: asyncssh.SSHKeyPair | None) -> None:
+        if not self.methods:
+            self.methods = methods
+        if key is not None:
+            self.keys.append(key)
 
 
 class _Watched(SshTransport):
-    """The tunnel's asyncssh transport, with its client watched."""
+    """The tunnel's asyncssh transport, its login watched, and what ssh_config says for it."""
 
     def __init__(self, via: Via, options: SshOptions) -> None:
-        super().__init__(via, options)
-        self.seen: dict[str, Any] = {}
-
-    def _new_client(
-        self, on_phase: PhaseCallback | None, on_lost: LossCallback | None
-    ) -> TunnelClient:
-        return _Watching(self.seen, on_phase, on_lost)
+        self.seen = _Seen()
+        super().__init__(via, options, watch=self.seen)
 
     def settings(self) -> tuple[dict[str, Any], Peer | None, list[str]]:
         """ssh_config as asyncssh reads it for the via; the first host it connects to; the
         known_hosts files."""
-        files = self._config_files()
-        config = self._load_config(files)
-        resolved = self._resolve(files)
+        files = self.config_files()
+        config = self.load_config(files)
+        resolved = self.resolve(files)
         shown: dict[str, Any] = {
             "hostname": resolved.hostname,
             "port": resolved.port,
@@ -100,7 +82,7 @@ class _Watched(SshTransport):
     def matched_line(self, key: asyncssh.SSHKey) -> dict[str, Any] | None:
         """The known_hosts line that trusts ``key`` for the server (or, failing one, that
         names an authority for it), as ``{"file", "line", "ca"}``."""
-        resolved = self._resolve(self._config_files())
+        resolved = self.resolve(self.config_files())
         fallback = None
         for name in resolved.known_hosts:
             path = Path(name).expanduser()
@@ -115,7 +97,7 @@ class _Watched(SshTransport):
                     entry = asyncssh.import_known_hosts(raw.decode("utf-8"))
                 except (UnicodeDecodeError, ValueError):
                     continue  # skipped by the connection too
-                trusted, authorities, _ = self._lookup(entry, resolved)
+                trusted, authorities, _ = self.lookup(entry, resolved)
                 if any(key == k for k in trusted):
                     return {"file": str(path), "line": number, "ca": False}
                 if authorities and fallback is None:
@@ -147,7 +129,7 @@ class AsyncSshProbe(EngineProbe):
             )
 
     def host_key_facts(self, step: Step) -> None:
-        conn = self.transport.seen.get("conn")
+        conn = self.transport.seen.conn
         key = conn.get_server_host_key() if conn is not None else None
         if key is None:
             return
@@ -163,11 +145,11 @@ class AsyncSshProbe(EngineProbe):
 
     def auth_facts(self, step: Step) -> None:
         seen = self.transport.seen
-        keys = [self._describe(key) for key in seen.get("keys", [])]
-        methods = seen.get("methods_offered", [])
-        step.facts.update(pick(seen, "methods_offered"), tried=keys)
+        keys = [self._describe(key) for key in seen.keys]
+        methods = seen.methods
+        step.facts.update({"methods_offered": methods} if methods else {}, tried=keys)
         offers = ",".join(methods) or "unknown"
-        if self.transport._conn is not None:  # logged in, with the last key tried
+        if self.transport.connection is not None:  # logged in, with the last key tried
             step.facts.update(method="publickey", key=keys[-1] if keys else None)
             step.detail = "publickey" + (f" with {keys[-1]}" if keys else "")
             step.detail += f"; the server offers {offers}"
@@ -194,7 +176,7 @@ class AsyncSshProbe(EngineProbe):
         return named + [f"~/.ssh/{name}" for name in DEFAULT_KEYS]
 
     async def probe(self, target: Endpoint, step: Step) -> None:
-        conn = self.transport._conn
+        conn = self.transport.connection
         if conn is None:
             raise TransportUnreachableError(f"SSH connection to {self.via} is not open")
         started = time.monotonic()

@@ -10,7 +10,7 @@ import re
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import asyncssh
 from asyncssh.config import SSHClientConfig
@@ -103,15 +103,46 @@ class _Resolved:
     jump: str = ""  # ssh_config's ProxyJump, as it spells it
 
 
-class TunnelClient(asyncssh.SSHClient):
-    """Reports progress and loss, and makes sure nothing ever prompts."""
+class LoginWatch(Protocol):
+    """What `tether diagnose` hears of a login: the connection once it is made (its public
+    accessors tell the server's host key), and each time a key is asked for, the methods the
+    server offers then and the key offered (None: no key left)."""
 
-    def __init__(self, on_phase: PhaseCallback | None, on_lost: LossCallback | None) -> None:
+    def connected(self, conn: asyncssh.SSHClientConnection) -> None: ...
+    def key_requested(self, methods: list[str], key: asyncssh.SSHKeyPair | None) -> None: ...
+
+
+class TunnelClient(asyncssh.SSHClient):
+    """Reports progress and loss, offers the login's keys one at a time (as ssh would, in
+    sshkeys.py's order), and makes sure nothing ever prompts."""
+
+    def __init__(
+        self,
+        on_phase: PhaseCallback | None,
+        on_lost: LossCallback | None,
+        keys: list[asyncssh.SSHKeyPair] | None = None,
+        watch: LoginWatch | None = None,
+    ) -> None:
         self._on_phase = on_phase
         self._on_lost = on_lost
+        self._keys = list(keys or [])
+        self._watch = watch
+        self._conn: asyncssh.SSHClientConnection | None = None
         self.closing = False
         #: The CA of the host certificate the server offered, when known_hosts trusts none.
         self.host_authority: str | None = None
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self._conn = conn
+        if self._watch is not None:
+            self._watch.connected(conn)
+
+    def public_key_auth_requested(self) -> list[asyncssh.SSHKeyPair] | None:
+        key = self._keys.pop(0) if self._keys else None
+        watch, conn = self._watch, self._conn
+        if watch is not None and conn is not None and not (key and sshkeys.placeholder(key)):
+            watch.key_requested(list(conn.get_server_auth_methods()), key)
+        return [key] if key is not None else None
 
     def begin_auth(self, username: str) -> None:
         # Called once the server has sent its version, the key exchange is done and its host
@@ -141,26 +172,26 @@ class SshTransport(Transport):
 
     engine = "asyncssh"
 
-    def __init__(self, via: Via, options: SshOptions) -> None:
+    def __init__(self, via: Via, options: SshOptions, *, watch: LoginWatch | None = None) -> None:
         self.via = via
         self.options = options
         self.label = str(via)
+        self._watch = watch  # tether diagnose's: what the login does
         self._conn: asyncssh.SSHClientConnection | None = None
         self._client: TunnelClient | None = None
 
-    def _new_client(
-        self, on_phase: PhaseCallback | None, on_lost: LossCallback | None
-    ) -> TunnelClient:
-        """The connection's callbacks; tether diagnose's subclass watches more of them."""
-        return TunnelClient(on_phase, on_lost)
+    @property
+    def connection(self) -> asyncssh.SSHClientConnection | None:
+        """The SSH connection, once logged in (tether diagnose opens its probe on it)."""
+        return self._conn
 
-    def _config_files(self) -> list[str]:
+    def config_files(self) -> list[str]:
         """The user's ssh_config, which asyncssh applies as OpenSSH would (HostName, Port,
         User, IdentityFile, ProxyJump, ...)."""
         path = Path(self.options.ssh_config or paths.ssh_config()).expanduser()
         return [str(path)] if path.is_file() else []
 
-    def _load_config(self, config_files: list[str]) -> SSHClientConfig:
+    def load_config(self, config_files: list[str]) -> SSHClientConfig:
         """ssh_config for the via, as asyncssh reads it."""
         with map_exceptions({OSError: ConfigError, ValueError: ConfigError}, "ssh_config"):
             config = SSHClientConfig.load(
@@ -176,9 +207,9 @@ class SshTransport(Transport):
             )
         return cast(SSHClientConfig, config)
 
-    def _resolve(self, config_files: list[str]) -> _Resolved:
+    def resolve(self, config_files: list[str]) -> _Resolved:
         """The real host, port and known_hosts files after ssh_config, as asyncssh reads it."""
-        config = self._load_config(config_files)
+        config = self.load_config(config_files)
         hostname = str(config.get("Hostname", self.via.host))
         port = int(cast(int, config.get("Port", DEFAULT_SSH_PORT)))
         if self.options.known_hosts:
@@ -211,10 +242,7 @@ class SshTransport(Transport):
         return load_known_hosts(data, Path(resolved.known_hosts[0]), warn=not named)
 
     def _connect_options(
-        self,
-        known_hosts: asyncssh.SSHKnownHosts,
-        config_files: list[str],
-        login: sshkeys.Login,
+        self, known_hosts: asyncssh.SSHKnownHosts, config_files: list[str]
     ) -> dict[str, Any]:
         ciphers = list(PREFERRED_CIPHERS) + [
             alg.decode()
@@ -235,8 +263,9 @@ class SshTransport(Transport):
         if self.via.user:
             kwargs["username"] = self.via.user
         # The keys and certificates ssh would offer, in its order, the agent's among them
-        # (sshkeys.py): asyncssh asks the agent for nothing more. None turns public keys off.
-        kwargs["client_keys"] = login.keys or None
+        # (sshkeys.py), come from TunnelClient one at a time: asyncssh loads no key of its own
+        # and asks the agent for nothing more.
+        kwargs["client_keys"] = None
         kwargs["agent_path"] = None
         if self.options.connect_timeout:
             kwargs["connect_timeout"] = self.options.connect_timeout
@@ -244,7 +273,7 @@ class SshTransport(Transport):
 
     async def server_address(self) -> tuple[str, int] | None:
         try:
-            resolved = self._resolve(self._config_files())
+            resolved = self.resolve(self.config_files())
         except TetherError:
             return None
         return None if resolved.proxied else (resolved.hostname, resolved.port)
@@ -254,23 +283,25 @@ class SshTransport(Transport):
     ) -> None:
         await self.close()  # a reconnect replaces whatever is left of the old connection
         check_files(self.options)
-        config_files = self._config_files()
-        resolved = self._resolve(config_files)
+        config_files = self.config_files()
+        resolved = self.resolve(config_files)
         known_hosts = self._known_hosts(resolved)
         login = sshkeys.Login([])
         # The server's own connection, once made (a ProxyJump hop's login comes before it).
         made: list[TunnelClient] = []
 
         def client_factory() -> TunnelClient:
-            made.append(self._new_client(on_phase, on_lost))
+            # A ProxyJump hop's connection is made before this one, and not by this factory:
+            # its logins take keys of their own (asyncssh's, from ssh_config).
+            made.append(TunnelClient(on_phase, on_lost, login.keys, self._watch))
             return made[-1]
 
         try:
-            login = await sshkeys.prepare(self.options, self._load_config(config_files))
+            login = await sshkeys.prepare(self.options, self.load_config(config_files))
             self._conn, client = await asyncssh.create_connection(
                 client_factory,
                 self.via.host,
-                **self._connect_options(known_hosts, config_files, login),
+                **self._connect_options(known_hosts, config_files),
             )
             self._client = cast(TunnelClient, client)
         except asyncssh.HostKeyNotVerifiable as exc:
@@ -297,7 +328,7 @@ class SshTransport(Transport):
                 f"cannot load SSH key: {exc}", hint="load encrypted keys into ssh-agent"
             ) from exc
         except (asyncssh.DisconnectError, ConnectionResetError, BrokenPipeError) as exc:
-            trusted, authorities, _ = self._lookup(known_hosts, resolved)
+            trusted, authorities, _ = self.lookup(known_hosts, resolved)
             if authorities and not trusted:
                 # Only @cert-authority lines match, so only certificate host keys were offered,
                 # and a server without a host certificate drops the key exchange (with a
@@ -322,7 +353,7 @@ class SshTransport(Transport):
         finally:
             await login.close()  # the agent has signed what it had to
 
-    def _lookup(
+    def lookup(
         self, known_hosts: asyncssh.SSHKnownHosts, resolved: _Resolved
     ) -> tuple[list[Any], list[Any], list[Any]]:
         """The trusted keys, authorities and revoked keys known_hosts holds for the server.
@@ -351,7 +382,7 @@ class SshTransport(Transport):
             except UsageError:
                 break
             transport = SshTransport(via, replace(self.options, known_hosts=None))
-            resolved = transport._resolve(transport._config_files())
+            resolved = transport.resolve(transport.config_files())
             if resolved.hostname != host and hop != hops[-1]:
                 continue
             known_hosts = transport._known_hosts(resolved)
@@ -378,7 +409,7 @@ class SshTransport(Transport):
                 )
             except (TimeoutError, OSError, ValueError, asyncssh.Error):
                 key = None
-        trusted, authorities, revoked = self._lookup(known_hosts, resolved)
+        trusted, authorities, revoked = self.lookup(known_hosts, resolved)
         kind = "unknown"
         if key is not None and any(key == k for k in revoked):
             kind = "revoked"

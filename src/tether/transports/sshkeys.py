@@ -148,6 +148,11 @@ RSA_CERTIFICATE = b"ssh-rsa-cert-v01@openssh.com"
 UNKNOWN_ALGORITHMS = (b"none@tether.invalid",)
 
 
+def placeholder(pair: asyncssh.SSHKeyPair) -> bool:
+    """Whether ``pair`` is one of those that asyncssh passes over (see _second_try)."""
+    return tuple(pair.sig_algorithms) == UNKNOWN_ALGORITHMS
+
+
 def _second_try(pair: asyncssh.SSHKeyPair) -> list[asyncssh.SSHKeyPair]:
     if pair.algorithm != RSA_CERTIFICATE:
         return []
