@@ -94,6 +94,37 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def stop_tree(root: int) -> list[int]:
+    """SIGSTOP ``root`` and every process below it, until no new one appears; returns those
+    below. A process that shows as stopped forks no more (a fork under way when the signal came
+    has finished by then), so once every one shows stopped and a pass finds nothing new the tree
+    is whole."""
+    stopped: set[int] = set()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while True:
+        found = [root, *descendants(root)]
+        new = [pid for pid in found if pid not in stopped]
+        if not new and all(_halted(pid) for pid in found):
+            return found[1:]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sshd's processes did not all stop: {found}")
+        for pid in new:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+            stopped.add(pid)
+
+
+def _halted(pid: int) -> bool:
+    """Stopped, a zombie, or gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("T", "t", "Z", "X")
+
+
 class SshdServer:
     """A throwaway sshd on 127.0.0.1 that authorizes only a freshly generated client key."""
 
@@ -186,22 +217,23 @@ class SshdServer:
         if proc is None or proc.poll() is not None:
             return
         # sshd leaves live sessions running when the listener exits; kill them so a
-        # restart drops established connections like a real server restart would.
-        sessions = descendants(proc.pid)
-        if self._frozen:
-            proc.send_signal(signal.SIGCONT)  # a stopped process never acts on SIGTERM
-            self._frozen = False
+        # restart drops established connections like a real server restart would. The tree is
+        # stopped whole first: a session's monitor forks its post-login child just after the
+        # login succeeds, and a child forked after a snapshot of the tree would outlive it.
+        sessions = stop_tree(proc.pid)
+        for pid in sessions:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.send_signal(signal.SIGCONT)  # a stopped process never acts on SIGTERM
+        self._frozen = False
         proc.terminate()
         try:
             proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        for pid in sessions:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def restart(self) -> None:
         self.stop()
@@ -209,21 +241,22 @@ class SshdServer:
 
     def freeze(self) -> None:
         """Stop the listener and every session: to clients, the peer went silent."""
-        self._signal(signal.SIGSTOP)
+        stop_tree(self._running())
         self._frozen = True
 
     def thaw(self) -> None:
-        self._signal(signal.SIGCONT)
-        self._frozen = False
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            raise RuntimeError("sshd is not running")
-        for pid in [self._proc.pid, *descendants(self._proc.pid)]:
+        root = self._running()
+        for pid in [root, *descendants(root)]:
             try:
-                os.kill(pid, sig)
+                os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
+        self._frozen = False
+
+    def _running(self) -> int:
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError("sshd is not running")
+        return self._proc.pid
 
     def _write_files(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
