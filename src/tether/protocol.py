@@ -13,29 +13,16 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from types import UnionType
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal
+
+from tether.states import STATES, State
 
 if TYPE_CHECKING:
     from tether.tunnel import TunnelStats
 
 #: A decoded JSON object.
 JSONObject = dict[str, object]
-Mode = Literal["foreground", "background", "run", "shell", "api"]
-#: A tunnel's phases, in the order it goes through them (closing and lost may come at any time).
-State = Literal[
-    "new",
-    "binding",
-    "connecting",
-    "authenticating",
-    "probing",
-    "ready",
-    "reconnecting",
-    "closing",
-    "closed",
-    "lost",
-]
 Op = Literal["status", "stop"]
-MODES: tuple[Mode, ...] = get_args(Mode)
 #: Deepest nesting of arrays and objects in a request or a reply (a status nests 1 deep).
 MAX_DEPTH = 8
 
@@ -91,7 +78,7 @@ class Status:
             wanted = types.get(item.name, int | float)
             if isinstance(value, wanted) and not isinstance(value, bool):
                 values[item.name] = value
-        if values.get("state") not in (*get_args(State), "unresponsive"):
+        if values.get("state") not in (*STATES, "unresponsive"):
             values["state"] = "unknown"
         return cls(**values)  # type: ignore[arg-type]  # each value checked above
 

@@ -28,7 +28,7 @@ from typing import Literal
 
 from tether.entry import Entry, TunnelIdentity
 from tether.procs import ProcessRef
-from tether.protocol import Mode
+from tether.states import Mode
 from tether.errors import PortInUseError, RegistryError, describe, map_exceptions
 from tether.files import ensure_private_directory, write_private
 from tether.paths import RUNTIME_ENV, runtime_directory

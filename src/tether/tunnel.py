@@ -27,7 +27,7 @@ from tether.logs import LimitedLog
 from tether.outage import Outage
 from tether.handoff import Forward
 from tether.relay import WRITE_HIGH_WATER, Counters, Relay, high_water_for
-from tether.protocol import State
+from tether.states import State
 from tether.spec import Endpoint, TunnelSpec
 from tether.transports import Transport, transport_for
 from tether.transports.base import PhaseCallback

@@ -24,7 +24,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import get_args
 
 from tether.errors import (
     ChildFailed,
@@ -41,7 +40,8 @@ from tether.modes.report import Reporter, exit_status
 from tether.modes.signals import STOP_SIGNALS
 from tether.modes import runtime
 from tether.procs import Pinned
-from tether.protocol import JSONObject, State
+from tether.protocol import JSONObject
+from tether.states import STATES, State
 from tether.record import TunnelInfo
 from tether.registry import Registry, new_id
 from tether.spec import TunnelSpec
@@ -281,8 +281,6 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise Interrupted("interrupted before the tunnel was ready", signum=signum)
 
 
-_STATES = frozenset(get_args(State))
-
 
 def _read_report(fd: int, timeout: float, reporter: Reporter) -> JSONObject | None:
     """The child's last report (ready or error), its phases passed on to ``reporter``; {} if it
@@ -298,7 +296,7 @@ def _read_report(fd: int, timeout: float, reporter: Reporter) -> JSONObject | No
                 return {}
             if not isinstance(report, dict):
                 return {}
-            if report.get("phase") not in _STATES:
+            if report.get("phase") not in STATES:
                 return report
             reporter.phase(report["phase"])
         left = deadline - time.monotonic()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tether.errors import UsageError
 from tether.modes.activation import listen_sockets, passed_to_us
 from tether.modes.notify import Notifier
-from tether.protocol import State
+from tether.states import State
 from tether.record import TunnelInfo
 from tether.spec import TunnelSpec
 from tether.tunnel import Tunnel

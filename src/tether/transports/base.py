@@ -7,7 +7,7 @@ from collections.abc import Callable
 from socket import socket
 from typing import Protocol
 
-from tether.protocol import State
+from tether.states import State
 from tether.relay import Conduit, Counters, End, Relay
 from tether.spec import Endpoint
 
