@@ -11,7 +11,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from tether.relay import Counters
+from tether.stats import Counters
 
 # struct tcp_info (linux/tcp.h): the byte counters tether reads, at their fixed offsets.
 _TCP_INFO_SIZE = 216
@@ -65,8 +65,8 @@ class Forward:
         # The bytes each way that are not the target's (a SOCKS handshake), once known: until
         # then nothing is counted.
         self._counted: tuple[int, int] | None = (0, 0) if counting else None
-        counters.active += 1
-        counters.total += 1
+        counters.connections_active += 1
+        counters.connections_total += 1
         try:
             # ssh -L sets it on the sockets it accepts; the master, handed ours, does not.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -78,8 +78,8 @@ class Forward:
         if self.done or self._counted is None:
             return
         to_target, from_target = tcp_counts(self.sock)
-        self.counters.bytes_to_target += to_target - self._counted[0]
-        self.counters.bytes_from_target += from_target - self._counted[1]
+        self.counters.bytes_out += to_target - self._counted[0]
+        self.counters.bytes_in += from_target - self._counted[1]
         self._counted = (to_target, from_target)
 
     def count_from(self, received: int, sent: int) -> None:
@@ -123,5 +123,5 @@ class Forward:
             except OSError:
                 pass
         self.sock.close()
-        self.counters.active -= 1
+        self.counters.connections_active -= 1
         self.on_done(self)

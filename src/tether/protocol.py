@@ -13,12 +13,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from types import UnionType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from tether.states import STATES, State
-
-if TYPE_CHECKING:
-    from tether.tunnel import TunnelStats
+from tether.stats import TunnelStats
 
 #: A decoded JSON object.
 JSONObject = dict[str, object]
@@ -54,10 +52,10 @@ class Status:
             reconnects=stats.reconnects,
             ttl_left=_rounded(stats.ttl_left),
             idle_left=_rounded(stats.idle_left),
-            connections_active=stats.active,
-            connections_total=stats.total,
-            bytes_in=stats.bytes_from_target,
-            bytes_out=stats.bytes_to_target,
+            connections_active=stats.connections_active,
+            connections_total=stats.connections_total,
+            bytes_in=stats.bytes_in,
+            bytes_out=stats.bytes_out,
             last_error=stats.last_error,
         )
 

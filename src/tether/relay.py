@@ -13,8 +13,9 @@ import asyncio
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from tether.stats import Counters
 
 # Per direction, a connection holds at most this much unsent data (plus one read chunk) before
 # reading from the sender pauses. Large enough to keep loopback and SSH windows full.
@@ -73,16 +74,6 @@ class Conduit(Protocol):
     def close(self) -> None: ...
     def abort(self) -> None: ...
     def is_closing(self) -> bool: ...
-
-
-@dataclass
-class Counters:
-    """Live totals of one tunnel, updated by every relay it runs."""
-
-    active: int = 0
-    total: int = 0
-    bytes_to_target: int = 0
-    bytes_from_target: int = 0
 
 
 class End(asyncio.Protocol):
@@ -199,14 +190,14 @@ class Relay:
         self.remote = End(self, local=False)
         self.linked = False
         self.done = False
-        counters.active += 1
-        counters.total += 1
+        counters.connections_active += 1
+        counters.connections_total += 1
 
     def counted(self, from_local: bool, size: int) -> None:
         if from_local:
-            self.counters.bytes_to_target += size
+            self.counters.bytes_out += size
         else:
-            self.counters.bytes_from_target += size
+            self.counters.bytes_in += size
 
     def link(self) -> None:
         """The remote end is connected: let the client's bytes flow (and the target's, if
@@ -269,5 +260,5 @@ class Relay:
         ends = [e for e in (self.local, self.remote) if e.conduit is not None]
         if all(e.lost for e in ends):
             self.done = True
-            self.counters.active -= 1
+            self.counters.connections_active -= 1
             self.on_done(self)

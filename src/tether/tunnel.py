@@ -11,7 +11,6 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Self
 
 from tether import socksserve
@@ -26,36 +25,16 @@ from tether.listener import Listener, bind_all, resolve_listen
 from tether.logs import LimitedLog
 from tether.outage import Outage
 from tether.handoff import Forward
-from tether.relay import WRITE_HIGH_WATER, Counters, Relay, high_water_for
+from tether.relay import WRITE_HIGH_WATER, Relay, high_water_for
 from tether.states import State
 from tether.spec import Endpoint, TunnelSpec
+from tether.stats import Counters, TunnelStats
 from tether.transports import Transport, transport_for
 from tether.transports.base import PhaseCallback
 
 log = logging.getLogger("tether")
 # The option behind each lifetime bound, named in the log line when it fires.
 BOUNDS = {"ttl": "ttl", "idle": "idle_timeout"}
-
-
-@dataclass(frozen=True)
-class TunnelStats:
-    """A snapshot of a tunnel's state and counters."""
-
-    state: State
-    local: Endpoint | None
-    target: Endpoint | None  # None for a SOCKS tunnel
-    via: str
-    engine: str | None
-    active: int
-    total: int
-    bytes_to_target: int
-    bytes_from_target: int
-    uptime: float
-    last_error: str | None
-    reconnect_attempt: int
-    reconnects: int
-    ttl_left: float | None
-    idle_left: float | None
 
 
 def not_ready(spec: TunnelSpec, phase: str) -> ReadinessTimeoutError:
@@ -239,13 +218,13 @@ class Tunnel:
             log.warning(
                 "%s: asked again to stop; closing %d connection(s) without draining",
                 self.spec.name,
-                self.counters.active,
+                self.counters.connections_active,
             )
             return
         log.warning(
             "%s: %d connection(s) still open after %gs of drain; closing them",
             self.spec.name,
-            self.counters.active,
+            self.counters.connections_active,
             drain,
         )
 
@@ -291,10 +270,10 @@ class Tunnel:
             target=self.spec.target,
             via=self.transport.label,
             engine=self.transport.engine,
-            active=c.active,
-            total=c.total,
-            bytes_to_target=c.bytes_to_target,
-            bytes_from_target=c.bytes_from_target,
+            connections_active=c.connections_active,
+            connections_total=c.connections_total,
+            bytes_in=c.bytes_in,
+            bytes_out=c.bytes_out,
             uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
             last_error=self.last_error,
             reconnect_attempt=self.reconnect_attempt,
@@ -316,7 +295,8 @@ class Tunnel:
             timer[0].cancel()
 
     def _arm_idle(self) -> None:
-        if self.spec.idle_timeout and self.state == "ready" and self.counters.active == 0:
+        idle = self.counters.connections_active == 0
+        if self.spec.idle_timeout and self.state == "ready" and idle:
             self._arm("idle", self.spec.idle_timeout)
 
     def _left(self, name: str) -> float | None:
@@ -473,7 +453,7 @@ class Tunnel:
 
     def _served(self) -> int:
         """Connections that hold a max_connections slot: not those still in a handshake."""
-        return self.counters.active - len(self._handshaking) - self._queued
+        return self.counters.connections_active - len(self._handshaking) - self._queued
 
     def _check_full(self) -> None:
         full = self._served() >= self.spec.max_connections
@@ -523,13 +503,13 @@ class Tunnel:
         self._relays.discard(relay)
         self._rebalance()
         self._check_full()
-        if self.counters.active == 0:
+        if self.counters.connections_active == 0:
             self._drained.set()
             self._arm_idle()
 
     def _rebalance(self) -> None:
         """Share the tunnel's buffer budget among its open connections."""
-        high = high_water_for(self.counters.active)
+        high = high_water_for(self.counters.connections_active)
         if high != self._high_water:
             self._high_water = high
             for relay in self._relays:

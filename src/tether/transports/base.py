@@ -8,8 +8,9 @@ from socket import socket
 from typing import Protocol
 
 from tether.states import State
-from tether.relay import Conduit, Counters, End, Relay
+from tether.relay import Conduit, End, Relay
 from tether.spec import Endpoint
+from tether.stats import Counters
 
 PhaseCallback = Callable[[State], None]
 LossCallback = Callable[[str], None]
