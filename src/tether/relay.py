@@ -10,12 +10,11 @@ when both have ended.
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from tether.stats import Counters
+from tether.tcp import linger_zero
 
 # Per direction, a connection holds at most this much unsent data (plus one read chunk) before
 # reading from the sender pauses. Large enough to keep loopback and SSH windows full.
@@ -30,7 +29,6 @@ MIN_HIGH_WATER = 16 * 1024
 # mmap, mremap and munmap per message: 0.55x socat's round trips on one connection instead of
 # 0.95x, and slower bulk transfers too.
 MAX_READ = 127 * 1024
-_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 
 
 def high_water_for(active: int) -> int:
@@ -52,15 +50,6 @@ def reset(conduit: Conduit) -> None:
         if sock is not None:
             linger_zero(sock)
     conduit.abort()
-
-
-def linger_zero(sock: socket.socket) -> None:
-    """Make closing ``sock`` (a TCP socket) send a reset (RST), not an orderly FIN."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-        except OSError:
-            pass  # already gone: nothing left to reset
 
 
 class Conduit(Protocol):

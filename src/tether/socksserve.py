@@ -24,9 +24,10 @@ from tether import socks
 from tether.allowlist import allows
 from tether.errors import TargetUnreachableError, TetherError, describe
 from tether.handoff import Forward
-from tether.relay import Relay, linger_zero
+from tether.relay import Relay
 from tether.socks import Reply, SocksError
 from tether.spec import Endpoint
+from tether.tcp import linger_zero
 from tether.values import host_port
 
 if TYPE_CHECKING:
