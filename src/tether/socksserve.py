@@ -28,6 +28,7 @@ from tether.relay import Relay
 from tether.socks import Reply, SocksError
 from tether.spec import Endpoint
 from tether.tcp import linger_zero
+from tether.transports.base import RelayingTransport
 from tether.values import host_port
 
 if TYPE_CHECKING:
@@ -128,7 +129,9 @@ def _peer(sock: socket.socket) -> str:
     return host_port(host, port)
 
 
-async def serve_relay(tunnel: Tunnel, relay: Relay, conn: socket.socket) -> None:
+async def serve_relay(
+    tunnel: Tunnel, transport: RelayingTransport, relay: Relay, conn: socket.socket
+) -> None:
     """The relay path: handshake, open the stream (held until linked), answer, then relay."""
     client = SocksClient(conn, tunnel)
     try:
@@ -143,7 +146,7 @@ async def serve_relay(tunnel: Tunnel, relay: Relay, conn: socket.socket) -> None
         return
     try:
         await tunnel.until_up()
-        await tunnel.transport.open(target, relay.remote)
+        await transport.open(target, relay.remote)
     except TimeoutError:  # the transport stayed down for the hold
         tunnel.held_too_long()
         client.answer(Reply.NETWORK_UNREACHABLE)

@@ -30,7 +30,7 @@ from tether.states import State
 from tether.spec import Endpoint, TunnelSpec
 from tether.stats import Counters, TunnelStats
 from tether.transports import Transport, transport_for
-from tether.transports.base import PhaseCallback
+from tether.transports.base import HandoffTransport, PhaseCallback, RelayingTransport
 
 log = logging.getLogger("tether")
 # The option behind each lifetime bound, named in the log line when it fires.
@@ -427,15 +427,19 @@ class Tunnel:
 
     def _accept(self, conn: socket.socket) -> None:
         socks = self.spec.socks
-        if self.transport.handoff:
+        transport = self.transport
+        if isinstance(transport, HandoffTransport):
             forward = Forward(self.counters, self._relay_done, conn, counting=not socks)
             self._relays.add(forward)
-            serving = self._hand_off(forward)
+            serving = self._hand_off(transport, forward)
         else:
+            assert isinstance(transport, RelayingTransport)
             relay = Relay(self.counters, self._relay_done, self._high_water, hold=socks)
             self._relays.add(relay)
             serving = (
-                socksserve.serve_relay(self, relay, conn) if socks else self._serve(relay, conn)
+                socksserve.serve_relay(self, transport, relay, conn)
+                if socks
+                else self._serve(transport, relay, conn)
             )
         self._drained.clear()
         self._disarm("idle")
@@ -515,16 +519,16 @@ class Tunnel:
             for relay in self._relays:
                 relay.limit(high)
 
-    async def _serve(self, relay: Relay, conn: socket.socket) -> None:
+    async def _serve(self, transport: RelayingTransport, relay: Relay, conn: socket.socket) -> None:
         try:
             await asyncio.get_running_loop().connect_accepted_socket(lambda: relay.local, conn)
         except OSError:
             conn.close()  # the client is already gone
             relay.abort()
             return
-        await self._connect(relay)
+        await self._connect(transport, relay)
 
-    async def _hand_off(self, forward: Forward) -> None:
+    async def _hand_off(self, transport: HandoffTransport, forward: Forward) -> None:
         """The handoff path: the transport's process moves the bytes until it ends the forward."""
         target = self.spec.target
         if target is None:
@@ -533,7 +537,7 @@ class Tunnel:
                 return
         try:
             await self.until_up()
-            forwarding = await self.transport.forward(target, forward.sock)
+            forwarding = await transport.forward(target, forward.sock)
         except TimeoutError:
             self.held_too_long()
             forward.abort()
@@ -575,11 +579,11 @@ class Tunnel:
             f"reconnecting: {self.last_error}",
         )
 
-    async def _connect(self, relay: Relay) -> None:
+    async def _connect(self, transport: RelayingTransport, relay: Relay) -> None:
         assert self.spec.target is not None
         try:
             await self.until_up()
-            await self.transport.open(self.spec.target, relay.remote)
+            await transport.open(self.spec.target, relay.remote)
         except TimeoutError:
             self.held_too_long()
             relay.abort()

@@ -35,7 +35,7 @@ from tether.errors import ConfigError, TransportUnreachableError, describe
 from tether.procs import Pinned, ProcessRef
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import mux, sshexit
-from tether.transports.base import Forwarding, LossCallback, PhaseCallback, Transport
+from tether.transports.base import Forwarding, HandoffTransport, LossCallback, PhaseCallback
 from tether.transports.peerwatch import PeerWatch
 from tether.transports.sshsetup import check_files, target_error
 from tether.transports.workdir import Workdir
@@ -138,11 +138,10 @@ class _Forwarding:
         self.control.close()
 
 
-class OpenSshTransport(Transport):
+class OpenSshTransport(HandoffTransport):
     """Each local connection is handed to a private OpenSSH ControlMaster."""
 
     engine = "openssh"
-    handoff = True
 
     def __init__(
         self, via: Via, options: SshOptions, *, trace: Callable[[str], None] | None = None
@@ -257,15 +256,6 @@ class OpenSshTransport(Transport):
             control.close()
             raise
         return _Forwarding(control, master)
-
-    async def probe(self, target: Endpoint) -> None:
-        here, there = socket.socketpair()
-        try:
-            forwarding = await self.forward(target, there)
-            forwarding.close()
-        finally:
-            here.close()
-            there.close()
 
     async def close(self) -> None:
         master, self._master = self._master, None

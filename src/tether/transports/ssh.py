@@ -31,7 +31,7 @@ from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.relay import Conduit, End
 from tether.spec import DEFAULT_SSH_PORT, Endpoint, SshOptions, Via
 from tether.transports import sshcerts, sshkeys
-from tether.transports.base import LossCallback, PhaseCallback, Transport
+from tether.transports.base import LossCallback, PhaseCallback, RelayingTransport
 from tether.transports.sshsetup import (
     KeyProblem,
     check_files,
@@ -167,7 +167,7 @@ class TunnelClient(asyncssh.SSHClient):
         return None
 
 
-class SshTransport(Transport):
+class SshTransport(RelayingTransport):
     """Streams are direct-tcpip channels over a single SSH connection."""
 
     engine = "asyncssh"
