@@ -228,9 +228,6 @@ class Tunnel:
             drain,
         )
 
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
     async def __aenter__(self) -> Self:
         await self.start()
         return self
