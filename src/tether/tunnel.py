@@ -15,6 +15,7 @@ from typing import Self
 
 from tether import socksserve
 from tether.backoff import Backoff
+from tether.bounds import OPTIONS, Bounds
 from tether.errors import (
     ReadinessTimeoutError,
     TetherError,
@@ -33,8 +34,6 @@ from tether.transports import Transport, transport_for
 from tether.transports.base import HandoffTransport, PhaseCallback, RelayingTransport
 
 log = logging.getLogger("tether")
-# The option behind each lifetime bound, named in the log line when it fires.
-BOUNDS = {"ttl": "ttl", "idle": "idle_timeout"}
 
 
 def not_ready(spec: TunnelSpec, phase: str) -> ReadinessTimeoutError:
@@ -95,7 +94,7 @@ class Tunnel:
         self._lost: TunnelLostError | None = None
         self._dead: str | None = None  # why the transport died, until it is reconnected
         self._supervisor: asyncio.Task[None] | None = None
-        self._timers: dict[str, tuple[asyncio.TimerHandle, float]] = {}
+        self._bounds = Bounds(self._expire)  # ttl and idle_timeout
         self._closed = asyncio.Event()
         self.handshake_timeout = socksserve.HANDSHAKE_TIMEOUT  # a SOCKS client's, to ask
         # SOCKS connections still in their handshake, oldest first: bounded apart from
@@ -162,7 +161,7 @@ class Tunnel:
         if self._dead:
             self._handle_loss()
         if self.spec.ttl:
-            self._arm("ttl", self.spec.ttl)
+            self._bounds.arm("ttl", self.spec.ttl)
         self._arm_idle()
 
     async def wait_ended(self) -> str:
@@ -182,8 +181,7 @@ class Tunnel:
             await self._closed.wait()
             return
         self.state = "closing"
-        for handle, _ in self._timers.values():
-            handle.cancel()
+        self._bounds.cancel()
         if self._listener is not None:
             self._listener.close()
         elif self._given is not None:
@@ -275,38 +273,21 @@ class Tunnel:
             last_error=self.last_error,
             reconnect_attempt=self.reconnect_attempt,
             reconnects=self.reconnects,
-            ttl_left=self._left("ttl"),
-            idle_left=self._left("idle"),
+            ttl_left=self._bounds.left("ttl"),
+            idle_left=self._bounds.left("idle"),
         )
 
     # -- lifetime bounds ------------------------------------------------------------------------
-    def _arm(self, name: str, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._disarm(name)
-        handle = loop.call_later(seconds, self._expire, name)
-        self._timers[name] = (handle, loop.time() + seconds)
-
-    def _disarm(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer[0].cancel()
-
     def _arm_idle(self) -> None:
         idle = self.counters.connections_active == 0
         if self.spec.idle_timeout and self.state == "ready" and idle:
-            self._arm("idle", self.spec.idle_timeout)
-
-    def _left(self, name: str) -> float | None:
-        timer = self._timers.get(name)
-        if timer is None or timer[0].cancelled():
-            return None
-        return max(0.0, timer[1] - asyncio.get_running_loop().time())
+            self._bounds.arm("idle", self.spec.idle_timeout)
 
     def _expire(self, reason: str) -> None:
         if self._end_reason is None and not self._ended.is_set():
             # Warning level so that it shows without --debug: the process is about to exit 0.
             # The option is the last argument, so that the command line can show its flag.
-            option = BOUNDS[reason]
+            option = OPTIONS[reason]
             log.warning(
                 "%s: %s reached; stopping", self.spec.name, option, extra={"option": option}
             )
@@ -439,7 +420,7 @@ class Tunnel:
                 else self._serve(transport, relay, conn)
             )
         self._drained.clear()
-        self._disarm("idle")
+        self._bounds.disarm("idle")
         self._rebalance()
         task = asyncio.ensure_future(serving)
         self._pending.add(task)
