@@ -14,17 +14,11 @@ from collections.abc import Sequence
 from typing import Self
 
 from tether import socksserve
-from tether.backoff import Backoff
 from tether.bounds import OPTIONS, Bounds
-from tether.errors import (
-    ReadinessTimeoutError,
-    TetherError,
-    TransportUnreachableError,
-    TunnelLostError,
-)
+from tether.errors import ReadinessTimeoutError, TetherError, TunnelLostError
 from tether.listener import Listener, bind_all, resolve_listen
 from tether.logs import LimitedLog
-from tether.outage import Outage
+from tether.outage import reconnect
 from tether.handoff import Forward
 from tether.relay import WRITE_HIGH_WATER, Relay, high_water_for
 from tether.states import State
@@ -316,71 +310,33 @@ class Tunnel:
         self._supervisor = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
-        spec = self.spec
         self.reconnect_attempt = 0
-        outage: Outage | None = None
-        try:
-            if spec.reconnect:
-                address = await self.transport.server_address()
-                backoff = Backoff(spec.backoff_initial, spec.backoff_max)
-                outage = Outage(backoff, address, spec.name)
-            while outage is not None and (
-                spec.max_retries is None or self.reconnect_attempt < spec.max_retries
-            ):
-                self.reconnect_attempt += 1
-                self._phase("reconnecting")  # the same state, and news: which attempt, and why
-                await outage.pause(self.reconnect_attempt)
-                if await self._attempt(outage):
-                    return
-        finally:
-            if outage is not None:
-                outage.close()
+        taken = await reconnect(self.spec, self.transport, self._transport_lost, self)
+        if taken is not None:
+            log.warning("%s: reconnected after %d attempt(s)", self.spec.name, taken)
+            self.reconnect_attempt = 0
+            self.reconnects += 1
+            self._dead = None
+            self._up.set()
+            self._phase("ready")
+            return
         tried = (
             f"after {self.reconnect_attempt} reconnect attempt(s)"
-            if spec.reconnect
+            if self.spec.reconnect
             else "and reconnecting is off"
         )
-        self._lost = TunnelLostError(f"{spec.name}: transport lost {tried}: {self.last_error}")
+        self._lost = TunnelLostError(f"{self.spec.name}: transport lost {tried}: {self.last_error}")
         self._phase("lost")
         self._ended.set()
 
-    async def _attempt(self, outage: Outage) -> bool:
-        """One reconnect attempt, bounded by ``reconnect_timeout``; True if it succeeded."""
-        spec = self.spec
-        bound = spec.reconnect_timeout
-        heard: list[State] = []  # any phase past "connecting": the server has spoken
-        self._dead = None
-        try:
-            async with asyncio.timeout(bound):
-                await self.transport.connect(heard.append, self._transport_lost)
-        except TransportUnreachableError as exc:
-            self.last_error = exc.message
-            outage.failed(silent=not heard)
-        except TetherError as exc:  # it answered and refused: a login, a host key, a config
-            self.last_error = exc.message
-            outage.failed(silent=False)
-        except TimeoutError:
-            self.last_error = f"reconnect timed out after {bound:g}s"
-            outage.failed(silent=not heard)
-        else:
-            if self._dead is None:
-                log.warning(
-                    "%s: reconnected after %d attempt(s)", spec.name, self.reconnect_attempt
-                )
-                self.reconnect_attempt = 0
-                self.reconnects += 1
-                self._up.set()
-                self._phase("ready")
-                return True
-            self.last_error = self._dead
-            outage.failed(silent=False)
-        log.warning(
-            "%s: reconnect attempt %d failed: %s",
-            spec.name,
-            self.reconnect_attempt,
-            self.last_error,
-        )
-        return False
+    def attempting(self, attempt: int) -> None:
+        """outage.reconnect begins an attempt (outage.Attempts, as the next one)."""
+        self.reconnect_attempt = attempt
+        self._phase("reconnecting")  # the same state, and news: which attempt, and why
+
+    def attempt_failed(self, attempt: int, reason: str) -> None:
+        self.last_error = reason
+        log.warning("%s: reconnect attempt %d failed: %s", self.spec.name, attempt, reason)
 
     # -- connections ----------------------------------------------------------------------------
     def _phase(self, phase: State) -> None:
