@@ -21,6 +21,7 @@ from tether.logs import LimitedLog
 from tether.outage import reconnect
 from tether.handoff import Forward
 from tether.relay import WRITE_HIGH_WATER, Relay, high_water_for
+from tether.slots import Slots
 from tether.states import State
 from tether.spec import Endpoint, TunnelSpec
 from tether.stats import Counters, TunnelStats
@@ -91,14 +92,7 @@ class Tunnel:
         self._bounds = Bounds(self._expire)  # ttl and idle_timeout
         self._closed = asyncio.Event()
         self.handshake_timeout = socksserve.HANDSHAKE_TIMEOUT  # a SOCKS client's, to ask
-        # SOCKS connections still in their handshake, oldest first: bounded apart from
-        # max_connections, so that clients that never say a word cannot take the slots of
-        # those being served (see _accept).
-        self.handshake_limit = socksserve.HANDSHAKE_LIMIT
-        self._handshaking: dict[socket.socket, asyncio.Task[None]] = {}
-        self._queued = 0  # handshakes done, waiting for a slot
-        self._room = asyncio.Event()  # fewer than max_connections are served
-        self._room.set()
+        self._slots = Slots(self.counters, spec.max_connections, self._full, name=spec.name)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def resolve(self) -> None:
@@ -384,63 +378,23 @@ class Tunnel:
         # A task cancelled (by close) before it ran never reached the code that owns the socket.
         task.add_done_callback(lambda done: conn.close() if done.cancelled() else None)
         if socks:
-            if len(self._handshaking) >= self.handshake_limit:
-                self._evict_handshake()
-            self._handshaking[conn] = task
-        self._check_full()
+            self._slots.handshaking(conn, task)
+        self._slots.check()
 
-    def _served(self) -> int:
-        """Connections that hold a max_connections slot: not those still in a handshake."""
-        return self.counters.connections_active - len(self._handshaking) - self._queued
-
-    def _check_full(self) -> None:
-        full = self._served() >= self.spec.max_connections
-        if full:
-            self._room.clear()
-        else:
-            self._room.set()
+    def _full(self, full: bool) -> None:
         if self._listener is not None:
             # While full, new clients wait in the kernel's backlog until a connection ends.
             (self._listener.pause if full else self._listener.resume)("full")
 
-    def _evict_handshake(self) -> None:
-        """Make room for a new handshake: end the oldest one of the peer that has the most, so
-        that a client cannot keep another's handshake from being heard by never finishing
-        its own."""
-        peers: dict[str, list[socket.socket]] = {}
-        for sock in self._handshaking:
-            peers.setdefault(_peer_host(sock), []).append(sock)
-        oldest = max(peers.values(), key=len)[0]
-        # Its task ends the connection as it unwinds (see socksserve), once the loop has let go
-        # of the socket: closing it from here could close a descriptor the loop still watches.
-        self._handshaking.pop(oldest).cancel()
-        log.debug("%s: dropped a SOCKS handshake for a newer one", self.spec.name)
-
     async def socks_request(self, client: socksserve.SocksClient) -> Endpoint | None:
         """The target a SOCKS client asks for, as ``client.request``; once it is known, the
         connection takes a slot, waiting for one while max_connections are served."""
-        try:
-            target = await client.request()
-        finally:
-            self._handshaking.pop(client.sock, None)
-        if target is None:
-            return None
-        self._queued += 1
-        try:
-            while self._served() >= self.spec.max_connections:
-                # Cleared here too: a set event would return at once, and this loop would spin
-                # without yielding until the count it waits for could never change.
-                self._room.clear()
-                await self._room.wait()
-        finally:
-            self._queued -= 1
-        self._check_full()
-        return target
+        return await self._slots.admit(client.sock, client.request())
 
     def _relay_done(self, relay: Relay | Forward) -> None:
         self._relays.discard(relay)
         self._rebalance()
-        self._check_full()
+        self._slots.check()
         if self.counters.connections_active == 0:
             self._drained.set()
             self._arm_idle()
@@ -531,9 +485,3 @@ class Tunnel:
             raise
         relay.link()
 
-
-def _peer_host(sock: socket.socket) -> str:
-    try:
-        return str(sock.getpeername()[0])
-    except OSError:
-        return ""
