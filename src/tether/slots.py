@@ -95,7 +95,7 @@ class Slots:
         for sock in self._handshakes:
             peers.setdefault(_peer_host(sock), []).append(sock)
         oldest = max(peers.values(), key=len)[0]
-        # Its task ends the connection as it unwinds (see socksserve), once the loop has let
+        # Its task ends the connection as it unwinds (see connection.py), once the loop has let
         # go of the socket: closing it from here could close a descriptor the loop still watches.
         self._handshakes.pop(oldest).cancel()
         log.debug("%s: dropped a SOCKS handshake for a newer one", self.name)

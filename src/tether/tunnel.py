@@ -1,7 +1,9 @@
-"""The engine: a local listener, a transport, and a relay per accepted connection.
+"""The engine: a local listener, a transport, and the connections between them.
 
 Phases: start (bind, connect, probe) -> serve (reconnecting the transport if it is lost, the
-listener staying bound throughout) -> close (stop accepting, drain, drop the rest).
+listener staying bound throughout) -> close (stop accepting, drain, drop the rest). Each accepted
+connection lives in connection.py; the reconnect attempts and their waits are outage.py's; the
+lifetime bounds, bounds.py's.
 """
 
 from __future__ import annotations
@@ -13,20 +15,18 @@ import time
 from collections.abc import Sequence
 from typing import Self
 
-from tether import socksserve
 from tether.bounds import OPTIONS, Bounds
-from tether.errors import ReadinessTimeoutError, TetherError, TunnelLostError
+from tether.connection import Connections
+from tether.errors import ReadinessTimeoutError, TunnelLostError
 from tether.listener import Listener, bind_all, resolve_listen
 from tether.logs import LimitedLog
 from tether.outage import reconnect
-from tether.handoff import Forward
-from tether.relay import WRITE_HIGH_WATER, Relay, high_water_for
-from tether.slots import Slots
+from tether.socksserve import HANDSHAKE_TIMEOUT
 from tether.states import State
 from tether.spec import Endpoint, TunnelSpec
 from tether.stats import Counters, TunnelStats
 from tether.transports import Transport, transport_for
-from tether.transports.base import HandoffTransport, PhaseCallback, RelayingTransport
+from tether.transports.base import PhaseCallback
 
 log = logging.getLogger("tether")
 
@@ -77,13 +77,8 @@ class Tunnel:
         self._addresses: list[tuple[str, bool]] | None = None
         self._listener: Listener | None = None
         self._warnings = LimitedLog()
-        self._high_water = WRITE_HIGH_WATER
-        self._relays: set[Relay | Forward] = set()  # the open connections, either path
-        self._pending: set[asyncio.Task[None]] = set()
         self._started_at: float | None = None
         self._up = asyncio.Event()  # the transport can open streams
-        self._drained = asyncio.Event()  # no connection is active
-        self._drained.set()
         self._ended = asyncio.Event()
         self._end_reason: str | None = None
         self._lost: TunnelLostError | None = None
@@ -91,8 +86,10 @@ class Tunnel:
         self._supervisor: asyncio.Task[None] | None = None
         self._bounds = Bounds(self._expire)  # ttl and idle_timeout
         self._closed = asyncio.Event()
-        self.handshake_timeout = socksserve.HANDSHAKE_TIMEOUT  # a SOCKS client's, to ask
-        self._slots = Slots(self.counters, spec.max_connections, self._full, name=spec.name)
+        self.handshake_timeout = HANDSHAKE_TIMEOUT  # a SOCKS client's, to ask
+        self._connections = Connections(
+            self, self.transport, self.counters, on_full=self._full, on_idle=self._idle
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def resolve(self) -> None:
@@ -117,7 +114,7 @@ class Tunnel:
                 socks = self._given
             else:
                 socks = bind_all(self._addresses, self.spec.listen.port)
-            self._listener = Listener(socks, self._accept, self._warnings)
+            self._listener = Listener(socks, self._connections.accept, self._warnings)
 
     async def start(self, deadline: float | None = None) -> None:
         """Bind, connect and probe, all within ``spec.timeout`` seconds (or by ``deadline``, a
@@ -178,10 +175,9 @@ class Tunnel:
         if drain > 0 and self._up.is_set():
             await self._drain(drain, hurry)
         self.state = "closed"
-        for task in [*self._pending, *([self._supervisor] if self._supervisor else [])]:
-            task.cancel()
-        for relay in list(self._relays):
-            relay.abort(reset_peers=False)
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        self._connections.end()
         try:
             await self.transport.close()
         finally:
@@ -191,14 +187,15 @@ class Tunnel:
             self._closed.set()
 
     async def _drain(self, drain: float, hurry: asyncio.Event | None) -> None:
-        events = [self._drained] if hurry is None else [self._drained, hurry]
+        drained = self._connections.drained
+        events = [drained] if hurry is None else [drained, hurry]
         waits = [asyncio.ensure_future(event.wait()) for event in events]
         try:
             await asyncio.wait(waits, timeout=drain, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()
-        if self._drained.is_set():
+        if drained.is_set():
             return
         if hurry is not None and hurry.is_set():
             log.warning(
@@ -243,9 +240,19 @@ class Tunnel:
         """Every address bound: 127.0.0.1 and ::1 for the default listen host."""
         return self._listener.addresses if self._listener is not None else []
 
+    @property
+    def probe_target(self) -> Endpoint | None:
+        """What the probe connects to: the target; for a SOCKS tunnel, the one host and port
+        its allowlist names, if it names exactly one (otherwise no target is probed)."""
+        return self.spec.probe_target
+
+    def _phase(self, phase: State) -> None:
+        self.state = phase
+        if self._on_phase:
+            self._on_phase(phase)
+
     def stats(self) -> TunnelStats:
-        for connection in self._relays:
-            connection.sync()
+        self._connections.sync()
         c = self.counters
         return TunnelStats(
             state=self.state,
@@ -297,9 +304,7 @@ class Tunnel:
         self._up.clear()
         self.last_error = reason
         log.warning("%s: transport lost: %s", self.spec.name, reason)
-        for relay in list(self._relays):
-            if relay.linked:
-                relay.abort()  # streams cannot outlive their transport
+        self._connections.cut()  # streams cannot outlive their transport
         self._phase("reconnecting")
         self._supervisor = asyncio.ensure_future(self._reconnect())
 
@@ -332,123 +337,27 @@ class Tunnel:
         self.last_error = reason
         log.warning("%s: reconnect attempt %d failed: %s", self.spec.name, attempt, reason)
 
-    # -- connections ----------------------------------------------------------------------------
-    def _phase(self, phase: State) -> None:
-        self.state = phase
-        if self._on_phase:
-            self._on_phase(phase)
-
-    @property
-    def probe_target(self) -> Endpoint | None:
-        """What the probe connects to: the target; for a SOCKS tunnel, the one host and port
-        its allowlist names, if it names exactly one (otherwise no target is probed)."""
-        return self.spec.probe_target
-
+    # -- what its connections ask of it (connection.Host) --------------------------------------
     def warn(self, kind: str, message: str) -> None:
         """Log a per-connection warning, at most a few of each ``kind`` per interval."""
         self._warnings.warning(kind, "%s: %s", self.spec.name, message)
 
-    def connect_failed(self, exc: TetherError) -> None:
-        """A connection could not reach its target: remembered, and logged (rate-limited)."""
-        self.last_error = exc.message
-        self.warn("connect", exc.message)
-
-    def _accept(self, conn: socket.socket) -> None:
-        socks = self.spec.socks
-        transport = self.transport
-        if isinstance(transport, HandoffTransport):
-            forward = Forward(self.counters, self._relay_done, conn, counting=not socks)
-            self._relays.add(forward)
-            serving = self._hand_off(transport, forward)
-        else:
-            assert isinstance(transport, RelayingTransport)
-            relay = Relay(self.counters, self._relay_done, self._high_water, hold=socks)
-            self._relays.add(relay)
-            serving = (
-                socksserve.serve_relay(self, transport, relay, conn)
-                if socks
-                else self._serve(transport, relay, conn)
-            )
-        self._drained.clear()
-        self._bounds.disarm("idle")
-        self._rebalance()
-        task = asyncio.ensure_future(serving)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        # A task cancelled (by close) before it ran never reached the code that owns the socket.
-        task.add_done_callback(lambda done: conn.close() if done.cancelled() else None)
-        if socks:
-            self._slots.handshaking(conn, task)
-        self._slots.check()
+    def failed(self, kind: str, message: str) -> None:
+        """A connection failed (its target unreachable, its SOCKS request denied): remembered as
+        ``last_error``, and logged (rate-limited)."""
+        self.last_error = message
+        self.warn(kind, message)
 
     def _full(self, full: bool) -> None:
         if self._listener is not None:
             # While full, new clients wait in the kernel's backlog until a connection ends.
             (self._listener.pause if full else self._listener.resume)("full")
 
-    async def socks_request(self, client: socksserve.SocksClient) -> Endpoint | None:
-        """The target a SOCKS client asks for, as ``client.request``; once it is known, the
-        connection takes a slot, waiting for one while max_connections are served."""
-        return await self._slots.admit(client.sock, client.request())
-
-    def _relay_done(self, relay: Relay | Forward) -> None:
-        self._relays.discard(relay)
-        self._rebalance()
-        self._slots.check()
-        if self.counters.connections_active == 0:
-            self._drained.set()
+    def _idle(self, idle: bool) -> None:
+        if idle:
             self._arm_idle()
-
-    def _rebalance(self) -> None:
-        """Share the tunnel's buffer budget among its open connections."""
-        high = high_water_for(self.counters.connections_active)
-        if high != self._high_water:
-            self._high_water = high
-            for relay in self._relays:
-                relay.limit(high)
-
-    async def _serve(self, transport: RelayingTransport, relay: Relay, conn: socket.socket) -> None:
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: relay.local, conn)
-        except OSError:
-            conn.close()  # the client is already gone
-            relay.abort()
-            return
-        await self._connect(transport, relay)
-
-    async def _hand_off(self, transport: HandoffTransport, forward: Forward) -> None:
-        """The handoff path: the transport's process moves the bytes until it ends the forward."""
-        target = self.spec.target
-        if target is None:
-            target = await socksserve.hand_off_request(self, forward)
-            if target is None:
-                return
-        try:
-            await self.until_up()
-            forwarding = await transport.forward(target, forward.sock)
-        except TimeoutError:
-            self.held_too_long()
-            forward.abort()
-            return
-        except TetherError as exc:
-            self.connect_failed(exc)
-            forward.abort()
-            return
-        except asyncio.CancelledError:  # the tunnel is closing
-            forward.abort(reset_peers=False)
-            raise
-        forward.link()
-        try:
-            orderly = await forwarding.ended()
-        except asyncio.CancelledError:  # the tunnel is closing
-            forwarding.close()
-            forward.abort(reset_peers=False)
-            raise
-        forwarding.close()
-        if orderly:
-            forward.close()
         else:
-            forward.abort()  # cut off by the transport's death: a reset, never an EOF
+            self._bounds.disarm("idle")
 
     async def until_up(self) -> None:
         """Return once the transport is up; TimeoutError if it stays down for ``hold`` seconds
@@ -466,22 +375,3 @@ class Tunnel:
             f"the transport is still down after {self.spec.hold:g}s (hold): connection reset; "
             f"reconnecting: {self.last_error}",
         )
-
-    async def _connect(self, transport: RelayingTransport, relay: Relay) -> None:
-        assert self.spec.target is not None
-        try:
-            await self.until_up()
-            await transport.open(self.spec.target, relay.remote)
-        except TimeoutError:
-            self.held_too_long()
-            relay.abort()
-            return
-        except TetherError as exc:
-            self.connect_failed(exc)
-            relay.abort()
-            return
-        except asyncio.CancelledError:  # the tunnel is closing
-            relay.abort(reset_peers=False)
-            raise
-        relay.link()
-

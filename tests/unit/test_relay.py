@@ -171,7 +171,7 @@ async def test_slow_reader_bounds_buffering(
             break
     assert stalled, "the client was never held back"
     # What the tunnel took from the client is what sits in kernel buffers plus its own bounded one.
-    relay = next(iter(tunnel._relays))
+    relay = next(iter(tunnel._connections))
     assert isinstance(relay, Relay)
     # An asyncio transport or an asyncssh channel: both report their write buffer.
     conduit: Any = relay.remote.conduit
@@ -220,7 +220,7 @@ async def test_a_client_reset_racing_the_target_eof_ends_only_its_own_stream(
         upstream, _ = await asyncio.wait_for(loop.sock_accept(target), 10)
         client.sendall(b"x")
         assert await asyncio.wait_for(loop.sock_recv(upstream, 1), 10) == b"x"
-        [relay] = tunnel._relays
+        [relay] = tunnel._connections
         assert isinstance(relay, Relay)
         assert relay.local.conduit is not None and relay.remote.conduit is not None
         local_sock: Any = relay.local.conduit.get_extra_info("socket")  # type: ignore[attr-defined]
