@@ -12,15 +12,15 @@ import pytest
 from tests.support.servers import AsyncSshServer
 from tether.errors import ConfigError, HostKeyError
 from tether.spec import SshOptions, Via
-from tether.transports.ssh import SshTransport, channel_failure, load_known_hosts
+from tether.transports.asyncssh import AsyncSshTransport, channel_failure, load_known_hosts
 
 
-def transport(server: AsyncSshServer, **options: object) -> SshTransport:
+def transport(server: AsyncSshServer, **options: object) -> AsyncSshTransport:
     defaults: dict[str, object] = {
         "identity_files": (str(server.client_key),),
         "known_hosts": str(server.known_hosts),
     }
-    return SshTransport(Via.parse(server.via), SshOptions(**{**defaults, **options}))  # type: ignore[arg-type]
+    return AsyncSshTransport(Via.parse(server.via), SshOptions(**{**defaults, **options}))  # type: ignore[arg-type]
 
 
 async def test_connects_and_closes(asyncssh_server: AsyncSshServer) -> None:
@@ -101,5 +101,5 @@ async def test_the_server_address_is_where_ssh_config_leads(tmp_path: Path) -> N
         ("piped", None),
     ):
         via = Via.parse(f"ssh://{host}")
-        found = await SshTransport(via, SshOptions(ssh_config=str(config))).server_address()
+        found = await AsyncSshTransport(via, SshOptions(ssh_config=str(config))).server_address()
         assert found == address, host

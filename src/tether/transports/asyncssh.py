@@ -167,7 +167,7 @@ class TunnelClient(asyncssh.SSHClient):
         return None
 
 
-class SshTransport(RelayingTransport):
+class AsyncSshTransport(RelayingTransport):
     """Streams are direct-tcpip channels over a single SSH connection."""
 
     engine = "asyncssh"
@@ -381,7 +381,7 @@ class SshTransport(RelayingTransport):
                 via = Via.parse(f"ssh://{hop}", what="ProxyJump")
             except UsageError:
                 break
-            transport = SshTransport(via, replace(self.options, known_hosts=None))
+            transport = AsyncSshTransport(via, replace(self.options, known_hosts=None))
             resolved = transport.resolve(transport.config_files())
             if resolved.hostname != host and hop != hops[-1]:
                 continue
