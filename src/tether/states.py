@@ -1,5 +1,6 @@
-"""The words for a tunnel's state and for the mode that hosts it: the engine, the modes and the
-control protocol all speak them, so they live here, importing nothing of tether."""
+"""The words for a tunnel's state, for the mode that hosts it, and for a path with no SSH server:
+the engine, the modes, the control protocol and the listings all speak them, so they live here,
+importing nothing of tether."""
 
 from __future__ import annotations
 
@@ -22,3 +23,6 @@ State = Literal[
 Mode = Literal["foreground", "background", "run", "shell", "api"]
 STATES: tuple[State, ...] = get_args(State)
 MODES: tuple[Mode, ...] = get_args(Mode)
+#: The `via` of a tunnel that goes straight to its target; a profile may write it to undo the
+#: `via` of [defaults].
+DIRECT = "direct"

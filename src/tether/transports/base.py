@@ -10,7 +10,7 @@ from typing import Protocol
 
 from tether.relay import Conduit, End, Relay
 from tether.spec import Endpoint
-from tether.states import State
+from tether.states import DIRECT, State
 from tether.stats import Counters
 
 PhaseCallback = Callable[[State], None]
@@ -40,7 +40,7 @@ class Transport(ABC):
     """
 
     #: Printable description of the path, never holding secrets: "direct" or "ssh://u@h:22".
-    label: str = "direct"
+    label: str = DIRECT
     #: Which SSH implementation moves the bytes; None for direct TCP.
     engine: str | None = None
 

@@ -10,6 +10,7 @@ import socket
 from tether.errors import TargetFailure, TargetUnreachableError, describe
 from tether.relay import Conduit, End
 from tether.spec import Endpoint
+from tether.states import DIRECT
 from tether.transports.base import LossCallback, PhaseCallback, RelayingTransport
 
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EADDRNOTAVAIL}
@@ -30,7 +31,7 @@ def failure_kind(exc: OSError) -> TargetFailure:
 class DirectTransport(RelayingTransport):
     """Each stream is a new TCP connection straight to the target."""
 
-    label = "direct"
+    label = DIRECT
 
     async def connect(
         self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
