@@ -106,3 +106,13 @@ def test_a_connection_never_reaches_the_engine() -> None:
     edges = graph()
     for module in ("tether.connection", "tether.socksserve", "tether.protocol"):
         assert "tether.tunnel" not in reached(edges, module), module
+
+
+def test_no_command_imports_another() -> None:
+    """What two commands share (flags, rendering, the listing) lives in a module of its own."""
+    from tether.cli.app import COMMANDS
+
+    edges = graph()
+    commands = {module for module, _ in COMMANDS.values()}
+    for command in commands:
+        assert edges[command] & commands == set(), command
