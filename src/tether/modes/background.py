@@ -30,7 +30,7 @@ from tether.errors import (
     Interrupted,
     ReadinessTimeoutError,
     UsageError,
-    describe,
+    map_exceptions,
 )
 from tether.files import ensure_private_directory
 from tether.logs import TimestampedLog, as_text_stream, rotated
@@ -80,12 +80,10 @@ def prune_logs(directory: Path, live_ids: set[str], keep: int = LOGS_KEPT) -> No
 
 
 def _open_log(path: Path) -> int:
-    try:
+    with map_exceptions({OSError: UsageError}, f"cannot create log {path}"):
         return os.open(
             path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW, 0o600
         )
-    except OSError as exc:
-        raise UsageError(f"cannot create log {path}: {describe(exc)}") from None
 
 
 def run_background(
@@ -279,7 +277,6 @@ class _Child:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise Interrupted("interrupted before the tunnel was ready", signum=signum)
-
 
 
 def _read_report(fd: int, timeout: float, reporter: Reporter) -> JSONObject | None:
