@@ -83,23 +83,3 @@ async def test_only_an_authority_and_no_certificate(
 )
 def test_refused_channels_say_what_kind_they_are(code: int, reason: str, kind: str) -> None:
     assert channel_failure(code, reason) == kind
-
-
-async def test_the_server_address_is_where_ssh_config_leads(tmp_path: Path) -> None:
-    """What the outage watch connects to, as asyncssh reads ssh_config; nothing behind a jump
-    host or a ProxyCommand."""
-    config = tmp_path / "config"
-    config.write_text(
-        "Host alias\n  HostName 127.0.0.2\n  Port 2222\n"
-        "Host jumped\n  ProxyJump alias\n"
-        "Host piped\n  ProxyCommand nc %h %p\n"
-    )
-    for host, address in (
-        ("alias", ("127.0.0.2", 2222)),
-        ("plain.example", ("plain.example", 22)),
-        ("jumped", None),
-        ("piped", None),
-    ):
-        via = Via.parse(f"ssh://{host}")
-        found = await AsyncSshTransport(via, SshOptions(ssh_config=str(config))).server_address()
-        assert found == address, host

@@ -238,23 +238,3 @@ def test_openssh_is_found() -> None:
     """The suite runs the OpenSSH engine; a machine without ssh >= 7.6 must fail here, loudly."""
     assert shutil.which("ssh") is not None
     assert openssh.available(), masterconfig.openssh_version()
-
-
-async def test_the_server_address_is_where_ssh_config_leads(tmp_path: Path) -> None:
-    """What the outage watch connects to: ssh -G's HostName and Port; nothing behind a jump host
-    or a ProxyCommand, where tether has no direct way to the server."""
-    config = tmp_path / "config"
-    config.write_text(
-        "Host alias\n  HostName 127.0.0.2\n  Port 2222\n"
-        "Host jumped\n  ProxyJump alias\n"
-        "Host piped\n  ProxyCommand nc %h %p\n"
-    )
-    for host, address in (
-        ("alias", ("127.0.0.2", 2222)),
-        ("plain.example", ("plain.example", 22)),
-        ("jumped", None),
-        ("piped", None),
-    ):
-        via = Via.parse(f"ssh://{host}")
-        found = await OpenSshTransport(via, SshOptions(ssh_config=str(config))).server_address()
-        assert found == address, host
