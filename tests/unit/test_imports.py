@@ -116,3 +116,27 @@ def test_no_command_imports_another() -> None:
     commands = {module for module, _ in COMMANDS.values()}
     for command in commands:
         assert edges[command] & commands == set(), command
+
+
+def layer(module: str) -> int:
+    """0 the core (engine, transports, registry...), 1 what runs a process or a diagnosis (the
+    modes, the Python API, diagnose), 2 the command line."""
+    if module in ("tether.__main__", "tether.cli") or module.startswith("tether.cli."):
+        return 2
+    if module.startswith(("tether.modes", "tether.diagnose")) or module == "tether.api":
+        return 1
+    return 0
+
+
+def test_imports_run_down_the_layers() -> None:
+    """The command line uses the modes and the core, the modes use the core, never the other
+    way (the package's __init__ only names the API's entry points, lazily)."""
+    edges = graph()
+    up = [
+        f"{module} -> {imported}"
+        for module, imported_ones in edges.items()
+        if module != "tether"
+        for imported in imported_ones
+        if layer(imported) > layer(module)
+    ]
+    assert up == []
