@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 
     list = _list_open
     from tether.record import TunnelInfo
-    from tether.tunnel import Tunnel, TunnelStats
+    from tether.stats import TunnelStats
+    from tether.tunnel import Tunnel
 
 # The engine (asyncio with it) and the option tables load on first use: `tether list` needs
 # neither, and starts fast. Each name -> (module, attribute).
@@ -59,7 +60,7 @@ _LAZY = {
     "TunnelSpec": ("tether.spec", "TunnelSpec"),
     "Via": ("tether.spec", "Via"),
     "Tunnel": ("tether.tunnel", "Tunnel"),
-    "TunnelStats": ("tether.tunnel", "TunnelStats"),
+    "TunnelStats": ("tether.stats", "TunnelStats"),
     "TunnelInfo": ("tether.record", "TunnelInfo"),
     "OpenTunnel": ("tether.api", "OpenTunnel"),
     "open": ("tether.api", "open"),

@@ -105,9 +105,9 @@ async def run_demo(say: Callable[[str], None]) -> None:
             await _show_traffic(address, say)
             stats = tunnel.stats()
             say(
-                f"[5/5] stats: {stats.total} connections ({stats.active} active), "
-                f"{stats.bytes_to_target:,} bytes to target, "
-                f"{stats.bytes_from_target:,} bytes back"
+                f"[5/5] stats: {stats.connections_total} connections "
+                f"({stats.connections_active} active), {stats.bytes_out:,} bytes to target, "
+                f"{stats.bytes_in:,} bytes back"
             )
         finally:
             await tunnel.close()

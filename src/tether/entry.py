@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Self
 
 from tether.procs import ProcessRef
-from tether.protocol import MODES, JSONObject, Mode
+from tether.protocol import JSONObject
+from tether.states import MODES, Mode
 
 if TYPE_CHECKING:  # `tether list` reads entries, and loads no spec
     from tether.spec import TunnelSpec

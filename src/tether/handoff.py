@@ -8,42 +8,10 @@ client sees its EOF only once no process holds the socket any more.
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import Callable
 
-from tether.relay import Counters
-
-# struct tcp_info (linux/tcp.h): the byte counters tether reads, at their fixed offsets.
-_TCP_INFO_SIZE = 216
-_STATE = struct.Struct("=B"), 0
-# States after the client's FIN, which bytes_received counts as one byte more.
-_FIN_RECEIVED = {6, 8, 9, 11}  # TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING
-_BYTES_RECEIVED = struct.Struct("=Q"), 128
-_NOTSENT_BYTES = struct.Struct("=I"), 144
-_BYTES_SENT = struct.Struct("=Q"), 200
-_BYTES_RETRANS = struct.Struct("=Q"), 208
-_RESET = struct.pack("ii", 1, 0)
-
-
-def tcp_counts(sock: socket.socket) -> tuple[int, int]:
-    """(bytes from the client, bytes to the client) of a TCP socket, read from TCP_INFO.
-
-    Sent counts what the kernel took to send, whether or not it is on the wire yet
-    (bytes_sent - bytes_retrans + notsent_bytes); bytes_acked alone would miss the end.
-    """
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
-    except OSError:
-        return 0, 0
-    if len(info) < _TCP_INFO_SIZE:
-        return 0, 0  # an old kernel without these counters
-
-    def field(spec: tuple[struct.Struct, int]) -> int:
-        return int(spec[0].unpack_from(info, spec[1])[0])
-
-    sent = field(_BYTES_SENT) - field(_BYTES_RETRANS) + field(_NOTSENT_BYTES)
-    received = field(_BYTES_RECEIVED) - (field(_STATE) in _FIN_RECEIVED)
-    return max(received, 0), sent
+from tether.stats import Counters
+from tether.tcp import linger_zero, tcp_counts
 
 
 class Forward:
@@ -65,8 +33,8 @@ class Forward:
         # The bytes each way that are not the target's (a SOCKS handshake), once known: until
         # then nothing is counted.
         self._counted: tuple[int, int] | None = (0, 0) if counting else None
-        counters.active += 1
-        counters.total += 1
+        counters.connections_active += 1
+        counters.connections_total += 1
         try:
             # ssh -L sets it on the sockets it accepts; the master, handed ours, does not.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -78,8 +46,8 @@ class Forward:
         if self.done or self._counted is None:
             return
         to_target, from_target = tcp_counts(self.sock)
-        self.counters.bytes_to_target += to_target - self._counted[0]
-        self.counters.bytes_from_target += from_target - self._counted[1]
+        self.counters.bytes_out += to_target - self._counted[0]
+        self.counters.bytes_in += from_target - self._counted[1]
         self._counted = (to_target, from_target)
 
     def count_from(self, received: int, sent: int) -> None:
@@ -118,10 +86,7 @@ class Forward:
         self.sync()
         self.done = True
         if reset:
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-            except OSError:
-                pass
+            linger_zero(self.sock)
         self.sock.close()
-        self.counters.active -= 1
+        self.counters.connections_active -= 1
         self.on_done(self)

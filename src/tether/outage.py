@@ -1,5 +1,5 @@
-"""The waits of one outage: backoff between reconnect attempts, cut short once the SSH server is
-seen to answer again.
+"""One outage of a tunnel's transport: the reconnect attempts (``reconnect``), and the waits
+between them, backoff cut short once the SSH server is seen to answer again (``Outage``).
 
 An attempt costs the server a login (a process, a key exchange) and tether an ssh process, so
 attempts back off, up to backoff_max. Watching costs neither: while the server is silent (it
@@ -15,9 +15,13 @@ import asyncio
 import itertools
 import logging
 import socket
-from typing import Any
+from typing import Any, Protocol
 
 from tether.backoff import Backoff
+from tether.errors import TetherError, TransportUnreachableError
+from tether.spec import TunnelSpec
+from tether.states import State
+from tether.transports.base import LossCallback, Transport
 
 log = logging.getLogger("tether")
 
@@ -161,6 +165,35 @@ class Outage:
                 end = loop.time() + wake
         await asyncio.sleep(max(0.0, end - loop.time()))
 
+    async def attempt(
+        self, transport: Transport, on_lost: LossCallback, bound: float
+    ) -> str | None:
+        """Connect ``transport`` again within ``bound`` seconds: None if it is back, else why
+        not. Whether the server spoke in it decides whether the watch resumes."""
+        heard: list[State] = []  # any phase past "connecting": the server has spoken
+        died: list[str] = []
+
+        def lost(reason: str) -> None:
+            died.append(reason)
+            on_lost(reason)
+
+        try:
+            async with asyncio.timeout(bound):
+                await transport.connect(heard.append, lost)
+        except TransportUnreachableError as exc:
+            self.failed(silent=not heard)
+            return exc.message
+        except TetherError as exc:  # it answered and refused: a login, a host key, a config
+            self.failed(silent=False)
+            return exc.message
+        except TimeoutError:
+            self.failed(silent=not heard)
+            return f"reconnect timed out after {bound:g}s"
+        if died:  # connected, and lost again before it was counted as back
+            self.failed(silent=False)
+            return died[-1]
+        return None
+
     def close(self) -> None:
         self._stop_watch()
 
@@ -187,3 +220,40 @@ class Outage:
             log.debug("%s: watching the SSH server failed: %r", self.name, watch.exception())
             return
         self._back = True
+
+
+class Attempts(Protocol):
+    """What a tunnel hears of its reconnect attempts (tunnel.Tunnel is the one)."""
+
+    def attempting(self, attempt: int) -> None:
+        """Attempt number ``attempt`` (from 1) is about to wait for its turn, then begin."""
+
+    def attempt_failed(self, attempt: int, reason: str) -> None: ...
+
+
+async def reconnect(
+    spec: TunnelSpec, transport: Transport, on_lost: LossCallback, hear: Attempts
+) -> int | None:
+    """Get ``transport`` back after a loss: attempts bounded by ``spec.reconnect_timeout``, each
+    after its pause (``Outage.pause``), until one connects or ``max_retries`` have failed.
+
+    Returns the attempts it took, or None once it gives up (at once if reconnecting is off).
+    ``on_lost`` goes to each connect, as the callback of the transport's next loss.
+    """
+    if not spec.reconnect:
+        return None
+    address = await transport.server_address()
+    outage = Outage(Backoff(spec.backoff_initial, spec.backoff_max), address, spec.name)
+    try:
+        attempt = 0
+        while spec.max_retries is None or attempt < spec.max_retries:
+            attempt += 1
+            hear.attempting(attempt)
+            await outage.pause(attempt)
+            reason = await outage.attempt(transport, on_lost, spec.reconnect_timeout)
+            if reason is None:
+                return attempt
+            hear.attempt_failed(attempt, reason)
+        return None
+    finally:
+        outage.close()

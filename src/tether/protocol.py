@@ -13,29 +13,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from types import UnionType
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal
 
-if TYPE_CHECKING:
-    from tether.tunnel import TunnelStats
+from tether.states import STATES, State
+from tether.stats import TunnelStats
 
 #: A decoded JSON object.
 JSONObject = dict[str, object]
-Mode = Literal["foreground", "background", "run", "shell", "api"]
-#: A tunnel's phases, in the order it goes through them (closing and lost may come at any time).
-State = Literal[
-    "new",
-    "binding",
-    "connecting",
-    "authenticating",
-    "probing",
-    "ready",
-    "reconnecting",
-    "closing",
-    "closed",
-    "lost",
-]
 Op = Literal["status", "stop"]
-MODES: tuple[Mode, ...] = get_args(Mode)
 #: Deepest nesting of arrays and objects in a request or a reply (a status nests 1 deep).
 MAX_DEPTH = 8
 
@@ -67,10 +52,10 @@ class Status:
             reconnects=stats.reconnects,
             ttl_left=_rounded(stats.ttl_left),
             idle_left=_rounded(stats.idle_left),
-            connections_active=stats.active,
-            connections_total=stats.total,
-            bytes_in=stats.bytes_from_target,
-            bytes_out=stats.bytes_to_target,
+            connections_active=stats.connections_active,
+            connections_total=stats.connections_total,
+            bytes_in=stats.bytes_in,
+            bytes_out=stats.bytes_out,
             last_error=stats.last_error,
         )
 
@@ -91,7 +76,7 @@ class Status:
             wanted = types.get(item.name, int | float)
             if isinstance(value, wanted) and not isinstance(value, bool):
                 values[item.name] = value
-        if values.get("state") not in (*get_args(State), "unresponsive"):
+        if values.get("state") not in (*STATES, "unresponsive"):
             values["state"] = "unknown"
         return cls(**values)  # type: ignore[arg-type]  # each value checked above
 

@@ -28,7 +28,7 @@ from typing import Literal
 
 from tether.entry import Entry, TunnelIdentity
 from tether.procs import ProcessRef
-from tether.protocol import Mode
+from tether.states import Mode
 from tether.errors import PortInUseError, RegistryError, describe, map_exceptions
 from tether.files import ensure_private_directory, write_private
 from tether.paths import RUNTIME_ENV, runtime_directory
@@ -38,6 +38,8 @@ log = logging.getLogger("tether")
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 ENTRY_NAME = re.compile(r"^[0-9a-f]{8}\.json$")
 ENTRY_LIMIT = 64 * 1024
+
+
 def new_id() -> str:
     return os.urandom(4).hex()
 
@@ -96,10 +98,8 @@ class Registry:
     def entries(self) -> list[Entry]:
         """Live entries, oldest first. Stale and corrupt entries are removed on the way."""
         live = []
-        try:
+        with map_exceptions({OSError: RegistryError}, f"cannot read registry {self.directory}"):
             names = sorted(os.listdir(self.directory))
-        except OSError as exc:
-            raise RegistryError(f"cannot read registry {self.directory}: {describe(exc)}") from None
         for name in names:
             if not ENTRY_NAME.match(name):
                 continue
@@ -294,12 +294,10 @@ class Registry:
         """Create an entry owned by this process; the caller holds ``reserving`` for its port."""
         entry_id = entry_id or new_id()
         paths = self.paths(entry_id)
-        try:
+        with map_exceptions({OSError: RegistryError}, "cannot create registry lock"):
             lock_fd = os.open(
                 paths["lock"], os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
             )
-        except OSError as exc:
-            raise RegistryError(f"cannot create registry lock: {describe(exc)}") from None
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             me = ProcessRef.current()

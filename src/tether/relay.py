@@ -10,11 +10,11 @@ when both have ended.
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from tether.stats import Counters
+from tether.tcp import linger_zero
 
 # Per direction, a connection holds at most this much unsent data (plus one read chunk) before
 # reading from the sender pauses. Large enough to keep loopback and SSH windows full.
@@ -29,7 +29,6 @@ MIN_HIGH_WATER = 16 * 1024
 # mmap, mremap and munmap per message: 0.55x socat's round trips on one connection instead of
 # 0.95x, and slower bulk transfers too.
 MAX_READ = 127 * 1024
-_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 
 
 def high_water_for(active: int) -> int:
@@ -53,15 +52,6 @@ def reset(conduit: Conduit) -> None:
     conduit.abort()
 
 
-def linger_zero(sock: socket.socket) -> None:
-    """Make closing ``sock`` (a TCP socket) send a reset (RST), not an orderly FIN."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-        except OSError:
-            pass  # already gone: nothing left to reset
-
-
 class Conduit(Protocol):
     """What the relay needs of either end: asyncio.Transport and asyncssh.SSHTCPChannel fit."""
 
@@ -73,16 +63,6 @@ class Conduit(Protocol):
     def close(self) -> None: ...
     def abort(self) -> None: ...
     def is_closing(self) -> bool: ...
-
-
-@dataclass
-class Counters:
-    """Live totals of one tunnel, updated by every relay it runs."""
-
-    active: int = 0
-    total: int = 0
-    bytes_to_target: int = 0
-    bytes_from_target: int = 0
 
 
 class End(asyncio.Protocol):
@@ -199,14 +179,14 @@ class Relay:
         self.remote = End(self, local=False)
         self.linked = False
         self.done = False
-        counters.active += 1
-        counters.total += 1
+        counters.connections_active += 1
+        counters.connections_total += 1
 
     def counted(self, from_local: bool, size: int) -> None:
         if from_local:
-            self.counters.bytes_to_target += size
+            self.counters.bytes_out += size
         else:
-            self.counters.bytes_from_target += size
+            self.counters.bytes_in += size
 
     def link(self) -> None:
         """The remote end is connected: let the client's bytes flow (and the target's, if
@@ -269,5 +249,5 @@ class Relay:
         ends = [e for e in (self.local, self.remote) if e.conduit is not None]
         if all(e.lost for e in ends):
             self.done = True
-            self.counters.active -= 1
+            self.counters.connections_active -= 1
             self.on_done(self)

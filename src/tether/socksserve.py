@@ -1,15 +1,6 @@
-"""A SOCKS tunnel's side of each connection: the client's request read within a deadline,
-checked against the allowlist, and answered when the outcome is known.
-
-On the relay path (direct, asyncssh) the stream to the target is opened first, and the client
-hears success or why not (refused, unreachable, ...). On the handoff path (OpenSSH) success goes
-out before the socket is handed to ssh, as `ssh -D` sends it before it opens the channel: once
-ssh holds the socket, the target's first bytes could reach the client ahead of a reply sent
-later. A target that refuses then ends the connection with a reset, right after the success.
-
-On either path a request that comes while the transport is down waits for it up to the tunnel's
-hold; then the client hears "network unreachable", and its connection is reset, as any
-connection held that long is.
+"""A SOCKS tunnel's handshake with each client, on the client's raw socket: its request read
+within a deadline and checked against the allowlist, and the replies. When each reply is sent,
+per data path, is connection.py's to say.
 """
 
 from __future__ import annotations
@@ -18,19 +9,14 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 from tether import socks
 from tether.allowlist import allows
-from tether.errors import TargetUnreachableError, TetherError, describe
-from tether.handoff import Forward
-from tether.relay import Relay, linger_zero
+from tether.errors import TargetUnreachableError, describe
 from tether.socks import Reply, SocksError
-from tether.spec import Endpoint
+from tether.spec import Endpoint, TunnelSpec
 from tether.values import host_port
-
-if TYPE_CHECKING:
-    from tether.tunnel import Tunnel
 
 log = logging.getLogger("tether")
 #: How long a client has to send its greeting and request: one that never finishes must not
@@ -42,26 +28,36 @@ HANDSHAKE_LIMIT = 128
 T = TypeVar("T")
 
 
+class SocksHost(Protocol):
+    """What a handshake needs of its tunnel (tunnel.Tunnel is the one)."""
+
+    spec: TunnelSpec  # its name, and the allowlist
+    handshake_timeout: float
+
+    def warn(self, kind: str, message: str) -> None: ...
+    def failed(self, kind: str, message: str) -> None: ...
+
+
 class SocksClient:
     """One client's handshake on its raw socket, and the bytes it took each way."""
 
-    def __init__(self, sock: socket.socket, tunnel: Tunnel) -> None:
+    def __init__(self, sock: socket.socket, host: SocksHost) -> None:
         self.sock = sock
-        self.tunnel = tunnel
+        self.host = host
         self.read = 0
         self.written = 0
 
     async def request(self) -> Endpoint | None:
         """The target the client asks for, if it may reach it; None once it has been answered
         (or not, if it does not speak SOCKS5) and its connection should end."""
-        spec = self.tunnel.spec
+        spec = self.host.spec
         try:
-            async with asyncio.timeout(self.tunnel.handshake_timeout):
+            async with asyncio.timeout(self.host.handshake_timeout):
                 await self._message(socks.parse_greeting)
                 self._send(socks.METHOD_ACCEPTED)
                 request = await self._message(socks.parse_request)
         except TimeoutError:
-            self._refused(f"no SOCKS request within {self.tunnel.handshake_timeout:g}s")
+            self._refused(f"no SOCKS request within {self.host.handshake_timeout:g}s")
             return None
         except SocksError as exc:
             if exc.answer is not None:
@@ -73,8 +69,8 @@ class SocksClient:
             return None
         target = Endpoint(request.host, request.port)
         if not allows(spec.allow, request.host, request.port):
-            self.tunnel.last_error = f"SOCKS request for {target} denied: not in the allowlist"
-            self.tunnel.warn("socks-denied", self.tunnel.last_error)
+            denied = f"SOCKS request for {target} denied: not in the allowlist"
+            self.host.failed("socks-denied", denied)
             self._send(socks.reply(Reply.NOT_ALLOWED))
             return None
         return target
@@ -116,7 +112,7 @@ class SocksClient:
 
     def _refused(self, reason: str) -> None:
         peer = _peer(self.sock)
-        self.tunnel.warn("socks", f"SOCKS handshake from {peer} failed: {reason}")
+        self.host.warn("socks", f"SOCKS handshake from {peer} failed: {reason}")
 
 
 def _peer(sock: socket.socket) -> str:
@@ -125,79 +121,3 @@ def _peer(sock: socket.socket) -> str:
     except OSError:
         return "a client"
     return host_port(host, port)
-
-
-async def serve_relay(tunnel: Tunnel, relay: Relay, conn: socket.socket) -> None:
-    """The relay path: handshake, open the stream (held until linked), answer, then relay."""
-    client = SocksClient(conn, tunnel)
-    try:
-        target = await tunnel.socks_request(client)
-    except asyncio.CancelledError:  # the tunnel is closing, or needs room for a new handshake
-        conn.close()
-        relay.abort(reset_peers=False)
-        raise
-    if target is None:
-        conn.close()
-        relay.abort(reset_peers=False)
-        return
-    try:
-        await tunnel.until_up()
-        await tunnel.transport.open(target, relay.remote)
-    except TimeoutError:  # the transport stayed down for the hold
-        tunnel.held_too_long()
-        client.answer(Reply.NETWORK_UNREACHABLE)
-        linger_zero(conn)
-        conn.close()
-        relay.abort(reset_peers=False)
-        return
-    except TetherError as exc:
-        tunnel.connect_failed(exc)
-        client.failed(exc)
-        conn.close()
-        relay.abort()
-        return
-    except asyncio.CancelledError:  # the tunnel is closing
-        conn.close()
-        relay.abort(reset_peers=False)
-        raise
-    # The success goes first, then the target's bytes: the relay holds them until linked.
-    if not client.answer(Reply.SUCCEEDED):
-        conn.close()
-        relay.abort()
-        return
-    try:
-        await asyncio.get_running_loop().connect_accepted_socket(lambda: relay.local, conn)
-    except OSError:
-        conn.close()  # the client is already gone
-        relay.abort()
-        return
-    relay.link()
-
-
-async def hand_off_request(tunnel: Tunnel, forward: Forward) -> Endpoint | None:
-    """The handoff path's handshake: the target, once the client has heard success; None
-    once the connection has ended."""
-    client = SocksClient(forward.sock, tunnel)
-    try:
-        target = await tunnel.socks_request(client)
-    except asyncio.CancelledError:  # the tunnel is closing, or needs room for a new handshake
-        forward.abort(reset_peers=False)
-        raise
-    if target is None:
-        forward.close()
-        return None
-    try:
-        await tunnel.until_up()
-    except TimeoutError:  # the transport stayed down for the hold
-        tunnel.held_too_long()
-        client.answer(Reply.NETWORK_UNREACHABLE)
-        forward.abort()
-        return None
-    except asyncio.CancelledError:
-        forward.abort(reset_peers=False)
-        raise
-    if not client.answer(Reply.SUCCEEDED):
-        forward.abort()
-        return None
-    forward.count_from(client.read, client.written)
-    return target

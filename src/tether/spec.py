@@ -11,6 +11,7 @@ from tether.errors import UsageError, clip
 from tether import allowlist, values
 from tether.allowlist import Rule
 from tether.options import option
+from tether.states import DIRECT
 from tether.values import MAX_SECONDS, host_port, parse_host, parse_port
 
 # Both loopback addresses (see listener.py); "127.0.0.1" or "::1" names one of them alone.
@@ -56,10 +57,6 @@ class Endpoint:
             parse_host(host_part, what=what),
             parse_port(port_part, what=f"{what} port", allow_zero=allow_zero),
         )
-
-
-#: The `via` that means no SSH server, so that a profile can undo a `via` of [defaults].
-DIRECT = "direct"
 
 
 @dataclass(frozen=True)
@@ -244,7 +241,7 @@ class TunnelSpec:
         metavar="ssh://[USER@]HOST[:PORT]|direct",
         help="The SSH server the tunnel goes through (ssh_config's ProxyJump hops lead to it); "
         "direct TCP without (or with 'direct', over a profile's via)",
-        default_text="direct",
+        default_text=DIRECT,
     )
     name: str = option(
         "",

@@ -1,7 +1,9 @@
-"""The engine: a local listener, a transport, and a relay per accepted connection.
+"""The engine: a local listener, a transport, and the connections between them.
 
 Phases: start (bind, connect, probe) -> serve (reconnecting the transport if it is lost, the
-listener staying bound throughout) -> close (stop accepting, drain, drop the rest).
+listener staying bound throughout) -> close (stop accepting, drain, drop the rest). Each accepted
+connection lives in connection.py; the reconnect attempts and their waits are outage.py's; the
+lifetime bounds, bounds.py's.
 """
 
 from __future__ import annotations
@@ -11,51 +13,22 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Self
 
-from tether import socksserve
-from tether.backoff import Backoff
-from tether.errors import (
-    ReadinessTimeoutError,
-    TetherError,
-    TransportUnreachableError,
-    TunnelLostError,
-)
+from tether.bounds import OPTIONS, Bounds
+from tether.connection import Connections
+from tether.errors import ReadinessTimeoutError, TunnelLostError
 from tether.listener import Listener, bind_all, resolve_listen
 from tether.logs import LimitedLog
-from tether.outage import Outage
-from tether.handoff import Forward
-from tether.relay import WRITE_HIGH_WATER, Counters, Relay, high_water_for
-from tether.protocol import State
+from tether.outage import reconnect
+from tether.socksserve import HANDSHAKE_TIMEOUT
+from tether.states import State
 from tether.spec import Endpoint, TunnelSpec
+from tether.stats import Counters, TunnelStats
 from tether.transports import Transport, transport_for
 from tether.transports.base import PhaseCallback
 
 log = logging.getLogger("tether")
-# The option behind each lifetime bound, named in the log line when it fires.
-BOUNDS = {"ttl": "ttl", "idle": "idle_timeout"}
-
-
-@dataclass(frozen=True)
-class TunnelStats:
-    """A snapshot of a tunnel's state and counters."""
-
-    state: State
-    local: Endpoint | None
-    target: Endpoint | None  # None for a SOCKS tunnel
-    via: str
-    engine: str | None
-    active: int
-    total: int
-    bytes_to_target: int
-    bytes_from_target: int
-    uptime: float
-    last_error: str | None
-    reconnect_attempt: int
-    reconnects: int
-    ttl_left: float | None
-    idle_left: float | None
 
 
 def not_ready(spec: TunnelSpec, phase: str) -> ReadinessTimeoutError:
@@ -104,29 +77,19 @@ class Tunnel:
         self._addresses: list[tuple[str, bool]] | None = None
         self._listener: Listener | None = None
         self._warnings = LimitedLog()
-        self._high_water = WRITE_HIGH_WATER
-        self._relays: set[Relay | Forward] = set()  # the open connections, either path
-        self._pending: set[asyncio.Task[None]] = set()
         self._started_at: float | None = None
         self._up = asyncio.Event()  # the transport can open streams
-        self._drained = asyncio.Event()  # no connection is active
-        self._drained.set()
         self._ended = asyncio.Event()
         self._end_reason: str | None = None
         self._lost: TunnelLostError | None = None
         self._dead: str | None = None  # why the transport died, until it is reconnected
         self._supervisor: asyncio.Task[None] | None = None
-        self._timers: dict[str, tuple[asyncio.TimerHandle, float]] = {}
+        self._bounds = Bounds(self._expire)  # ttl and idle_timeout
         self._closed = asyncio.Event()
-        self.handshake_timeout = socksserve.HANDSHAKE_TIMEOUT  # a SOCKS client's, to ask
-        # SOCKS connections still in their handshake, oldest first: bounded apart from
-        # max_connections, so that clients that never say a word cannot take the slots of
-        # those being served (see _accept).
-        self.handshake_limit = socksserve.HANDSHAKE_LIMIT
-        self._handshaking: dict[socket.socket, asyncio.Task[None]] = {}
-        self._queued = 0  # handshakes done, waiting for a slot
-        self._room = asyncio.Event()  # fewer than max_connections are served
-        self._room.set()
+        self.handshake_timeout = HANDSHAKE_TIMEOUT  # a SOCKS client's, to ask
+        self._connections = Connections(
+            self, self.transport, self.counters, on_full=self._full, on_idle=self._idle
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def resolve(self) -> None:
@@ -151,7 +114,7 @@ class Tunnel:
                 socks = self._given
             else:
                 socks = bind_all(self._addresses, self.spec.listen.port)
-            self._listener = Listener(socks, self._accept, self._warnings)
+            self._listener = Listener(socks, self._connections.accept, self._warnings)
 
     async def start(self, deadline: float | None = None) -> None:
         """Bind, connect and probe, all within ``spec.timeout`` seconds (or by ``deadline``, a
@@ -183,7 +146,7 @@ class Tunnel:
         if self._dead:
             self._handle_loss()
         if self.spec.ttl:
-            self._arm("ttl", self.spec.ttl)
+            self._bounds.arm("ttl", self.spec.ttl)
         self._arm_idle()
 
     async def wait_ended(self) -> str:
@@ -203,8 +166,7 @@ class Tunnel:
             await self._closed.wait()
             return
         self.state = "closing"
-        for handle, _ in self._timers.values():
-            handle.cancel()
+        self._bounds.cancel()
         if self._listener is not None:
             self._listener.close()
         elif self._given is not None:
@@ -213,10 +175,9 @@ class Tunnel:
         if drain > 0 and self._up.is_set():
             await self._drain(drain, hurry)
         self.state = "closed"
-        for task in [*self._pending, *([self._supervisor] if self._supervisor else [])]:
-            task.cancel()
-        for relay in list(self._relays):
-            relay.abort(reset_peers=False)
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        self._connections.end()
         try:
             await self.transport.close()
         finally:
@@ -226,31 +187,29 @@ class Tunnel:
             self._closed.set()
 
     async def _drain(self, drain: float, hurry: asyncio.Event | None) -> None:
-        events = [self._drained] if hurry is None else [self._drained, hurry]
+        drained = self._connections.drained
+        events = [drained] if hurry is None else [drained, hurry]
         waits = [asyncio.ensure_future(event.wait()) for event in events]
         try:
             await asyncio.wait(waits, timeout=drain, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()
-        if self._drained.is_set():
+        if drained.is_set():
             return
         if hurry is not None and hurry.is_set():
             log.warning(
                 "%s: asked again to stop; closing %d connection(s) without draining",
                 self.spec.name,
-                self.counters.active,
+                self.counters.connections_active,
             )
             return
         log.warning(
             "%s: %d connection(s) still open after %gs of drain; closing them",
             self.spec.name,
-            self.counters.active,
+            self.counters.connections_active,
             drain,
         )
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -281,9 +240,19 @@ class Tunnel:
         """Every address bound: 127.0.0.1 and ::1 for the default listen host."""
         return self._listener.addresses if self._listener is not None else []
 
+    @property
+    def probe_target(self) -> Endpoint | None:
+        """What the probe connects to: the target; for a SOCKS tunnel, the one host and port
+        its allowlist names, if it names exactly one (otherwise no target is probed)."""
+        return self.spec.probe_target
+
+    def _phase(self, phase: State) -> None:
+        self.state = phase
+        if self._on_phase:
+            self._on_phase(phase)
+
     def stats(self) -> TunnelStats:
-        for connection in self._relays:
-            connection.sync()
+        self._connections.sync()
         c = self.counters
         return TunnelStats(
             state=self.state,
@@ -291,45 +260,29 @@ class Tunnel:
             target=self.spec.target,
             via=self.transport.label,
             engine=self.transport.engine,
-            active=c.active,
-            total=c.total,
-            bytes_to_target=c.bytes_to_target,
-            bytes_from_target=c.bytes_from_target,
+            connections_active=c.connections_active,
+            connections_total=c.connections_total,
+            bytes_in=c.bytes_in,
+            bytes_out=c.bytes_out,
             uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
             last_error=self.last_error,
             reconnect_attempt=self.reconnect_attempt,
             reconnects=self.reconnects,
-            ttl_left=self._left("ttl"),
-            idle_left=self._left("idle"),
+            ttl_left=self._bounds.left("ttl"),
+            idle_left=self._bounds.left("idle"),
         )
 
     # -- lifetime bounds ------------------------------------------------------------------------
-    def _arm(self, name: str, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._disarm(name)
-        handle = loop.call_later(seconds, self._expire, name)
-        self._timers[name] = (handle, loop.time() + seconds)
-
-    def _disarm(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer[0].cancel()
-
     def _arm_idle(self) -> None:
-        if self.spec.idle_timeout and self.state == "ready" and self.counters.active == 0:
-            self._arm("idle", self.spec.idle_timeout)
-
-    def _left(self, name: str) -> float | None:
-        timer = self._timers.get(name)
-        if timer is None or timer[0].cancelled():
-            return None
-        return max(0.0, timer[1] - asyncio.get_running_loop().time())
+        idle = self.counters.connections_active == 0
+        if self.spec.idle_timeout and self.state == "ready" and idle:
+            self._bounds.arm("idle", self.spec.idle_timeout)
 
     def _expire(self, reason: str) -> None:
         if self._end_reason is None and not self._ended.is_set():
             # Warning level so that it shows without --debug: the process is about to exit 0.
             # The option is the last argument, so that the command line can show its flag.
-            option = BOUNDS[reason]
+            option = OPTIONS[reason]
             log.warning(
                 "%s: %s reached; stopping", self.spec.name, option, extra={"option": option}
             )
@@ -351,232 +304,60 @@ class Tunnel:
         self._up.clear()
         self.last_error = reason
         log.warning("%s: transport lost: %s", self.spec.name, reason)
-        for relay in list(self._relays):
-            if relay.linked:
-                relay.abort()  # streams cannot outlive their transport
+        self._connections.cut()  # streams cannot outlive their transport
         self._phase("reconnecting")
         self._supervisor = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
-        spec = self.spec
         self.reconnect_attempt = 0
-        outage: Outage | None = None
-        try:
-            if spec.reconnect:
-                address = await self.transport.server_address()
-                backoff = Backoff(spec.backoff_initial, spec.backoff_max)
-                outage = Outage(backoff, address, spec.name)
-            while outage is not None and (
-                spec.max_retries is None or self.reconnect_attempt < spec.max_retries
-            ):
-                self.reconnect_attempt += 1
-                self._phase("reconnecting")  # the same state, and news: which attempt, and why
-                await outage.pause(self.reconnect_attempt)
-                if await self._attempt(outage):
-                    return
-        finally:
-            if outage is not None:
-                outage.close()
+        taken = await reconnect(self.spec, self.transport, self._transport_lost, self)
+        if taken is not None:
+            log.warning("%s: reconnected after %d attempt(s)", self.spec.name, taken)
+            self.reconnect_attempt = 0
+            self.reconnects += 1
+            self._dead = None
+            self._up.set()
+            self._phase("ready")
+            return
         tried = (
             f"after {self.reconnect_attempt} reconnect attempt(s)"
-            if spec.reconnect
+            if self.spec.reconnect
             else "and reconnecting is off"
         )
-        self._lost = TunnelLostError(f"{spec.name}: transport lost {tried}: {self.last_error}")
+        self._lost = TunnelLostError(f"{self.spec.name}: transport lost {tried}: {self.last_error}")
         self._phase("lost")
         self._ended.set()
 
-    async def _attempt(self, outage: Outage) -> bool:
-        """One reconnect attempt, bounded by ``reconnect_timeout``; True if it succeeded."""
-        spec = self.spec
-        bound = spec.reconnect_timeout
-        heard: list[State] = []  # any phase past "connecting": the server has spoken
-        self._dead = None
-        try:
-            async with asyncio.timeout(bound):
-                await self.transport.connect(heard.append, self._transport_lost)
-        except TransportUnreachableError as exc:
-            self.last_error = exc.message
-            outage.failed(silent=not heard)
-        except TetherError as exc:  # it answered and refused: a login, a host key, a config
-            self.last_error = exc.message
-            outage.failed(silent=False)
-        except TimeoutError:
-            self.last_error = f"reconnect timed out after {bound:g}s"
-            outage.failed(silent=not heard)
-        else:
-            if self._dead is None:
-                log.warning(
-                    "%s: reconnected after %d attempt(s)", spec.name, self.reconnect_attempt
-                )
-                self.reconnect_attempt = 0
-                self.reconnects += 1
-                self._up.set()
-                self._phase("ready")
-                return True
-            self.last_error = self._dead
-            outage.failed(silent=False)
-        log.warning(
-            "%s: reconnect attempt %d failed: %s",
-            spec.name,
-            self.reconnect_attempt,
-            self.last_error,
-        )
-        return False
+    def attempting(self, attempt: int) -> None:
+        """outage.reconnect begins an attempt (outage.Attempts, as the next one)."""
+        self.reconnect_attempt = attempt
+        self._phase("reconnecting")  # the same state, and news: which attempt, and why
 
-    # -- connections ----------------------------------------------------------------------------
-    def _phase(self, phase: State) -> None:
-        self.state = phase
-        if self._on_phase:
-            self._on_phase(phase)
+    def attempt_failed(self, attempt: int, reason: str) -> None:
+        self.last_error = reason
+        log.warning("%s: reconnect attempt %d failed: %s", self.spec.name, attempt, reason)
 
-    @property
-    def probe_target(self) -> Endpoint | None:
-        """What the probe connects to: the target; for a SOCKS tunnel, the one host and port
-        its allowlist names, if it names exactly one (otherwise no target is probed)."""
-        return self.spec.probe_target
-
+    # -- what its connections ask of it (connection.Host) --------------------------------------
     def warn(self, kind: str, message: str) -> None:
         """Log a per-connection warning, at most a few of each ``kind`` per interval."""
         self._warnings.warning(kind, "%s: %s", self.spec.name, message)
 
-    def connect_failed(self, exc: TetherError) -> None:
-        """A connection could not reach its target: remembered, and logged (rate-limited)."""
-        self.last_error = exc.message
-        self.warn("connect", exc.message)
+    def failed(self, kind: str, message: str) -> None:
+        """A connection failed (its target unreachable, its SOCKS request denied): remembered as
+        ``last_error``, and logged (rate-limited)."""
+        self.last_error = message
+        self.warn(kind, message)
 
-    def _accept(self, conn: socket.socket) -> None:
-        socks = self.spec.socks
-        if self.transport.handoff:
-            forward = Forward(self.counters, self._relay_done, conn, counting=not socks)
-            self._relays.add(forward)
-            serving = self._hand_off(forward)
-        else:
-            relay = Relay(self.counters, self._relay_done, self._high_water, hold=socks)
-            self._relays.add(relay)
-            serving = (
-                socksserve.serve_relay(self, relay, conn) if socks else self._serve(relay, conn)
-            )
-        self._drained.clear()
-        self._disarm("idle")
-        self._rebalance()
-        task = asyncio.ensure_future(serving)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        # A task cancelled (by close) before it ran never reached the code that owns the socket.
-        task.add_done_callback(lambda done: conn.close() if done.cancelled() else None)
-        if socks:
-            if len(self._handshaking) >= self.handshake_limit:
-                self._evict_handshake()
-            self._handshaking[conn] = task
-        self._check_full()
-
-    def _served(self) -> int:
-        """Connections that hold a max_connections slot: not those still in a handshake."""
-        return self.counters.active - len(self._handshaking) - self._queued
-
-    def _check_full(self) -> None:
-        full = self._served() >= self.spec.max_connections
-        if full:
-            self._room.clear()
-        else:
-            self._room.set()
+    def _full(self, full: bool) -> None:
         if self._listener is not None:
             # While full, new clients wait in the kernel's backlog until a connection ends.
             (self._listener.pause if full else self._listener.resume)("full")
 
-    def _evict_handshake(self) -> None:
-        """Make room for a new handshake: end the oldest one of the peer that has the most, so
-        that a client cannot keep another's handshake from being heard by never finishing
-        its own."""
-        peers: dict[str, list[socket.socket]] = {}
-        for sock in self._handshaking:
-            peers.setdefault(_peer_host(sock), []).append(sock)
-        oldest = max(peers.values(), key=len)[0]
-        # Its task ends the connection as it unwinds (see socksserve), once the loop has let go
-        # of the socket: closing it from here could close a descriptor the loop still watches.
-        self._handshaking.pop(oldest).cancel()
-        log.debug("%s: dropped a SOCKS handshake for a newer one", self.spec.name)
-
-    async def socks_request(self, client: socksserve.SocksClient) -> Endpoint | None:
-        """The target a SOCKS client asks for, as ``client.request``; once it is known, the
-        connection takes a slot, waiting for one while max_connections are served."""
-        try:
-            target = await client.request()
-        finally:
-            self._handshaking.pop(client.sock, None)
-        if target is None:
-            return None
-        self._queued += 1
-        try:
-            while self._served() >= self.spec.max_connections:
-                # Cleared here too: a set event would return at once, and this loop would spin
-                # without yielding until the count it waits for could never change.
-                self._room.clear()
-                await self._room.wait()
-        finally:
-            self._queued -= 1
-        self._check_full()
-        return target
-
-    def _relay_done(self, relay: Relay | Forward) -> None:
-        self._relays.discard(relay)
-        self._rebalance()
-        self._check_full()
-        if self.counters.active == 0:
-            self._drained.set()
+    def _idle(self, idle: bool) -> None:
+        if idle:
             self._arm_idle()
-
-    def _rebalance(self) -> None:
-        """Share the tunnel's buffer budget among its open connections."""
-        high = high_water_for(self.counters.active)
-        if high != self._high_water:
-            self._high_water = high
-            for relay in self._relays:
-                relay.limit(high)
-
-    async def _serve(self, relay: Relay, conn: socket.socket) -> None:
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: relay.local, conn)
-        except OSError:
-            conn.close()  # the client is already gone
-            relay.abort()
-            return
-        await self._connect(relay)
-
-    async def _hand_off(self, forward: Forward) -> None:
-        """The handoff path: the transport's process moves the bytes until it ends the forward."""
-        target = self.spec.target
-        if target is None:
-            target = await socksserve.hand_off_request(self, forward)
-            if target is None:
-                return
-        try:
-            await self.until_up()
-            forwarding = await self.transport.forward(target, forward.sock)
-        except TimeoutError:
-            self.held_too_long()
-            forward.abort()
-            return
-        except TetherError as exc:
-            self.connect_failed(exc)
-            forward.abort()
-            return
-        except asyncio.CancelledError:  # the tunnel is closing
-            forward.abort(reset_peers=False)
-            raise
-        forward.link()
-        try:
-            orderly = await forwarding.ended()
-        except asyncio.CancelledError:  # the tunnel is closing
-            forwarding.close()
-            forward.abort(reset_peers=False)
-            raise
-        forwarding.close()
-        if orderly:
-            forward.close()
         else:
-            forward.abort()  # cut off by the transport's death: a reset, never an EOF
+            self._bounds.disarm("idle")
 
     async def until_up(self) -> None:
         """Return once the transport is up; TimeoutError if it stays down for ``hold`` seconds
@@ -594,28 +375,3 @@ class Tunnel:
             f"the transport is still down after {self.spec.hold:g}s (hold): connection reset; "
             f"reconnecting: {self.last_error}",
         )
-
-    async def _connect(self, relay: Relay) -> None:
-        assert self.spec.target is not None
-        try:
-            await self.until_up()
-            await self.transport.open(self.spec.target, relay.remote)
-        except TimeoutError:
-            self.held_too_long()
-            relay.abort()
-            return
-        except TetherError as exc:
-            self.connect_failed(exc)
-            relay.abort()
-            return
-        except asyncio.CancelledError:  # the tunnel is closing
-            relay.abort(reset_peers=False)
-            raise
-        relay.link()
-
-
-def _peer_host(sock: socket.socket) -> str:
-    try:
-        return str(sock.getpeername()[0])
-    except OSError:
-        return ""

@@ -16,7 +16,7 @@ from tests.support.servers import EchoServer
 from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.waiting import wait_until_sync
 from tether.modes.drain import DRAINS, ENDINGS, drain_for
-from tether.protocol import MODES, Mode
+from tether.states import MODES, Mode
 from tether.spec import Endpoint, TunnelSpec
 
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from tether.entry import Entry, TunnelIdentity
-from tether.protocol import Mode, Status
+from tether.protocol import Status
+from tether.states import Mode
 from tether.record import TunnelInfo
 from tether.registry import Registration, Registry
 

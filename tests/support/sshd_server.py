@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import pwd
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Self
 
 import pytest
+
+from tether.spec import SshOptions
 
 SSHD_PATH = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
@@ -181,6 +184,15 @@ class SshdServer:
             str(self.ssh_config),
         ]
         return [*flags, "--engine", self.engine] if self.engine else flags
+
+    def ssh_options(self, **changes: object) -> SshOptions:
+        """An SSH engine's options that go through this server with its per-run key and hosts."""
+        options = SshOptions(
+            identity_files=(str(self.client_key),),
+            known_hosts=str(self.known_hosts),
+            ssh_config=str(self.ssh_config),
+        )
+        return dataclasses.replace(options, **changes)  # type: ignore[arg-type]
 
     @property
     def via(self) -> str:

@@ -95,7 +95,7 @@ async def test_connections_beyond_the_limit_wait_their_turn(echo_server: EchoSer
         writer.write(b"third")
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(reader.readexactly(5), 0.5)
-        assert tunnel.stats().active == 2
+        assert tunnel.stats().connections_active == 2
         held[0][1].close()  # one ends, so the queued one is served
         assert await asyncio.wait_for(reader.readexactly(5), 10) == b"third"
         for _, other in [held[1], (reader, writer)]:

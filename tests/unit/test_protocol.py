@@ -6,7 +6,7 @@ import pytest
 
 from tether.protocol import Status, parse_request, request_line
 from tether.spec import Endpoint
-from tether.tunnel import TunnelStats
+from tether.stats import TunnelStats
 
 
 def test_status_from_the_engine_and_back() -> None:
@@ -16,10 +16,10 @@ def test_status_from_the_engine_and_back() -> None:
         target=Endpoint("db", 5432),
         via="direct",
         engine=None,
-        active=1,
-        total=3,
-        bytes_to_target=10,
-        bytes_from_target=20,
+        connections_active=1,
+        connections_total=3,
+        bytes_in=20,
+        bytes_out=10,
         uptime=1.23456,
         last_error=None,
         reconnect_attempt=0,

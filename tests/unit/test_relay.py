@@ -16,7 +16,8 @@ import pytest
 from tests.support.servers import AsyncSshServer
 from tests.support.sshd_server import SshdServer
 from tests.support.waiting import wait_until, wait_until_sync
-from tether.relay import MAX_READ, WRITE_HIGH_WATER, Counters, End, Relay
+from tether.relay import MAX_READ, WRITE_HIGH_WATER, End, Relay
+from tether.stats import Counters
 from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 from tether.tunnel import Tunnel
 
@@ -89,7 +90,7 @@ async def test_client_eof_still_gets_the_reply(
     writer.write_eof()
     assert await asyncio.wait_for(reader.read(), 10) == b"got 100000"
     writer.close()
-    await wait_until(lambda: tunnel.stats().active == 0, "the relay to finish")
+    await wait_until(lambda: tunnel.stats().connections_active == 0, "the relay to finish")
     server.close()
 
 
@@ -130,9 +131,9 @@ async def test_counters(open_tunnel: Callable[[int], Awaitable[Tunnel]]) -> None
         writer.write_eof()
         assert await asyncio.wait_for(reader.read(), 10) == payload
         writer.close()
-    await wait_until(lambda: tunnel.stats().active == 0, "all relays to finish")
+    await wait_until(lambda: tunnel.stats().connections_active == 0, "all relays to finish")
     stats = tunnel.stats()
-    assert (stats.total, stats.bytes_to_target, stats.bytes_from_target) == (3, 900_000, 900_000)
+    assert (stats.connections_total, stats.bytes_out, stats.bytes_in) == (3, 900_000, 900_000)
     server.close()
 
 
@@ -170,13 +171,13 @@ async def test_slow_reader_bounds_buffering(
             break
     assert stalled, "the client was never held back"
     # What the tunnel took from the client is what sits in kernel buffers plus its own bounded one.
-    relay = next(iter(tunnel._relays))
+    relay = next(iter(tunnel._connections))
     assert isinstance(relay, Relay)
     # An asyncio transport or an asyncssh channel: both report their write buffer.
     conduit: Any = relay.remote.conduit
     assert conduit is not None
     assert conduit.get_write_buffer_size() <= WRITE_HIGH_WATER + 2 * 1024 * 1024
-    assert tunnel.stats().bytes_to_target < 32 * 1024 * 1024
+    assert tunnel.stats().bytes_out < 32 * 1024 * 1024
     may_read.set()
     while written < total:
         writer.write(block)
@@ -219,7 +220,7 @@ async def test_a_client_reset_racing_the_target_eof_ends_only_its_own_stream(
         upstream, _ = await asyncio.wait_for(loop.sock_accept(target), 10)
         client.sendall(b"x")
         assert await asyncio.wait_for(loop.sock_recv(upstream, 1), 10) == b"x"
-        [relay] = tunnel._relays
+        [relay] = tunnel._connections
         assert isinstance(relay, Relay)
         assert relay.local.conduit is not None and relay.remote.conduit is not None
         local_sock: Any = relay.local.conduit.get_extra_info("socket")  # type: ignore[attr-defined]
@@ -234,7 +235,7 @@ async def test_a_client_reset_racing_the_target_eof_ends_only_its_own_stream(
         client.close()
         wait_until_sync(lambda: tcp_state(local_sock) == TCP_CLOSE, "the reset to arrive")
 
-        await wait_until(lambda: tunnel.stats().active == 0, "the stream to end")
+        await wait_until(lambda: tunnel.stats().connections_active == 0, "the stream to end")
         upstream.close()
         stats = tunnel.stats()
         assert (stats.state, stats.reconnects, stats.last_error) == ("ready", 0, None)
@@ -337,4 +338,4 @@ def test_what_comes_before_link_waits_for_it(hold: bool) -> None:
     relay.link()
     assert target.written == [b"early ", b"bytes"] and target.eof
     assert client.written == ([b"banner"] if hold else [])
-    assert relay.counters.bytes_to_target == len(b"early bytes")
+    assert relay.counters.bytes_out == len(b"early bytes")

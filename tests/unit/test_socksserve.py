@@ -81,11 +81,11 @@ async def test_by_address_and_by_name(
         for host in ("127.0.0.1", "localhost"):
             payload = host.encode() * 1000
             assert await off_loop(socks_echo, port, host, echo_server.port, payload) == payload
-        await wait_until(lambda: tunnel.stats().active == 0, "the connections to end")
+        await wait_until(lambda: tunnel.stats().connections_active == 0, "the connections to end")
         stats = tunnel.stats()
         # The handshakes are not the target's bytes.
         sent = len(b"127.0.0.1localhost") * 1000
-        assert (stats.total, stats.bytes_to_target, stats.bytes_from_target) == (2, sent, sent)
+        assert (stats.connections_total, stats.bytes_out, stats.bytes_in) == (2, sent, sent)
         assert stats.target is None
 
 
@@ -211,7 +211,7 @@ async def test_malformed_handshakes_get_an_error_reply_or_a_close(
             answer, rest = await off_loop(raw_exchange, port, data, len(expected) + 10)
             assert answer[: len(expected)] == expected, (data, answer)
             assert rest == b"", (data, rest)
-        await wait_until(lambda: tunnel.stats().active == 0, "every connection to end")
+        await wait_until(lambda: tunnel.stats().connections_active == 0, "every connection to end")
         assert await off_loop(socks_echo, port, "127.0.0.1", echo_server.port, b"ok") == b"ok"
         assert tunnel.state == "ready"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
@@ -228,7 +228,7 @@ async def test_a_client_that_never_finishes_is_closed_at_the_deadline(
         with caplog.at_level(logging.WARNING, "tether"):
             assert await asyncio.wait_for(reader.read(), 10) == b"\x05\x00"
         writer.close()
-        await wait_until(lambda: tunnel.stats().active == 0, "the slot to be freed")
+        await wait_until(lambda: tunnel.stats().connections_active == 0, "the slot to be freed")
     assert "no SOCKS request within 0.3s" in caplog.text
 
 
@@ -316,7 +316,7 @@ async def test_closing_ends_clients_mid_handshake(spec_for: Callable[..., Tunnel
     assert await asyncio.wait_for(reader.readexactly(2), 10) == b"\x05\x00"
     await tunnel.close(drain=0.2)
     assert await asyncio.wait_for(reader.read(), 10) == b""
-    assert tunnel.stats().active == 0
+    assert tunnel.stats().connections_active == 0
     writer.close()
 
 

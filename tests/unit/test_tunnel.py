@@ -225,7 +225,7 @@ async def test_close_drops_open_connections(echo_server: EchoServer) -> None:
     await tunnel.close()
     await tunnel.close()  # idempotent
     assert await asyncio.wait_for(reader.read(), 10) == b""
-    assert tunnel.stats().active == 0
+    assert tunnel.stats().connections_active == 0
     writer.close()
 
 

@@ -11,7 +11,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from tether import __version__
-from tether.cli import PROG, configure_logging
+from tether.cli.console import PROG, configure_logging
 from tether.errors import UsageError
 
 # Subcommands load on first use, so `tether list` never imports what `start` needs.

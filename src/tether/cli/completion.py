@@ -24,7 +24,7 @@ def completion(ctx: click.Context, shell: str) -> None:
     """
     from click.shell_completion import get_completion_class
 
-    from tether.cli import COMPLETE_VAR, PROG
+    from tether.cli.console import COMPLETE_VAR, PROG
 
     script = get_completion_class(shell)
     assert script is not None  # click.Choice let through only the shells click knows

@@ -9,6 +9,7 @@ from tether.client import list_tunnels
 from tether.record import TunnelInfo
 from tether.protocol import Status
 from tether.registry import Registry
+from tether.states import DIRECT
 from tether.values import host_port
 
 HEADERS = (
@@ -61,7 +62,7 @@ def row(info: TunnelInfo) -> list[str]:
         str(e.pid),
         host_port(e.local_host, e.local_port),
         info.target,
-        e.via or "direct",
+        e.via or DIRECT,
         state(status),
         human_duration(status.uptime),
         conns,

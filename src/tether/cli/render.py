@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 
 from tether.errors import OutputError, StopFailedError, TetherError, describe, visible
 from tether.record import TunnelInfo
+from tether.states import DIRECT
 from tether.values import host_port
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def print_ready(
     echo(
         visible(
             f"tether: {record.name} {state} on {host_port(entry.local_host, entry.local_port)}"
-            f" -> {record.target} via {entry.via or 'direct'} (id {record.id}, pid {record.pid})"
+            f" -> {record.target} via {entry.via or DIRECT} (id {record.id}, pid {record.pid})"
             + (f" with {entry.engine}" if entry.engine else "")
         ),
         err=True,

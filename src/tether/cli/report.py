@@ -9,7 +9,7 @@ from typing import Self
 
 from tether.cli.render import Spinner, print_ready, show_error
 from tether.modes.report import Reporter
-from tether.protocol import State
+from tether.states import State
 from tether.record import TunnelInfo
 
 

@@ -17,7 +17,7 @@ from tether.cli.listing import render_list
 from tether.cli.render import echo, on_terminal, print_ready, show_error
 from tether.cli.flags import START_HELP, StartCommand, parse_request, start_flags
 from tether.cli.render import announce_stopped, report_stopped
-from tether.errors import InputError, UsageError, describe
+from tether.errors import InputError, UsageError, map_exceptions
 from tether.client import STOP_TIMEOUT, list_tunnels, select_entries, stop_tunnels
 from tether.modes.shell import ShellSession
 from tether.registry import Registry
@@ -112,12 +112,10 @@ def _read(interactive: bool) -> str | None:
         except EOFError:
             echo("")
             return None
-    try:
+    with map_exceptions({OSError: InputError, ValueError: InputError}, "cannot read stdin"):
         if sys.stdin is None:  # closed when tether started
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         line = sys.stdin.readline()
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read stdin: {describe(exc)}") from None
     return line if line else None
 
 

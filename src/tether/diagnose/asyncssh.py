@@ -20,7 +20,7 @@ from tether.errors import ConfigError, TransportUnreachableError
 from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import sshcerts
-from tether.transports.ssh import SshTransport
+from tether.transports.asyncssh import AsyncSshTransport
 from tether.transports.sshidentities import DEFAULT_KEYS
 from tether.transports.sshsetup import check_files, target_error
 
@@ -46,7 +46,7 @@ class _Seen:
             self.keys.append(key)
 
 
-class _Watched(SshTransport):
+class _Watched(AsyncSshTransport):
     """The tunnel's asyncssh transport, its login watched, and what ssh_config says for it."""
 
     def __init__(self, via: Via, options: SshOptions) -> None:

@@ -14,7 +14,8 @@ from tether.diagnose.network import Peer, first_bytes
 from tether.diagnose.report import Step
 from tether.spec import DEFAULT_SSH_PORT, Endpoint, SshOptions, Via
 from tether.transports import sshexit
-from tether.transports.openssh import OpenSshTransport, openssh_version, write_config
+from tether.transports.masterconfig import openssh_version, write_config
+from tether.transports.openssh import OpenSshTransport
 from tether.transports.sshsetup import check_files
 from tether.transports.workdir import Workdir
 

@@ -24,14 +24,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import get_args
 
 from tether.errors import (
     ChildFailed,
     Interrupted,
     ReadinessTimeoutError,
     UsageError,
-    describe,
+    map_exceptions,
 )
 from tether.files import ensure_private_directory
 from tether.logs import TimestampedLog, as_text_stream, rotated
@@ -41,7 +40,8 @@ from tether.modes.report import Reporter, exit_status
 from tether.modes.signals import STOP_SIGNALS
 from tether.modes import runtime
 from tether.procs import Pinned
-from tether.protocol import JSONObject, State
+from tether.protocol import JSONObject
+from tether.states import STATES, State
 from tether.record import TunnelInfo
 from tether.registry import Registry, new_id
 from tether.spec import TunnelSpec
@@ -80,12 +80,10 @@ def prune_logs(directory: Path, live_ids: set[str], keep: int = LOGS_KEPT) -> No
 
 
 def _open_log(path: Path) -> int:
-    try:
+    with map_exceptions({OSError: UsageError}, f"cannot create log {path}"):
         return os.open(
             path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW, 0o600
         )
-    except OSError as exc:
-        raise UsageError(f"cannot create log {path}: {describe(exc)}") from None
 
 
 def run_background(
@@ -281,9 +279,6 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise Interrupted("interrupted before the tunnel was ready", signum=signum)
 
 
-_STATES = frozenset(get_args(State))
-
-
 def _read_report(fd: int, timeout: float, reporter: Reporter) -> JSONObject | None:
     """The child's last report (ready or error), its phases passed on to ``reporter``; {} if it
     closed the pipe without one; None on timeout."""
@@ -298,7 +293,7 @@ def _read_report(fd: int, timeout: float, reporter: Reporter) -> JSONObject | No
                 return {}
             if not isinstance(report, dict):
                 return {}
-            if report.get("phase") not in _STATES:
+            if report.get("phase") not in STATES:
                 return report
             reporter.phase(report["phase"])
         left = deadline - time.monotonic()

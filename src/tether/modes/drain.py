@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from tether.protocol import MODES, Mode
+from tether.states import MODES, Mode
 from tether.spec import TunnelSpec
 
 #: How a tunnel comes to an end.

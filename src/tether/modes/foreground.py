@@ -22,7 +22,7 @@ from tether.modes.pidfile import NO_FILES, PidFile, ReadyFiles
 from tether.modes.report import Reporter
 from tether.modes.service import ServiceManager, ServiceReport
 from tether.modes.signals import StopRequest, capture_stop_signals
-from tether.protocol import Mode, State
+from tether.states import Mode, State
 from tether.registry import Registry
 from tether.spec import TunnelSpec
 

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from tether.control import ControlServer
 from tether.errors import Interrupted
 from tether.modes.signals import StopRequest
-from tether.protocol import Mode, Status
+from tether.protocol import Status
+from tether.states import Mode
 from tether.record import TunnelInfo
 from tether.entry import TunnelIdentity
 from tether.registry import Registration, Registry

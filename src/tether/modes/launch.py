@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from tether import paths
 from tether.modes.pidfile import ReadyFiles
 from tether.modes.report import Reporter
-from tether.protocol import State
+from tether.states import State
 from tether.record import TunnelInfo
 from tether.registry import Registry
 from tether.spec import TunnelSpec

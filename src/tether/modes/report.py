@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from tether.errors import TetherError
-from tether.protocol import State
+from tether.states import State
 from tether.record import TunnelInfo
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tether.client import list_tunnels
-from tether.errors import ReadinessTimeoutError, RegistryError, describe
+from tether.errors import ReadinessTimeoutError, RegistryError, map_exceptions
 from tether.listener import resolve_listen
 from tether.locks import LockWait, try_lock
 from tether.record import TunnelInfo
@@ -68,10 +68,8 @@ class ReuseLock:
         while True:
             fd = self._open()
             if not try_lock(fd, "lockf"):
-                try:
+                with map_exceptions({OSError: RegistryError}, f"cannot lock {self.path}"):
                     taken = LockWait(fd, "lockf").wait(deadline - time.monotonic())
-                except OSError as exc:
-                    raise RegistryError(f"cannot lock {self.path}: {describe(exc)}") from None
                 if not taken:  # the descriptor went with the wait
                     raise ReadinessTimeoutError(
                         f"another `tether start --reuse` of this tunnel did not finish "
@@ -85,10 +83,8 @@ class ReuseLock:
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
+        with map_exceptions({OSError: RegistryError}, f"cannot open {self.path}"):
             return os.open(self.path, flags, 0o600)
-        except OSError as exc:
-            raise RegistryError(f"cannot open {self.path}: {describe(exc)}") from None
 
     def _is_current(self, fd: int) -> bool:
         try:

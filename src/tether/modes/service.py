@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tether.errors import UsageError
 from tether.modes.activation import listen_sockets, passed_to_us
 from tether.modes.notify import Notifier
-from tether.protocol import State
+from tether.states import DIRECT, State
 from tether.record import TunnelInfo
 from tether.spec import TunnelSpec
 from tether.tunnel import Tunnel
@@ -76,7 +76,7 @@ def status_of(state: State, spec: TunnelSpec, tunnel: Tunnel, *, activated: bool
 
 
 def ready_status(record: TunnelInfo) -> str:
-    return f"ready on {record.address} -> {record.target} via {record.entry.via or 'direct'}"
+    return f"ready on {record.address} -> {record.target} via {record.entry.via or DIRECT}"
 
 
 class ServiceReport:

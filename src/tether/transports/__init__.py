@@ -24,9 +24,9 @@ def transport_for(spec: TunnelSpec) -> Transport:
                 options=("engine",),
             )
         return openssh.OpenSshTransport(spec.via, spec.ssh)
-    from tether.transports.ssh import SshTransport
+    from tether.transports.asyncssh import AsyncSshTransport
 
-    return SshTransport(spec.via, spec.ssh)
+    return AsyncSshTransport(spec.via, spec.ssh)
 
 
 __all__ = ["DirectTransport", "Transport", "transport_for"]

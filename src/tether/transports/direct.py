@@ -10,7 +10,8 @@ import socket
 from tether.errors import TargetFailure, TargetUnreachableError, describe
 from tether.relay import Conduit, End
 from tether.spec import Endpoint
-from tether.transports.base import LossCallback, PhaseCallback, Transport
+from tether.states import DIRECT
+from tether.transports.base import LossCallback, PhaseCallback, RelayingTransport
 
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EADDRNOTAVAIL}
 # asyncio joins the failures of a name's several addresses into one message without an errno.
@@ -27,10 +28,10 @@ def failure_kind(exc: OSError) -> TargetFailure:
     return "other"
 
 
-class DirectTransport(Transport):
+class DirectTransport(RelayingTransport):
     """Each stream is a new TCP connection straight to the target."""
 
-    label = "direct"
+    label = DIRECT
 
     async def connect(
         self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tether.cli import _Formatter
+from tether.cli.console import _Formatter
 
 
 def record_with_traceback(name: str) -> logging.LogRecord:
@@ -38,7 +38,7 @@ def test_a_value_in_a_record_stays_on_its_line() -> None:
 
 WARN_THEN_EXIT = (
     "import sys, warnings\n"
-    "from tether.cli import configure_logging\n"
+    "from tether.cli.console import configure_logging\n"
     "configure_logging(debug=sys.argv[1] == 'debug')\n"
     "warnings.warn('DSA is deprecated', UserWarning)\n"
 )

@@ -18,7 +18,7 @@ from tether.errors import OutputError, TargetUnreachableError
 from tether.modes.foreground import CONTROL_STOP, Foreground
 from tether.modes.pidfile import ReadyFiles
 from tether.modes.report import Quiet
-from tether.protocol import State
+from tether.states import State
 from tether.record import TunnelInfo
 from tether.registry import Registry
 from tether.spec import Endpoint, TunnelSpec

@@ -13,7 +13,8 @@ from tests.support.waiting import wait_until
 from tether.errors import UsageError
 from tether.modes.notify import Notifier
 from tether.modes.service import ServiceManager, ServiceReport, ready_status, status_of
-from tether.protocol import State, Status
+from tether.protocol import Status
+from tether.states import State
 from tether.record import TunnelInfo
 from tether.entry import Entry
 from tether.spec import Endpoint, TunnelSpec, Via

@@ -10,7 +10,8 @@ import pytest
 
 from tests.support.servers import EchoServer
 from tether.errors import TargetUnreachableError
-from tether.relay import Counters, Relay
+from tether.relay import Relay
+from tether.stats import Counters
 from tether.spec import Endpoint
 from tether.transports.direct import DirectTransport, failure_kind
 

@@ -1,5 +1,6 @@
 """What both SSH engines check and say alike: ssh_config's owner and mode as ssh checks them, a
-target the SSH server cannot resolve, a login without a key, a host certificate's CA."""
+target the SSH server cannot resolve, a login without a key, a host certificate's CA; and where
+ssh_config leads them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from tether.errors import ConfigError
-from tether.spec import Endpoint, SshOptions
+from tether.spec import Endpoint, SshOptions, Via
+from tether.transports.asyncssh import AsyncSshTransport
+from tether.transports.openssh import OpenSshTransport
 from tether.transports.sshsetup import (
     KeyProblem,
     check_files,
@@ -96,3 +99,27 @@ def test_a_host_certificate_suggests_its_authority_not_the_bare_key() -> None:
     )
     assert error.hint is not None and "ssh-keyscan" not in error.hint
     assert '@cert-authority [h]:2222 $(cat CA.pub)" >> /kh' in error.hint
+
+
+@pytest.mark.parametrize("engine", [OpenSshTransport, AsyncSshTransport])
+async def test_the_server_address_is_where_ssh_config_leads(
+    tmp_path: Path, engine: type[OpenSshTransport | AsyncSshTransport]
+) -> None:
+    """What the outage watch connects to, as each engine reads ssh_config (the OpenSSH engine
+    asks `ssh -G`): HostName and Port; nothing behind a jump host or a ProxyCommand, where
+    tether has no direct way to the server."""
+    config = tmp_path / "config"
+    config.write_text(
+        "Host alias\n  HostName 127.0.0.2\n  Port 2222\n"
+        "Host jumped\n  ProxyJump alias\n"
+        "Host piped\n  ProxyCommand nc %h %p\n"
+    )
+    for host, address in (
+        ("alias", ("127.0.0.2", 2222)),
+        ("plain.example", ("plain.example", 22)),
+        ("jumped", None),
+        ("piped", None),
+    ):
+        via = Via.parse(f"ssh://{host}")
+        found = await engine(via, SshOptions(ssh_config=str(config))).server_address()
+        assert found == address, host

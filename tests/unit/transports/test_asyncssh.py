@@ -12,15 +12,15 @@ import pytest
 from tests.support.servers import AsyncSshServer
 from tether.errors import ConfigError, HostKeyError
 from tether.spec import SshOptions, Via
-from tether.transports.ssh import SshTransport, channel_failure, load_known_hosts
+from tether.transports.asyncssh import AsyncSshTransport, channel_failure, load_known_hosts
 
 
-def transport(server: AsyncSshServer, **options: object) -> SshTransport:
+def transport(server: AsyncSshServer, **options: object) -> AsyncSshTransport:
     defaults: dict[str, object] = {
         "identity_files": (str(server.client_key),),
         "known_hosts": str(server.known_hosts),
     }
-    return SshTransport(Via.parse(server.via), SshOptions(**{**defaults, **options}))  # type: ignore[arg-type]
+    return AsyncSshTransport(Via.parse(server.via), SshOptions(**{**defaults, **options}))  # type: ignore[arg-type]
 
 
 async def test_connects_and_closes(asyncssh_server: AsyncSshServer) -> None:
@@ -83,23 +83,3 @@ async def test_only_an_authority_and_no_certificate(
 )
 def test_refused_channels_say_what_kind_they_are(code: int, reason: str, kind: str) -> None:
     assert channel_failure(code, reason) == kind
-
-
-async def test_the_server_address_is_where_ssh_config_leads(tmp_path: Path) -> None:
-    """What the outage watch connects to, as asyncssh reads ssh_config; nothing behind a jump
-    host or a ProxyCommand."""
-    config = tmp_path / "config"
-    config.write_text(
-        "Host alias\n  HostName 127.0.0.2\n  Port 2222\n"
-        "Host jumped\n  ProxyJump alias\n"
-        "Host piped\n  ProxyCommand nc %h %p\n"
-    )
-    for host, address in (
-        ("alias", ("127.0.0.2", 2222)),
-        ("plain.example", ("plain.example", 22)),
-        ("jumped", None),
-        ("piped", None),
-    ):
-        via = Via.parse(f"ssh://{host}")
-        found = await SshTransport(via, SshOptions(ssh_config=str(config))).server_address()
-        assert found == address, host

@@ -31,7 +31,7 @@ from tether.files import KNOWN_HOSTS_LIMIT, read_regular
 from tether.relay import Conduit, End
 from tether.spec import DEFAULT_SSH_PORT, Endpoint, SshOptions, Via
 from tether.transports import sshcerts, sshkeys
-from tether.transports.base import LossCallback, PhaseCallback, Transport
+from tether.transports.base import LossCallback, PhaseCallback, RelayingTransport
 from tether.transports.sshsetup import (
     KeyProblem,
     check_files,
@@ -167,7 +167,7 @@ class TunnelClient(asyncssh.SSHClient):
         return None
 
 
-class SshTransport(Transport):
+class AsyncSshTransport(RelayingTransport):
     """Streams are direct-tcpip channels over a single SSH connection."""
 
     engine = "asyncssh"
@@ -381,7 +381,7 @@ class SshTransport(Transport):
                 via = Via.parse(f"ssh://{hop}", what="ProxyJump")
             except UsageError:
                 break
-            transport = SshTransport(via, replace(self.options, known_hosts=None))
+            transport = AsyncSshTransport(via, replace(self.options, known_hosts=None))
             resolved = transport.resolve(transport.config_files())
             if resolved.hostname != host and hop != hops[-1]:
                 continue
