@@ -5,9 +5,12 @@ socket name them: one word for one count, from the engine to the wire."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tether.spec import Endpoint
 from tether.states import State
+
+if TYPE_CHECKING:  # `tether list` reads counts through protocol.py, and loads no spec
+    from tether.spec import Endpoint
 
 
 @dataclass
