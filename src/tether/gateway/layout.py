@@ -1,0 +1,127 @@
+"""A gateway's directory: where its keys, certificates, policy and audit log live, and its
+creation (`tether gateway init`).
+
+    DIR/                  0700
+      ca/user_ca(.pub)    signs users' keys (for one target) and sites' agent keys
+      ca/host_ca(.pub)    signs the relays' and the sites' host keys: what clients trust
+      relay/host_ed25519(.pub, -cert.pub)
+                          the relay's host key, certified for RELAY_PRINCIPAL
+      policy.toml         who may reach which target (policy.py)
+      serial              the last certificate serial issued
+
+Private keys are 0600 and every directory 0700, whatever the umask: ssh-keygen creates files
+with the process's umask, so each directory is made private before anything is written in it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.errors import UsageError, describe
+from tether.files import write_atomic, write_private
+from tether.gateway import keygen
+from tether.gateway.names import RELAY_PRINCIPAL
+from tether.gateway.policy import EMPTY_POLICY
+
+# A relay's host certificate outlives any one relay process: it is renewed by a new `init`
+# of the relay (issue 21 moves the CA off the relays).
+RELAY_CERT_VALIDITY = "+520w"
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """The files of the gateway at ``root``."""
+
+    root: Path
+
+    @property
+    def user_ca(self) -> Path:
+        return self.root / "ca" / "user_ca"
+
+    @property
+    def host_ca(self) -> Path:
+        return self.root / "ca" / "host_ca"
+
+    @property
+    def relay_key(self) -> Path:
+        return self.root / "relay" / "host_ed25519"
+
+    @property
+    def relay_certificate(self) -> Path:
+        return self.root / "relay" / "host_ed25519-cert.pub"
+
+    @property
+    def policy(self) -> Path:
+        return self.root / "policy.toml"
+
+    @property
+    def serial(self) -> Path:
+        return self.root / "serial"
+
+
+def init(directory: Path) -> Gateway:
+    """Create a gateway in ``directory`` (made if missing; if it exists it must be empty)."""
+    gateway = Gateway(Path(os.path.abspath(directory)))
+    created = _private_directory(gateway.root)
+    try:
+        for sub in (gateway.user_ca.parent, gateway.relay_key.parent):
+            _private_directory(sub)
+        keygen.generate(gateway.user_ca, "tether-gateway-user-ca")
+        keygen.generate(gateway.host_ca, "tether-gateway-host-ca")
+        keygen.generate(gateway.relay_key, "tether-gateway-relay")
+        keygen.sign(
+            gateway.host_ca,
+            gateway.relay_key.with_name(gateway.relay_key.name + ".pub"),
+            key_id="relay",
+            principals=[RELAY_PRINCIPAL],
+            validity=RELAY_CERT_VALIDITY,
+            serial=1,
+            host=True,
+        )
+        write_atomic(gateway.policy, EMPTY_POLICY, 0o600)
+        write_private(gateway.serial, "1\n")
+    except BaseException:
+        _empty(gateway.root, remove_root=created)
+        raise
+    return gateway
+
+
+def _private_directory(path: Path) -> bool:
+    """Make ``path`` a private (0700) directory of this user; one that exists must be empty.
+    Whether it was created."""
+    created = True
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        created = False
+    except OSError as exc:
+        raise UsageError(f"cannot create {path}: {describe(exc)}") from None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"{path}: not a directory of its own ({describe(exc)})") from None
+    try:
+        if os.fstat(fd).st_uid != os.getuid():
+            raise UsageError(f"{path}: belongs to another user")
+        if os.listdir(fd):
+            raise UsageError(
+                f"{path}: not empty; a gateway is created in a new or empty directory",
+                hint="choose another directory; an existing gateway is never overwritten",
+            )
+        os.fchmod(fd, 0o700)  # mkdir's mode passed through the umask
+    finally:
+        os.close(fd)
+    return created
+
+
+def _empty(root: Path, *, remove_root: bool) -> None:
+    """Undo a failed init: what it wrote below ``root`` (which was empty or new)."""
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            os.unlink(os.path.join(dirpath, name))
+        for name in dirnames:
+            os.rmdir(os.path.join(dirpath, name))
+    if remove_root:
+        os.rmdir(root)

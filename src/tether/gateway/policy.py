@@ -1,0 +1,159 @@
+"""A gateway's policy (policy.toml): its users, named with their SSH public key; its sites; and
+the grants that let a user reach one target of a site, until a time or until revoked. Written
+by `tether gateway` commands, and readable and editable by hand: every read checks it whole, and
+an error names the file and the key, as a profile's does.
+"""
+
+from __future__ import annotations
+
+import base64
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ConfigError, UsageError, shown
+from tether.files import CONFIG_LIMIT, read_regular
+from tether.gateway.names import parse_name, parse_target_path
+
+EMPTY_POLICY = """\
+# The gateway's policy: who may reach which target. `tether gateway` commands edit it; it may be
+# edited by hand too, and every read checks it whole.
+#
+# [users.alice]
+# key = "ssh-ed25519 AAAA... alice@laptop"
+#
+# [sites.lab]                       # written by `tether gateway site add`
+#
+# [[grants]]
+# user = "alice"
+# target = "lab/db"                 # SITE/TARGET
+# until = 2030-01-01T00:00:00Z      # optional: without it, until revoked
+"""
+KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    key: str  # "TYPE BASE64", the comment dropped: it reaches authorized files
+
+
+@dataclass(frozen=True)
+class Grant:
+    user: str
+    site: str
+    target: str
+    until: datetime | None
+
+    def live(self, now: datetime) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass(frozen=True)
+class Policy:
+    users: dict[str, User]
+    sites: frozenset[str]
+    grants: tuple[Grant, ...]
+
+
+def parse_public_key(text: str, *, what: str) -> str:
+    """An OpenSSH public key line as "TYPE BASE64" (its comment dropped), checked: a known type,
+    and base64 that holds that same type."""
+    fields = text.split()
+    if len(fields) < 2 or fields[0] not in KEY_TYPES or not text.isprintable():
+        raise UsageError(f"{what}: not an SSH public key: {shown(text)}")
+    kind, blob = fields[0], fields[1]
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except ValueError:
+        raise UsageError(f"{what}: not an SSH public key (bad base64)") from None
+    named = kind.encode()
+    if raw[:4] != len(named).to_bytes(4, "big") or raw[4 : 4 + len(named)] != named:
+        raise UsageError(f"{what}: not an SSH public key (its type does not match)")
+    return f"{kind} {blob}"
+
+
+def load(path: Path) -> Policy:
+    """The policy at ``path``, checked whole (ConfigError naming the file and the key)."""
+    try:
+        data = tomllib.loads(
+            read_regular(path, limit=CONFIG_LIMIT, what="policy", error=ConfigError).decode()
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file", hint="is this a gateway directory?") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return _checked(data)
+    except UsageError as exc:
+        raise ConfigError(f"{path}: {exc.message}", hint=exc.hint) from None
+
+
+def _checked(data: dict[str, Any]) -> Policy:
+    unknown = sorted(set(data) - {"users", "sites", "grants"})
+    if unknown:
+        raise UsageError(f"{unknown[0]}: unknown key (users, sites and grants are known)")
+    users = {}
+    for name, table in _table(data.get("users", {}), "users").items():
+        where = f"users.{parse_name(name, what='users: a user')}"
+        entry = _table(table, where)
+        _only(entry, where, {"key"})
+        key = entry.get("key")
+        if not isinstance(key, str):
+            raise UsageError(f"{where}.key: missing, or not a string")
+        users[name] = User(name, parse_public_key(key, what=f"{where}.key"))
+    sites = set()
+    for name, table in _table(data.get("sites", {}), "sites").items():
+        parse_name(name, what="sites: a site")
+        _table(table, f"sites.{name}")
+        sites.add(name)
+    grants = []
+    listed = data.get("grants", [])
+    if not isinstance(listed, list):
+        raise UsageError("grants: not an array of tables ([[grants]])")
+    for index, item in enumerate(listed):
+        where = f"grants[{index}]"
+        entry = _table(item, where)
+        _only(entry, where, {"user", "target", "until"})
+        user, target = entry.get("user"), entry.get("target")
+        if not isinstance(user, str) or user not in users:
+            raise UsageError(f"{where}.user: not a user of [users]: {shown(user)}")
+        if not isinstance(target, str):
+            raise UsageError(f"{where}.target: missing, or not a string")
+        site, name = parse_target_path(target, what=f"{where}.target")
+        if site not in sites:
+            raise UsageError(f"{where}.target: no site {shown(site)} in [sites]")
+        grants.append(Grant(user, site, name, _until(entry.get("until"), f"{where}.until")))
+    return Policy(users, frozenset(sites), tuple(grants))
+
+
+def _table(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: not a table")
+    return value
+
+
+def _only(entry: dict[str, Any], where: str, known: set[str]) -> None:
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise UsageError(f"{where}.{unknown[0]}: unknown key")
+
+
+def _until(value: object, where: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise UsageError(f"{where}: not a date and time with its zone (2030-01-01T00:00:00Z)")
+    return value.astimezone(UTC)

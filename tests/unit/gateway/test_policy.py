@@ -1,0 +1,77 @@
+"""policy.toml: read and checked whole; every error names the key."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tether.errors import ConfigError
+from tether.gateway.policy import EMPTY_POLICY, load, parse_public_key
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHQ6EOaTwWyasL+lWPWkjnlX2ZShGJsW+DQHtxY2MAHM"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_policy_with_a_user_a_site_and_grants(tmp_path: Path) -> None:
+    policy = load(
+        write(
+            tmp_path,
+            EMPTY_POLICY
+            + f'[users.alice]\nkey = "{KEY} alice@laptop"\n[sites.lab]\n'
+            + '[[grants]]\nuser = "alice"\ntarget = "lab/db"\n'
+            + '[[grants]]\nuser = "alice"\ntarget = "lab/web"\nuntil = 2030-01-01T01:00:00+01:00\n',
+        )
+    )
+    assert policy.users["alice"].key == KEY  # the comment is dropped
+    assert policy.sites == frozenset({"lab"})
+    assert [(g.site, g.target) for g in policy.grants] == [("lab", "db"), ("lab", "web")]
+    assert policy.grants[1].until == datetime(2030, 1, 1, tzinfo=UTC)
+    assert policy.grants[0].live(datetime.now(UTC))
+    assert not policy.grants[1].live(datetime(2030, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[users.Alice]\nkey = 'x'\n", "users: a user: not a name"),
+        (f'[users.alice]\nkey = "{KEY}"\nshell = "/bin/sh"\n', "users.alice.shell: unknown key"),
+        ('[users.alice]\nkey = "ssh-ed25519 AAAA\\nX"\n', "users.alice.key: not an SSH public key"),
+        ('[users.alice]\nkey = "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAA"\n', "users.alice.key"),
+        ("[sites.'lab\\nx']\n", "sites: a site: not a name"),
+        ('[[grants]]\nuser = "bob"\ntarget = "lab/db"\n', "grants[0].user: not a user"),
+        (
+            f'[users.a]\nkey = "{KEY}"\n[[grants]]\nuser = "a"\ntarget = "lab/db"\n',
+            'grants[0].target: no site "lab"',
+        ),
+        (
+            f'[users.a]\nkey = "{KEY}"\n[sites.lab]\n[[grants]]\nuser = "a"\ntarget = "lab"\n',
+            "grants[0].target: not SITE/TARGET",
+        ),
+        (
+            f'[users.a]\nkey = "{KEY}"\n[sites.lab]\n'
+            '[[grants]]\nuser = "a"\ntarget = "lab/db"\nuntil = 2030-01-01T00:00:00\n',
+            "grants[0].until: not a date and time with its zone",
+        ),
+        ("admins = []\n", "admins: unknown key"),
+        ("[users\n", "invalid TOML"),
+    ],
+)
+def test_a_bad_policy_says_where(tmp_path: Path, text: str, said: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert caught.value.message.startswith(f"{path}: ")
+    assert said in caught.value.message
+
+
+def test_a_public_key_must_hold_its_own_type() -> None:
+    assert parse_public_key(f"{KEY} a comment", what="key") == KEY
+    with pytest.raises(Exception, match="type does not match"):
+        parse_public_key("ssh-rsa " + KEY.split()[1], what="key")
