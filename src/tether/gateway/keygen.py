@@ -18,7 +18,7 @@ TIMEOUT = 30.0
 # What a key id and a principal may hold: they are logged by sshd and written in principals
 # files, so no space, quote, comma or control character.
 _FIELD = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,200}\Z")
-_VALIDITY = re.compile(r"[+-]?[0-9A-Za-z:]{1,40}\Z")
+_VALIDITY = re.compile(r"[+-]?[0-9A-Za-z]{1,20}(:[+-]?[0-9A-Za-z]{1,20})?\Z")
 
 
 class KeygenError(TetherError):

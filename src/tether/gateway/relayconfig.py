@@ -1,0 +1,111 @@
+"""The relay's generated sshd configuration and its principals file.
+
+A relay is Debian's stock sshd run by tether as an ordinary user (root is not needed: it logs in
+only the user it runs as), trusting certificates of the gateway's user CA and nothing else. Who
+may do what is said by the principal a certificate carries, on lines of the principals file
+that start with `restrict`:
+
+- ``site:SITE`` (an agent): may only listen (`ssh -R`) on its site's endpoint on the relay's
+  loopback, ``127.0.0.1:PORT``;
+- ``via:SITE`` (a client): may only open that same endpoint, where its session to the site's
+  own sshd goes on, end to end.
+
+No account gets a shell, a pty, agent, X11, tun or stream-local forwarding. Every value written
+here is a path tether chose (quoted, and refused if it holds a quote or a control character),
+a checked name or a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from tether.errors import UsageError, shown
+from tether.gateway.names import parse_name
+from tether.spec import Endpoint
+
+# How long a silent peer keeps its session (an agent frozen with SIGSTOP keeps its -R port and
+# blocks its own replacement until the relay gives up on it): 3 missed answers, 5 s apart.
+CLIENT_ALIVE_INTERVAL = 5
+CLIENT_ALIVE_COUNT_MAX = 3
+NOWHERE = "nowhere.invalid:1"
+
+
+def quoted(path: Path, what: str) -> str:
+    """A path as one double-quoted sshd_config argument."""
+    text = str(path)
+    if '"' in text or not text.isprintable():
+        raise UsageError(f"{what}: cannot go into an sshd config: {shown(text)}")
+    return f'"{text}"'
+
+
+def sshd_config(
+    *,
+    listen: Endpoint,
+    user: str,
+    host_key: Path,
+    host_certificate: Path,
+    user_ca: Path,
+    principals: Path,
+) -> str:
+    """The relay's sshd_config: one listen address, one account, certificates only."""
+    if not user or user[0] == "-" or not all(c.isalnum() or c in "._-" for c in user):
+        raise UsageError(f"user: cannot go into an sshd config: {shown(user)}")
+    host = f"[{listen.host}]" if ":" in listen.host else listen.host
+    lines = [
+        "# Written by tether for one gateway relay, at each start. Not to be edited.",
+        f"ListenAddress {host}:{listen.port}",
+        f"HostKey {quoted(host_key, 'host key')}",
+        f"HostCertificate {quoted(host_certificate, 'host certificate')}",
+        "PidFile none",
+        "UsePAM no",
+        f"AllowUsers {user}",
+        "AuthenticationMethods publickey",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "HostbasedAuthentication no",
+        "GSSAPIAuthentication no",
+        f"TrustedUserCAKeys {quoted(user_ca, 'user CA')}",
+        "AuthorizedKeysFile none",
+        f"AuthorizedPrincipalsFile {quoted(principals, 'principals file')}",
+        # What the principals' options allow, and nothing else.
+        "AllowTcpForwarding yes",
+        "AllowStreamLocalForwarding no",
+        "AllowAgentForwarding no",
+        "X11Forwarding no",
+        "PermitTunnel no",
+        "PermitTTY no",
+        "GatewayPorts no",
+        "PermitUserRC no",
+        "PermitUserEnvironment no",
+        "ForceCommand /bin/false",
+        "PrintMotd no",
+        # A silent peer is dropped, and a flood of half-open logins does not starve the rest.
+        f"ClientAliveInterval {CLIENT_ALIVE_INTERVAL}",
+        f"ClientAliveCountMax {CLIENT_ALIVE_COUNT_MAX}",
+        "LoginGraceTime 20",
+        "MaxAuthTries 3",
+        "MaxStartups 100:30:400",
+        # VERBOSE logs each accepted certificate's key id and serial: the audit joins on them.
+        "LogLevel VERBOSE",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def principals_file(sites: Mapping[str, int]) -> str:
+    """The lines that scope each principal: per site, its agent's listen and its clients' open
+    of the site's endpoint on the relay's loopback (``sites``: site -> port)."""
+    lines = ["# Written by tether for one gateway relay. Not to be edited."]
+    for site, port in sorted(sites.items()):
+        parse_name(site, what="site")
+        if not 1 <= port <= 65535:
+            raise UsageError(f"site {site}: port out of range: {port}")
+        endpoint = f"127.0.0.1:{port}"
+        # `port-forwarding` allows opening as well as listening, and permitopen has no word for
+        # nothing: an agent may open only a name that can never resolve (RFC 6761's .invalid).
+        agent = f'permitlisten="{endpoint}",permitopen="{NOWHERE}"'
+        lines.append(f"restrict,port-forwarding,{agent} site:{site}")
+        lines.append(f'restrict,port-forwarding,permitopen="{endpoint}" via:{site}')
+    return "\n".join([*lines, ""])

@@ -1,0 +1,89 @@
+"""The relay's generated sshd config: accepted by sshd itself, and no value can add a line."""
+
+from __future__ import annotations
+
+import pwd
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.sshd_server import require_sshd
+from tether.errors import UsageError
+from tether.gateway import layout
+from tether.gateway.relayconfig import principals_file, sshd_config
+from tether.spec import Endpoint
+
+
+def config_for(gateway: layout.Gateway, tmp_path: Path, **changes: object) -> str:
+    fields: dict[str, object] = {
+        "listen": Endpoint("127.0.0.1", 2222),
+        "user": pwd.getpwuid(os.getuid()).pw_name,
+        "host_key": gateway.relay_key,
+        "host_certificate": gateway.relay_certificate,
+        "user_ca": Path(f"{gateway.user_ca}.pub"),
+        "principals": tmp_path / "principals",
+        **changes,
+    }
+    return sshd_config(**fields)  # type: ignore[arg-type]
+
+
+def test_sshd_accepts_the_config(tmp_path: Path) -> None:
+    gateway = layout.init(tmp_path / "gw")
+    config = tmp_path / "sshd_config"
+    config.write_text(config_for(gateway, tmp_path))
+    (tmp_path / "principals").write_text(principals_file({"lab": 40001}))
+    checked = subprocess.run(
+        [require_sshd(), "-t", "-f", str(config)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    shown = subprocess.run(
+        [require_sshd(), "-T", "-f", str(config), "-C", "user=x,host=h,addr=127.0.0.1"],
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    for line in (
+        "permittty no",
+        "x11forwarding no",
+        "allowagentforwarding no",
+        "permittunnel no",
+        "allowstreamlocalforwarding no",
+        "passwordauthentication no",
+        "authorizedkeysfile none",
+        "forcecommand /bin/false",
+        "clientaliveinterval 5",
+    ):
+        assert line in shown, line
+
+
+def test_each_site_scopes_its_agent_and_its_clients() -> None:
+    lines = principals_file({"lab": 40001, "edge": 40002}).splitlines()
+    assert (
+        'restrict,port-forwarding,permitlisten="127.0.0.1:40001",permitopen="nowhere.invalid:1"'
+        " site:lab"
+    ) in lines
+    assert 'restrict,port-forwarding,permitopen="127.0.0.1:40001" via:lab' in lines
+    assert 'restrict,port-forwarding,permitopen="127.0.0.1:40002" via:edge' in lines
+    assert all(line.startswith(("#", "restrict,")) for line in lines)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"user": "root\nPermitRootLogin yes"},
+        {"user": "-oFoo"},
+        {"principals": Path('/tmp/a"b')},
+        {"host_key": Path("/tmp/key\nPasswordAuthentication yes")},
+    ],
+)
+def test_a_hostile_value_adds_no_line(tmp_path: Path, changes: dict[str, object]) -> None:
+    gateway = layout.Gateway(tmp_path)
+    with pytest.raises(UsageError):
+        config_for(gateway, tmp_path, **changes)
+
+
+@pytest.mark.parametrize("sites", [{"lab\nx": 1}, {"Lab": 1}, {"lab": 0}, {"lab": 70000}])
+def test_a_bad_site_is_refused(sites: dict[str, int]) -> None:
+    with pytest.raises(UsageError):
+        principals_file(sites)
