@@ -43,3 +43,10 @@ def target_principal(site: str, target: str) -> str:
 def site_principal(site: str) -> str:
     """The principal of a site's agent certificate, which may listen on its site's endpoint."""
     return f"site:{site}"
+
+
+def site_host_alias(site: str) -> str:
+    """The name a site's sshd is known by, as its host certificate's principal and the
+    HostKeyAlias of a client's inner session: a host certificate of one site never passes for
+    another's, nor for a relay's."""
+    return f"{site}.site.tether"

@@ -1,18 +1,18 @@
-"""The relay's generated sshd configuration and its principals file.
+"""The sshd configurations tether generates for a gateway: the relay's and a site's, and the
+principals files that say what each certificate may do.
 
-A relay is Debian's stock sshd run by tether as an ordinary user (root is not needed: it logs in
+Both are Debian's stock sshd run by tether as an ordinary user (root is not needed: it logs in
 only the user it runs as), trusting certificates of the gateway's user CA and nothing else. Who
-may do what is said by the principal a certificate carries, on lines of the principals file
-that start with `restrict`:
+may do what is said by the principal a certificate carries, on lines that start with `restrict`:
 
-- ``site:SITE`` (an agent): may only listen (`ssh -R`) on its site's endpoint on the relay's
-  loopback, ``127.0.0.1:PORT``;
-- ``via:SITE`` (a client): may only open that same endpoint, where its session to the site's
-  own sshd goes on, end to end.
+- on the relay, ``site:SITE`` (an agent) may only listen (`ssh -R`) on its site's endpoint on the
+  relay's loopback, ``127.0.0.1:PORT``, and ``via:SITE`` (a client) may only open that endpoint,
+  where its session goes on, end to end, to the site's own sshd;
+- on a site's sshd, ``target:SITE/NAME`` (a client) may only open that target's HOST:PORT.
 
 No account gets a shell, a pty, agent, X11, tun or stream-local forwarding. Every value written
 here is a path tether chose (quoted, and refused if it holds a quote or a control character),
-a checked name or a number.
+a checked name, a checked host or a number.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tether.errors import UsageError, shown
-from tether.gateway.names import parse_name
+from tether.gateway.names import parse_name, target_principal
 from tether.spec import Endpoint
+from tether.values import parse_host
 
 # How long a silent peer keeps its session (an agent frozen with SIGSTOP keeps its -R port and
 # blocks its own replacement until the relay gives up on it): 3 missed answers, 5 s apart.
@@ -48,12 +49,13 @@ def sshd_config(
     user_ca: Path,
     principals: Path,
 ) -> str:
-    """The relay's sshd_config: one listen address, one account, certificates only."""
+    """A gateway sshd's config (a relay's or a site's): one listen address, one account,
+    certificates of one CA only."""
     if not user or user[0] == "-" or not all(c.isalnum() or c in "._-" for c in user):
         raise UsageError(f"user: cannot go into an sshd config: {shown(user)}")
     host = f"[{listen.host}]" if ":" in listen.host else listen.host
     lines = [
-        "# Written by tether for one gateway relay, at each start. Not to be edited.",
+        "# Written by tether for a gateway's sshd, at each start. Not to be edited.",
         f"ListenAddress {host}:{listen.port}",
         f"HostKey {quoted(host_key, 'host key')}",
         f"HostCertificate {quoted(host_certificate, 'host certificate')}",
@@ -94,10 +96,10 @@ def sshd_config(
     return "\n".join(lines)
 
 
-def principals_file(sites: Mapping[str, int]) -> str:
+def relay_principals(sites: Mapping[str, int]) -> str:
     """The lines that scope each principal: per site, its agent's listen and its clients' open
     of the site's endpoint on the relay's loopback (``sites``: site -> port)."""
-    lines = ["# Written by tether for one gateway relay. Not to be edited."]
+    lines = ["# Written by tether for a gateway relay. Not to be edited."]
     for site, port in sorted(sites.items()):
         parse_name(site, what="site")
         if not 1 <= port <= 65535:
@@ -108,4 +110,18 @@ def principals_file(sites: Mapping[str, int]) -> str:
         agent = f'permitlisten="{endpoint}",permitopen="{NOWHERE}"'
         lines.append(f"restrict,port-forwarding,{agent} site:{site}")
         lines.append(f'restrict,port-forwarding,permitopen="{endpoint}" via:{site}')
+    return "\n".join([*lines, ""])
+
+
+def site_principals(site: str, targets: Mapping[str, Endpoint]) -> str:
+    """The lines that scope a client on a site's sshd: ``target:SITE/NAME`` may open that
+    target only (``targets``: name -> where it is), and listen nowhere."""
+    parse_name(site, what="site")
+    lines = ["# Written by tether for a gateway site. Not to be edited."]
+    for name, target in sorted(targets.items()):
+        parse_name(name, what="target")
+        host = parse_host(target.host, what=f"target {name}")
+        shown_host = f"[{host}]" if ":" in host else host
+        opens = f'permitopen="{shown_host}:{target.port}",permitlisten="{NOWHERE}"'
+        lines.append(f"restrict,port-forwarding,{opens} {target_principal(site, name)}")
     return "\n".join([*lines, ""])

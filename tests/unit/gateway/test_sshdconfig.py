@@ -12,7 +12,7 @@ import pytest
 from tests.support.sshd_server import require_sshd
 from tether.errors import UsageError
 from tether.gateway import layout
-from tether.gateway.relayconfig import principals_file, sshd_config
+from tether.gateway.sshdconfig import relay_principals, site_principals, sshd_config
 from tether.spec import Endpoint
 
 
@@ -33,7 +33,7 @@ def test_sshd_accepts_the_config(tmp_path: Path) -> None:
     gateway = layout.init(tmp_path / "gw")
     config = tmp_path / "sshd_config"
     config.write_text(config_for(gateway, tmp_path))
-    (tmp_path / "principals").write_text(principals_file({"lab": 40001}))
+    (tmp_path / "principals").write_text(relay_principals({"lab": 40001}))
     checked = subprocess.run(
         [require_sshd(), "-t", "-f", str(config)], capture_output=True, text=True
     )
@@ -58,7 +58,7 @@ def test_sshd_accepts_the_config(tmp_path: Path) -> None:
 
 
 def test_each_site_scopes_its_agent_and_its_clients() -> None:
-    lines = principals_file({"lab": 40001, "edge": 40002}).splitlines()
+    lines = relay_principals({"lab": 40001, "edge": 40002}).splitlines()
     assert (
         'restrict,port-forwarding,permitlisten="127.0.0.1:40001",permitopen="nowhere.invalid:1"'
         " site:lab"
@@ -86,4 +86,17 @@ def test_a_hostile_value_adds_no_line(tmp_path: Path, changes: dict[str, object]
 @pytest.mark.parametrize("sites", [{"lab\nx": 1}, {"Lab": 1}, {"lab": 0}, {"lab": 70000}])
 def test_a_bad_site_is_refused(sites: dict[str, int]) -> None:
     with pytest.raises(UsageError):
-        principals_file(sites)
+        relay_principals(sites)
+
+
+def test_a_sites_clients_open_their_target_only() -> None:
+    lines = site_principals(
+        "lab", {"db": Endpoint("db.internal", 5432), "v6": Endpoint("fd00::5", 80)}
+    ).splitlines()
+    assert (
+        'restrict,port-forwarding,permitopen="db.internal:5432",'
+        'permitlisten="nowhere.invalid:1" target:lab/db'
+    ) in lines
+    assert any('permitopen="[fd00::5]:80"' in line for line in lines)
+    with pytest.raises(UsageError):
+        site_principals("lab", {"db": Endpoint('h" x', 1)})

@@ -1,0 +1,149 @@
+"""A gateway's sshds as tests run them: the relay (and a site's sshd) with tether's generated
+configs, in a directory sshd's StrictModes accepts, and real ssh clients with certificates."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.servers import free_port
+from tests.support.sshd_server import require_sshd, stop_tree
+from tests.support.waiting import wait_until_sync
+from tether.gateway import keygen, layout
+from tether.gateway.names import RELAY_PRINCIPAL
+from tether.gateway.sshdconfig import relay_principals, sshd_config
+from tether.spec import Endpoint
+
+
+@dataclass
+class Relay:
+    gateway: layout.Gateway
+    port: int
+    site_port: int
+    user: str
+    known_hosts: Path
+    work: Path
+
+    def argv(self, key: Path) -> list[str]:
+        """ssh to the relay with ``key`` (and its KEY-cert.pub), checking the relay's host
+        certificate against the gateway's host CA only; the host argument is the caller's."""
+        options = {
+            "CertificateFile": f"{key}-cert.pub",
+            "IdentitiesOnly": "yes",
+            "BatchMode": "yes",
+            "StrictHostKeyChecking": "yes",
+            "UserKnownHostsFile": str(self.known_hosts),
+            "GlobalKnownHostsFile": "/dev/null",
+            "HostKeyAlias": RELAY_PRINCIPAL,
+            "ExitOnForwardFailure": "yes",
+        }
+        argv = ["ssh", "-F", "/dev/null", "-i", str(key), "-p", str(self.port), "-l", self.user]
+        for name, value in options.items():
+            argv += ["-o", f"{name}={value}"]
+        return argv
+
+    def ssh(self, key: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.argv(key), *args], input=stdin, capture_output=True, text=True, timeout=20
+        )
+
+
+def certified(relay: Relay, name: str, principals: list[str], validity: str = "+5m") -> Path:
+    key = keygen.generate(relay.work / name, name)
+    keygen.sign(
+        relay.gateway.user_ca,
+        relay.work / f"{name}.pub",
+        key_id=name,
+        principals=principals,
+        validity=validity,
+        serial=7,
+    )
+    return key
+
+
+def user() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+@contextmanager
+def gateway_sshd(
+    work: Path, name: str, port: int, host_key: Path, certificate: Path, ca: Path, principals: str
+) -> Iterator[None]:
+    """One sshd with tether's generated config (sshdconfig.py) on 127.0.0.1:``port``; its files
+    and its log (``name``.log) in ``work``."""
+    principals_path = work / f"{name}.principals"
+    principals_path.write_text(principals)
+    principals_path.chmod(0o600)
+    config = work / f"{name}.sshd_config"
+    config.write_text(
+        sshd_config(
+            listen=Endpoint("127.0.0.1", port),
+            user=user(),
+            host_key=host_key,
+            host_certificate=certificate,
+            user_ca=ca,
+            principals=principals_path,
+        )
+    )
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    log_path = work / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [require_sshd(), "-D", "-e", "-f", str(config)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_until_sync(lambda: answers(port) or proc.poll() is not None, f"{name} to listen")
+        assert proc.poll() is None, log_path.read_text()
+        yield
+    finally:
+        for pid in stop_tree(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def running_relay(work: Path) -> Iterator[Relay]:
+    """A new gateway in ``work`` and its relay, with one site, lab, whose endpoint is free."""
+    gateway = layout.init(work / "gw")
+    port, site_port = free_port(), free_port()
+    known_hosts = work / "known_hosts"
+    ca = Path(f"{gateway.host_ca}.pub").read_text().strip()
+    known_hosts.write_text(f"@cert-authority {RELAY_PRINCIPAL},*.site.tether {ca}\n")
+    with gateway_sshd(
+        work,
+        "relay",
+        port,
+        gateway.relay_key,
+        gateway.relay_certificate,
+        Path(f"{gateway.user_ca}.pub"),
+        relay_principals({"lab": site_port}),
+    ):
+        yield Relay(gateway, port, site_port, user(), known_hosts, work)
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            return sock.recv(4) == b"SSH-"
+    except OSError:
+        return False
+
+
+def listens(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
