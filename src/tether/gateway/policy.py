@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+
 from tether.errors import ConfigError, UsageError, shown
-from tether.files import CONFIG_LIMIT, read_regular
+from tether.files import CONFIG_LIMIT, read_regular, write_private
 from tether.gateway.names import parse_name, parse_target_path
 
 EMPTY_POLICY = """\
@@ -25,6 +27,8 @@ EMPTY_POLICY = """\
 # key = "ssh-ed25519 AAAA... alice@laptop"
 #
 # [sites.lab]                       # written by `tether gateway site add`
+# port = 42001                      # its endpoint on the relays' loopback
+# serial = 2                        # its agent certificate's
 #
 # [[grants]]
 # user = "alice"
@@ -49,6 +53,13 @@ class User:
 
 
 @dataclass(frozen=True)
+class Site:
+    name: str
+    port: int  # its endpoint on each relay's loopback, where its agent listens
+    serial: int  # its agent certificate's, to revoke it by
+
+
+@dataclass(frozen=True)
 class Grant:
     user: str
     site: str
@@ -62,7 +73,7 @@ class Grant:
 @dataclass(frozen=True)
 class Policy:
     users: dict[str, User]
-    sites: frozenset[str]
+    sites: dict[str, Site]
     grants: tuple[Grant, ...]
 
 
@@ -114,11 +125,17 @@ def _checked(data: dict[str, Any]) -> Policy:
         if not isinstance(key, str):
             raise UsageError(f"{where}.key: missing, or not a string")
         users[name] = User(name, parse_public_key(key, what=f"{where}.key"))
-    sites = set()
+    sites = {}
     for name, table in _table(data.get("sites", {}), "sites").items():
-        parse_name(name, what="sites: a site")
-        _table(table, f"sites.{name}")
-        sites.add(name)
+        where = f"sites.{parse_name(name, what='sites: a site')}"
+        entry = _table(table, where)
+        _only(entry, where, {"port", "serial"})
+        port, serial = entry.get("port"), entry.get("serial", 0)
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise UsageError(f"{where}.port: not a port (1-65535): {shown(port)}")
+        if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+            raise UsageError(f"{where}.serial: not a serial: {shown(serial)}")
+        sites[name] = Site(name, port, serial)
     grants = []
     listed = data.get("grants", [])
     if not isinstance(listed, list):
@@ -136,7 +153,7 @@ def _checked(data: dict[str, Any]) -> Policy:
         if site not in sites:
             raise UsageError(f"{where}.target: no site {shown(site)} in [sites]")
         grants.append(Grant(user, site, name, _until(entry.get("until"), f"{where}.until")))
-    return Policy(users, frozenset(sites), tuple(grants))
+    return Policy(users, sites, tuple(grants))
 
 
 def _table(value: object, where: str) -> dict[str, Any]:
@@ -157,3 +174,55 @@ def _until(value: object, where: str) -> datetime | None:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise UsageError(f"{where}: not a date and time with its zone (2030-01-01T00:00:00Z)")
     return value.astimezone(UTC)
+
+
+def add_site(path: Path, site: str, *, port: int, serial: int) -> None:
+    """Add ``site`` to the policy at ``path`` (its relay endpoint port, its agent certificate's
+    serial), keeping what a person wrote there; a site that is there already is refused."""
+    document = _edit(path)
+    sites = document.setdefault("sites", tomlkit.table(is_super_table=True))
+    if site in sites:
+        raise UsageError(f"site {site}: enrolled already", hint="remove it first")
+    ports = {table.get("port") for table in sites.values() if isinstance(table, dict)}
+    if port in ports:
+        raise UsageError(f"site {site}: endpoint port {port} is another site's")
+    table = tomlkit.table()
+    table.add("port", port)
+    table.add("serial", serial)
+    sites[site] = table
+    _save(path, document)
+
+
+def remove_site(path: Path, site: str) -> int:
+    """Remove ``site`` and its grants; the serial of its agent certificate, to revoke."""
+    document = _edit(path)
+    sites = document.get("sites", {})
+    if site not in sites:
+        raise UsageError(f"site {site}: not enrolled")
+    serial = sites[site].get("serial")
+    del sites[site]
+    grants = document.get("grants")
+    if grants is not None:
+        kept = [g for g in grants if not str(g.get("target", "")).startswith(f"{site}/")]
+        if len(kept) != len(grants):
+            document["grants"] = tomlkit.aot()
+            for grant in kept:
+                document["grants"].append(grant)
+    _save(path, document)
+    return int(serial) if isinstance(serial, int) else 0
+
+
+def _edit(path: Path) -> tomlkit.TOMLDocument:
+    """The policy as an editable document, after checking it whole (load)."""
+    load(path)
+    text = read_regular(path, limit=CONFIG_LIMIT, what="policy", error=ConfigError).decode()
+    return tomlkit.parse(text)
+
+
+def _save(path: Path, document: tomlkit.TOMLDocument) -> None:
+    text = tomlkit.dumps(document)
+    try:
+        _checked(tomllib.loads(text))  # what is written reads back as a valid policy
+    except UsageError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from None
+    write_private(path, text)

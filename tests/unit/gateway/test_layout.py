@@ -46,7 +46,7 @@ def test_init_writes_private_keys_a_certified_relay_and_an_empty_policy(tmp_path
     ).stdout.split()[1]
     assert ca_key and f"Signing CA: ED25519 {fingerprint}" in shown
     policy = load(gateway.policy)
-    assert (policy.users, policy.sites, policy.grants) == ({}, frozenset(), ())
+    assert (policy.users, policy.sites, policy.grants) == ({}, {}, ())
 
 
 def test_init_takes_an_empty_directory(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tether.errors import ConfigError
-from tether.gateway.policy import EMPTY_POLICY, load, parse_public_key
+from tether.errors import ConfigError, UsageError
+from tether.gateway.policy import EMPTY_POLICY, add_site, load, parse_public_key, remove_site
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHQ6EOaTwWyasL+lWPWkjnlX2ZShGJsW+DQHtxY2MAHM"
 
@@ -24,13 +24,13 @@ def test_a_policy_with_a_user_a_site_and_grants(tmp_path: Path) -> None:
         write(
             tmp_path,
             EMPTY_POLICY
-            + f'[users.alice]\nkey = "{KEY} alice@laptop"\n[sites.lab]\n'
+            + f'[users.alice]\nkey = "{KEY} alice@laptop"\n[sites.lab]\nport = 42001\n'
             + '[[grants]]\nuser = "alice"\ntarget = "lab/db"\n'
             + '[[grants]]\nuser = "alice"\ntarget = "lab/web"\nuntil = 2030-01-01T01:00:00+01:00\n',
         )
     )
     assert policy.users["alice"].key == KEY  # the comment is dropped
-    assert policy.sites == frozenset({"lab"})
+    assert policy.sites["lab"].port == 42001
     assert [(g.site, g.target) for g in policy.grants] == [("lab", "db"), ("lab", "web")]
     assert policy.grants[1].until == datetime(2030, 1, 1, tzinfo=UTC)
     assert policy.grants[0].live(datetime.now(UTC))
@@ -51,15 +51,20 @@ def test_a_policy_with_a_user_a_site_and_grants(tmp_path: Path) -> None:
             'grants[0].target: no site "lab"',
         ),
         (
-            f'[users.a]\nkey = "{KEY}"\n[sites.lab]\n[[grants]]\nuser = "a"\ntarget = "lab"\n',
+            f'[users.a]\nkey = "{KEY}"\n[sites.lab]\nport = 1\n'
+            '[[grants]]\nuser = "a"\ntarget = "lab"\n',
             "grants[0].target: not SITE/TARGET",
         ),
         (
-            f'[users.a]\nkey = "{KEY}"\n[sites.lab]\n'
+            f'[users.a]\nkey = "{KEY}"\n[sites.lab]\nport = 42001\n'
             '[[grants]]\nuser = "a"\ntarget = "lab/db"\nuntil = 2030-01-01T00:00:00\n',
             "grants[0].until: not a date and time with its zone",
         ),
         ("admins = []\n", "admins: unknown key"),
+        ("[sites.lab]\n", "sites.lab.port: not a port"),
+        ("[sites.lab]\nport = 70000\n", "sites.lab.port: not a port"),
+        ("[sites.lab]\nport = 1\nserial = -1\n", "sites.lab.serial: not a serial"),
+        ("[sites.lab]\nport = 1\nshell = 1\n", "sites.lab.shell: unknown key"),
         ("[users\n", "invalid TOML"),
     ],
 )
@@ -75,3 +80,27 @@ def test_a_public_key_must_hold_its_own_type() -> None:
     assert parse_public_key(f"{KEY} a comment", what="key") == KEY
     with pytest.raises(Exception, match="type does not match"):
         parse_public_key("ssh-rsa " + KEY.split()[1], what="key")
+
+
+def test_adding_and_removing_a_site_keeps_what_a_person_wrote(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        EMPTY_POLICY
+        + f'# the team\n[users.alice]  # on call\nkey = "{KEY}"\n'
+        + '[sites.edge]\nport = 42002\n[[grants]]\nuser = "alice"\ntarget = "edge/web"\n',
+    )
+    add_site(path, "lab", port=42001, serial=5)
+    policy = load(path)
+    assert (policy.sites["lab"].port, policy.sites["lab"].serial) == (42001, 5)
+    text = path.read_text()
+    assert "# the team" in text and "# on call" in text and text.startswith(EMPTY_POLICY)
+    with pytest.raises(UsageError, match="enrolled already"):
+        add_site(path, "lab", port=42003, serial=6)
+    with pytest.raises(UsageError, match="another site's"):
+        add_site(path, "new", port=42002, serial=6)
+    assert remove_site(path, "edge") == 0
+    policy = load(path)
+    assert set(policy.sites) == {"lab"} and policy.grants == ()
+    assert "# on call" in path.read_text()
+    with pytest.raises(UsageError, match="not enrolled"):
+        remove_site(path, "edge")
