@@ -5,6 +5,7 @@ through the gateway's host CA."""
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,9 @@ from tests.support.gateway import Relay, certified, listens, running_relay
 from tests.support.servers import EchoServer, free_port
 from tests.support.strict_dirs import strict_tmp
 from tests.support.waiting import wait_until_sync
-from tether.gateway import keygen, layout
+from tether.gateway import enrol, keygen, layout
 from tether.gateway.names import RELAY_PRINCIPAL
+from tether.spec import Endpoint
 
 
 @pytest.fixture
@@ -113,3 +115,31 @@ def test_a_relay_outside_the_gateway_is_not_trusted(relay: Relay, tmp_path: Path
     client = certified(relay, "client", ["via:lab"])
     done = relay.ssh(client, "-W", f"127.0.0.1:{relay.site_port}", "127.0.0.1")
     assert done.returncode == 255 and "Host key verification failed" in done.stderr, done.stderr
+
+
+def test_a_removed_sites_agent_is_refused(relay: Relay, echo_server: EchoServer) -> None:
+    """`site remove` revokes the agent's certificate in the list the relay reads at each login."""
+    enrolled = enrol.add_site(
+        relay.gateway, "lab", [Endpoint("127.0.0.1", relay.port)], port=relay.site_port
+    )
+    data = tomllib.loads(enrolled.path.read_text())
+    key = relay.work / "lab-agent"
+    key.write_text(data["agent_key"])
+    key.chmod(0o600)
+    Path(f"{key}-cert.pub").write_text(data["agent_certificate"] + "\n")
+    forward = f"127.0.0.1:{relay.site_port}:{echo_server.address}"
+    agent = subprocess.Popen(
+        [*relay.argv(key), "-N", "-R", forward, "127.0.0.1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_sync(lambda: listens(relay.site_port), "the enrolled agent's endpoint")
+    finally:
+        agent.terminate()
+        agent.wait()
+    wait_until_sync(lambda: not listens(relay.site_port), "the endpoint to close")
+    enrol.remove_site(relay.gateway, "lab")
+    refused = relay.ssh(key, "-N", "-R", forward, "127.0.0.1")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr

@@ -74,7 +74,14 @@ def user() -> str:
 
 @contextmanager
 def gateway_sshd(
-    work: Path, name: str, port: int, host_key: Path, certificate: Path, ca: Path, principals: str
+    work: Path,
+    name: str,
+    port: int,
+    host_key: Path,
+    certificate: Path,
+    ca: Path,
+    principals: str,
+    revoked: Path | None = None,
 ) -> Iterator[None]:
     """One sshd with tether's generated config (sshdconfig.py) on 127.0.0.1:``port``; its files
     and its log (``name``.log) in ``work``."""
@@ -90,6 +97,7 @@ def gateway_sshd(
             host_certificate=certificate,
             user_ca=ca,
             principals=principals_path,
+            revoked=revoked,
         )
     )
     if os.geteuid() == 0:
@@ -129,6 +137,7 @@ def running_relay(work: Path) -> Iterator[Relay]:
         gateway.relay_certificate,
         Path(f"{gateway.user_ca}.pub"),
         relay_principals({"lab": site_port}),
+        revoked=gateway.revoked,
     ):
         yield Relay(gateway, port, site_port, user(), known_hosts, work)
 

@@ -90,3 +90,21 @@ def _run(args: list[str]) -> None:
     if done.returncode != 0:
         said = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
         raise KeygenError(f"ssh-keygen failed: {shown(said)}")
+
+
+def empty_revocations(krl: Path) -> Path:
+    """A new key revocation list (KRL) that revokes nothing, for sshd's RevokedKeys."""
+    _run(["-k", "-f", str(krl)])
+    return krl
+
+
+def revoke(krl: Path, ca_public: Path, serials: list[int]) -> None:
+    """Add the certificates of ``ca_public`` with these ``serials`` to the KRL at ``krl``."""
+    if any(not 0 < serial < 2**64 for serial in serials):
+        raise UsageError(f"serials: out of range: {serials}")
+    spec = krl.with_name(f".{krl.name}.spec")
+    spec.write_text("".join(f"serial: {serial}\n" for serial in serials))
+    try:
+        _run(["-k", "-u", "-f", str(krl), "-s", str(ca_public), str(spec)])
+    finally:
+        spec.unlink(missing_ok=True)

@@ -7,7 +7,10 @@ creation (`tether gateway init`).
       relay/host_ed25519(.pub, -cert.pub)
                           the relay's host key, certified for RELAY_PRINCIPAL
       policy.toml         who may reach which target (policy.py)
-      serial              the last certificate serial issued
+      serial              the last certificate serial issued (serials.py)
+      revoked.krl         the certificates revoked before their end (an agent's, a site's)
+      enrolments/SITE.toml
+                          what `site add` wrote for a site (enrol.py)
 
 Private keys are 0600 and every directory 0700, whatever the umask: ssh-keygen creates files
 with the process's umask, so each directory is made private before anything is written in it.
@@ -60,6 +63,26 @@ class Gateway:
     def serial(self) -> Path:
         return self.root / "serial"
 
+    @property
+    def revoked(self) -> Path:
+        return self.root / "revoked.krl"
+
+    @property
+    def enrolments(self) -> Path:
+        return self.root / "enrolments"
+
+    @classmethod
+    def existing(cls, directory: Path) -> Gateway:
+        """The gateway in ``directory``, which must be one (its policy and CAs are there)."""
+        gateway = cls(Path(os.path.abspath(directory)))
+        for needed in (gateway.policy, gateway.user_ca, gateway.host_ca, gateway.serial):
+            if not needed.is_file():
+                raise UsageError(
+                    f"{directory}: not a gateway ({needed.name} is missing)",
+                    hint="create one with: tether gateway init DIR",
+                )
+        return gateway
+
 
 def init(directory: Path) -> Gateway:
     """Create a gateway in ``directory`` (made if missing; if it exists it must be empty)."""
@@ -82,6 +105,8 @@ def init(directory: Path) -> Gateway:
         )
         write_atomic(gateway.policy, EMPTY_POLICY, 0o600)
         write_private(gateway.serial, "1\n")
+        keygen.empty_revocations(gateway.revoked)
+        _private_directory(gateway.enrolments)
     except BaseException:
         _empty(gateway.root, remove_root=created)
         raise

@@ -48,6 +48,7 @@ def sshd_config(
     host_certificate: Path,
     user_ca: Path,
     principals: Path,
+    revoked: Path | None = None,
 ) -> str:
     """A gateway sshd's config (a relay's or a site's): one listen address, one account,
     certificates of one CA only."""
@@ -71,6 +72,7 @@ def sshd_config(
         f"TrustedUserCAKeys {quoted(user_ca, 'user CA')}",
         "AuthorizedKeysFile none",
         f"AuthorizedPrincipalsFile {quoted(principals, 'principals file')}",
+        *([f"RevokedKeys {quoted(revoked, 'revocation list')}"] if revoked else []),
         # What the principals' options allow, and nothing else.
         "AllowTcpForwarding yes",
         "AllowStreamLocalForwarding no",

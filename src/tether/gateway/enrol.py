@@ -1,0 +1,128 @@
+"""Enrolling a site (`tether gateway site add`) and removing it (`site remove`).
+
+An enrolment is one TOML file, the only secret a site needs: the agent's key and its
+certificate (principal ``site:SITE``: it may listen on the site's endpoint on the relays, and do
+nothing else), the site sshd's host key and its certificate (principal ``SITE.site.tether``),
+the relays' addresses, the site's endpoint port on them, the host CA (to check the relays) and
+the user CA (whose certificates the site's sshd trusts). Removing a site revokes its agent's
+certificate (revoked.krl, which relays read) and drops its grants.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.errors import UsageError
+from tether.files import write_private
+from tether.gateway import keygen, policy
+from tether.gateway.layout import Gateway
+from tether.gateway.names import parse_name, site_host_alias, site_principal
+from tether.gateway.serials import next_serial
+from tether.spec import Endpoint
+
+FORMAT = 1
+# An agent's and a site sshd's certificates live as long as the enrolment; a removed site's
+# are revoked by serial before their end.
+ENROLMENT_VALIDITY = "+52w"
+FIRST_ENDPOINT_PORT = 42001
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    site: str
+    path: Path
+    port: int
+
+
+def add_site(
+    gateway: Gateway, site: str, relays: list[Endpoint], *, port: int | None = None
+) -> Enrolled:
+    """Enrol ``site``: its keys and certificates, its endpoint port, its enrolment file."""
+    parse_name(site, what="site")
+    if not relays:
+        raise UsageError("a site needs at least one relay", hint="give --relay HOST:PORT")
+    current = policy.load(gateway.policy)
+    if site in current.sites:
+        raise UsageError(f"site {site}: enrolled already", hint="remove it first")
+    if port is None:
+        taken = {s.port for s in current.sites.values()}
+        port = next(p for p in range(FIRST_ENDPOINT_PORT, 65536) if p not in taken)
+    path = gateway.enrolments / f"{site}.toml"
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"{path}: exists already; not overwritten")
+    work = Path(tempfile.mkdtemp(prefix=".enrol-", dir=gateway.root))  # 0700, on our disk
+    try:
+        agent_serial, host_serial = next_serial(gateway.serial), next_serial(gateway.serial)
+        agent = keygen.generate(work / "agent", f"agent-{site}")
+        keygen.sign(
+            gateway.user_ca,
+            work / "agent.pub",
+            key_id=f"agent:{site}",
+            principals=[site_principal(site)],
+            validity=ENROLMENT_VALIDITY,
+            serial=agent_serial,
+        )
+        host = keygen.generate(work / "host", f"site-{site}")
+        keygen.sign(
+            gateway.host_ca,
+            work / "host.pub",
+            key_id=f"site:{site}",
+            principals=[site_host_alias(site)],
+            validity=ENROLMENT_VALIDITY,
+            serial=host_serial,
+            host=True,
+        )
+        fields = {
+            "format": FORMAT,
+            "site": site,
+            "relays": [str(relay) for relay in relays],
+            "endpoint_port": port,
+            "host_ca": _line(Path(f"{gateway.host_ca}.pub")),
+            "user_ca": _line(Path(f"{gateway.user_ca}.pub")),
+            "agent_key": agent.read_text(),
+            "agent_certificate": _line(work / "agent-cert.pub"),
+            "host_key": host.read_text(),
+            "host_certificate": _line(work / "host-cert.pub"),
+        }
+        policy.add_site(gateway.policy, site, port=port, serial=agent_serial)
+        try:
+            write_private(path, _toml(site, fields))
+        except BaseException:
+            policy.remove_site(gateway.policy, site)
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Enrolled(site, path, port)
+
+
+def remove_site(gateway: Gateway, site: str) -> None:
+    """Revoke ``site``'s agent certificate, drop it and its grants from the policy, and delete
+    its enrolment file."""
+    parse_name(site, what="site")
+    serial = policy.remove_site(gateway.policy, site)
+    if serial:
+        keygen.revoke(gateway.revoked, Path(f"{gateway.user_ca}.pub"), [serial])
+    (gateway.enrolments / f"{site}.toml").unlink(missing_ok=True)
+
+
+def _line(path: Path) -> str:
+    """A public key or certificate file's one line, without its comment."""
+    kind, blob = path.read_text().split()[:2]
+    return f"{kind} {blob}"
+
+
+def _toml(site: str, fields: dict[str, object]) -> str:
+    """The enrolment as TOML: JSON's strings, arrays and integers are TOML's too (no value here
+    holds a character JSON would write as an escape TOML lacks)."""
+    lines = [
+        f"# tether gateway enrolment of site {site}: the only secret the site needs.",
+        "# Keep it private (it holds the agent's key); `tether gateway site remove` revokes it.",
+    ]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
+    return "\n".join([*lines, ""])
+
+
