@@ -16,8 +16,9 @@ from tests.support.gateway import Relay, certified, gateway_sshd, listens, runni
 from tests.support.servers import EchoServer, free_port
 from tests.support.strict_dirs import strict_tmp
 from tests.support.waiting import wait_until_sync
-from tether.gateway import keygen
+from tether.gateway import keygen, policy
 from tether.gateway.names import site_host_alias, target_principal
+from tether.gateway.signer import issue
 from tether.gateway.sshdconfig import site_principals
 from tether.spec import Endpoint
 
@@ -127,3 +128,26 @@ def test_a_site_host_key_cannot_pass_for_another_site(site: Site, echo_server: E
     )
     done = subprocess.run(argv, input="x", capture_output=True, text=True, timeout=30)
     assert done.returncode == 255 and "Host key verification failed" in done.stderr, done.stderr
+
+
+def test_a_certificate_from_the_signer_reaches_the_target(
+    site: Site, echo_server: EchoServer
+) -> None:
+    gateway = site.relay.gateway
+    key = keygen.generate(site.relay.work / "alice", "alice")
+    public = Path(f"{key}.pub").read_text()
+    policy.add_site(gateway.policy, "lab", port=site.relay.site_port, serial=0)
+    policy.add_user(gateway.policy, "alice", public)
+    policy.grant(gateway.policy, "alice", "lab", "echo", None)
+    issued = issue(gateway, "alice", public, "lab", "echo")
+    Path(f"{key}-cert.pub").write_text(issued.certificate + "\n")
+    done = subprocess.run(
+        site.client_argv(key, echo_server.address),
+        input="signed\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout == "signed\n", done.stderr
+    site_log = (site.relay.work / "site.log").read_text()
+    assert f"ID alice@lab/echo (serial {issued.serial})" in site_log

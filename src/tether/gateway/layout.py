@@ -9,6 +9,7 @@ creation (`tether gateway init`).
       policy.toml         who may reach which target (policy.py)
       serial              the last certificate serial issued (serials.py)
       revoked.krl         the certificates revoked before their end (an agent's, a site's)
+      audit.jsonl         every grant, revoke, issuance, refusal and session (audit.py)
       enrolments/SITE.toml
                           what `site add` wrote for a site (enrol.py)
 
@@ -66,6 +67,10 @@ class Gateway:
     @property
     def revoked(self) -> Path:
         return self.root / "revoked.krl"
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit.jsonl"
 
     @property
     def enrolments(self) -> Path:

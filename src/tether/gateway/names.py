@@ -40,6 +40,11 @@ def target_principal(site: str, target: str) -> str:
     return f"target:{site}/{target}"
 
 
+def via_principal(site: str) -> str:
+    """The principal of a client certificate that may open its site's endpoint on a relay."""
+    return f"via:{site}"
+
+
 def site_principal(site: str) -> str:
     """The principal of a site's agent certificate, which may listen on its site's endpoint."""
     return f"site:{site}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +81,7 @@ class Policy:
 def parse_public_key(text: str, *, what: str) -> str:
     """An OpenSSH public key line as "TYPE BASE64" (its comment dropped), checked: a known type,
     and base64 that holds that same type."""
+    text = text.strip()  # a .pub file ends with a line break; one inside is refused
     fields = text.split()
     if len(fields) < 2 or fields[0] not in KEY_TYPES or not text.isprintable():
         raise UsageError(f"{what}: not an SSH public key: {shown(text)}")
@@ -201,15 +203,75 @@ def remove_site(path: Path, site: str) -> int:
         raise UsageError(f"site {site}: not enrolled")
     serial = sites[site].get("serial")
     del sites[site]
-    grants = document.get("grants")
-    if grants is not None:
-        kept = [g for g in grants if not str(g.get("target", "")).startswith(f"{site}/")]
-        if len(kept) != len(grants):
-            document["grants"] = tomlkit.aot()
-            for grant in kept:
-                document["grants"].append(grant)
+    _keep_grants(document, lambda g: not str(g.get("target", "")).startswith(f"{site}/"))
     _save(path, document)
     return int(serial) if isinstance(serial, int) else 0
+
+
+def add_user(path: Path, user: str, key: str) -> None:
+    """Name ``user`` with the public key line ``key`` (checked; its comment dropped)."""
+    parse_name(user, what="user")
+    line = parse_public_key(key, what=f"user {user}: key")
+    document = _edit(path)
+    users = document.setdefault("users", tomlkit.table(is_super_table=True))
+    if user in users:
+        raise UsageError(f"user {user}: exists already", hint="remove the user first")
+    table = tomlkit.table()
+    table.add("key", line)
+    users[user] = table
+    _save(path, document)
+
+
+def remove_user(path: Path, user: str) -> None:
+    """Remove ``user`` and every grant of theirs."""
+    document = _edit(path)
+    users = document.get("users", {})
+    if user not in users:
+        raise UsageError(f"user {user}: no such user")
+    del users[user]
+    _keep_grants(document, lambda grant: grant.get("user") != user)
+    _save(path, document)
+
+
+def grant(path: Path, user: str, site: str, target: str, until: datetime | None) -> None:
+    """Let ``user`` reach ``site``/``target`` until ``until`` (None: until revoked); a grant of
+    the same target is replaced."""
+    document = _edit(path)
+    if user not in document.get("users", {}):
+        raise UsageError(f"user {user}: no such user", hint="add the user first")
+    if site not in document.get("sites", {}):
+        raise UsageError(f"site {site}: not enrolled")
+    wanted = f"{parse_name(site, what='site')}/{parse_name(target, what='target')}"
+    _keep_grants(document, lambda g: (g.get("user"), g.get("target")) != (user, wanted))
+    table = tomlkit.table()
+    table.add("user", user)
+    table.add("target", wanted)
+    if until is not None:
+        table.add("until", until.astimezone(UTC).replace(microsecond=0))
+    document.setdefault("grants", tomlkit.aot()).append(table)
+    _save(path, document)
+
+
+def revoke(path: Path, user: str, site: str, target: str) -> None:
+    """End ``user``'s grant of ``site``/``target``."""
+    document = _edit(path)
+    wanted = f"{site}/{target}"
+    before = len(document.get("grants", []))
+    _keep_grants(document, lambda g: (g.get("user"), g.get("target")) != (user, wanted))
+    if len(document.get("grants", [])) == before:
+        raise UsageError(f"user {user} has no grant of {wanted}")
+    _save(path, document)
+
+
+def _keep_grants(document: tomlkit.TOMLDocument, keep: Callable[[Any], bool]) -> None:
+    grants = document.get("grants")
+    if grants is None:
+        return
+    kept = [g for g in grants if keep(g)]
+    if len(kept) != len(grants):
+        document["grants"] = tomlkit.aot()
+        for item in kept:
+            document["grants"].append(item)
 
 
 def _edit(path: Path) -> tomlkit.TOMLDocument:

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from tether.errors import ConfigError, UsageError
-from tether.gateway.policy import EMPTY_POLICY, add_site, load, parse_public_key, remove_site
+from tether.gateway.policy import (
+    EMPTY_POLICY,
+    add_site,
+    add_user,
+    grant,
+    load,
+    parse_public_key,
+    remove_site,
+    remove_user,
+    revoke,
+)
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHQ6EOaTwWyasL+lWPWkjnlX2ZShGJsW+DQHtxY2MAHM"
 
@@ -104,3 +114,37 @@ def test_adding_and_removing_a_site_keeps_what_a_person_wrote(tmp_path: Path) ->
     assert "# on call" in path.read_text()
     with pytest.raises(UsageError, match="not enrolled"):
         remove_site(path, "edge")
+
+
+def test_users_and_grants_come_and_go(tmp_path: Path) -> None:
+    path = write(tmp_path, EMPTY_POLICY)
+    add_site(path, "lab", port=42001, serial=2)
+    with pytest.raises(UsageError, match="no such user"):
+        grant(path, "alice", "lab", "db", None)
+    add_user(path, "alice", f"{KEY} alice@laptop")
+    with pytest.raises(UsageError, match="exists already"):
+        add_user(path, "alice", KEY)
+    with pytest.raises(UsageError, match="not an SSH public key"):
+        add_user(path, "bob", "ssh-ed25519 AAAA\nPermitOpen any")
+    until = datetime(2030, 1, 1, 12, 0, 0, 500, tzinfo=UTC)
+    grant(path, "alice", "lab", "db", until)
+    grant(path, "alice", "lab", "web", None)
+    grant(path, "alice", "lab", "db", None)  # replaces the first: now until revoked
+    policy = load(path)
+    assert [(g.target, g.until) for g in policy.grants] == [("web", None), ("db", None)]
+    with pytest.raises(UsageError, match="not enrolled"):
+        grant(path, "alice", "edge", "db", None)
+    revoke(path, "alice", "lab", "web")
+    with pytest.raises(UsageError, match="has no grant"):
+        revoke(path, "alice", "lab", "web")
+    remove_user(path, "alice")
+    policy = load(path)
+    assert policy.users == {} and policy.grants == ()
+
+
+def test_a_grant_until_a_time_reads_back_exactly(tmp_path: Path) -> None:
+    path = write(tmp_path, EMPTY_POLICY)
+    add_site(path, "lab", port=42001, serial=2)
+    add_user(path, "alice", KEY)
+    grant(path, "alice", "lab", "db", datetime(2030, 1, 1, 12, 30, 15, 999, tzinfo=UTC))
+    assert load(path).grants[0].until == datetime(2030, 1, 1, 12, 30, 15, tzinfo=UTC)

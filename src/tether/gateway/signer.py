@@ -1,0 +1,96 @@
+"""Issuing a client's certificate: the user's own public key, signed by the gateway's user CA
+for one target, for minutes (never past the grant), after the policy says yes. Every issuance
+and every refusal goes to the audit log.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tether.errors import AuthenticationError
+from tether.gateway import audit, keygen, policy
+from tether.gateway.layout import Gateway
+from tether.gateway.names import parse_name, target_principal, via_principal
+from tether.gateway.serials import next_serial
+
+LIFETIME = timedelta(minutes=5)
+# Certificates start a little in the past: a client whose clock runs behind must not see one
+# that is not yet valid.
+SKEW = timedelta(minutes=1)
+
+
+class AccessRefused(AuthenticationError):
+    """The policy does not let this user reach this target (now). Exit code 5."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    certificate: str  # one line, as a KEY-cert.pub file holds it
+    serial: int
+    valid_before: datetime
+
+
+def issue(
+    gateway: Gateway,
+    user: str,
+    public_key: str,
+    site: str,
+    target: str,
+    *,
+    now: datetime | None = None,
+    lifetime: timedelta = LIFETIME,
+) -> Issued:
+    """A certificate for ``user``'s ``public_key`` that opens ``site``/``target`` only."""
+    now = now or datetime.now(UTC)
+    parse_name(site, what="site")
+    parse_name(target, what="target")
+    key = policy.parse_public_key(public_key, what="public key")
+    current = policy.load(gateway.policy)
+    known = current.users.get(user)
+    where = {"user": user, "site": site, "target": target, "key": audit.fingerprint(key)}
+    if known is None or known.key != key:
+        audit.record(gateway.audit, "refused", reason="unknown user or key", **where)
+        raise AccessRefused(f"access to {site}/{target} refused: this key is not {user}'s")
+    grant = next(
+        (
+            g
+            for g in current.grants
+            if (g.user, g.site, g.target) == (user, site, target) and g.live(now)
+        ),
+        None,
+    )
+    if grant is None:
+        audit.record(gateway.audit, "refused", reason="no grant", **where)
+        raise AccessRefused(f"access to {site}/{target} refused: {user} has no grant of it")
+    valid_before = now + lifetime
+    if grant.until is not None:
+        valid_before = min(valid_before, grant.until)
+    serial = next_serial(gateway.serial)
+    work = Path(tempfile.mkdtemp(prefix=".issue-", dir=gateway.root))
+    try:
+        public = work / "key.pub"
+        public.write_text(key + "\n")
+        certificate = keygen.sign(
+            gateway.user_ca,
+            public,
+            key_id=f"{user}@{site}/{target}",
+            principals=[via_principal(site), target_principal(site, target)],
+            validity=f"{_stamp(now - SKEW)}:{_stamp(valid_before)}",
+            serial=serial,
+        )
+        kind, blob = certificate.read_text().split()[:2]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    audit.record(
+        gateway.audit, "issued", serial=serial, valid_before=valid_before.isoformat(), **where
+    )
+    return Issued(f"{kind} {blob}", serial, valid_before)
+
+
+def _stamp(moment: datetime) -> str:
+    """A time as ssh-keygen -V reads it, in UTC."""
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
