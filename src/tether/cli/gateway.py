@@ -73,3 +73,97 @@ def site_remove(directory: Path, name: str) -> None:
 
     remove_site(Gateway.existing(directory), name)
     echo(f"site {name} removed; its agent's certificate is revoked")
+
+
+@gateway.group()
+def user() -> None:
+    """Name users with their SSH public key."""
+
+
+@user.command("add")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("name", metavar="USER")
+@click.argument("key_file", metavar="KEY.pub", type=click.Path(path_type=Path))
+def user_add(directory: Path, name: str, key_file: Path) -> None:
+    """Name USER with the public key in KEY.pub (their own: the private key never leaves them)."""
+    from tether.errors import UsageError
+    from tether.files import KEY_LIMIT, read_regular
+    from tether.gateway import policy
+    from tether.gateway.layout import Gateway
+
+    gateway = Gateway.existing(directory)
+    try:
+        text = read_regular(key_file, limit=KEY_LIMIT, what="KEY.pub", error=UsageError)
+    except FileNotFoundError:
+        raise UsageError(f"KEY.pub: {key_file}: no such file") from None
+    policy.add_user(gateway.policy, name, text.decode(errors="replace"))
+    echo(f"user {name} added")
+
+
+@user.command("remove")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("name", metavar="USER")
+def user_remove(directory: Path, name: str) -> None:
+    """Remove USER and every grant of theirs."""
+    from tether.gateway import policy
+    from tether.gateway.layout import Gateway
+
+    policy.remove_user(Gateway.existing(directory).policy, name)
+    echo(f"user {name} removed")
+
+
+@gateway.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("name", metavar="USER")
+@click.argument("target", metavar="SITE/TARGET")
+@click.option(
+    "--for",
+    "lasting",
+    metavar="DURATION",
+    help="How long the grant lasts (5m, 8h, 30d) [until revoked].",
+)
+def grant(directory: Path, name: str, target: str, lasting: str | None) -> None:
+    """Let USER reach SITE/TARGET (for DURATION, or until revoked)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tether.gateway import audit, policy
+    from tether.gateway.layout import Gateway
+    from tether.gateway.names import parse_target_path
+    from tether.values import parse_duration
+
+    gateway = Gateway.existing(directory)
+    site, target_name = parse_target_path(target, what="SITE/TARGET")
+    until = None
+    if lasting is not None:
+        lasting_s = parse_duration(lasting, what="--for")
+        until = (datetime.now(UTC) + timedelta(seconds=lasting_s)).replace(microsecond=0)
+    policy.grant(gateway.policy, name, site, target_name, until)
+    audit.record(
+        gateway.audit,
+        "granted",
+        user=name,
+        site=site,
+        target=target_name,
+        until=until.isoformat() if until else None,
+    )
+    echo(
+        f"{name} may reach {site}/{target_name}"
+        + (f" until {until:%Y-%m-%d %H:%M:%SZ}" if until else "")
+    )
+
+
+@gateway.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("name", metavar="USER")
+@click.argument("target", metavar="SITE/TARGET")
+def revoke(directory: Path, name: str, target: str) -> None:
+    """End USER's grant of SITE/TARGET."""
+    from tether.gateway import audit, policy
+    from tether.gateway.layout import Gateway
+    from tether.gateway.names import parse_target_path
+
+    gateway = Gateway.existing(directory)
+    site, target_name = parse_target_path(target, what="SITE/TARGET")
+    policy.revoke(gateway.policy, name, site, target_name)
+    audit.record(gateway.audit, "revoked", user=name, site=site, target=target_name)
+    echo(f"{name} may no longer reach {site}/{target_name}")

@@ -1,0 +1,53 @@
+"""`tether gateway` from the command line: each step's output and exit code, the policy and the
+audit log it leaves, and one-line errors for what it refuses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+from pathlib import Path
+
+from tests.support.tether_process import TetherRunner
+
+
+def test_a_gateway_from_init_to_revoke(tether: TetherRunner, tmp_path: Path) -> None:
+    gw = str(tmp_path / "gw")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "alice")],
+        check=True,
+    )
+    steps = [
+        (["gateway", "init", gw], 0, "gateway created in"),
+        (["gateway", "site", "add", gw, "lab", "--relay", "127.0.0.1:2222"], 0, "enrolled"),
+        (["gateway", "user", "add", gw, "alice", str(tmp_path / "alice.pub")], 0, "added"),
+        (["gateway", "grant", gw, "alice", "lab/db", "--for", "8h"], 0, "may reach lab/db"),
+        (["gateway", "revoke", gw, "alice", "lab/db"], 0, "may no longer reach"),
+        (["gateway", "site", "remove", gw, "lab"], 0, "revoked"),
+    ]
+    for argv, code, said in steps:
+        got, out, err = tether.run(*argv)
+        assert (got, err) == (code, ""), (argv, err)
+        assert said in out, (argv, out)
+    policy = tomllib.loads((tmp_path / "gw" / "policy.toml").read_text())
+    assert list(policy["users"]) == ["alice"]
+    assert not policy.get("sites")
+    events = [json.loads(line)["event"] for line in (tmp_path / "gw" / "audit.jsonl").open()]
+    assert events == ["granted", "revoked"]
+
+
+def test_refusals_are_one_line_with_exit_2(tether: TetherRunner, tmp_path: Path) -> None:
+    gw = str(tmp_path / "gw")
+    assert tether.run("gateway", "init", gw)[0] == 0
+    for argv in (
+        ["gateway", "init", gw],
+        ["gateway", "site", "add", str(tmp_path / "none"), "lab", "--relay", "h:1"],
+        ["gateway", "site", "add", gw, "Lab!", "--relay", "h:1"],
+        ["gateway", "site", "add", gw, "lab", "--relay", "h:99999"],
+        ["gateway", "grant", gw, "nobody", "lab/db"],
+        ["gateway", "grant", gw, "nobody", "lab"],
+        ["gateway", "user", "add", gw, "bob", str(tmp_path / "missing.pub")],
+    ):
+        code, out, err = tether.run(*argv)
+        assert code == 2 and out == "", (argv, out)
+        assert err.startswith("tether: error: ") and err.count("\n") == 1, (argv, err)
