@@ -161,3 +161,55 @@ def flock_holders(path: Path) -> set[int]:
         if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev:
             holders.add(int(parts[4]))
     return holders
+
+
+def descendants(root: int) -> list[int]:
+    """The processes below ``root``, found by their parent in /proc (a process-group signal
+    would miss sshd's sessions, which call setsid)."""
+    parent_of: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fields = _stat_fields(int(name))
+        if fields is not None:
+            parent_of[int(name)] = int(fields[1])
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parent_of.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def halt_tree(root: int, timeout: float = 5.0) -> list[int]:
+    """SIGSTOP ``root`` and every process below it until no new one appears; those below.
+
+    A stopped process forks no more (a fork under way when the signal came has finished by the
+    time it shows as stopped), so once every one shows stopped and a pass finds nothing new, no
+    process of the tree can escape a signal sent to them all next. Synchronous and brief: call
+    it from a thread in an event loop.
+    """
+    stopped: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [root, *descendants(root)]
+        new = [pid for pid in found if pid not in stopped]
+        if not new and all(halted(pid) for pid in found):
+            return found[1:]
+        if time.monotonic() > deadline:
+            return found[1:]  # the caller's next signal reaches those it can
+        for pid in new:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+            stopped.add(pid)
+        time.sleep(0.001)
+
+
+def halted(pid: int) -> bool:
+    """Stopped, a zombie, or gone."""
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] in ("T", "t", "Z", "X")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import EchoServer, SilentServer, echo_once
-from tests.support.sshd_server import SshdServer, descendants
+from tests.support.sshd_server import SshdServer
+from tether.procs import descendants
 from tests.support.systemd import (
     Notification,
     NotifySocket,

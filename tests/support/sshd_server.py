@@ -16,6 +16,8 @@ from typing import Self
 
 import pytest
 
+from tether.procs import descendants, halt_tree, halted
+
 from tether.spec import SshOptions
 
 SSHD_PATH = "/usr/sbin/sshd"
@@ -75,57 +77,13 @@ def _keygen(path: Path) -> None:
         )
 
 
-def descendants(root: int) -> list[int]:
-    """The processes below ``root``, found by their parent: per-connection sshd children call
-    setsid(), so a process-group kill would miss them."""
-    parent_of: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            # comm may contain spaces or ')', so parse ppid from after the last ')'.
-            parent_of[int(entry.name)] = int(
-                (entry / "stat").read_text().rpartition(")")[2].split()[1]
-            )
-        except (ValueError, OSError):
-            continue
-    found: list[int] = []
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parent_of.items() if ppid == parent]
-        found += children
-        frontier += children
-    return found
-
-
 def stop_tree(root: int) -> list[int]:
-    """SIGSTOP ``root`` and every process below it, until no new one appears; returns those
-    below. A process that shows as stopped forks no more (a fork under way when the signal came
-    has finished by then), so once every one shows stopped and a pass finds nothing new the tree
-    is whole."""
-    stopped: set[int] = set()
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while True:
-        found = [root, *descendants(root)]
-        new = [pid for pid in found if pid not in stopped]
-        if not new and all(_halted(pid) for pid in found):
-            return found[1:]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"sshd's processes did not all stop: {found}")
-        for pid in new:
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except ProcessLookupError:
-                pass
-            stopped.add(pid)
-
-
-def _halted(pid: int) -> bool:
-    """Stopped, a zombie, or gone."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("T", "t", "Z", "X")
+    """SIGSTOP ``root`` and every process below it (procs.halt_tree); those below. A test that
+    needs the whole tree stopped fails if it cannot be."""
+    below = halt_tree(root)
+    if not all(halted(pid) for pid in [root, *below]):
+        raise RuntimeError(f"sshd's processes did not all stop: {[root, *below]}")
+    return below
 
 
 class SshdServer:
