@@ -120,10 +120,12 @@ def test_no_command_imports_another() -> None:
 
 def layer(module: str) -> int:
     """0 the core (engine, transports, registry...), 1 what runs a process or a diagnosis (the
-    modes, the Python API, diagnose), 2 the command line."""
+    modes, the Python API, diagnose, the gateway), 2 the command line."""
     if module in ("tether.__main__", "tether.cli") or module.startswith("tether.cli."):
         return 2
-    if module.startswith(("tether.modes", "tether.diagnose")) or module == "tether.api":
+    if module.startswith(("tether.modes", "tether.diagnose", "tether.gateway")):
+        return 1
+    if module == "tether.api":
         return 1
     return 0
 

@@ -167,3 +167,28 @@ def revoke(directory: Path, name: str, target: str) -> None:
     policy.revoke(gateway.policy, name, site, target_name)
     audit.record(gateway.audit, "revoked", user=name, site=site, target=target_name)
     echo(f"{name} may no longer reach {site}/{target_name}")
+
+
+@gateway.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--listen",
+    required=True,
+    metavar="ADDR:PORT",
+    help="Where the relay's sshd listens for agents and clients.",
+)
+def relay(directory: Path, listen: str) -> None:
+    """Run the gateway's relay (stock sshd, supervised) until SIGINT or SIGTERM."""
+    from tether.gateway.layout import Gateway
+    from tether.gateway.relay import Relay
+    from tether.modes import runtime
+    from tether.spec import Endpoint
+
+    running = Relay(Gateway.existing(directory), Endpoint.parse(listen, what="--listen"))
+    running.prepare()
+
+    def ready() -> None:
+        echo(f"relay ready on {running.listen}")
+
+    raise SystemExit(runtime.run(running.run(ready)))
+

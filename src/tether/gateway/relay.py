@@ -1,0 +1,220 @@
+"""A relay: the gateway's stock sshd, configured, checked and supervised by tether.
+
+Its config and principals file are written at each start into DIR/relay/run (private), from the
+gateway's files and the policy's sites, and checked by `sshd -t` before it starts. sshd reads
+the principals file and the revocation list at each login, so a site added or removed needs no
+restart: the relay writes the principals file again when the policy changes.
+
+sshd checks every directory above the principals file (StrictModes): each must be owned by root
+or the relay's user and writable by no one else, so a gateway under /tmp is refused here, in one
+line, before sshd would refuse every login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from tether.errors import TetherError, UsageError, describe, visible
+from tether.files import write_private
+from tether.gateway import policy
+from tether.gateway.layout import Gateway
+from tether.gateway.sshdconfig import relay_principals, sshd_config
+from tether.modes.signals import StopRequest, capture_stop_signals
+from tether.procs import Pinned, halt_tree
+from tether.spec import Endpoint
+from tether.transports.master import parent_death_wrapper
+
+log = logging.getLogger("tether")
+
+SSHD = "/usr/sbin/sshd"
+READY_TIMEOUT = 10.0
+STOP_GRACE = 3.0
+POLICY_CHECK = 1.0  # how often the policy's mtime is compared, to rewrite the principals
+
+
+class RelayError(TetherError):
+    """The relay's sshd refused its config, or exited. Exit code 4."""
+
+    exit_code = 4
+
+
+def strict_enough(path: Path) -> str | None:
+    """Why sshd's StrictModes would refuse a file under ``path``; None if it would not."""
+    uid = os.getuid()
+    for directory in [path, *path.parents]:
+        try:
+            st = os.stat(directory)
+        except OSError as exc:
+            return f"{directory}: {describe(exc)}"
+        if st.st_uid not in (0, uid):
+            return f"{directory} belongs to another user"
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{directory} is writable by others"
+    return None
+
+
+class Relay:
+    """The relay of ``gateway``, listening on ``listen``."""
+
+    def __init__(self, gateway: Gateway, listen: Endpoint) -> None:
+        self.gateway = gateway
+        self.listen = listen
+        self.run_dir = gateway.root / "relay" / "run"
+        self.config = self.run_dir / "sshd_config"
+        self.principals = self.run_dir / "principals"
+        self._process: Pinned | None = None
+        self._exited: asyncio.Future[int] | None = None
+        self._policy_mtime = 0.0
+
+    def prepare(self) -> None:
+        """Write the config and the principals; refuse a directory sshd would refuse."""
+        problem = strict_enough(self.gateway.root)
+        if problem is not None:
+            raise UsageError(
+                f"{self.gateway.root}: sshd would refuse every login: {problem}",
+                hint="keep the gateway in a directory only you (or root) can write to, and "
+                "whose parents are the same",
+            )
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.run_dir, 0o700)
+        os.chmod(self.run_dir, 0o700)
+        self.write_principals()
+        write_private(
+            self.config,
+            sshd_config(
+                listen=self.listen,
+                user=pwd.getpwuid(os.getuid()).pw_name,
+                host_key=self.gateway.relay_key,
+                host_certificate=self.gateway.relay_certificate,
+                user_ca=Path(f"{self.gateway.user_ca}.pub"),
+                principals=self.principals,
+                revoked=self.gateway.revoked,
+            ),
+        )
+
+    def write_principals(self) -> None:
+        """The principals file from the policy's sites, now."""
+        self._policy_mtime = os.stat(self.gateway.policy).st_mtime
+        sites = policy.load(self.gateway.policy).sites
+        write_private(self.principals, relay_principals({s.name: s.port for s in sites.values()}))
+
+    async def check(self) -> None:
+        """`sshd -t`: the config as sshd reads it, before it starts."""
+        done = await asyncio.create_subprocess_exec(
+            _sshd(),
+            "-t",
+            "-f",
+            str(self.config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, said = await done.communicate()
+        if done.returncode != 0:
+            words = " ".join(said.decode(errors="replace").split())
+            raise RelayError(f"sshd refused the relay's config: {words}")
+
+    async def start(self) -> None:
+        """Run sshd, and return once it answers on its address."""
+        argv = [*parent_death_wrapper(), _sshd(), "-D", "-e", "-f", str(self.config)]
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C on tether's terminal is tether's to pass on
+        )
+        self._process = Pinned.child(process.pid)
+        self._exited = asyncio.ensure_future(self._log_until_exit(process))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT
+        while not await asyncio.to_thread(_answers, self.listen):
+            if self._exited.done():
+                raise RelayError(f"the relay's sshd exited with status {self._exited.result()}")
+            if loop.time() > deadline:
+                await self.stop()
+                raise RelayError(f"the relay's sshd did not answer within {READY_TIMEOUT:g}s")
+            await asyncio.wait([self._exited], timeout=0.05)
+
+    async def run(self, on_ready: Callable[[], None]) -> int:
+        """Check, start, tell ``on_ready``, serve until SIGINT, SIGTERM or SIGHUP (0), and end
+        sshd and its sessions; RelayError if sshd fails or exits by itself."""
+        stop = StopRequest()
+        with capture_stop_signals(stop):
+            await self.check()
+            await self.start()
+            try:
+                on_ready()
+                serving = asyncio.ensure_future(self.serve())
+                stopping = asyncio.ensure_future(stop.event.wait())
+                await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if serving.done():
+                    raise RelayError(f"the relay's sshd exited with status {serving.result()}")
+                serving.cancel()
+            finally:
+                await self.stop()
+        return 0
+
+    async def serve(self) -> int:
+        """Until sshd exits (its status); the principals follow the policy meanwhile."""
+        assert self._exited is not None
+        while not self._exited.done():
+            await asyncio.wait([self._exited], timeout=POLICY_CHECK)
+            with contextlib.suppress(OSError):
+                if os.stat(self.gateway.policy).st_mtime != self._policy_mtime:
+                    try:
+                        self.write_principals()
+                    except TetherError as exc:  # a hand edit gone wrong: keep the last good one
+                        log.warning("relay: policy not applied: %s", exc.message)
+        return self._exited.result()
+
+    async def stop(self) -> None:
+        """End sshd and every session it serves."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            sessions = await asyncio.to_thread(halt_tree, process.pid)
+            for pid in sessions:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.signal(signal.SIGTERM)
+            process.signal(signal.SIGCONT)
+            assert self._exited is not None
+            done, _ = await asyncio.wait([self._exited], timeout=STOP_GRACE)
+            if not done:
+                process.signal(signal.SIGKILL)
+                await self._exited
+        finally:
+            process.close()
+
+    async def _log_until_exit(self, process: asyncio.subprocess.Process) -> int:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace").strip()
+            if line:
+                log.info("relay sshd: %s", visible(line))  # a peer's words are in it
+        return await process.wait()
+
+
+def _sshd() -> str:
+    return shutil.which("sshd") or SSHD
+
+
+def _answers(listen: Endpoint) -> bool:
+    try:
+        with socket.create_connection((listen.host, listen.port), timeout=1) as sock:
+            return sock.recv(4) == b"SSH-"
+    except OSError:
+        return False

@@ -1,0 +1,106 @@
+"""`tether gateway relay`: stock sshd, checked, supervised, following the policy while it runs,
+and gone with every session when the relay stops."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import listens
+from tests.support.servers import EchoServer, free_port
+from tests.support.strict_dirs import strict_tmp
+from tests.support.tether_process import TetherRunner
+from tests.support.waiting import wait_until_sync
+from tether.gateway import enrol, layout
+from tether.gateway.names import RELAY_PRINCIPAL
+from tether.procs import descendants
+from tether.spec import Endpoint
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    with strict_tmp() as path:
+        yield path
+
+
+def agent_argv(work: Path, enrolled: Path, port: int) -> tuple[list[str], str]:
+    """An agent's ssh command from its enrolment (what `tether gateway agent` will run)."""
+    data = tomllib.loads(enrolled.read_text())
+    key = work / f"{data['site']}-agent"
+    key.write_text(data["agent_key"])
+    key.chmod(0o600)
+    Path(f"{key}-cert.pub").write_text(data["agent_certificate"] + "\n")
+    known = work / "known_hosts"
+    known.write_text(f"@cert-authority {RELAY_PRINCIPAL} {data['host_ca']}\n")
+    endpoint = f"127.0.0.1:{data['endpoint_port']}"
+    options = [
+        f"CertificateFile={key}-cert.pub",
+        "IdentitiesOnly=yes",
+        "BatchMode=yes",
+        f"UserKnownHostsFile={known}",
+        "GlobalKnownHostsFile=/dev/null",
+        f"HostKeyAlias={RELAY_PRINCIPAL}",
+        "ExitOnForwardFailure=yes",
+    ]
+    argv = ["ssh", "-F", "/dev/null", "-i", str(key), "-p", str(port), "-N"]
+    for option in options:
+        argv += ["-o", option]
+    return argv, endpoint
+
+
+def test_the_relay_serves_sites_added_while_it_runs_and_leaves_nothing(
+    tether: TetherRunner, work: Path, echo_server: EchoServer
+) -> None:
+    gateway = layout.init(work / "gw")
+    port = free_port()
+    relay = tether.spawn("gateway", "relay", str(gateway.root), "--listen", f"127.0.0.1:{port}")
+    relay.wait_for(lambda p: "relay ready on" in p.stdout, "the relay to be ready")
+    enrolled = enrol.add_site(gateway, "lab", [Endpoint("127.0.0.1", port)])  # while it runs
+    argv, endpoint = agent_argv(work, enrolled.path, port)
+    site_port = int(endpoint.rpartition(":")[2])
+    wait_until_sync(
+        lambda: "site:lab" in (gateway.root / "relay" / "run" / "principals").read_text(),
+        "the relay to apply the new site",
+    )
+    agent = subprocess.Popen(
+        [*argv, "-R", f"{endpoint}:{echo_server.address}", "127.0.0.1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_sync(lambda: listens(site_port), "the agent's endpoint on the relay")
+        sshd = descendants(relay.pid)
+        assert sshd, "the relay runs sshd"
+        relay.send_signal(signal.SIGTERM)
+        assert relay.finish() == 0, relay.stderr
+        # The relay took its sessions with it: the agent's connection is gone too.
+        assert agent.wait(timeout=20) != 0
+        assert not listens(site_port)
+        assert [pid for pid in sshd if alive(pid)] == []
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie its new parent has not reaped yet."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_gateway_under_a_directory_others_can_write_is_refused(
+    tether: TetherRunner, tmp_path: Path
+) -> None:
+    gateway = layout.init(tmp_path / "gw")  # pytest's tmp_path is under /tmp (1777)
+    code, out, err = tether.run("gateway", "relay", str(gateway.root), "--listen", "127.0.0.1:1")
+    assert code == 2 and out == ""
+    assert "sshd would refuse every login" in err and err.count("\n") == 1, err
