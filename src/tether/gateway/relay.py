@@ -63,6 +63,87 @@ def strict_enough(path: Path) -> str | None:
     return None
 
 
+class Sshd:
+    """One supervised sshd with a generated config, listening on ``listen``: checked by
+    `sshd -t`, started, and ended with every session it serves. ``name`` labels its log lines."""
+
+    def __init__(self, name: str, config: Path, listen: Endpoint) -> None:
+        self.name = name
+        self.config = config
+        self.listen = listen
+        self._process: Pinned | None = None
+        self.exited: asyncio.Future[int] | None = None
+
+    async def check(self) -> None:
+        """`sshd -t`: the config as sshd reads it, before it starts."""
+        done = await asyncio.create_subprocess_exec(
+            _sshd(),
+            "-t",
+            "-f",
+            str(self.config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, said = await done.communicate()
+        if done.returncode != 0:
+            words = " ".join(said.decode(errors="replace").split())
+            raise RelayError(f"sshd refused the {self.name}'s config: {visible(words)}")
+
+    async def start(self) -> None:
+        """Run sshd, and return once it answers on its address."""
+        argv = [*parent_death_wrapper(), _sshd(), "-D", "-e", "-f", str(self.config)]
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C on tether's terminal is tether's to pass on
+        )
+        self._process = Pinned.child(process.pid)
+        self.exited = asyncio.ensure_future(self._log_until_exit(process))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT
+        while not await asyncio.to_thread(_answers, self.listen):
+            if self.exited.done():
+                raise RelayError(
+                    f"the {self.name}'s sshd exited with status {self.exited.result()}"
+                )
+            if loop.time() > deadline:
+                await self.stop()
+                raise RelayError(f"the {self.name}'s sshd did not answer within {READY_TIMEOUT:g}s")
+            await asyncio.wait([self.exited], timeout=0.05)
+
+    async def stop(self) -> None:
+        """End sshd and every session it serves (the tree stopped whole first: a session that
+        forks meanwhile cannot escape)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            sessions = await asyncio.to_thread(halt_tree, process.pid)
+            for pid in sessions:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.signal(signal.SIGTERM)
+            process.signal(signal.SIGCONT)
+            assert self.exited is not None
+            done, _ = await asyncio.wait([self.exited], timeout=STOP_GRACE)
+            if not done:
+                process.signal(signal.SIGKILL)
+                await self.exited
+        finally:
+            process.close()
+
+    async def _log_until_exit(self, process: asyncio.subprocess.Process) -> int:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace").strip()
+            if line:
+                log.info("%s sshd: %s", self.name, visible(line))  # a peer's words are in it
+        return await process.wait()
+
+
 class Relay:
     """The relay of ``gateway``, listening on ``listen``."""
 
@@ -72,8 +153,7 @@ class Relay:
         self.run_dir = gateway.root / "relay" / "run"
         self.config = self.run_dir / "sshd_config"
         self.principals = self.run_dir / "principals"
-        self._process: Pinned | None = None
-        self._exited: asyncio.Future[int] | None = None
+        self.sshd = Sshd("relay", self.config, listen)
         self._policy_mtime = 0.0
 
     def prepare(self) -> None:
@@ -108,51 +188,13 @@ class Relay:
         sites = policy.load(self.gateway.policy).sites
         write_private(self.principals, relay_principals({s.name: s.port for s in sites.values()}))
 
-    async def check(self) -> None:
-        """`sshd -t`: the config as sshd reads it, before it starts."""
-        done = await asyncio.create_subprocess_exec(
-            _sshd(),
-            "-t",
-            "-f",
-            str(self.config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, said = await done.communicate()
-        if done.returncode != 0:
-            words = " ".join(said.decode(errors="replace").split())
-            raise RelayError(f"sshd refused the relay's config: {words}")
-
-    async def start(self) -> None:
-        """Run sshd, and return once it answers on its address."""
-        argv = [*parent_death_wrapper(), _sshd(), "-D", "-e", "-f", str(self.config)]
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # Ctrl-C on tether's terminal is tether's to pass on
-        )
-        self._process = Pinned.child(process.pid)
-        self._exited = asyncio.ensure_future(self._log_until_exit(process))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + READY_TIMEOUT
-        while not await asyncio.to_thread(_answers, self.listen):
-            if self._exited.done():
-                raise RelayError(f"the relay's sshd exited with status {self._exited.result()}")
-            if loop.time() > deadline:
-                await self.stop()
-                raise RelayError(f"the relay's sshd did not answer within {READY_TIMEOUT:g}s")
-            await asyncio.wait([self._exited], timeout=0.05)
-
     async def run(self, on_ready: Callable[[], None]) -> int:
         """Check, start, tell ``on_ready``, serve until SIGINT, SIGTERM or SIGHUP (0), and end
         sshd and its sessions; RelayError if sshd fails or exits by itself."""
         stop = StopRequest()
         with capture_stop_signals(stop):
-            await self.check()
-            await self.start()
+            await self.sshd.check()
+            await self.sshd.start()
             try:
                 on_ready()
                 serving = asyncio.ensure_future(self.serve())
@@ -163,49 +205,22 @@ class Relay:
                     raise RelayError(f"the relay's sshd exited with status {serving.result()}")
                 serving.cancel()
             finally:
-                await self.stop()
+                await self.sshd.stop()
         return 0
 
     async def serve(self) -> int:
         """Until sshd exits (its status); the principals follow the policy meanwhile."""
-        assert self._exited is not None
-        while not self._exited.done():
-            await asyncio.wait([self._exited], timeout=POLICY_CHECK)
+        exited = self.sshd.exited
+        assert exited is not None
+        while not exited.done():
+            await asyncio.wait([exited], timeout=POLICY_CHECK)
             with contextlib.suppress(OSError):
                 if os.stat(self.gateway.policy).st_mtime != self._policy_mtime:
                     try:
                         self.write_principals()
                     except TetherError as exc:  # a hand edit gone wrong: keep the last good one
                         log.warning("relay: policy not applied: %s", exc.message)
-        return self._exited.result()
-
-    async def stop(self) -> None:
-        """End sshd and every session it serves."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        try:
-            sessions = await asyncio.to_thread(halt_tree, process.pid)
-            for pid in sessions:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            process.signal(signal.SIGTERM)
-            process.signal(signal.SIGCONT)
-            assert self._exited is not None
-            done, _ = await asyncio.wait([self._exited], timeout=STOP_GRACE)
-            if not done:
-                process.signal(signal.SIGKILL)
-                await self._exited
-        finally:
-            process.close()
-
-    async def _log_until_exit(self, process: asyncio.subprocess.Process) -> int:
-        assert process.stderr is not None
-        async for raw in process.stderr:
-            line = raw.decode(errors="replace").strip()
-            if line:
-                log.info("relay sshd: %s", visible(line))  # a peer's words are in it
-        return await process.wait()
+        return exited.result()
 
 
 def _sshd() -> str:
