@@ -192,3 +192,48 @@ def relay(directory: Path, listen: str) -> None:
 
     raise SystemExit(runtime.run(running.run(ready)))
 
+
+
+@gateway.command()
+@click.argument("enrolment_file", metavar="ENROLMENT", type=click.Path(path_type=Path))
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    required=True,
+    metavar="NAME=HOST:PORT",
+    help="A target this site serves, as clients name it (SITE/NAME); repeat for each.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Where the agent keeps its site sshd's files [the user's state directory].",
+)
+def agent(enrolment_file: Path, targets: tuple[str, ...], state_dir: Path | None) -> None:
+    """Run a site's agent: the site's sshd on loopback, and an outbound link to each relay."""
+    from tether.gateway.agent import Agent
+    from tether.gateway.enrolment import Enrolment
+    from tether.gateway.names import parse_name
+    from tether.modes import runtime
+    from tether.spec import Endpoint
+    from tether.errors import UsageError, shown
+
+    enrolment = Enrolment.load(enrolment_file)
+    served: dict[str, Endpoint] = {}
+    for item in targets:
+        name, equals, where = item.partition("=")
+        if not equals:
+            raise UsageError(f"--target: not NAME=HOST:PORT: {shown(item)}")
+        served[parse_name(name, what="--target name")] = Endpoint.parse(where, what="--target")
+    if state_dir is None:
+        import platformdirs
+
+        state_dir = platformdirs.user_state_path("tether") / f"agent-{enrolment.site}"
+        state_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    running = Agent(enrolment, served, state_dir)
+    running.prepare()
+
+    def ready() -> None:
+        echo(f"agent of site {enrolment.site} ready: {len(running.links)} relay(s)")
+
+    raise SystemExit(runtime.run(running.run(ready)))
