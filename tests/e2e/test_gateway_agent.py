@@ -18,6 +18,7 @@ import pytest
 from tests.support.servers import EchoServer, free_port
 from tests.support.strict_dirs import strict_tmp
 from tests.support.tether_process import TetherProcess, TetherRunner
+from tests.support.waiting import wait_until_sync
 from tether.gateway import enrol, keygen, layout, policy
 from tether.gateway.names import RELAY_PRINCIPAL, site_host_alias
 from tether.gateway.signer import issue
@@ -111,3 +112,44 @@ def test_a_removed_sites_agent_ends_with_exit_5(running: Running, tether: Tether
     assert running.agent.finish(deadline=60) == 5
     last = running.agent.stderr.splitlines()[-1]
     assert last.startswith("tether: error: ") and "refused this site's certificate" in last
+
+
+def fetch_certificate(run: Running, key: Path, target: str) -> subprocess.CompletedProcess[str]:
+    """Ask the relay's signer for a certificate, logging in with the user's own key."""
+    known = run.work / "signer_known_hosts"
+    ca = Path(f"{run.gateway.host_ca}.pub").read_text().split()
+    known.write_text(f"@cert-authority {RELAY_PRINCIPAL} {ca[0]} {ca[1]}\n")
+    argv = [
+        "ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
+        "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}",
+        "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"HostKeyAlias={RELAY_PRINCIPAL}",
+        "-p", str(run.relay_port), "-l", pwd.getpwuid(os.getuid()).pw_name,
+        "127.0.0.1", "sign", target,
+    ]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+def test_a_user_gets_a_certificate_from_the_relay_with_their_own_key(
+    running: Running, echo_server: EchoServer
+) -> None:
+    key = keygen.generate(running.work / "bob", "bob")
+    policy.add_user(running.gateway.policy, "bob", Path(f"{key}.pub").read_text())
+    policy.grant(running.gateway.policy, "bob", "lab", "echo", None)
+    relay_keys = running.gateway.root / "relay" / "run" / "authorized_keys"
+    wait_until_sync(lambda: "'bob'" in relay_keys.read_text(), "the relay to know bob")
+    fetched = fetch_certificate(running, key, "lab/echo")
+    assert fetched.returncode == 0, fetched.stderr
+    Path(f"{key}-cert.pub").write_text(fetched.stdout)
+    done = subprocess.run(
+        client_argv(running, key, echo_server.address),
+        input="signed by the relay\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout == "signed by the relay\n", done.stderr
+    refused = fetch_certificate(running, key, "lab/other")
+    assert refused.returncode == 5 and refused.stdout == ""
+    assert "refused" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+    # The key may do nothing else: no shell, no forwarding.
+    assert fetch_certificate(running, key, "; sh").returncode == 2

@@ -237,3 +237,24 @@ def agent(enrolment_file: Path, targets: tuple[str, ...], state_dir: Path | None
         echo(f"agent of site {enrolment.site} ready: {len(running.links)} relay(s)")
 
     raise SystemExit(runtime.run(running.run(ready)))
+
+
+@gateway.command(hidden=True)
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("name", metavar="USER")
+def sign(directory: Path, name: str) -> None:
+    """Print a certificate for USER's key that opens the SITE/TARGET asked for.
+
+    Run by the relay's sshd for a user who logs in with their own key (its authorized_keys
+    command); the target comes in SSH_ORIGINAL_COMMAND.
+    """
+    import os
+
+    from tether.gateway.layout import Gateway
+    from tether.gateway.names import parse_target_path
+    from tether.gateway.signer import issue_for
+
+    gateway = Gateway.existing(directory)
+    asked = os.environ.get("SSH_ORIGINAL_COMMAND", "").strip()
+    site, target = parse_target_path(asked.removeprefix("sign ").strip(), what="SITE/TARGET")
+    echo(issue_for(gateway, name, site, target).certificate)

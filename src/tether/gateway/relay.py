@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tether.errors import TetherError, UsageError, describe, visible
 from tether.files import write_private
 from tether.gateway import policy
 from tether.gateway.layout import Gateway
-from tether.gateway.sshdconfig import relay_principals, sshd_config
+from tether.gateway.sshdconfig import relay_principals, signer_keys, sshd_config
 from tether.modes.signals import StopRequest, capture_stop_signals
 from tether.procs import Pinned, halt_tree
 from tether.spec import Endpoint
@@ -153,6 +154,7 @@ class Relay:
         self.run_dir = gateway.root / "relay" / "run"
         self.config = self.run_dir / "sshd_config"
         self.principals = self.run_dir / "principals"
+        self.authorized_keys = self.run_dir / "authorized_keys"
         self.sshd = Sshd("relay", self.config, listen)
         self._policy_mtime = 0.0
 
@@ -179,14 +181,20 @@ class Relay:
                 user_ca=Path(f"{self.gateway.user_ca}.pub"),
                 principals=self.principals,
                 revoked=self.gateway.revoked,
+                authorized_keys=self.authorized_keys,
             ),
         )
 
     def write_principals(self) -> None:
-        """The principals file from the policy's sites, now."""
+        """The principals file (from the policy's sites) and the signer's keys (from its
+        users), now."""
         self._policy_mtime = os.stat(self.gateway.policy).st_mtime
-        sites = policy.load(self.gateway.policy).sites
-        write_private(self.principals, relay_principals({s.name: s.port for s in sites.values()}))
+        current = policy.load(self.gateway.policy)
+        sites = {site.name: site.port for site in current.sites.values()}
+        write_private(self.principals, relay_principals(sites))
+        keys = {user.name: user.key for user in current.users.values()}
+        sign = [sys.executable, "-m", "tether", "gateway", "sign", str(self.gateway.root)]
+        write_private(self.authorized_keys, signer_keys(keys, sign))
 
     async def run(self, on_ready: Callable[[], None]) -> int:
         """Check, start, tell ``on_ready``, serve until SIGINT, SIGTERM or SIGHUP (0), and end

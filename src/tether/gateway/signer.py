@@ -94,3 +94,14 @@ def issue(
 def _stamp(moment: datetime) -> str:
     """A time as ssh-keygen -V reads it, in UTC."""
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
+
+
+def issue_for(gateway: Gateway, user: str, site: str, target: str) -> Issued:
+    """A certificate for the key the policy names ``user`` with (the key they logged in to the
+    relay with: its authorized_keys line runs the signer for that user only)."""
+    known = policy.load(gateway.policy).users.get(user)
+    if known is None:
+        audit.record(gateway.audit, "refused", reason="unknown user", user=user, site=site,
+                     target=target)  # fmt: skip
+        raise AccessRefused(f"access to {site}/{target} refused: no user {user}")
+    return issue(gateway, user, known.key, site, target)

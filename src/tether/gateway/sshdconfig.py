@@ -30,6 +30,9 @@ from tether.values import parse_host
 CLIENT_ALIVE_INTERVAL = 5
 CLIENT_ALIVE_COUNT_MAX = 3
 NOWHERE = "nowhere.invalid:1"
+# Every line starts so: nothing allowed but what the line adds, and a session (which none of
+# these needs) runs only /bin/false.
+NO_SHELL = 'restrict,command="/bin/false"'
 
 
 def quoted(path: Path, what: str) -> str:
@@ -49,6 +52,7 @@ def sshd_config(
     user_ca: Path,
     principals: Path,
     revoked: Path | None = None,
+    authorized_keys: Path | None = None,
 ) -> str:
     """A gateway sshd's config (a relay's or a site's): one listen address, one account,
     certificates of one CA only."""
@@ -70,7 +74,10 @@ def sshd_config(
         "HostbasedAuthentication no",
         "GSSAPIAuthentication no",
         f"TrustedUserCAKeys {quoted(user_ca, 'user CA')}",
-        "AuthorizedKeysFile none",
+        # Users' own keys log in to the relay only to have a certificate signed (signer_keys).
+        "AuthorizedKeysFile "
+        + (quoted(authorized_keys, "authorized keys") if authorized_keys else "none"),
+        "ExposeAuthInfo no",
         f"AuthorizedPrincipalsFile {quoted(principals, 'principals file')}",
         *([f"RevokedKeys {quoted(revoked, 'revocation list')}"] if revoked else []),
         # What the principals' options allow, and nothing else.
@@ -83,7 +90,6 @@ def sshd_config(
         "GatewayPorts no",
         "PermitUserRC no",
         "PermitUserEnvironment no",
-        "ForceCommand /bin/false",
         "PrintMotd no",
         # A silent peer is dropped, and a flood of half-open logins does not starve the rest.
         f"ClientAliveInterval {CLIENT_ALIVE_INTERVAL}",
@@ -110,8 +116,8 @@ def relay_principals(sites: Mapping[str, int]) -> str:
         # `port-forwarding` allows opening as well as listening, and permitopen has no word for
         # nothing: an agent may open only a name that can never resolve (RFC 6761's .invalid).
         agent = f'permitlisten="{endpoint}",permitopen="{NOWHERE}"'
-        lines.append(f"restrict,port-forwarding,{agent} site:{site}")
-        lines.append(f'restrict,port-forwarding,permitopen="{endpoint}" via:{site}')
+        lines.append(f"{NO_SHELL},port-forwarding,{agent} site:{site}")
+        lines.append(f'{NO_SHELL},port-forwarding,permitopen="{endpoint}" via:{site}')
     return "\n".join([*lines, ""])
 
 
@@ -125,5 +131,19 @@ def site_principals(site: str, targets: Mapping[str, Endpoint]) -> str:
         host = parse_host(target.host, what=f"target {name}")
         shown_host = f"[{host}]" if ":" in host else host
         opens = f'permitopen="{shown_host}:{target.port}",permitlisten="{NOWHERE}"'
-        lines.append(f"restrict,port-forwarding,{opens} {target_principal(site, name)}")
+        lines.append(f"{NO_SHELL},port-forwarding,{opens} {target_principal(site, name)}")
+    return "\n".join([*lines, ""])
+
+
+def signer_keys(users: Mapping[str, str], command: list[str]) -> str:
+    """The relay's authorized_keys: each user's own key may run ``command`` + the user's name
+    (`tether gateway sign DIR USER`: a certificate for that key), and nothing else."""
+    for word in command:
+        if not word or not all(c.isprintable() and c not in "\"\\'$`" for c in word):
+            raise UsageError(f"cannot put {shown(word)} into an authorized_keys command")
+    lines = ["# Written by tether for a gateway relay. Not to be edited."]
+    for user, key in sorted(users.items()):
+        parse_name(user, what="user")
+        words = " ".join(f"'{word}'" for word in [*command, user])
+        lines.append(f'restrict,command="{words}" {key}')
     return "\n".join([*lines, ""])

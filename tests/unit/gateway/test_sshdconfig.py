@@ -12,7 +12,7 @@ import pytest
 from tests.support.sshd_server import require_sshd
 from tether.errors import UsageError
 from tether.gateway import layout
-from tether.gateway.sshdconfig import relay_principals, site_principals, sshd_config
+from tether.gateway.sshdconfig import relay_principals, signer_keys, site_principals, sshd_config
 from tether.spec import Endpoint
 
 
@@ -51,7 +51,6 @@ def test_sshd_accepts_the_config(tmp_path: Path) -> None:
         "allowstreamlocalforwarding no",
         "passwordauthentication no",
         "authorizedkeysfile none",
-        "forcecommand /bin/false",
         "clientaliveinterval 5",
     ):
         assert line in shown, line
@@ -60,11 +59,12 @@ def test_sshd_accepts_the_config(tmp_path: Path) -> None:
 def test_each_site_scopes_its_agent_and_its_clients() -> None:
     lines = relay_principals({"lab": 40001, "edge": 40002}).splitlines()
     assert (
-        'restrict,port-forwarding,permitlisten="127.0.0.1:40001",permitopen="nowhere.invalid:1"'
+        'restrict,command="/bin/false",port-forwarding,permitlisten="127.0.0.1:40001",permitopen="nowhere.invalid:1"'
         " site:lab"
     ) in lines
-    assert 'restrict,port-forwarding,permitopen="127.0.0.1:40001" via:lab' in lines
-    assert 'restrict,port-forwarding,permitopen="127.0.0.1:40002" via:edge' in lines
+    no_shell = 'restrict,command="/bin/false",port-forwarding'
+    assert f'{no_shell},permitopen="127.0.0.1:40001" via:lab' in lines
+    assert f'{no_shell},permitopen="127.0.0.1:40002" via:edge' in lines
     assert all(line.startswith(("#", "restrict,")) for line in lines)
 
 
@@ -94,9 +94,18 @@ def test_a_sites_clients_open_their_target_only() -> None:
         "lab", {"db": Endpoint("db.internal", 5432), "v6": Endpoint("fd00::5", 80)}
     ).splitlines()
     assert (
-        'restrict,port-forwarding,permitopen="db.internal:5432",'
+        'restrict,command="/bin/false",port-forwarding,permitopen="db.internal:5432",'
         'permitlisten="nowhere.invalid:1" target:lab/db'
     ) in lines
     assert any('permitopen="[fd00::5]:80"' in line for line in lines)
     with pytest.raises(UsageError):
         site_principals("lab", {"db": Endpoint('h" x', 1)})
+
+
+def test_a_users_key_may_only_ask_for_a_certificate() -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHQ6EOaTwWyasL+lWPWkjnlX2ZShGJsW+DQHtxY2MAHM"
+    lines = signer_keys({"alice": key}, ["/usr/bin/python3", "-m", "tether"]).splitlines()
+    assert lines[1] == f"restrict,command=\"'/usr/bin/python3' '-m' 'tether' 'alice'\" {key}"
+    for hostile in (['/a"b'], ["/a'b"], ["/a$(x)"], ["/a\nb"]):
+        with pytest.raises(UsageError):
+            signer_keys({"alice": key}, hostile)
