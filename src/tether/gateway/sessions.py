@@ -1,0 +1,90 @@
+"""The sessions a gateway sshd serves, as its log and the kernel tell them: which certificate
+(key id and serial) each connection logged in with, and which process holds it, so that the
+reaper can end a session whose access has ended (OpenSSH does not end a session when its
+certificate expires).
+
+sshd at LogLevel VERBOSE says, for each login with a certificate:
+
+    Accepted publickey for USER from HOST port PORT ssh2: ED25519-CERT SHA256:... ID KEYID
+    (serial N) CA ED25519 SHA256:...
+
+and the connection's process is the sshd below the listener that holds a TCP socket whose peer
+is HOST:PORT (/proc/net/tcp and /proc/PID/fd, as `ss -p` finds it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.procs import descendants
+
+_ACCEPTED = re.compile(
+    r"Accepted publickey for \S+ from (?P<host>\S+) port (?P<port>\d+) ssh2: \S+-CERT \S+ "
+    r"ID (?P<key_id>\S+) \(serial (?P<serial>\d+)\)"
+)
+_ESTABLISHED = "01"
+
+
+@dataclass(frozen=True)
+class Login:
+    """A connection that logged in with a certificate."""
+
+    key_id: str
+    serial: int
+    host: str
+    port: int
+
+
+def accepted(line: str) -> Login | None:
+    """The login an sshd log line reports, if it is one."""
+    found = _ACCEPTED.search(line)
+    if found is None:
+        return None
+    return Login(found["key_id"], int(found["serial"]), found["host"], int(found["port"]))
+
+
+def holder(root: int, host: str, port: int) -> int | None:
+    """The process below ``root`` (a listening sshd) that holds the TCP connection whose peer is
+    ``host``:``port``; None if there is none (it has ended)."""
+    inodes = _peer_inodes(host, port)
+    if not inodes:
+        return None
+    for pid in descendants(root):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                    return pid
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _peer_inodes(host: str, port: int) -> set[int]:
+    """The socket inodes of established TCP connections whose remote end is host:port."""
+    address = ipaddress.ip_address(host)
+    table = Path("/proc/net/tcp6" if address.version == 6 else "/proc/net/tcp")
+    wanted = f"{_kernel_hex(address)}:{port:04X}"
+    found: set[int] = set()
+    try:
+        lines = table.read_text().splitlines()[1:]
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[2] == wanted and fields[3] == _ESTABLISHED:
+            found.add(int(fields[9]))
+    return found
+
+
+def _kernel_hex(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as /proc/net/tcp writes it: each 32-bit word in the host's byte order."""
+    packed = address.packed
+    step = 1 if sys.byteorder == "big" else -1
+    words = [packed[i : i + 4][::step] for i in range(0, len(packed), 4)]
+    return b"".join(words).hex().upper()
