@@ -4,11 +4,14 @@ was removed ending with exit 5."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shlex
 import signal
 import subprocess
+import time
+from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,19 +102,49 @@ def test_a_client_reaches_a_target_behind_the_agent(
     assert done.stdout == "behind the agent\n", done.stderr
 
 
-def test_a_removed_sites_agent_ends_with_exit_5(running: Running, tether: TetherRunner) -> None:
+def test_a_removed_sites_agent_is_cut_and_ends_with_exit_5(running: Running) -> None:
+    """The relay cuts the agent's live session (the reaper), and refuses its next logins."""
+    began = time.monotonic()
     enrol.remove_site(running.gateway, "lab")
-    # The live link stays until the relay cuts its sessions (the reaper's job, to come); a new
-    # login is refused: the relay restarts, and the agent's next login hears the refusal.
-    running.relay.send_signal(signal.SIGTERM)
-    assert running.relay.finish() == 0
-    running.relay = tether.spawn(
-        "gateway", "relay", str(running.gateway.root), "--listen", f"127.0.0.1:{running.relay_port}"
-    )
-    running.relay.wait_for(lambda p: "relay ready" in p.stdout, "the relay, again")
     assert running.agent.finish(deadline=60) == 5
     last = running.agent.stderr.splitlines()[-1]
     assert last.startswith("tether: error: ") and "refused this site's certificate" in last
+    assert time.monotonic() - began < 30
+    events = [json.loads(line) for line in running.gateway.audit.open()]
+    assert any(e["event"] == "cut" and e["reason"] == "its site was removed" for e in events)
+
+
+def test_a_revoked_grant_cuts_the_live_session_within_5s(
+    running: Running, echo_server: EchoServer
+) -> None:
+    key = keygen.generate(running.work / "carol", "carol")
+    public = Path(f"{key}.pub").read_text()
+    policy.add_user(running.gateway.policy, "carol", public)
+    policy.grant(running.gateway.policy, "carol", "lab", "echo", None)
+    Path(f"{key}-cert.pub").write_text(
+        issue(running.gateway, "carol", public, "lab", "echo").certificate + "\n"
+    )
+    session = subprocess.Popen(
+        client_argv(running, key, echo_server.address),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert session.stdin is not None and session.stdout is not None
+        session.stdin.write(b"still here\n")
+        session.stdin.flush()
+        assert session.stdout.readline() == b"still here\n"
+        began = time.monotonic()
+        policy.revoke(running.gateway.policy, "carol", "lab", "echo")
+        session.wait(timeout=20)
+        took = time.monotonic() - began
+        assert took < 5, f"the session was cut after {took:.1f}s"
+    finally:
+        session.kill()
+        session.wait()
+    events = [json.loads(line) for line in running.gateway.audit.open()]
+    assert any(e["event"] == "cut" and e["reason"] == "access revoked" for e in events)
 
 
 def fetch_certificate(run: Running, key: Path, target: str) -> subprocess.CompletedProcess[str]:
@@ -153,3 +186,33 @@ def test_a_user_gets_a_certificate_from_the_relay_with_their_own_key(
     assert "refused" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
     # The key may do nothing else: no shell, no forwarding.
     assert fetch_certificate(running, key, "; sh").returncode == 2
+
+
+def test_a_session_ends_when_its_certificate_does(
+    running: Running, echo_server: EchoServer
+) -> None:
+    """OpenSSH lets a session outlive its certificate; the relay does not."""
+    key = keygen.generate(running.work / "dave", "dave")
+    public = Path(f"{key}.pub").read_text()
+    policy.add_user(running.gateway.policy, "dave", public)
+    policy.grant(running.gateway.policy, "dave", "lab", "echo", None)
+    issued = issue(running.gateway, "dave", public, "lab", "echo", lifetime=timedelta(seconds=4))
+    Path(f"{key}-cert.pub").write_text(issued.certificate + "\n")
+    session = subprocess.Popen(
+        client_argv(running, key, echo_server.address),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert session.stdin is not None and session.stdout is not None
+        session.stdin.write(b"before the end\n")
+        session.stdin.flush()
+        assert session.stdout.readline() == b"before the end\n"
+        session.wait(timeout=30)
+        ended = datetime.now(UTC)
+        assert ended >= issued.valid_before.replace(microsecond=0)
+        assert (ended - issued.valid_before).total_seconds() < 5
+    finally:
+        session.kill()
+        session.wait()

@@ -150,4 +150,7 @@ def test_a_certificate_from_the_signer_reaches_the_target(
     )
     assert done.stdout == "signed\n", done.stderr
     site_log = (site.relay.work / "site.log").read_text()
-    assert f"ID alice@lab/echo (serial {issued.serial})" in site_log
+    assert (
+        f"ID alice@lab/echo@{issued.valid_before:%Y%m%d%H%M%S}Z (serial {issued.serial})"
+        in site_log
+    )

@@ -17,18 +17,22 @@ import contextlib
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import stat
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tether.errors import TetherError, UsageError, describe, visible
 from tether.files import write_private
-from tether.gateway import policy
+from tether.gateway import audit, policy
 from tether.gateway.layout import Gateway
+from tether.gateway.sessions import Login, accepted, holder
+from tether.gateway.signer import parse_client_key_id
 from tether.gateway.sshdconfig import relay_principals, signer_keys, sshd_config
 from tether.modes.signals import StopRequest, capture_stop_signals
 from tether.procs import Pinned, halt_tree
@@ -68,10 +72,17 @@ class Sshd:
     """One supervised sshd with a generated config, listening on ``listen``: checked by
     `sshd -t`, started, and ended with every session it serves. ``name`` labels its log lines."""
 
-    def __init__(self, name: str, config: Path, listen: Endpoint) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: Path,
+        listen: Endpoint,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.listen = listen
+        self.on_line = on_line  # each line sshd logs
         self._process: Pinned | None = None
         self.exited: asyncio.Future[int] | None = None
 
@@ -115,6 +126,10 @@ class Sshd:
                 raise RelayError(f"the {self.name}'s sshd did not answer within {READY_TIMEOUT:g}s")
             await asyncio.wait([self.exited], timeout=0.05)
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     async def stop(self) -> None:
         """End sshd and every session it serves (the tree stopped whole first: a session that
         forks meanwhile cannot escape)."""
@@ -142,6 +157,8 @@ class Sshd:
             line = raw.decode(errors="replace").strip()
             if line:
                 log.info("%s sshd: %s", self.name, visible(line))  # a peer's words are in it
+                if self.on_line is not None:
+                    self.on_line(line)
         return await process.wait()
 
 
@@ -155,8 +172,10 @@ class Relay:
         self.config = self.run_dir / "sshd_config"
         self.principals = self.run_dir / "principals"
         self.authorized_keys = self.run_dir / "authorized_keys"
-        self.sshd = Sshd("relay", self.config, listen)
+        self.sshd = Sshd("relay", self.config, listen, on_line=self._heard)
         self._policy_mtime = 0.0
+        self._policy: policy.Policy | None = None
+        self._logins: dict[tuple[str, int], Login] = {}  # live sessions, by their peer
 
     def prepare(self) -> None:
         """Write the config and the principals; refuse a directory sshd would refuse."""
@@ -189,7 +208,7 @@ class Relay:
         """The principals file (from the policy's sites) and the signer's keys (from its
         users), now."""
         self._policy_mtime = os.stat(self.gateway.policy).st_mtime
-        current = policy.load(self.gateway.policy)
+        current = self._policy = policy.load(self.gateway.policy)
         sites = {site.name: site.port for site in current.sites.values()}
         write_private(self.principals, relay_principals(sites))
         keys = {user.name: user.key for user in current.users.values()}
@@ -228,7 +247,70 @@ class Relay:
                         self.write_principals()
                     except TetherError as exc:  # a hand edit gone wrong: keep the last good one
                         log.warning("relay: policy not applied: %s", exc.message)
+            await self._reap(datetime.now(UTC))
         return exited.result()
+
+    def _heard(self, line: str) -> None:
+        """Follow the sessions in sshd's log: logins with a certificate, and their ends."""
+        login = accepted(line)
+        if login is not None:
+            self._logins[(login.host, login.port)] = login
+            return
+        gone = _GONE.search(line)
+        if gone is not None:
+            self._logins.pop((gone["host"], int(gone["port"])), None)
+
+    async def _reap(self, now: datetime) -> None:
+        """End the sessions whose access has ended: OpenSSH lets a session outlive its
+        certificate, and a grant or a site can be taken away before that."""
+        root = self.sshd.pid
+        if root is None or self._policy is None:
+            return
+        for peer, login in list(self._logins.items()):
+            reason = access_ended(login, self._policy, now)
+            if reason is None:
+                continue
+            del self._logins[peer]
+            pid = await asyncio.to_thread(holder, root, login.host, login.port)
+            if pid is None:
+                continue  # it ended by itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            log.warning("relay: session of %s cut: %s", visible(login.key_id), reason)
+            audit.record(
+                self.gateway.audit,
+                "cut",
+                key_id=login.key_id,
+                serial=login.serial,
+                peer=f"{login.host}:{login.port}",
+                reason=reason,
+            )
+
+
+_GONE = re.compile(
+    r"(?:Disconnected from user \S+|Connection closed by|Received disconnect from) "
+    r"(?P<host>\S+) port (?P<port>\d+)"
+)
+
+
+def access_ended(login: Login, current: policy.Policy, now: datetime) -> str | None:
+    """Why the session of ``login`` may go on no longer, or None while it may."""
+    client = parse_client_key_id(login.key_id)
+    if client is not None:
+        user, site, target, end = client
+        if now >= end:
+            return "its certificate expired"
+        if not any(
+            (g.user, g.site, g.target) == (user, site, target) and g.live(now)
+            for g in current.grants
+        ):
+            return "access revoked"
+        return None
+    if login.key_id.startswith("agent:"):
+        enrolled = current.sites.get(login.key_id.removeprefix("agent:"))
+        if enrolled is None or enrolled.serial != login.serial:
+            return "its site was removed"
+    return None
 
 
 def _sshd() -> str:

@@ -5,6 +5,7 @@ and every refusal goes to the audit log.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def issue(
         certificate = keygen.sign(
             gateway.user_ca,
             public,
-            key_id=f"{user}@{site}/{target}",
+            key_id=client_key_id(user, site, target, valid_before),
             principals=[via_principal(site), target_principal(site, target)],
             validity=f"{_stamp(now - SKEW)}:{_stamp(valid_before)}",
             serial=serial,
@@ -89,6 +90,21 @@ def issue(
         gateway.audit, "issued", serial=serial, valid_before=valid_before.isoformat(), **where
     )
     return Issued(f"{kind} {blob}", serial, valid_before)
+
+
+def client_key_id(user: str, site: str, target: str, valid_before: datetime) -> str:
+    """USER@SITE/TARGET@END: the relay reads a session's user, target and end of validity from
+    the key id sshd logs, which only the CA could have written."""
+    return f"{user}@{site}/{target}@{_stamp(valid_before)}"
+
+
+def parse_client_key_id(key_id: str) -> tuple[str, str, str, datetime] | None:
+    """The user, site, target and end of validity a client certificate's key id names."""
+    found = re.fullmatch(r"([a-z0-9_-]+)@([a-z0-9_-]+)/([a-z0-9_-]+)@(\d{14})Z", key_id)
+    if found is None:
+        return None
+    end = datetime.strptime(found[4], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    return found[1], found[2], found[3], end
 
 
 def _stamp(moment: datetime) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tether.gateway import audit, enrol, keygen, layout, policy
-from tether.gateway.signer import AccessRefused, issue
+from tether.gateway.signer import AccessRefused, issue, parse_client_key_id
 from tether.spec import Endpoint
 
 
@@ -54,7 +54,14 @@ def test_a_grant_gets_a_certificate_for_its_one_target(
     issued = issue(gateway, "alice", key, "lab", "db", now=now)
     text = shown(issued.certificate, tmp_path)
     assert text.split("Principals:")[1].split("Critical")[0].split() == ["via:lab", "target:lab/db"]
-    assert 'Key ID: "alice@lab/db"' in text and f"Serial: {issued.serial}" in text
+    end = f"{issued.valid_before:%Y%m%d%H%M%S}Z"
+    assert f'Key ID: "alice@lab/db@{end}"' in text and f"Serial: {issued.serial}" in text
+    assert parse_client_key_id(f"alice@lab/db@{end}") == (
+        "alice",
+        "lab",
+        "db",
+        issued.valid_before.replace(microsecond=0),
+    )
     assert issued.valid_before == now + timedelta(minutes=5)
     assert issued.certificate.split()[1] != key.split()[1]
     (line,) = audit_lines(gateway)
