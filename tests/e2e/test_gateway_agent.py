@@ -23,6 +23,7 @@ from tests.support.strict_dirs import strict_tmp
 from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.waiting import wait_until_sync
 from tether.gateway import enrol, keygen, layout, policy
+from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL, site_host_alias
 from tether.gateway.signer import issue
 from tether.spec import Endpoint
@@ -64,23 +65,22 @@ def running(tether: TetherRunner, echo_server: EchoServer) -> Iterator[Running]:
                 process.finish()
 
 
-def client_argv(run: Running, key: Path, target: str) -> list[str]:
-    """A client's hand-built path: what tether's gw:// transport will write as a config."""
+def client_ssh(run: Running, key: Path, alias: str, certificate: bool = True) -> list[str]:
+    """ssh with ``key`` to a gateway host known as ``alias``, trusting the gateway's host CA."""
     known = run.work / "client_known_hosts"
     ca = Path(f"{run.gateway.host_ca}.pub").read_text().split()
-    known.write_text(f"@cert-authority {RELAY_PRINCIPAL},*.site.tether {ca[0]} {ca[1]}\n")
-    common = [
-        "ssh", "-F", "/dev/null", "-i", str(key), "-o", f"CertificateFile={key}-cert.pub",
-        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
-    ]  # fmt: skip
-    user = pwd.getpwuid(os.getuid()).pw_name
-    hop = [*common, "-o", f"HostKeyAlias={RELAY_PRINCIPAL}", "-p", str(run.relay_port), "-l", user]
+    known.write_text(known_hosts_line(f"{ca[0]} {ca[1]}"))
+    cert = Path(f"{key}-cert.pub") if certificate else None
+    options = ssh_options(key=key, certificate=cert, known_hosts=known, alias=alias)
+    return ["ssh", "-F", "/dev/null", *options, "-l", pwd.getpwuid(os.getuid()).pw_name]
+
+
+def client_argv(run: Running, key: Path, target: str) -> list[str]:
+    """A client's hand-built path: what tether's gw:// transport will write as a config."""
+    hop = [*client_ssh(run, key, RELAY_PRINCIPAL), "-p", str(run.relay_port)]
     hop += ["-W", f"127.0.0.1:{run.endpoint_port}", "127.0.0.1"]
-    return [
-        *common, "-o", f"HostKeyAlias={site_host_alias('lab')}", "-o",
-        f"ProxyCommand={shlex.join(hop)}", "-l", user, "-W", target, "site",
-    ]  # fmt: skip
+    inner = client_ssh(run, key, site_host_alias("lab"))
+    return [*inner, "-o", f"ProxyCommand={shlex.join(hop)}", "-W", target, "site"]
 
 
 def test_a_client_reaches_a_target_behind_the_agent(
@@ -149,16 +149,8 @@ def test_a_revoked_grant_cuts_the_live_session_within_5s(
 
 def fetch_certificate(run: Running, key: Path, target: str) -> subprocess.CompletedProcess[str]:
     """Ask the relay's signer for a certificate, logging in with the user's own key."""
-    known = run.work / "signer_known_hosts"
-    ca = Path(f"{run.gateway.host_ca}.pub").read_text().split()
-    known.write_text(f"@cert-authority {RELAY_PRINCIPAL} {ca[0]} {ca[1]}\n")
-    argv = [
-        "ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
-        "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}",
-        "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"HostKeyAlias={RELAY_PRINCIPAL}",
-        "-p", str(run.relay_port), "-l", pwd.getpwuid(os.getuid()).pw_name,
-        "127.0.0.1", "sign", target,
-    ]  # fmt: skip
+    argv = [*client_ssh(run, key, RELAY_PRINCIPAL, certificate=False), "-p", str(run.relay_port)]
+    argv += ["127.0.0.1", "sign", target]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 

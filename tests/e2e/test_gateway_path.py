@@ -34,9 +34,7 @@ class Site:
         ``target``."""
         relay = self.relay
         hop = [*relay.argv(key), "-W", f"127.0.0.1:{relay.site_port}", "127.0.0.1"]
-        inner = relay.argv(key)
-        alias = inner.index("HostKeyAlias=tether-relay")
-        inner[alias] = f"HostKeyAlias={site_host_alias('lab')}"
+        inner = relay.argv(key, alias=site_host_alias("lab"))
         return [*inner, "-o", f"ProxyCommand={shlex.join(hop)}", "-W", target, "site"]
 
 

@@ -25,6 +25,7 @@ def relay() -> Iterator[Relay]:
     with strict_tmp() as work, running_relay(work) as running:
         yield running
 
+
 @pytest.fixture
 def agent_serving(relay: Relay, echo_server: EchoServer) -> Iterator[Path]:
     """An agent of site lab listening on its endpoint, forwarding to the echo server."""

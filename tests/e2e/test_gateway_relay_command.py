@@ -17,6 +17,7 @@ from tests.support.strict_dirs import strict_tmp
 from tests.support.tether_process import TetherRunner
 from tests.support.waiting import wait_until_sync
 from tether.gateway import enrol, layout
+from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.procs import descendants
 from tether.spec import Endpoint
@@ -29,28 +30,20 @@ def work() -> Iterator[Path]:
 
 
 def agent_argv(work: Path, enrolled: Path, port: int) -> tuple[list[str], str]:
-    """An agent's ssh command from its enrolment (what `tether gateway agent` will run)."""
+    """An agent's ssh command from its enrolment (what `tether gateway agent` runs)."""
     data = tomllib.loads(enrolled.read_text())
     key = work / f"{data['site']}-agent"
     key.write_text(data["agent_key"])
     key.chmod(0o600)
-    Path(f"{key}-cert.pub").write_text(data["agent_certificate"] + "\n")
+    certificate = Path(f"{key}-cert.pub")
+    certificate.write_text(data["agent_certificate"] + "\n")
     known = work / "known_hosts"
-    known.write_text(f"@cert-authority {RELAY_PRINCIPAL} {data['host_ca']}\n")
-    endpoint = f"127.0.0.1:{data['endpoint_port']}"
-    options = [
-        f"CertificateFile={key}-cert.pub",
-        "IdentitiesOnly=yes",
-        "BatchMode=yes",
-        f"UserKnownHostsFile={known}",
-        "GlobalKnownHostsFile=/dev/null",
-        f"HostKeyAlias={RELAY_PRINCIPAL}",
-        "ExitOnForwardFailure=yes",
-    ]
-    argv = ["ssh", "-F", "/dev/null", "-i", str(key), "-p", str(port), "-N"]
-    for option in options:
-        argv += ["-o", option]
-    return argv, endpoint
+    known.write_text(known_hosts_line(data["host_ca"]))
+    options = ssh_options(
+        key=key, certificate=certificate, known_hosts=known, alias=RELAY_PRINCIPAL
+    )
+    argv = ["ssh", "-F", "/dev/null", *options, "-p", str(port), "-N"]
+    return argv, f"127.0.0.1:{data['endpoint_port']}"
 
 
 def test_the_relay_serves_sites_added_while_it_runs_and_leaves_nothing(

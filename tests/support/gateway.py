@@ -17,6 +17,7 @@ from tests.support.servers import free_port
 from tests.support.sshd_server import require_sshd, stop_tree
 from tests.support.waiting import wait_until_sync
 from tether.gateway import keygen, layout
+from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.gateway.sshdconfig import relay_principals, sshd_config
 from tether.spec import Endpoint
@@ -31,23 +32,13 @@ class Relay:
     known_hosts: Path
     work: Path
 
-    def argv(self, key: Path) -> list[str]:
-        """ssh to the relay with ``key`` (and its KEY-cert.pub), checking the relay's host
-        certificate against the gateway's host CA only; the host argument is the caller's."""
-        options = {
-            "CertificateFile": f"{key}-cert.pub",
-            "IdentitiesOnly": "yes",
-            "BatchMode": "yes",
-            "StrictHostKeyChecking": "yes",
-            "UserKnownHostsFile": str(self.known_hosts),
-            "GlobalKnownHostsFile": "/dev/null",
-            "HostKeyAlias": RELAY_PRINCIPAL,
-            "ExitOnForwardFailure": "yes",
-        }
-        argv = ["ssh", "-F", "/dev/null", "-i", str(key), "-p", str(self.port), "-l", self.user]
-        for name, value in options.items():
-            argv += ["-o", f"{name}={value}"]
-        return argv
+    def argv(self, key: Path, alias: str = RELAY_PRINCIPAL) -> list[str]:
+        """ssh to the relay with ``key`` (and its KEY-cert.pub), checking the host certificate
+        for ``alias`` against the gateway's host CA only; the host argument is the caller's."""
+        options = ssh_options(
+            key=key, certificate=Path(f"{key}-cert.pub"), known_hosts=self.known_hosts, alias=alias
+        )
+        return ["ssh", "-F", "/dev/null", *options, "-p", str(self.port), "-l", self.user]
 
     def ssh(self, key: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -128,7 +119,7 @@ def running_relay(work: Path) -> Iterator[Relay]:
     port, site_port = free_port(), free_port()
     known_hosts = work / "known_hosts"
     ca = Path(f"{gateway.host_ca}.pub").read_text().strip()
-    known_hosts.write_text(f"@cert-authority {RELAY_PRINCIPAL},*.site.tether {ca}\n")
+    known_hosts.write_text(known_hosts_line(ca))
     with gateway_sshd(
         work,
         "relay",

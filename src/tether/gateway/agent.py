@@ -25,6 +25,7 @@ from tether.backoff import Backoff
 from tether.errors import AuthenticationError, UsageError, visible
 from tether.files import write_private
 from tether.gateway.enrolment import Enrolment
+from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.gateway.relay import Sshd, strict_enough
 from tether.gateway.sshdconfig import site_principals, sshd_config
@@ -145,7 +146,7 @@ class Agent:
             "host": e.host_key,
             "host-cert.pub": e.host_certificate + "\n",
             "user_ca.pub": e.user_ca + "\n",
-            "known_hosts": f"@cert-authority {RELAY_PRINCIPAL} {e.host_ca}\n",
+            "known_hosts": known_hosts_line(e.host_ca),
             "principals": site_principals(e.site, self.targets),
         }
         for name, text in files.items():
@@ -168,25 +169,20 @@ class Agent:
         ]
 
     def _ssh_argv(self, relay: Endpoint, sshd_port: int) -> list[str]:
-        options = {
-            "IdentityFile": self.state / "agent",
-            "CertificateFile": self.state / "agent-cert.pub",
-            "IdentitiesOnly": "yes",
-            "BatchMode": "yes",
-            "StrictHostKeyChecking": "yes",
-            "UserKnownHostsFile": self.state / "known_hosts",
-            "GlobalKnownHostsFile": "/dev/null",
-            "HostKeyAlias": RELAY_PRINCIPAL,
-            "ExitOnForwardFailure": "yes",
+        argv = [*parent_death_wrapper(), shutil.which("ssh") or "ssh", "-F", "/dev/null"]
+        argv += ssh_options(
+            key=self.state / "agent",
+            certificate=self.state / "agent-cert.pub",
+            known_hosts=self.state / "known_hosts",
+            alias=RELAY_PRINCIPAL,
+        )
+        keepalive = {
             "ServerAliveInterval": KEEPALIVE_INTERVAL,
             "ServerAliveCountMax": KEEPALIVE_COUNT,
             "ConnectTimeout": CONNECT_TIMEOUT,
-            "ControlMaster": "no",
-            "ClearAllForwardings": "no",
             "LogLevel": "DEBUG1",  # its "forwarding_success" line says the link is up
         }
-        argv = [*parent_death_wrapper(), shutil.which("ssh") or "ssh", "-F", "/dev/null"]
-        for name, value in options.items():
+        for name, value in keepalive.items():
             argv += ["-o", f"{name}={value}"]
         endpoint = f"127.0.0.1:{self.enrolment.endpoint_port}:127.0.0.1:{sshd_port}"
         argv += ["-N", "-R", endpoint, "-p", str(relay.port)]
