@@ -13,6 +13,7 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,12 +87,7 @@ def client_argv(run: Running, key: Path, target: str) -> list[str]:
 def test_a_client_reaches_a_target_behind_the_agent(
     running: Running, echo_server: EchoServer
 ) -> None:
-    key = keygen.generate(running.work / "alice", "alice")
-    public = Path(f"{key}.pub").read_text()
-    policy.add_user(running.gateway.policy, "alice", public)
-    policy.grant(running.gateway.policy, "alice", "lab", "echo", None)
-    issued = issue(running.gateway, "alice", public, "lab", "echo")
-    Path(f"{key}-cert.pub").write_text(issued.certificate + "\n")
+    key = certified_user(running, "alice")
     done = subprocess.run(
         client_argv(running, key, echo_server.address),
         input="behind the agent\n",
@@ -117,15 +113,33 @@ def test_a_removed_sites_agent_is_cut_and_ends_with_exit_5(running: Running) -> 
 def test_a_revoked_grant_cuts_the_live_session_within_5s(
     running: Running, echo_server: EchoServer
 ) -> None:
-    key = keygen.generate(running.work / "carol", "carol")
+    key = certified_user(running, "carol")
+    with echo_session(running, key, echo_server.address) as session:
+        began = time.monotonic()
+        policy.revoke(running.gateway.policy, "carol", "lab", "echo")
+        session.wait(timeout=20)
+        took = time.monotonic() - began
+        assert took < 5, f"the session was cut after {took:.1f}s"
+    events = [json.loads(line) for line in running.gateway.audit.open()]
+    assert any(e["event"] == "cut" and e["reason"] == "access revoked" for e in events)
+
+
+def certified_user(run: Running, name: str, lifetime: timedelta = timedelta(minutes=5)) -> Path:
+    """A user with a grant of lab/echo and a certificate for it, beside their new key."""
+    key = keygen.generate(run.work / name, name)
     public = Path(f"{key}.pub").read_text()
-    policy.add_user(running.gateway.policy, "carol", public)
-    policy.grant(running.gateway.policy, "carol", "lab", "echo", None)
-    Path(f"{key}-cert.pub").write_text(
-        issue(running.gateway, "carol", public, "lab", "echo").certificate + "\n"
-    )
+    policy.add_user(run.gateway.policy, name, public)
+    policy.grant(run.gateway.policy, name, "lab", "echo", None)
+    issued = issue(run.gateway, name, public, "lab", "echo", lifetime=lifetime)
+    Path(f"{key}-cert.pub").write_text(issued.certificate + "\n")
+    return key
+
+
+@contextmanager
+def echo_session(run: Running, key: Path, target: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A client's session to ``target``, proven to carry bytes, open until the block ends."""
     session = subprocess.Popen(
-        client_argv(running, key, echo_server.address),
+        client_argv(run, key, target),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -135,16 +149,10 @@ def test_a_revoked_grant_cuts_the_live_session_within_5s(
         session.stdin.write(b"still here\n")
         session.stdin.flush()
         assert session.stdout.readline() == b"still here\n"
-        began = time.monotonic()
-        policy.revoke(running.gateway.policy, "carol", "lab", "echo")
-        session.wait(timeout=20)
-        took = time.monotonic() - began
-        assert took < 5, f"the session was cut after {took:.1f}s"
+        yield session
     finally:
         session.kill()
         session.wait()
-    events = [json.loads(line) for line in running.gateway.audit.open()]
-    assert any(e["event"] == "cut" and e["reason"] == "access revoked" for e in events)
 
 
 def fetch_certificate(run: Running, key: Path, target: str) -> subprocess.CompletedProcess[str]:
@@ -184,27 +192,14 @@ def test_a_session_ends_when_its_certificate_does(
     running: Running, echo_server: EchoServer
 ) -> None:
     """OpenSSH lets a session outlive its certificate; the relay does not."""
-    key = keygen.generate(running.work / "dave", "dave")
-    public = Path(f"{key}.pub").read_text()
-    policy.add_user(running.gateway.policy, "dave", public)
-    policy.grant(running.gateway.policy, "dave", "lab", "echo", None)
-    issued = issue(running.gateway, "dave", public, "lab", "echo", lifetime=timedelta(seconds=4))
-    Path(f"{key}-cert.pub").write_text(issued.certificate + "\n")
-    session = subprocess.Popen(
-        client_argv(running, key, echo_server.address),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+    key = certified_user(running, "dave", lifetime=timedelta(seconds=4))
+    end = next(
+        datetime.fromisoformat(str(e["valid_before"]))
+        for e in map(json.loads, running.gateway.audit.open())
+        if e["event"] == "issued" and e["user"] == "dave"
     )
-    try:
-        assert session.stdin is not None and session.stdout is not None
-        session.stdin.write(b"before the end\n")
-        session.stdin.flush()
-        assert session.stdout.readline() == b"before the end\n"
+    with echo_session(running, key, echo_server.address) as session:
         session.wait(timeout=30)
         ended = datetime.now(UTC)
-        assert ended >= issued.valid_before.replace(microsecond=0)
-        assert (ended - issued.valid_before).total_seconds() < 5
-    finally:
-        session.kill()
-        session.wait()
+        assert ended >= end.replace(microsecond=0)
+        assert (ended - end).total_seconds() < 5

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import Relay, certified, gateway_sshd, listens, running_relay
+from tests.support.gateway import Relay, agent_link, certified, gateway_sshd, running_relay
 from tests.support.servers import EchoServer, free_port
 from tests.support.strict_dirs import strict_tmp
-from tests.support.waiting import wait_until_sync
 from tether.gateway import keygen, policy
 from tether.gateway.names import site_host_alias, target_principal
 from tether.gateway.signer import issue
@@ -65,22 +64,8 @@ def site(echo_server: EchoServer) -> Iterator[Site]:
             site_principals("lab", targets),
         ):
             agent = certified(relay, "agent", ["site:lab"])
-            forward = f"127.0.0.1:{relay.site_port}:127.0.0.1:{port}"
-            proc = subprocess.Popen(
-                [*relay.argv(agent), "-N", "-R", forward, "127.0.0.1"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                wait_until_sync(
-                    lambda: listens(relay.site_port) or proc.poll() is not None, "the agent"
-                )
-                assert proc.poll() is None, (work / "relay.log").read_text()
+            with agent_link(relay, agent, f"127.0.0.1:{port}"):
                 yield Site(relay, port)
-            finally:
-                proc.terminate()
-                proc.wait()
 
 
 def test_a_client_reaches_its_target_end_to_end(site: Site, echo_server: EchoServer) -> None:

@@ -4,14 +4,13 @@ through the gateway's host CA."""
 
 from __future__ import annotations
 
-import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import Relay, certified, listens, running_relay
+from tests.support.gateway import Relay, agent_link, certified, listens, running_relay
 from tests.support.servers import EchoServer, free_port
 from tests.support.strict_dirs import strict_tmp
 from tests.support.waiting import wait_until_sync
@@ -30,27 +29,8 @@ def relay() -> Iterator[Relay]:
 def agent_serving(relay: Relay, echo_server: EchoServer) -> Iterator[Path]:
     """An agent of site lab listening on its endpoint, forwarding to the echo server."""
     agent = certified(relay, "agent", ["site:lab"])
-    forward = f"127.0.0.1:{relay.site_port}:{echo_server.address}"
-    proc = subprocess.Popen(
-        [*relay.argv(agent), "-N", "-R", forward, "127.0.0.1"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_until_sync(
-            lambda: listens(relay.site_port) or proc.poll() is not None, "the agent's endpoint"
-        )
-        if proc.poll() is not None:
-            assert proc.stderr is not None
-            said = proc.stderr.read()
-            log = (relay.work / "relay.log").read_text()
-            raise AssertionError(f"the agent's ssh -R failed: {said}\nsshd: {log}")
+    with agent_link(relay, agent, echo_server.address):
         yield agent
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def test_a_client_reaches_its_site_through_the_agent(relay: Relay, agent_serving: Path) -> None:
@@ -128,19 +108,10 @@ def test_a_removed_sites_agent_is_refused(relay: Relay, echo_server: EchoServer)
     key.write_text(data["agent_key"])
     key.chmod(0o600)
     Path(f"{key}-cert.pub").write_text(data["agent_certificate"] + "\n")
-    forward = f"127.0.0.1:{relay.site_port}:{echo_server.address}"
-    agent = subprocess.Popen(
-        [*relay.argv(key), "-N", "-R", forward, "127.0.0.1"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_sync(lambda: listens(relay.site_port), "the enrolled agent's endpoint")
-    finally:
-        agent.terminate()
-        agent.wait()
+    with agent_link(relay, key, echo_server.address):
+        pass  # the enrolled agent may listen on its endpoint
     wait_until_sync(lambda: not listens(relay.site_port), "the endpoint to close")
     enrol.remove_site(relay.gateway, "lab")
+    forward = f"127.0.0.1:{relay.site_port}:{echo_server.address}"
     refused = relay.ssh(key, "-N", "-R", forward, "127.0.0.1")
     assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import Relay, certified, listens, running_relay
+from tests.support.gateway import Relay, agent_link, certified, listens, running_relay
 from tests.support.servers import EchoServer
 from tests.support.strict_dirs import strict_tmp
-from tests.support.waiting import wait_until_sync
 from tether.gateway.sessions import accepted, holder
 from tether.procs import descendants
 
@@ -48,15 +46,7 @@ def test_the_process_of_a_session_is_found_and_ending_it_ends_the_session(
     relay: Relay, echo_server: EchoServer
 ) -> None:
     agent = certified(relay, "agent", ["site:lab"])
-    forward = f"127.0.0.1:{relay.site_port}:{echo_server.address}"
-    proc = subprocess.Popen(
-        [*relay.argv(agent), "-N", "-R", forward, "127.0.0.1"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_sync(lambda: listens(relay.site_port), "the agent's endpoint")
+    with agent_link(relay, agent, echo_server.address) as proc:
         log = Path(relay.work / "relay.log")
         logins = [login for line in log.read_text().splitlines() if (login := accepted(line))]
         assert [login.key_id for login in logins] == ["agent"]
@@ -67,9 +57,6 @@ def test_the_process_of_a_session_is_found_and_ending_it_ends_the_session(
         assert proc.wait(timeout=20) == 255  # the agent's session is gone
         assert not listens(relay.site_port)
         assert holder(root, logins[0].host, logins[0].port) is None
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def _relay_pid(relay: Relay) -> int:

@@ -147,3 +147,24 @@ def listens(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+@contextmanager
+def agent_link(relay: Relay, key: Path, to: str) -> Iterator[subprocess.Popen[bytes]]:
+    """An agent's `ssh -R` with ``key``: the site's endpoint on the relay forwarded to ``to``,
+    up (its endpoint listens) until the block ends."""
+    proc = subprocess.Popen(
+        [*relay.argv(key), "-N", "-R", f"127.0.0.1:{relay.site_port}:{to}", "127.0.0.1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_sync(
+            lambda: listens(relay.site_port) or proc.poll() is not None, "the agent's endpoint"
+        )
+        assert proc.poll() is None, (relay.work / "relay.log").read_text()
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
