@@ -13,7 +13,13 @@ code  class                      meaning
 2     InputError                 (tether shell) stdin cannot be read: the shell ends
 3     PortInUseError             the local listen address is taken
 4     TransportUnreachableError  the SSH server (or direct target) cannot be reached
+4     RelayError                 (gateway) a relay's or a site's sshd refused its config, or
+                                 stopped by itself
 5     AuthenticationError        SSH login refused, or host key unknown / changed
+5     HostKeyError               the host key is unknown or has changed (a kind of the above)
+5     AccessRefused              (gateway) no live grant of the target for this user and key
+5     AgentRefused               (gateway) the relays keep refusing the site's certificate
+                                 (its site was removed, or its enrolment expired)
 6     TargetUnreachableError     the transport is up but the target refuses
 7     ReadinessTimeoutError      not ready within --timeout
 8     NoSuchTunnelError          no running tunnel matches an id, name or port
@@ -25,6 +31,7 @@ code  class                      meaning
 N     ChildFailed                a background tunnel failed before ready: its own code N
 1     ControlError               a control socket did not answer as it should (list and stop
                                  catch it: the tunnel shows as unresponsive, or stop says why)
+1     KeygenError                (gateway) ssh-keygen failed on a key or certificate tether made
 ====  =========================  ==================================================
 """
 
@@ -101,6 +108,24 @@ class HostKeyError(AuthenticationError):
 
 #: Why a target could not be reached, as far as the transport knows: what a SOCKS reply says.
 TargetFailure = Literal["refused", "unreachable", "prohibited", "other"]
+
+
+class RelayError(TetherError):
+    """(gateway) A relay's or a site's sshd refused its generated config, or stopped."""
+
+    exit_code = 4
+
+
+class AccessRefused(AuthenticationError):
+    """(gateway) No live grant of this target for this user and key: refused, or ended."""
+
+
+class AgentRefused(AuthenticationError):
+    """(gateway) The relays keep refusing the site's certificate: revoked, or expired."""
+
+
+class KeygenError(TetherError):
+    """(gateway) ssh-keygen failed on a key or a certificate tether made (not the user's input)."""
 
 
 class TargetUnreachableError(TetherError):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tether.backoff import Backoff
-from tether.errors import AuthenticationError, UsageError, visible
+from tether.errors import AgentRefused, UsageError, visible
 from tether.files import write_private
 from tether.gateway.enrolment import Enrolment
 from tether.gateway.hops import known_hosts_line, ssh_options
@@ -44,10 +44,6 @@ REFUSED = "Permission denied"
 # ssh's own chatter at DEBUG1: not why a link ended.
 QUIET = ("debug", "Transferred:", "Bytes per second:", "Authenticated to")
 REFUSALS_FATAL = 3  # logins refused in a row before the agent gives up (about 7 s)
-
-
-class AgentRefused(AuthenticationError):
-    """A relay refused the site's certificate: revoked or expired. Exit code 5."""
 
 
 class Link:

@@ -12,17 +12,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tether.errors import TetherError, UsageError, describe, shown
+from tether.errors import KeygenError, UsageError, describe, shown
 
 TIMEOUT = 30.0
 # What a key id and a principal may hold: they are logged by sshd and written in principals
 # files, so no space, quote, comma or control character.
 _FIELD = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,200}\Z")
 _VALIDITY = re.compile(r"[+-]?[0-9A-Za-z]{1,20}(:[+-]?[0-9A-Za-z]{1,20})?\Z")
-
-
-class KeygenError(TetherError):
-    """ssh-keygen refused or failed (exit code 1: it is not the user's input)."""
 
 
 def ssh_keygen() -> str:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tether.errors import TetherError, UsageError, describe, visible
+from tether.errors import RelayError, TetherError, UsageError, describe, visible
 from tether.files import write_private
 from tether.gateway import audit, policy
 from tether.gateway.layout import Gateway
@@ -45,12 +45,6 @@ SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT = 10.0
 STOP_GRACE = 3.0
 POLICY_CHECK = 1.0  # how often the policy's mtime is compared, to rewrite the principals
-
-
-class RelayError(TetherError):
-    """The relay's sshd refused its config, or exited. Exit code 4."""
-
-    exit_code = 4
 
 
 def strict_enough(path: Path) -> str | None:

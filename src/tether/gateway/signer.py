@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tether.errors import AuthenticationError
+from tether.errors import AccessRefused
 from tether.gateway import audit, keygen, policy
 from tether.gateway.layout import Gateway
 from tether.gateway.names import parse_name, target_principal, via_principal
@@ -22,10 +22,6 @@ LIFETIME = timedelta(minutes=5)
 # Certificates start a little in the past: a client whose clock runs behind must not see one
 # that is not yet valid.
 SKEW = timedelta(minutes=1)
-
-
-class AccessRefused(AuthenticationError):
-    """The policy does not let this user reach this target (now). Exit code 5."""
 
 
 @dataclass(frozen=True)

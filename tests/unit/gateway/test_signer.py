@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tether.gateway import audit, enrol, keygen, layout, policy
-from tether.gateway.signer import AccessRefused, issue, parse_client_key_id
+from tether.errors import AccessRefused
+from tether.gateway.signer import issue, parse_client_key_id
 from tether.spec import Endpoint
 
 
