@@ -4,6 +4,7 @@ audit log it leaves, and one-line errors for what it refuses."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import tomllib
 from pathlib import Path
@@ -51,3 +52,30 @@ def test_refusals_are_one_line_with_exit_2(tether: TetherRunner, tmp_path: Path)
         code, out, err = tether.run(*argv)
         assert code == 2 and out == "", (argv, out)
         assert err.startswith("tether: error: ") and err.count("\n") == 1, (argv, err)
+
+
+def test_the_audit_log_reads_back_and_follows(tether: TetherRunner, tmp_path: Path) -> None:
+    gw = tmp_path / "gw"
+    assert tether.run("gateway", "init", str(gw))[0] == 0
+    assert tether.run("gateway", "site", "add", str(gw), "lab", "--relay", "h:1")[0] == 0
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+    )
+    assert tether.run("gateway", "user", "add", str(gw), "ann", str(tmp_path / "k.pub"))[0] == 0
+    assert tether.run("gateway", "grant", str(gw), "ann", "lab/db")[0] == 0
+    with (gw / "audit.jsonl").open("a") as log:  # a hand edit, and a hostile value
+        log.write('not json\n{"time": "t", "event": "note", "who": "\\u001b[2Jx"}\n')
+    code, out, err = tether.run("gateway", "audit", str(gw))
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert " granted user=ann site=lab target=db" in lines[0]
+    assert lines[1] == "t note who=\\x1b[2Jx" and "\x1b" not in out
+    code, out, _ = tether.run("gateway", "audit", str(gw), "--json")
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["granted", "note"]
+    follower = tether.spawn("gateway", "audit", str(gw), "--follow")
+    follower.wait_for(lambda p: "granted" in p.stdout, "the lines so far")
+    assert tether.run("gateway", "revoke", str(gw), "ann", "lab/db")[0] == 0
+    follower.wait_for(lambda p: "revoked" in p.stdout, "the new line")
+    follower.send_signal(signal.SIGINT)
+    assert follower.finish() == 130
+    assert "Traceback" not in follower.stderr

@@ -258,3 +258,26 @@ def sign(directory: Path, name: str) -> None:
     asked = os.environ.get("SSH_ORIGINAL_COMMAND", "").strip()
     site, target = parse_target_path(asked.removeprefix("sign ").strip(), what="SITE/TARGET")
     echo(issue_for(gateway, name, site, target).certificate)
+
+
+@gateway.command("audit")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as recorded.")
+@click.option("--follow", is_flag=True, help="Keep printing lines as they are recorded.")
+def audit_command(directory: Path, as_json: bool, follow: bool) -> None:
+    """Print the gateway's audit log: grants, issuances, refusals, sessions cut."""
+    import json
+    import time
+
+    from tether.gateway import audit
+    from tether.gateway.layout import Gateway
+
+    gateway = Gateway.existing(directory)
+    offset = 0
+    while True:
+        lines, offset = audit.read(gateway.audit, offset)
+        for line in lines:
+            echo(json.dumps(line) if as_json else audit.describe_line(line))
+        if not follow:
+            return
+        time.sleep(0.5)  # a file has no event to wait on without inotify

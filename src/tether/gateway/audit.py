@@ -14,7 +14,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tether.errors import ConfigError, describe
+from tether.errors import ConfigError, describe, visible
 
 
 def fingerprint(key_line: str) -> str:
@@ -38,3 +38,36 @@ def record(path: Path, event: str, **fields: object) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def read(path: Path, offset: int = 0) -> tuple[list[dict[str, object]], int]:
+    """The audit lines from byte ``offset`` on (whole lines only), and the offset after them.
+    A line that is not a JSON object (a hand edit) is skipped, not fatal."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the audit log: {describe(exc)}") from None
+    complete = data[: data.rfind(b"\n") + 1]
+    lines: list[dict[str, object]] = []
+    for raw in complete.splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict):
+            lines.append(line)
+    return lines, offset + len(complete)
+
+
+def describe_line(line: dict[str, object]) -> str:
+    """One audit line for people: time, event, then its fields, values made visible."""
+    fields = " ".join(
+        f"{key}={visible(str(value))}"
+        for key, value in line.items()
+        if key not in ("time", "event") and value is not None
+    )
+    return f"{visible(str(line.get('time', '?')))} {visible(str(line.get('event', '?')))} {fields}"
