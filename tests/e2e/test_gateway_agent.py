@@ -8,62 +8,29 @@ import json
 import os
 import pwd
 import shlex
-import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import EchoServer, free_port
-from tests.support.strict_dirs import strict_tmp
-from tests.support.tether_process import TetherProcess, TetherRunner
+from tests.support.gateway import Running, running_gateway
+from tests.support.servers import EchoServer
+from tests.support.tether_process import TetherRunner
 from tests.support.waiting import wait_until_sync
-from tether.gateway import enrol, keygen, layout, policy
+from tether.gateway import enrol, keygen, policy
 from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL, site_host_alias
 from tether.gateway.signer import issue
-from tether.spec import Endpoint
-
-
-@dataclass
-class Running:
-    work: Path
-    gateway: layout.Gateway
-    relay_port: int
-    endpoint_port: int
-    relay: TetherProcess
-    agent: TetherProcess
 
 
 @pytest.fixture
 def running(tether: TetherRunner, echo_server: EchoServer) -> Iterator[Running]:
-    with strict_tmp() as work:
-        gateway = layout.init(work / "gw")
-        port = free_port()
-        relay = tether.spawn("gateway", "relay", str(gateway.root), "--listen", f"127.0.0.1:{port}")
-        relay.wait_for(lambda p: "relay ready" in p.stdout, "the relay")
-        enrolled = enrol.add_site(gateway, "lab", [Endpoint("127.0.0.1", port)])
-        agent = tether.spawn(
-            "gateway",
-            "agent",
-            str(enrolled.path),
-            "--target",
-            f"echo={echo_server.address}",
-            "--state-dir",
-            str(work / "agent"),
-        )
-        try:
-            agent.wait_for(lambda p: "ready" in p.stdout, "the agent")
-            yield Running(work, gateway, port, enrolled.port, relay, agent)
-        finally:
-            for process in (agent, relay):
-                process.send_signal(signal.SIGTERM)
-                process.finish()
+    with running_gateway(tether, {"echo": echo_server.address}) as run:
+        yield run
 
 
 def client_ssh(run: Running, key: Path, alias: str, certificate: bool = True) -> list[str]:
@@ -124,13 +91,14 @@ def test_a_revoked_grant_cuts_the_live_session_within_5s(
     assert any(e["event"] == "cut" and e["reason"] == "access revoked" for e in events)
 
 
-def certified_user(run: Running, name: str, lifetime: timedelta = timedelta(minutes=5)) -> Path:
+def certified_user(run: Running, name: str, grant_for: timedelta | None = None) -> Path:
     """A user with a grant of lab/echo and a certificate for it, beside their new key."""
     key = keygen.generate(run.work / name, name)
     public = Path(f"{key}.pub").read_text()
     policy.add_user(run.gateway.policy, name, public)
-    policy.grant(run.gateway.policy, name, "lab", "echo", None)
-    issued = issue(run.gateway, name, public, "lab", "echo", lifetime=lifetime)
+    until = None if grant_for is None else datetime.now(UTC) + grant_for
+    policy.grant(run.gateway.policy, name, "lab", "echo", until)
+    issued = issue(run.gateway, name, public, "lab", "echo")
     Path(f"{key}-cert.pub").write_text(issued.certificate + "\n")
     return key
 
@@ -172,7 +140,12 @@ def test_a_user_gets_a_certificate_from_the_relay_with_their_own_key(
     wait_until_sync(lambda: "'bob'" in relay_keys.read_text(), "the relay to know bob")
     fetched = fetch_certificate(running, key, "lab/echo")
     assert fetched.returncode == 0, fetched.stderr
-    Path(f"{key}-cert.pub").write_text(fetched.stdout)
+    answer = json.loads(fetched.stdout)
+    # With the certificate, the way to the target as the site's agent announced it.
+    assert answer["target"] == echo_server.address
+    assert answer["port"] == running.endpoint_port
+    assert answer["account"] == pwd.getpwuid(os.getuid()).pw_name
+    Path(f"{key}-cert.pub").write_text(answer["certificate"] + "\n")
     done = subprocess.run(
         client_argv(running, key, echo_server.address),
         input="signed by the relay\n",
@@ -181,18 +154,21 @@ def test_a_user_gets_a_certificate_from_the_relay_with_their_own_key(
         timeout=30,
     )
     assert done.stdout == "signed by the relay\n", done.stderr
-    refused = fetch_certificate(running, key, "lab/other")
+    unknown = fetch_certificate(running, key, "lab/other")
+    assert unknown.returncode == 4 and unknown.stdout == ""
+    assert "serves no target other" in unknown.stderr, unknown.stderr
+    policy.revoke(running.gateway.policy, "bob", "lab", "echo")
+    refused = fetch_certificate(running, key, "lab/echo")
     assert refused.returncode == 5 and refused.stdout == ""
     assert "refused" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
     # The key may do nothing else: no shell, no forwarding.
     assert fetch_certificate(running, key, "; sh").returncode == 2
 
 
-def test_a_session_ends_when_its_certificate_does(
-    running: Running, echo_server: EchoServer
-) -> None:
-    """OpenSSH lets a session outlive its certificate; the relay does not."""
-    key = certified_user(running, "dave", lifetime=timedelta(seconds=4))
+def test_a_session_ends_when_its_grant_does(running: Running, echo_server: EchoServer) -> None:
+    """OpenSSH lets a session outlive its certificate (whose end is the grant's here); the
+    relay does not let it outlive the grant."""
+    key = certified_user(running, "dave", grant_for=timedelta(seconds=4))
     end = next(
         datetime.fromisoformat(str(e["valid_before"]))
         for e in map(json.loads, running.gateway.audit.open())

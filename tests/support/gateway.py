@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.servers import free_port
+from tests.support.strict_dirs import strict_tmp
+from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.sshd_server import require_sshd, stop_tree
 from tests.support.waiting import wait_until_sync
-from tether.gateway import keygen, layout
+from tether.gateway import enrol, keygen, layout
 from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.gateway.sshdconfig import relay_principals, sshd_config
@@ -127,7 +129,7 @@ def running_relay(work: Path) -> Iterator[Relay]:
         gateway.relay_key,
         gateway.relay_certificate,
         Path(f"{gateway.user_ca}.pub"),
-        relay_principals({"lab": site_port}),
+        relay_principals({"lab": site_port}, ["/bin/false"]),
         revoked=gateway.revoked,
     ):
         yield Relay(gateway, port, site_port, user(), known_hosts, work)
@@ -168,3 +170,40 @@ def agent_link(relay: Relay, key: Path, to: str) -> Iterator[subprocess.Popen[by
     finally:
         proc.kill()
         proc.wait()
+
+
+@dataclass
+class Running:
+    work: Path
+    gateway: layout.Gateway
+    relay_port: int
+    endpoint_port: int
+    relay: TetherProcess
+    agent: TetherProcess
+
+
+@contextmanager
+def running_gateway(tether: TetherRunner, targets: dict[str, str]) -> Iterator[Running]:
+    """A gateway with tether's own relay and an agent of site "lab" serving ``targets`` (name
+    -> HOST:PORT), each a `tether gateway` process, ended with SIGTERM after."""
+    with strict_tmp() as work:
+        gateway = layout.init(work / "gw")
+        port = free_port()
+        relay = tether.spawn("gateway", "relay", str(gateway.root), "--listen", f"127.0.0.1:{port}")
+        relay.wait_for(lambda p: "relay ready" in p.stdout, "the relay")
+        enrolled = enrol.add_site(gateway, "lab", [Endpoint("127.0.0.1", port)])
+        agent = tether.spawn(
+            "gateway",
+            "agent",
+            str(enrolled.path),
+            *(f"--target={name}={where}" for name, where in targets.items()),
+            "--state-dir",
+            str(work / "agent"),
+        )
+        try:
+            agent.wait_for(lambda p: "ready" in p.stdout, "the agent")
+            yield Running(work, gateway, port, enrolled.port, relay, agent)
+        finally:
+            for process in (agent, relay):
+                process.send_signal(signal.SIGTERM)
+                process.finish()

@@ -24,6 +24,7 @@ from pathlib import Path
 from tether.backoff import Backoff
 from tether.errors import AgentRefused, UsageError, visible
 from tether.files import write_private
+from tether.gateway.announce import Announcement
 from tether.gateway.enrolment import Enrolment
 from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
@@ -49,9 +50,10 @@ REFUSALS_FATAL = 3  # logins refused in a row before the agent gives up (about 7
 class Link:
     """The agent's `ssh -R` to one relay, kept up."""
 
-    def __init__(self, relay: Endpoint, argv: list[str], backoff: Backoff) -> None:
+    def __init__(self, relay: Endpoint, argv: list[str], backoff: Backoff, says: str) -> None:
         self.relay = relay
         self.argv = argv
+        self.says = says.encode()  # the announcement (announce.py), sent at each login
         self.backoff = backoff
         self.up = asyncio.Event()
         self.refused: str | None = None
@@ -82,7 +84,7 @@ class Link:
     async def _once(self) -> list[str]:
         process = await asyncio.create_subprocess_exec(
             *self.argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
@@ -90,6 +92,10 @@ class Link:
         self._process = Pinned.child(process.pid)
         said: list[str] = []
         try:
+            # Its session on the relay reads this, then waits for the pipe's end: the pipe
+            # stays open while the link lives.
+            assert process.stdin is not None
+            process.stdin.write(self.says)
             assert process.stderr is not None
             async for raw in process.stderr:
                 line = visible(raw.decode(errors="replace").strip())
@@ -100,6 +106,8 @@ class Link:
                     said = [*said[-20:], line]
             await process.wait()
         finally:
+            if process.stdin is not None:
+                process.stdin.close()
             self.stop()
         return said
 
@@ -152,7 +160,7 @@ class Agent:
             self.state / "sshd_config",
             sshd_config(
                 listen=Endpoint("127.0.0.1", port),
-                user=pwd.getpwuid(os.getuid()).pw_name,
+                user=_account(),
                 host_key=self.state / "host",
                 host_certificate=self.state / "host-cert.pub",
                 user_ca=self.state / "user_ca.pub",
@@ -160,8 +168,10 @@ class Agent:
             ),
         )
         self.sshd = Sshd("site", self.state / "sshd_config", Endpoint("127.0.0.1", port))
+        says = Announcement(_account(), self.targets).encode()
         self.links = [
-            Link(relay, self._ssh_argv(relay, port), Backoff(1.0, 30.0)) for relay in e.relays
+            Link(relay, self._ssh_argv(relay, port), Backoff(1.0, 30.0), says)
+            for relay in e.relays
         ]
 
     def _ssh_argv(self, relay: Endpoint, sshd_port: int) -> list[str]:
@@ -181,9 +191,9 @@ class Agent:
         for name, value in keepalive.items():
             argv += ["-o", f"{name}={value}"]
         endpoint = f"127.0.0.1:{self.enrolment.endpoint_port}:127.0.0.1:{sshd_port}"
-        argv += ["-N", "-R", endpoint, "-p", str(relay.port)]
-        argv += ["-l", pwd.getpwuid(os.getuid()).pw_name, "--", relay.host]
-        return argv
+        argv += ["-T", "-R", endpoint, "-p", str(relay.port)]
+        # The relay runs its announce command whatever this one asks for.
+        return [*argv, "-l", _account(), "--", relay.host, "announce"]
 
     async def run(self, on_ready: Callable[[], None]) -> int:
         """Serve until SIGINT, SIGTERM or SIGHUP (0); AgentRefused if a relay refuses the site."""
@@ -220,6 +230,10 @@ class Agent:
                     f"{link.refused}: it was revoked or has expired",
                     hint="enrol the site again: tether gateway site add",
                 )
+
+
+def _account() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
 
 
 def _free_port() -> int:

@@ -57,6 +57,11 @@ class Gateway:
         return self.root / "relay" / "host_ed25519-cert.pub"
 
     @property
+    def relay_run(self) -> Path:
+        """The relay's generated files, and what agents announce (announce.py)."""
+        return self.root / "relay" / "run"
+
+    @property
     def policy(self) -> Path:
         return self.root / "policy.toml"
 

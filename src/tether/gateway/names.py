@@ -14,6 +14,9 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 # tether's generated client config names the relay with this HostKeyAlias, so a host
 # certificate is checked against the gateway's host CA without trusting any DNS name.
 RELAY_PRINCIPAL = "tether-relay"
+# An account name, as sshd_config's AllowUsers and ssh_config's User take it (no space, quote,
+# '%' or '@'): what a site's agent says its sshd logs clients in as.
+ACCOUNT = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,63}\Z")
 
 
 def parse_name(text: str, *, what: str) -> str:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tether.errors import AccessRefused
-from tether.gateway import audit, keygen, policy
+from tether.errors import AccessRefused, RelayError
+from tether.gateway import announce, audit, keygen, policy
 from tether.gateway.layout import Gateway
 from tether.gateway.names import parse_name, target_principal, via_principal
 from tether.gateway.serials import next_serial
@@ -106,6 +106,32 @@ def parse_client_key_id(key_id: str) -> tuple[str, str, str, datetime] | None:
 def _stamp(moment: datetime) -> str:
     """A time as ssh-keygen -V reads it, in UTC."""
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
+
+
+def answer(gateway: Gateway, user: str, site: str, target: str) -> dict[str, object]:
+    """What a client asks the relay for before it connects (`tether gateway sign`): a
+    certificate for ``user``'s key that opens ``site``/``target``, and how to reach it: the
+    site's endpoint on this relay, the account its sshd logs clients in as, and where the target
+    is (as the site's agent announced them)."""
+    announced = announce.load(gateway.relay_run, site)
+    if announced is None:
+        raise RelayError(f"site {site} has no agent linked to this relay")
+    where = announced.targets.get(target)
+    if where is None:
+        raise RelayError(f"site {site} serves no target {target}")
+    enrolled = policy.load(gateway.policy).sites.get(site)
+    if enrolled is None:
+        raise AccessRefused(f"access to {site}/{target} refused: no site {site}")
+    issued = issue_for(gateway, user, site, target)
+    return {
+        "certificate": issued.certificate,
+        "key": policy.load(gateway.policy).users[user].key,
+        "serial": issued.serial,
+        "valid_before": issued.valid_before.isoformat(),
+        "port": enrolled.port,
+        "account": announced.account,
+        "target": str(where),
+    }
 
 
 def issue_for(gateway: Gateway, user: str, site: str, target: str) -> Issued:

@@ -104,9 +104,10 @@ def sshd_config(
     return "\n".join(lines)
 
 
-def relay_principals(sites: Mapping[str, int]) -> str:
+def relay_principals(sites: Mapping[str, int], announce: list[str]) -> str:
     """The lines that scope each principal: per site, its agent's listen and its clients' open
-    of the site's endpoint on the relay's loopback (``sites``: site -> port)."""
+    of the site's endpoint on the relay's loopback (``sites``: site -> port). An agent's session
+    runs ``announce`` + its site (`tether gateway announce DIR SITE`) and nothing else."""
     lines = ["# Written by tether for a gateway relay. Not to be edited."]
     for site, port in sorted(sites.items()):
         parse_name(site, what="site")
@@ -116,7 +117,7 @@ def relay_principals(sites: Mapping[str, int]) -> str:
         # `port-forwarding` allows opening as well as listening, and permitopen has no word for
         # nothing: an agent may open only a name that can never resolve (RFC 6761's .invalid).
         agent = f'permitlisten="{endpoint}",permitopen="{NOWHERE}"'
-        lines.append(f"{NO_SHELL},port-forwarding,{agent} site:{site}")
+        lines.append(f"{forced(announce, site)},port-forwarding,{agent} site:{site}")
         lines.append(f'{NO_SHELL},port-forwarding,permitopen="{endpoint}" via:{site}')
     return "\n".join([*lines, ""])
 
@@ -138,12 +139,18 @@ def site_principals(site: str, targets: Mapping[str, Endpoint]) -> str:
 def signer_keys(users: Mapping[str, str], command: list[str]) -> str:
     """The relay's authorized_keys: each user's own key may run ``command`` + the user's name
     (`tether gateway sign DIR USER`: a certificate for that key), and nothing else."""
-    for word in command:
-        if not word or not all(c.isprintable() and c not in "\"\\'$`" for c in word):
-            raise UsageError(f"cannot put {shown(word)} into an authorized_keys command")
     lines = ["# Written by tether for a gateway relay. Not to be edited."]
     for user, key in sorted(users.items()):
         parse_name(user, what="user")
-        words = " ".join(f"'{word}'" for word in [*command, user])
-        lines.append(f'restrict,command="{words}" {key}')
+        lines.append(f"{forced(command, user)} {key}")
     return "\n".join([*lines, ""])
+
+
+def forced(command: list[str], name: str) -> str:
+    """``restrict`` and a forced ``command`` + ``name`` (a checked name), each word quoted for
+    the shell sshd runs it with; a word that could break out of the quotes is refused."""
+    for word in command:
+        if not word or not all(c.isprintable() and c not in "\"\\'$`" for c in word):
+            raise UsageError(f"cannot put {shown(word)} into an authorized_keys command")
+    words = " ".join(f"'{word}'" for word in [*command, name])
+    return f'restrict,command="{words}"'

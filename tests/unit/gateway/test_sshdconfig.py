@@ -16,6 +16,9 @@ from tether.gateway.sshdconfig import relay_principals, signer_keys, site_princi
 from tether.spec import Endpoint
 
 
+ANNOUNCE = ["/usr/bin/python3", "-m", "tether", "gateway", "announce", "/gw"]
+
+
 def config_for(gateway: layout.Gateway, tmp_path: Path, **changes: object) -> str:
     fields: dict[str, object] = {
         "listen": Endpoint("127.0.0.1", 2222),
@@ -33,7 +36,7 @@ def test_sshd_accepts_the_config(tmp_path: Path) -> None:
     gateway = layout.init(tmp_path / "gw")
     config = tmp_path / "sshd_config"
     config.write_text(config_for(gateway, tmp_path))
-    (tmp_path / "principals").write_text(relay_principals({"lab": 40001}))
+    (tmp_path / "principals").write_text(relay_principals({"lab": 40001}, ANNOUNCE))
     checked = subprocess.run(
         [require_sshd(), "-t", "-f", str(config)], capture_output=True, text=True
     )
@@ -57,10 +60,10 @@ def test_sshd_accepts_the_config(tmp_path: Path) -> None:
 
 
 def test_each_site_scopes_its_agent_and_its_clients() -> None:
-    lines = relay_principals({"lab": 40001, "edge": 40002}).splitlines()
+    lines = relay_principals({"lab": 40001, "edge": 40002}, ANNOUNCE).splitlines()
     assert (
-        'restrict,command="/bin/false",port-forwarding,permitlisten="127.0.0.1:40001",permitopen="nowhere.invalid:1"'
-        " site:lab"
+        "restrict,command=\"'/usr/bin/python3' '-m' 'tether' 'gateway' 'announce' '/gw' 'lab'\","
+        'port-forwarding,permitlisten="127.0.0.1:40001",permitopen="nowhere.invalid:1" site:lab'
     ) in lines
     no_shell = 'restrict,command="/bin/false",port-forwarding'
     assert f'{no_shell},permitopen="127.0.0.1:40001" via:lab' in lines
@@ -86,7 +89,7 @@ def test_a_hostile_value_adds_no_line(tmp_path: Path, changes: dict[str, object]
 @pytest.mark.parametrize("sites", [{"lab\nx": 1}, {"Lab": 1}, {"lab": 0}, {"lab": 70000}])
 def test_a_bad_site_is_refused(sites: dict[str, int]) -> None:
     with pytest.raises(UsageError):
-        relay_principals(sites)
+        relay_principals(sites, ANNOUNCE)
 
 
 def test_a_sites_clients_open_their_target_only() -> None:
