@@ -31,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.socks import socks_connect
-from tests.support.sshd_server import SshdServer, descendants, require_sshd
+from tests.support.sshd_server import SshdServer, require_sshd
+from tether.procs import descendants
 
 CHUNK = 1 << 20
 CIPHER = "aes128-gcm@openssh.com"

@@ -26,9 +26,9 @@ PROFILE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 ADDRESS_OPTIONS = (
     Option(
         "to",
-        lambda text: Endpoint.parse(text, what="to"),
-        "Target address (overrides the profile's)",
-        metavar="HOST:PORT",
+        lambda text: Endpoint.parse_target(text, what="to"),
+        "Target address, or SITE/TARGET behind a gateway (overrides the profile's)",
+        metavar="HOST:PORT|SITE/TARGET",
         default_text="the profile's",
     ),
     Option(

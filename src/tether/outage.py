@@ -18,7 +18,7 @@ import socket
 from typing import Any, Protocol
 
 from tether.backoff import Backoff
-from tether.errors import TetherError, TransportUnreachableError
+from tether.errors import AccessRefused, TetherError, TransportUnreachableError
 from tether.spec import TunnelSpec
 from tether.states import State
 from tether.transports.base import LossCallback, Transport
@@ -183,6 +183,8 @@ class Outage:
         except TransportUnreachableError as exc:
             self.failed(silent=not heard)
             return exc.message
+        except AccessRefused:  # a gateway's access has ended: no attempt can mend it
+            raise
         except TetherError as exc:  # it answered and refused: a login, a host key, a config
             self.failed(silent=False)
             return exc.message

@@ -25,7 +25,8 @@ RECONNECT_TIMEOUT = 10.0
 DEFAULT_HOLD = 3.0
 DEFAULT_SSH_PORT = 22
 DEFAULT_MAX_CONNECTIONS = 1024
-SCHEMES = ("ssh",)
+SCHEMES = ("ssh", "gw")
+GATEWAY = "gw"  # the scheme of a gateway's relay: the target is SITE/TARGET behind it
 DURATION = (int, float, str)  # what TOML may give for a duration
 Engine = Literal["openssh", "asyncssh"]
 
@@ -39,6 +40,21 @@ class Endpoint:
 
     def __str__(self) -> str:
         return host_port(self.host, self.port)
+
+    @property
+    def behind_gateway(self) -> bool:
+        """Whether this is a gateway's SITE/TARGET (its port is 0: the site knows the rest)."""
+        return self.port == 0 and "/" in self.host
+
+    @classmethod
+    def parse_target(cls, text: str, *, what: str = "to") -> Endpoint:
+        """A tunnel's target: ``HOST:PORT``, or ``SITE/TARGET`` behind a gateway."""
+        if "/" not in text:
+            return cls.parse(text, what=what)
+        from tether.gateway.names import parse_target_path
+
+        site, target = parse_target_path(text.strip(), what=what)
+        return cls(f"{site}/{target}", 0)
 
     @classmethod
     def parse(cls, text: str, *, what: str = "address", allow_zero: bool = False) -> Endpoint:
@@ -81,7 +97,8 @@ class Via:
 
     @classmethod
     def parse(cls, text: str, *, what: str = "--via") -> Via:
-        """Parse ``ssh://[USER@]HOST[:PORT]``, refusing passwords and unknown schemes.
+        """Parse ``ssh://[USER@]HOST[:PORT]`` (or ``gw://``, a gateway's relay), refusing
+        passwords and unknown schemes.
 
         A password is refused before anything else, so that no message ever echoes it.
         """
@@ -99,7 +116,9 @@ class Via:
             raise UsageError(expected)
         scheme = scheme.lower()
         if scheme not in SCHEMES:
-            raise UsageError(f"{what}: unsupported scheme {clip(scheme)!r} (supported: ssh)")
+            raise UsageError(
+                f"{what}: unsupported scheme {clip(scheme)!r} (supported: ssh, gw)"
+            )
         rest = rest.rstrip("/")
         if "/" in rest or "?" in rest or "#" in rest:
             raise UsageError(expected)
@@ -238,9 +257,10 @@ class TunnelSpec:
     via: Via | None = option(
         None,
         parse=lambda text: None if text == DIRECT else Via.parse(text, what="via"),
-        metavar="ssh://[USER@]HOST[:PORT]|direct",
-        help="The SSH server the tunnel goes through (ssh_config's ProxyJump hops lead to it); "
-        "direct TCP without (or with 'direct', over a profile's via)",
+        metavar="ssh://[USER@]HOST[:PORT]|gw://[USER@]RELAY[:PORT]|direct",
+        help="The SSH server the tunnel goes through (ssh_config's ProxyJump hops lead to it), "
+        "or a gateway's relay (then the target is SITE/TARGET); direct TCP without (or with "
+        "'direct', over a profile's via)",
         default_text=DIRECT,
     )
     name: str = option(
@@ -366,6 +386,7 @@ class TunnelSpec:
                 hint="add socks, or drop allow",
                 options=("allow", "socks"),
             )
+        self._check_gateway()
         if not self.name:
             object.__setattr__(self, "name", "socks" if self.socks else str(self.target))
         values.label(self.name)  # the Python API's TunnelSpec(name=...) skips the option parse
@@ -373,6 +394,27 @@ class TunnelSpec:
             raise UsageError(f"timeout: expected a positive number of seconds, got {self.timeout}")
         if not 0 <= self.hold <= MAX_SECONDS:
             raise UsageError(f"hold: expected a number of seconds, 0 or more, got {self.hold}")
+
+    def _check_gateway(self) -> None:
+        through = self.via is not None and self.via.scheme == GATEWAY
+        behind = self.target is not None and self.target.behind_gateway
+        if through and (self.socks or not behind):
+            raise UsageError(
+                "a tunnel through a gateway reaches one SITE/TARGET",
+                hint="give to SITE/TARGET (and no socks)",
+                options=("to", "via"),
+            )
+        if behind and not through:
+            raise UsageError(
+                f"{self.target} is a target behind a gateway: it needs via gw://RELAY",
+                options=("to", "via"),
+            )
+        if through and self.ssh.engine == "asyncssh":
+            raise UsageError(
+                "a tunnel through a gateway runs on the openssh engine",
+                hint="drop engine, or choose openssh",
+                options=("engine", "via"),
+            )
 
     @property
     def reconnect_timeout(self) -> float:

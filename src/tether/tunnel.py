@@ -17,7 +17,7 @@ from typing import Self
 
 from tether.bounds import OPTIONS, Bounds
 from tether.connection import Connections
-from tether.errors import ReadinessTimeoutError, TunnelLostError
+from tether.errors import AccessRefused, ReadinessTimeoutError, TunnelLostError
 from tether.listener import Listener, bind_all, resolve_listen
 from tether.logs import LimitedLog
 from tether.outage import reconnect
@@ -81,7 +81,7 @@ class Tunnel:
         self._up = asyncio.Event()  # the transport can open streams
         self._ended = asyncio.Event()
         self._end_reason: str | None = None
-        self._lost: TunnelLostError | None = None
+        self._lost: TunnelLostError | AccessRefused | None = None
         self._dead: str | None = None  # why the transport died, until it is reconnected
         self._supervisor: asyncio.Task[None] | None = None
         self._bounds = Bounds(self._expire)  # ttl and idle_timeout
@@ -310,7 +310,14 @@ class Tunnel:
 
     async def _reconnect(self) -> None:
         self.reconnect_attempt = 0
-        taken = await reconnect(self.spec, self.transport, self._transport_lost, self)
+        try:
+            taken = await reconnect(self.spec, self.transport, self._transport_lost, self)
+        except AccessRefused as exc:
+            self.last_error = exc.message
+            self._lost = AccessRefused(f"{self.spec.name}: access ended: {exc.message}")
+            self._phase("lost")
+            self._ended.set()
+            return
         if taken is not None:
             log.warning("%s: reconnected after %d attempt(s)", self.spec.name, taken)
             self.reconnect_attempt = 0

@@ -24,7 +24,10 @@ MAX_LABEL = 200
 
 
 def host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 address in brackets."""
+    """``host:port``, with an IPv6 address in brackets; a target behind a gateway,
+    ``SITE/TARGET``, has no port of its own."""
+    if "/" in host and port == 0:
+        return host
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

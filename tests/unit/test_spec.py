@@ -180,3 +180,36 @@ def test_ordinary_user_names_pass(user: str) -> None:
 def test_a_spec_name_from_the_python_api_is_printable(name: str) -> None:
     with pytest.raises(UsageError, match="name: holds control or invisible characters"):
         TunnelSpec(target=Endpoint("db", 5432), name=name)
+
+
+# -- a gateway's targets -----------------------------------------------------------------------
+def test_a_gateway_target_is_site_slash_name() -> None:
+    target = Endpoint.parse_target("lab/db")
+    assert target == Endpoint("lab/db", 0) and target.behind_gateway
+    assert str(target) == "lab/db"
+    assert Endpoint.parse_target("db.internal:5432") == Endpoint("db.internal", 5432)
+    spec = TunnelSpec(target=target, via=Via.parse("gw://ops@relay.example:2222"))
+    assert spec.name == "lab/db" and spec.reaches == "lab/db"
+    assert str(spec.via) == "gw://ops@relay.example:2222"
+
+
+@pytest.mark.parametrize(
+    "text", ["lab/", "/db", "lab/db/x", "Lab/db", "lab/d b", "lab/db\n[x]", "a/" + "b" * 40]
+)
+def test_a_malformed_gateway_target_is_refused(text: str) -> None:
+    with pytest.raises(UsageError):
+        Endpoint.parse_target(text)
+
+
+def test_gateway_targets_and_gateway_vias_go_together() -> None:
+    gw = Via.parse("gw://relay")
+    with pytest.raises(UsageError, match="needs via gw://RELAY"):
+        TunnelSpec(target=Endpoint("lab/db", 0))
+    with pytest.raises(UsageError, match="needs via gw://RELAY"):
+        TunnelSpec(target=Endpoint("lab/db", 0), via=Via.parse("ssh://bastion"))
+    with pytest.raises(UsageError, match="one SITE/TARGET"):
+        TunnelSpec(target=Endpoint("db", 5432), via=gw)
+    with pytest.raises(UsageError, match="one SITE/TARGET"):
+        TunnelSpec(socks=True, via=gw)
+    with pytest.raises(UsageError, match="openssh engine"):
+        TunnelSpec(target=Endpoint("lab/db", 0), via=gw, ssh=SshOptions(engine="asyncssh"))

@@ -28,6 +28,20 @@ def init(directory: Path) -> None:
     echo(f"  policy   {created.policy}")
 
 
+@gateway.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+def trust(directory: Path) -> None:
+    """Print the known_hosts line that makes ssh (and tether) trust this gateway's relays and
+    sites, and nothing else: append it to each user's ~/.ssh/known_hosts."""
+    from tether.gateway.hops import known_hosts_line
+    from tether.gateway.layout import Gateway
+    from tether.gateway.policy import parse_public_key
+
+    gateway = Gateway.existing(directory)
+    ca = Path(f"{gateway.host_ca}.pub").read_text()
+    echo(known_hosts_line(parse_public_key(ca, what="host CA")).rstrip("\n"))
+
+
 @gateway.group()
 def site() -> None:
     """Enrol and remove the sites whose agents dial out to the relays."""
@@ -243,21 +257,49 @@ def agent(enrolment_file: Path, targets: tuple[str, ...], state_dir: Path | None
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.argument("name", metavar="USER")
 def sign(directory: Path, name: str) -> None:
-    """Print a certificate for USER's key that opens the SITE/TARGET asked for.
+    """Print, as one JSON line, a certificate for USER's key that opens the SITE/TARGET asked
+    for, and the way to it.
 
     Run by the relay's sshd for a user who logs in with their own key (its authorized_keys
     command); the target comes in SSH_ORIGINAL_COMMAND.
     """
+    import json
     import os
 
     from tether.gateway.layout import Gateway
     from tether.gateway.names import parse_target_path
-    from tether.gateway.signer import issue_for
+    from tether.gateway.signer import answer
 
     gateway = Gateway.existing(directory)
     asked = os.environ.get("SSH_ORIGINAL_COMMAND", "").strip()
     site, target = parse_target_path(asked.removeprefix("sign ").strip(), what="SITE/TARGET")
-    echo(issue_for(gateway, name, site, target).certificate)
+    echo(json.dumps(answer(gateway, name, site, target)))
+
+
+@gateway.command(hidden=True)
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("site_name", metavar="SITE")
+def announce(directory: Path, site_name: str) -> None:
+    """Keep what SITE's agent says of itself (one JSON line on stdin), then hold its session
+    open until the agent leaves.
+
+    Run by the relay's sshd for an agent's certificate (its principals line's command).
+    """
+    import os
+    import sys
+
+    from tether.gateway import announce as announcing
+    from tether.gateway.layout import Gateway
+
+    gateway = Gateway.existing(directory)
+    line = sys.stdin.buffer.readline(announcing.MAX_LINE + 1).decode(errors="replace")
+    announcing.record(gateway.relay_run, site_name, announcing.Announcement.parse(line))
+    # The session lasts as long as the agent's link: `cat` waits for its end, for a few hundred
+    # kilobytes rather than a Python interpreter's megabytes per site.
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.execvp("cat", ["cat"])
 
 
 @gateway.command("audit")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tether.errors import UsageError
-from tether.spec import TunnelSpec
+from tether.spec import GATEWAY, TunnelSpec
 from tether.transports.base import Transport
 from tether.transports.direct import DirectTransport
 
@@ -15,6 +15,13 @@ def transport_for(spec: TunnelSpec) -> Transport:
         return DirectTransport()
     from tether.transports import openssh
 
+    if spec.via.scheme == GATEWAY:
+        if not openssh.available():
+            raise UsageError("a tunnel through a gateway needs an OpenSSH client >= 7.6 on PATH")
+        from tether.transports.gateway import GatewayTransport, parse_target
+
+        assert spec.target is not None  # the spec holds one SITE/TARGET with gw://
+        return GatewayTransport(spec.via, spec.ssh, *parse_target(spec.target))
     engine = spec.ssh.engine or ("openssh" if openssh.available() else "asyncssh")
     if engine == "openssh":
         if not openssh.available():

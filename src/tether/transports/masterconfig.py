@@ -59,7 +59,7 @@ ESCAPES_FROM = (8, 7)
 _GLOB = re.compile(r"([\\*?\[\]])")
 
 
-def _quoted(value: str, what: str) -> str:
+def quoted(value: str, what: str) -> str:
     """``value`` as one double-quoted word of a config line, read back by ssh as it is."""
     if not value.isprintable():  # a line break would end the line; no control char belongs
         raise ConfigError(f"{what}: cannot pass {value!r} to ssh: it holds a control character")
@@ -155,10 +155,15 @@ PINNED_SINCE_8_7 = (
 )
 
 
-def write_config(path: Path, options: SshOptions) -> Path:
-    """The master's config: tether's settings first, then the user's and the system's."""
+def session_words() -> list[str]:
+    """`-o` words that give back the session PINNED takes away (SessionType none, from 8.7),
+    for a command run on a gateway's relay with a config of tether's (the signer)."""
+    return ["-o", "SessionType=default"] if _newer_than((8, 7)) else []
+
+
+def _pinned(options: SshOptions) -> list[str]:
+    """What tether sets for every host, whatever else is said: the Host * block's first lines."""
     lines = [
-        "# Written by tether for one tunnel. For ssh the first value of a setting wins.",
         "Host *",
         *(f"  {setting}" for setting in PINNED),
         *(f"  {setting}" for setting in PINNED_SINCE_8_7 if _newer_than((8, 7))),
@@ -167,23 +172,65 @@ def write_config(path: Path, options: SshOptions) -> Path:
     ]
     if options.connect_timeout:
         lines.append(f"  ConnectTimeout {_seconds(options.connect_timeout)}")
-    # Each path means exactly the file check_files checked, or is refused (exit 2).
-    for identity in options.identity_files:
-        escaped = tokens_escaped(identity, "identity_file")
-        lines.append(f"  IdentityFile {_quoted(escaped, 'identity_file')}")
-    for certificate in options.certificate_files:
-        escaped = tokens_escaped(certificate, "certificate_file")
-        lines.append(f"  CertificateFile {_quoted(escaped, 'certificate_file')}")
-    if options.known_hosts:
-        escaped = tokens_escaped(options.known_hosts, "known_hosts")
-        lines.append(f"  UserKnownHostsFile {_quoted(escaped, 'known_hosts')}")
-    user_config = _glob_escaped(options.ssh_config or paths.ssh_config())
-    lines += ["Match all", f"Include {_quoted(user_config, 'ssh_config')}"]
-    lines.append("Include /etc/ssh/ssh_config")
-    # Last, so only a default: ssh_config's own Ciphers wins. AES-GCM first, as in the asyncssh
-    # engine (AES instructions make it the fastest; ssh's own order puts ChaCha20 first).
-    lines += ["Host *", f"  Ciphers {','.join(CIPHERS)}", ""]
+    return lines
+
+
+def _write(path: Path, lines: list[str]) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines))
     return path
+
+
+def write_gateway_config(
+    path: Path,
+    options: SshOptions,
+    hosts: dict[str, dict[str, str]],
+    *,
+    identities: list[str],
+    known_hosts: str,
+) -> Path:
+    """A config for a tunnel through a gateway (transports/gateway.py): each of ``hosts`` (a
+    Host pattern, and its settings, each value a checked name, a number, or given as it is to
+    ``quoted``), then tether's settings for all, with these ``identities`` only and the
+    gateway's trust in ``known_hosts``. Nothing of the user's ssh_config: a gateway's hops are
+    tether's own."""
+    lines = ["# Written by tether for one tunnel through a gateway."]
+    for pattern, settings in hosts.items():
+        lines.append(f"Host {pattern}")
+        lines += [f"  {name} {value}" for name, value in settings.items()]
+    lines += _pinned(options)
+    lines.append("  IdentitiesOnly yes")
+    for identity in identities:
+        escaped = tokens_escaped(identity, "identity_file")
+        lines.append(f"  IdentityFile {quoted(escaped, 'identity_file')}")
+    escaped = tokens_escaped(known_hosts, "known_hosts")
+    lines.append(f"  UserKnownHostsFile {quoted(escaped, 'known_hosts')}")
+    lines += ["  GlobalKnownHostsFile /dev/null", "  CheckHostIP no"]
+    lines += [f"  Ciphers {','.join(CIPHERS)}", ""]
+    return _write(path, lines)
+
+
+def write_config(path: Path, options: SshOptions) -> Path:
+    """The master's config: tether's settings first, then the user's and the system's."""
+    lines = [
+        "# Written by tether for one tunnel. For ssh the first value of a setting wins.",
+        *_pinned(options),
+    ]
+    # Each path means exactly the file check_files checked, or is refused (exit 2).
+    for identity in options.identity_files:
+        escaped = tokens_escaped(identity, "identity_file")
+        lines.append(f"  IdentityFile {quoted(escaped, 'identity_file')}")
+    for certificate in options.certificate_files:
+        escaped = tokens_escaped(certificate, "certificate_file")
+        lines.append(f"  CertificateFile {quoted(escaped, 'certificate_file')}")
+    if options.known_hosts:
+        escaped = tokens_escaped(options.known_hosts, "known_hosts")
+        lines.append(f"  UserKnownHostsFile {quoted(escaped, 'known_hosts')}")
+    user_config = _glob_escaped(options.ssh_config or paths.ssh_config())
+    lines += ["Match all", f"Include {quoted(user_config, 'ssh_config')}"]
+    lines.append("Include /etc/ssh/ssh_config")
+    # Last, so only a default: ssh_config's own Ciphers wins. AES-GCM first, as in the asyncssh
+    # engine (AES instructions make it the fastest; ssh's own order puts ChaCha20 first).
+    lines += ["Host *", f"  Ciphers {','.join(CIPHERS)}", ""]
+    return _write(path, lines)

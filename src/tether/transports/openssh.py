@@ -75,7 +75,11 @@ class OpenSshTransport(HandoffTransport):
         await self.close()  # a reconnect replaces what is left of the old master
         check_files(self.options)
         self._workdir = Workdir()
-        config = write_config(self._workdir.path / "config", self.options)
+        try:
+            config = await self.prepare(self._workdir.path)
+        except BaseException:
+            await self.close()
+            raise
         control = self._workdir.path / "control"
         argv = [*parent_death_wrapper(), *self.ssh_argv(config, control)]
         master = Master(argv, control, on_lost, on_line=self._trace)
@@ -94,6 +98,10 @@ class OpenSshTransport(HandoffTransport):
             finally:
                 await self.close()
             raise error
+
+    async def prepare(self, workdir: Path) -> Path:
+        """Write the master's config into ``workdir`` (private to this connection); its path."""
+        return write_config(workdir / "config", self.options)
 
     async def server_address(self) -> tuple[str, int] | None:
         """Asked once of `ssh -G`, with the master's own config and arguments."""
@@ -132,11 +140,14 @@ class OpenSshTransport(HandoffTransport):
         # On the command line, these are the main connection's alone: not a hop's.
         level = "DEBUG1" if self._trace is not None else "INFO"
         argv += ["-o", "ControlPersist=no", "-o", f"LogLevel={level}"]
-        if self.via.port_given:
-            argv += ["-p", str(self.via.port)]
+        return [*argv, *self.destination()]
+
+    def destination(self) -> list[str]:
+        """The last words of an ssh command line: whom the master logs in to."""
+        words = ["-p", str(self.via.port)] if self.via.port_given else []
         if self.via.user:
-            argv += ["-l", self.via.user]
-        return [*argv, "--", self.via.host]
+            words += ["-l", self.via.user]
+        return [*words, "--", self.via.host]
 
     async def forward(self, target: Endpoint, sock: socket.socket) -> Forwarding:
         master = self._master

@@ -1,0 +1,206 @@
+"""Tunnels through a gateway (``via = "gw://[USER@]RELAY[:PORT]"``, ``to = "SITE/TARGET"``).
+
+The OpenSSH engine, with two steps of its own before each master starts:
+
+1. the relay's signer: `ssh tether-relay sign SITE/TARGET`, logged in with the user's own key
+   (an identity file, else ssh-agent), answers with a certificate for that key that opens the
+   one target for minutes, the site's endpoint on the relay, the account the site's sshd takes
+   and where the target is (gateway/signer.py);
+2. a config of tether's own: the relay as ``tether-relay`` and the site as
+   ``SITE.site.tether`` behind it (ProxyJump), each host key checked against the gateway's host
+   CA under that name (the ``@cert-authority`` line of `tether gateway trust`, in known_hosts).
+
+The master's session ends at the site's sshd: the relay forwards ciphertext. Every reconnect
+asks for a new certificate, so an access that has ended ends the tunnel: exit 5, "access
+ended".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+from pathlib import Path
+
+from tether import paths
+from tether.errors import (
+    AccessRefused,
+    ConfigError,
+    TetherError,
+    TransportUnreachableError,
+    visible,
+)
+from tether.gateway.names import ACCOUNT, RELAY_PRINCIPAL, site_host_alias
+from tether.spec import Endpoint, SshOptions, Via
+from tether.transports import sshexit
+from tether.transports.base import Forwarding
+from tether.transports.masterconfig import quoted, session_words, write_gateway_config
+from tether.transports.master import parent_death_wrapper
+from tether.transports.openssh import OpenSshTransport
+
+# What the signer's answer may hold: a certificate line, and nothing long.
+MAX_ANSWER = 64 * 1024
+_CERTIFICATE = re.compile(r"[a-z0-9-]+-cert-v01@openssh\.com [A-Za-z0-9+/]+={0,2}\Z")
+_PUBLIC_KEY = re.compile(r"(?:ssh|ecdsa|sk)-[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}\Z")
+# The signer's own exit statuses (errors.py): access refused, the site not linked.
+REFUSED, UNREACHABLE = 5, 4
+
+
+class Answer:
+    """The signer's answer, checked whole: it comes from a peer."""
+
+    def __init__(self, text: str) -> None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise TransportUnreachableError("the relay's signer answered no JSON") from None
+        if not isinstance(data, dict):
+            raise TransportUnreachableError("the relay's signer answered no object")
+        certificate, key = data.get("certificate"), data.get("key")
+        port, account, target = data.get("port"), data.get("account"), data.get("target")
+        if not isinstance(certificate, str) or not _CERTIFICATE.match(certificate):
+            raise TransportUnreachableError("the relay's signer answered no certificate")
+        if not isinstance(key, str) or not _PUBLIC_KEY.match(key):
+            raise TransportUnreachableError("the relay's signer answered no key")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise TransportUnreachableError("the relay's signer answered no port")
+        if not isinstance(account, str) or not ACCOUNT.match(account):
+            raise TransportUnreachableError("the relay's signer answered no account")
+        if not isinstance(target, str):
+            raise TransportUnreachableError("the relay's signer answered no target")
+        self.certificate = certificate
+        self.key = key
+        self.port = port
+        self.account = account
+        try:
+            self.target = Endpoint.parse(target, what="the signer's target")
+        except TetherError as exc:
+            raise TransportUnreachableError(exc.message) from None
+
+
+class GatewayTransport(OpenSshTransport):
+    """A private OpenSSH ControlMaster to a site's sshd, through a gateway's relay."""
+
+    def __init__(self, via: Via, options: SshOptions, site: str, target: str) -> None:
+        super().__init__(via, options)
+        self.site = site
+        self.target = target
+        self.label = f"{via} {site}/{target}"
+        self._forward_to: Endpoint | None = None
+
+    def known_hosts(self) -> str:
+        return self.options.known_hosts or str(paths.known_hosts())
+
+    async def prepare(self, workdir: Path) -> Path:
+        """Ask the signer for a certificate, then write the master's config for it."""
+        identities = list(self.options.identity_files)
+        answer = await self._sign(workdir, identities)
+        certificate = workdir / "id-cert.pub"
+        certificate.write_text(answer.certificate + "\n")
+        if not identities:  # the key is in ssh-agent: its public half names it
+            public = workdir / "id.pub"
+            public.write_text(answer.key + "\n")
+            identities = [str(public)]
+        alias = site_host_alias(self.site)
+        relay = self._relay_settings()
+        relay["CertificateFile"] = quoted(str(certificate), "certificate")
+        hosts = {
+            RELAY_PRINCIPAL: relay,
+            alias: {
+                "HostName": "127.0.0.1",
+                "Port": str(answer.port),
+                "User": answer.account,
+                "HostKeyAlias": alias,
+                "ProxyJump": RELAY_PRINCIPAL,
+                "CertificateFile": quoted(str(certificate), "certificate"),
+            },
+        }
+        self._forward_to = answer.target
+        return write_gateway_config(
+            workdir / "config",
+            self.options,
+            hosts,
+            identities=identities,
+            known_hosts=self.known_hosts(),
+        )
+
+    def _relay_settings(self) -> dict[str, str]:
+        settings = {
+            "HostName": quoted(self.via.host, "relay"),
+            "Port": str(self.via.port),
+            "HostKeyAlias": RELAY_PRINCIPAL,
+        }
+        if self.via.user:
+            settings["User"] = quoted(self.via.user, "relay user")
+        return settings
+
+    async def _sign(self, workdir: Path, identities: list[str]) -> Answer:
+        """The signer's answer for this target; tether's error if it refuses or cannot be
+        reached."""
+        config = write_gateway_config(
+            workdir / "sign-config",
+            self.options,
+            {RELAY_PRINCIPAL: self._relay_settings()},
+            identities=identities,
+            known_hosts=self.known_hosts(),
+        )
+        ssh = shutil.which("ssh") or "ssh"
+        argv = [*parent_death_wrapper(), ssh, "-F", str(config), *session_words()]
+        if not identities:  # any key of ssh-agent's may be the user's
+            argv += ["-o", "IdentitiesOnly=no"]
+        asked = f"{self.site}/{self.target}"
+        argv += ["-o", "LogLevel=ERROR", "--", RELAY_PRINCIPAL, "sign", asked]
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = await process.communicate()
+        finally:
+            if process.returncode is None:  # cancelled: by the timeout, or a signal
+                process.kill()
+                await process.wait()
+        said = err.decode(errors="replace").strip()
+        last = visible(said.splitlines()[-1]).removeprefix("tether: ") if said else ""
+        if process.returncode == 0 and len(out) <= MAX_ANSWER:
+            return Answer(out.decode(errors="replace"))
+        if process.returncode == REFUSED:
+            raise AccessRefused(last or f"access to {self.site}/{self.target} refused")
+        if process.returncode == UNREACHABLE:
+            raise TransportUnreachableError(f"relay {self.via}: {last}")
+        if process.returncode == 255:  # ssh's own failure: to reach or log in to the relay
+            resolved = await sshexit.resolve([ssh, "-F", str(config), "--", RELAY_PRINCIPAL])
+            raise await sshexit.startup_error(said, resolved, str(self.via))
+        raise TransportUnreachableError(
+            f"relay {self.via}: the signer failed: {last or f'exit {process.returncode}'}"
+        )
+
+    def destination(self) -> list[str]:
+        # The master logs in to the site, through the relay (its config says how).
+        return ["--", site_host_alias(self.site)]
+
+    async def server_address(self) -> tuple[str, int] | None:
+        """The relay: while it is silent, no attempt can succeed."""
+        return self.via.host, self.via.port
+
+    async def forward(self, target: Endpoint, sock: socket.socket) -> Forwarding:
+        # The site's sshd opens the target by the address its agent announced.
+        if self._forward_to is None:
+            raise TransportUnreachableError(f"{self.label}: not connected")
+        return await super().forward(self._forward_to, sock)
+
+
+def parse_target(target: Endpoint) -> tuple[str, str]:
+    """SITE and TARGET of a spec's ``SITE/TARGET`` target (checked when it was parsed)."""
+    site, _, name = target.host.partition("/")
+    if not site or not name:
+        raise ConfigError(f"not SITE/TARGET: {target.host}")
+    return site, name
+
+
+__all__ = ["GatewayTransport", "parse_target"]
