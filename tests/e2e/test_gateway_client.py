@@ -4,6 +4,8 @@ tether's own relay and agent processes, with a certificate the user never handle
 from __future__ import annotations
 
 import json
+import re
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -13,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway import Running, running_gateway
-from tests.support.servers import EchoServer
-from tests.support.tether_process import TetherRunner
+from tests.support.servers import EchoServer, echo_once
+from tests.support.tether_process import TetherProcess, TetherRunner
+from tests.support.waiting import wait_until_sync
 from tether.gateway import keygen, policy
+from tether.gateway.sessions import leftovers
 
 
 @dataclass
@@ -49,10 +53,8 @@ def client(tether: TetherRunner, echo_server: EchoServer) -> Iterator[Client]:
         known_hosts = run.work / "known_hosts"
         known_hosts.write_text(trusted)
         keys = run.gateway.relay_run / "authorized_keys"
-        deadline = time.monotonic() + 10
-        while "'alice'" not in keys.read_text():  # the relay follows the policy each second
-            assert time.monotonic() < deadline, "the relay never learnt alice's key"
-            time.sleep(0.05)
+        # The relay follows the policy each second.
+        wait_until_sync(lambda: "'alice'" in keys.read_text(), "the relay to learn alice's key")
         yield Client(run, key, known_hosts, f"gw://127.0.0.1:{run.relay_port}")
 
 
@@ -101,3 +103,92 @@ def test_revoking_ends_a_running_tunnel_with_exit_5(tether: TetherRunner, client
     assert took < 10, f"the tunnel ended {took:.1f}s after the revoke"
     last = tunnel.stderr.strip().splitlines()[-1]
     assert "access ended" in last, tunnel.stderr
+
+
+def started(tether: TetherRunner, client: Client) -> tuple[TetherProcess, int]:
+    """A running tunnel through the gateway (reconnecting quickly), proven to carry bytes, and
+    its local port."""
+    flags = [*client.flags(), "--name", "db", "--backoff-max", "1s", "--port", "0"]
+    tunnel = tether.spawn("start", *flags)
+    tunnel.wait_for(lambda p: "ready" in p.stderr, "the tunnel")
+    port = int(re.search(r"ready on 127\.0\.0\.1:(\d+)", tunnel.stderr)[1])  # type: ignore[index]
+    assert echo_once(port, b"before") == b"before"
+    return tunnel, port
+
+
+def carries(port: int) -> bool:
+    try:
+        return echo_once(port, b"again", timeout=5) == b"again"
+    except OSError:
+        return False
+
+
+def test_a_killed_agent_that_comes_back_brings_the_tunnel_back(
+    tether: TetherRunner, client: Client
+) -> None:
+    tunnel, port = started(tether, client)
+    run = client.run
+    run.agent.proc.kill()
+    run.agent.finish()
+    run.agent = run.start_agent()
+    # The local port stayed bound all along: each try below is accepted, then carried once the
+    # tunnel is back through the new agent (with a new certificate).
+    wait_until_sync(lambda: carries(port), "the tunnel to come back", deadline=30)
+    assert tunnel.proc.poll() is None
+    tunnel.send_signal(signal.SIGTERM)
+    assert tunnel.finish() == 0
+    issued = [e for e in map(json.loads, run.gateway.audit.open()) if e["event"] == "issued"]
+    assert len(issued) >= 2
+
+
+def test_a_restarted_relay_brings_the_tunnel_back(tether: TetherRunner, client: Client) -> None:
+    tunnel, port = started(tether, client)
+    run = client.run
+    run.relay.send_signal(signal.SIGTERM)
+    assert run.relay.finish() == 0
+    run.relay = run.start_relay()
+    # Both the agent and the tunnel come back by themselves.
+    wait_until_sync(lambda: carries(port), "the tunnel to come back", deadline=45)
+    assert tunnel.proc.poll() is None and run.agent.proc.poll() is None
+    tunnel.send_signal(signal.SIGTERM)
+    assert tunnel.finish() == 0
+
+
+def test_a_frozen_agent_is_dropped_by_the_relay_and_replaced(
+    tether: TetherRunner, client: Client
+) -> None:
+    """A stopped agent keeps its endpoint until the relay's keepalives give up on it (15 s);
+    then a second agent of the site takes its place, and the tunnel is back."""
+    tunnel, port = started(tether, client)
+    run = client.run
+    frozen = run.agent
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        run.agent = run.start_agent("agent2", wait=False)
+        wait_until_sync(lambda: carries(port), "the tunnel to come back", deadline=60)
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        frozen.send_signal(signal.SIGTERM)
+        frozen.finish()
+    tunnel.send_signal(signal.SIGTERM)
+    assert tunnel.finish() == 0
+
+
+def test_a_killed_relays_sessions_are_ended_by_the_next_relay(
+    tether: TetherRunner, client: Client
+) -> None:
+    """sshd's sessions outlive their listener: after SIGKILL of the relay, the tunnel's session
+    would go on where no reaper sees it. The next relay on the port ends them first, and the
+    tunnel then goes through it, cut as any other when its access ends."""
+    tunnel, port = started(tether, client)
+    run = client.run
+    run.relay.proc.kill()
+    run.relay.finish()
+    assert leftovers(run.relay_port), "no session outlived the relay: nothing to test"
+    assert carries(port)  # still carried by the session the killed relay left
+    run.relay = run.start_relay()
+    events = [json.loads(line) for line in run.gateway.audit.open()]
+    assert [e["count"] for e in events if e["event"] == "leftovers"] != []
+    wait_until_sync(lambda: carries(port), "the tunnel to come back", deadline=45)
+    policy.revoke(run.gateway.policy, "alice", "lab", "echo")
+    assert tunnel.finish(deadline=30) == 5

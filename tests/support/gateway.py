@@ -10,7 +10,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.servers import free_port
@@ -174,12 +174,36 @@ def agent_link(relay: Relay, key: Path, to: str) -> Iterator[subprocess.Popen[by
 
 @dataclass
 class Running:
+    """A gateway's processes; a test may replace them (the fixture ends the last ones)."""
+
     work: Path
     gateway: layout.Gateway
     relay_port: int
     endpoint_port: int
-    relay: TetherProcess
-    agent: TetherProcess
+    tether: TetherRunner
+    enrolment: Path
+    targets: dict[str, str]
+    relay: TetherProcess = field(init=False)
+    agent: TetherProcess = field(init=False)
+
+    def start_relay(self) -> TetherProcess:
+        listen = f"127.0.0.1:{self.relay_port}"
+        relay = self.tether.spawn("gateway", "relay", str(self.gateway.root), "--listen", listen)
+        relay.wait_for(lambda p: "relay ready" in p.stdout, "the relay")
+        return relay
+
+    def start_agent(self, state: str = "agent", wait: bool = True) -> TetherProcess:
+        agent = self.tether.spawn(
+            "gateway",
+            "agent",
+            str(self.enrolment),
+            *(f"--target={name}={where}" for name, where in self.targets.items()),
+            "--state-dir",
+            str(self.work / state),
+        )
+        if wait:
+            agent.wait_for(lambda p: "ready" in p.stdout, "the agent")
+        return agent
 
 
 @contextmanager
@@ -189,21 +213,15 @@ def running_gateway(tether: TetherRunner, targets: dict[str, str]) -> Iterator[R
     with strict_tmp() as work:
         gateway = layout.init(work / "gw")
         port = free_port()
-        relay = tether.spawn("gateway", "relay", str(gateway.root), "--listen", f"127.0.0.1:{port}")
-        relay.wait_for(lambda p: "relay ready" in p.stdout, "the relay")
         enrolled = enrol.add_site(gateway, "lab", [Endpoint("127.0.0.1", port)])
-        agent = tether.spawn(
-            "gateway",
-            "agent",
-            str(enrolled.path),
-            *(f"--target={name}={where}" for name, where in targets.items()),
-            "--state-dir",
-            str(work / "agent"),
-        )
+        run = Running(work, gateway, port, enrolled.port, tether, enrolled.path, targets)
         try:
-            agent.wait_for(lambda p: "ready" in p.stdout, "the agent")
-            yield Running(work, gateway, port, enrolled.port, relay, agent)
+            run.relay = run.start_relay()
+            run.agent = run.start_agent()
+            yield run
         finally:
-            for process in (agent, relay):
-                process.send_signal(signal.SIGTERM)
-                process.finish()
+            for name in ("agent", "relay"):
+                process: TetherProcess | None = getattr(run, name, None)
+                if process is not None:
+                    process.send_signal(signal.SIGTERM)
+                    process.finish()

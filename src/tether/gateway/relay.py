@@ -31,7 +31,7 @@ from tether.errors import RelayError, TetherError, UsageError, describe, visible
 from tether.files import write_private
 from tether.gateway import audit, policy
 from tether.gateway.layout import Gateway
-from tether.gateway.sessions import Login, accepted, holder
+from tether.gateway.sessions import Login, accepted, holder, leftovers
 from tether.gateway.signer import parse_client_key_id
 from tether.gateway.sshdconfig import relay_principals, signer_keys, sshd_config
 from tether.modes.signals import StopRequest, capture_stop_signals
@@ -217,6 +217,7 @@ class Relay:
         stop = StopRequest()
         with capture_stop_signals(stop):
             await self.sshd.check()
+            await self._end_leftovers()
             await self.sshd.start()
             try:
                 on_ready()
@@ -245,6 +246,17 @@ class Relay:
                         log.warning("relay: policy not applied: %s", exc.message)
             await self._reap(datetime.now(UTC))
         return exited.result()
+
+    async def _end_leftovers(self) -> None:
+        """End the sessions a killed relay left on this port: they would outlive it unseen by
+        this relay's reaper, a revoke or an expiry never cutting them."""
+        left = await asyncio.to_thread(leftovers, self.listen.port)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if left:
+            log.warning("relay: ended %d session process(es) a previous relay left", len(left))
+            audit.record(self.gateway.audit, "leftovers", count=len(left))
 
     def _heard(self, line: str) -> None:
         """Follow the sessions in sshd's log: logins with a certificate, and their ends."""

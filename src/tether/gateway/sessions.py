@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,11 +66,45 @@ def holder(root: int, host: str, port: int) -> int | None:
     return None
 
 
+def leftovers(port: int) -> list[int]:
+    """The sshd processes of this user that hold a connection to local ``port``: sessions a
+    relay's sshd left when its relay was killed (they outlive their listener, and no reaper of
+    a new relay knows them)."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        inodes |= _inodes(Path(table), lambda local, _remote: local.endswith(f":{port:04X}"))
+    if not inodes:
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != os.getuid():
+                continue
+            if not Path(f"/proc/{name}/comm").read_text().startswith("sshd"):
+                continue
+            for fd in os.listdir(f"/proc/{name}/fd"):
+                target = os.readlink(f"/proc/{name}/fd/{fd}")
+                if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                    found.append(int(name))
+                    break
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def _peer_inodes(host: str, port: int) -> set[int]:
     """The socket inodes of established TCP connections whose remote end is host:port."""
     address = ipaddress.ip_address(host)
     table = Path("/proc/net/tcp6" if address.version == 6 else "/proc/net/tcp")
     wanted = f"{_kernel_hex(address)}:{port:04X}"
+    return _inodes(table, lambda _local, remote: remote == wanted)
+
+
+def _inodes(table: Path, wanted: Callable[[str, str], bool]) -> set[int]:
+    """The socket inodes of the established connections in ``table`` whose local and remote
+    ends (as the kernel writes them) are ``wanted``."""
     found: set[int] = set()
     try:
         lines = table.read_text().splitlines()[1:]
@@ -77,7 +112,7 @@ def _peer_inodes(host: str, port: int) -> set[int]:
         return found
     for line in lines:
         fields = line.split()
-        if len(fields) > 9 and fields[2] == wanted and fields[3] == _ESTABLISHED:
+        if len(fields) > 9 and fields[3] == _ESTABLISHED and wanted(fields[1], fields[2]):
             found.add(int(fields[9]))
     return found
 
