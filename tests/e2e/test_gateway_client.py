@@ -4,8 +4,10 @@ tether's own relay and agent processes, with a certificate the user never handle
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 
 from tests.support.gateway import Running, running_gateway
 from tests.support.servers import EchoServer, echo_once
+from tests.support.ssh_setups import add_to_agent, private_agent
 from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.waiting import wait_until_sync
 from tether.gateway import keygen, policy
@@ -192,3 +195,48 @@ def test_a_killed_relays_sessions_are_ended_by_the_next_relay(
     wait_until_sync(lambda: carries(port), "the tunnel to come back", deadline=45)
     policy.revoke(run.gateway.policy, "alice", "lab", "echo")
     assert tunnel.finish(deadline=30) == 5
+
+
+def test_background_reuse_list_and_stop_through_the_gateway(
+    tether: TetherRunner, client: Client
+) -> None:
+    args = [*client.flags(), "--name", "db", "--background", "--reuse", "--json"]
+    code, out, err = tether.run("start", *args)
+    assert code == 0, err
+    first = json.loads(out)
+    code, out, err = tether.run("start", *args)
+    assert code == 0, err
+    assert json.loads(out)["pid"] == first["pid"]  # the same tunnel, reused
+    listed = tether.list_json()
+    assert [(t["name"], t["via"], t["state"]) for t in listed] == [("db", client.via, "ready")]
+    assert listed[0]["target_host"] == "lab/echo" and listed[0]["engine"] == "openssh"
+    code, table, _ = tether.run("list")
+    assert "lab/echo" in table and "lab/echo:0" not in table
+    assert echo_once(int(first["local_port"]), b"listed") == b"listed"
+    code, _, err = tether.run("stop", "db")
+    assert code == 0, err
+    assert tether.list_json() == []
+
+
+def test_the_python_api_with_the_key_in_ssh_agent(client: Client) -> None:
+    """No identity file: the signer and both hops use the key ssh-agent holds."""
+    script = (
+        "import socket, sys, tether\n"
+        "with tether.open(to='lab/echo', via=sys.argv[1], known_hosts=sys.argv[2]) as t:\n"
+        "    with socket.create_connection((t.host, t.port), timeout=10) as s:\n"
+        "        s.sendall(b'from the api')\n"
+        "        print(s.recv(64).decode())\n"
+    )
+    with private_agent(client.run.work) as sock:
+        add_to_agent(sock, client.key)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        done = subprocess.run(
+            [sys.executable, "-c", script, client.via, str(client.known_hosts)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "from the api"
