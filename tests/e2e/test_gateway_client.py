@@ -240,3 +240,18 @@ def test_the_python_api_with_the_key_in_ssh_agent(client: Client) -> None:
         )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "from the api"
+
+
+def test_diagnose_walks_the_gateway_path(tether: TetherRunner, client: Client) -> None:
+    code, out, err = tether.run("diagnose", *client.flags(), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    steps = {step["name"]: step["status"] for step in report["steps"]}
+    assert [steps[n] for n in ("resolve", "tcp", "banner", "host_key", "auth", "channel")] == [
+        "ok"
+    ] * 6
+    policy.revoke(client.run.gateway.policy, "alice", "lab", "echo")
+    code, out, err = tether.run("diagnose", *client.flags(), "--json")
+    assert code == 5, err
+    report = json.loads(out)
+    assert report["failed_step"] == "host_key" and "refused" in report["error"]

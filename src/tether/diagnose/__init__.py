@@ -9,7 +9,7 @@ from tether.diagnose.engine import EngineProbe
 from tether.diagnose.network import Peer, Sockaddr
 from tether.diagnose.report import STEPS, Diagnosis, Failed, Runner, Step
 from tether.errors import UsageError
-from tether.spec import TunnelSpec
+from tether.spec import GATEWAY, TunnelSpec
 
 NOT_SSH = "direct: no SSH"
 NO_TARGET = "not run: a SOCKS tunnel has no one target (an allowlist of one host:port has)"
@@ -26,6 +26,8 @@ async def diagnose(spec: TunnelSpec) -> Diagnosis:
     """
     if spec.via is None:
         return await _direct(spec)
+    if spec.via.scheme == GATEWAY:
+        return await _gateway(spec)
     probe = _engine(spec)
     diagnosis = Diagnosis(spec.reaches, str(spec.via), probe.engine)
     await probe.prepare()
@@ -96,6 +98,49 @@ async def _server(runner: Runner, peer: Peer, connect_timeout: float | None) -> 
         lambda step: network.banner(peer, connected[0], step, connect_timeout),
         doing=f"waiting for the SSH banner of {peer.label}",
     )
+
+
+async def _gateway(spec: TunnelSpec) -> Diagnosis:
+    """Through a gateway: the relay's address, its signer (the relay's host certificate, the
+    user's own key, the grant), then the site's login through the relay, then the target."""
+    from tether.transports import transport_for
+    from tether.transports.gateway import GatewayTransport
+
+    assert spec.via is not None and spec.target is not None
+    transport = transport_for(spec)
+    assert isinstance(transport, GatewayTransport)
+    diagnosis = Diagnosis(spec.reaches, str(spec.via), transport.engine)
+    diagnosis.notes.append(
+        "through a gateway: host_key is the relay's signer (the relay's host certificate, your "
+        "key, your grant); auth is the site's sshd, through the relay, with the certificate"
+    )
+    runner = Runner(diagnosis, spec.timeout)
+    target = spec.target
+
+    async def sign(step: Step) -> None:
+        answer = await transport.authorize()
+        step.detail = f"certificate issued for {target}; the site's endpoint is port {answer.port}"
+
+    async def site(step: Step) -> None:
+        await transport.connect()
+        step.detail = f"logged in to site {transport.site}'s sshd through the relay"
+
+    async def channel(step: Step) -> None:
+        await transport.probe(target)
+        step.detail = f"channel to {target} opened and closed"
+
+    peer = Peer(spec.via.host, spec.via.port, str(spec.via))
+    try:
+        await _server(runner, peer, spec.ssh.connect_timeout)
+        await runner.run("host_key", sign, doing="asking the relay's signer", hint=SERVER_HINT)
+        await runner.run("auth", site, doing="logging in to the site", hint=SERVER_HINT)
+        await runner.run("channel", channel, doing=f"opening a channel to {target}")
+        runner.skip("probe", "the channel above is the tunnel's readiness probe")
+    except Failed:
+        pass
+    finally:
+        await transport.close()
+    return diagnosis
 
 
 async def _direct(spec: TunnelSpec) -> Diagnosis:

@@ -39,6 +39,7 @@ from tether.transports.base import Forwarding
 from tether.transports.masterconfig import quoted, session_words, write_gateway_config
 from tether.transports.master import parent_death_wrapper
 from tether.transports.openssh import OpenSshTransport
+from tether.transports.workdir import Workdir
 
 # What the signer's answer may hold: a certificate line, and nothing long.
 MAX_ANSWER = 64 * 1024
@@ -89,14 +90,26 @@ class GatewayTransport(OpenSshTransport):
         self.target = target
         self.label = f"{via} {site}/{target}"
         self._forward_to: Endpoint | None = None
+        self._answer: Answer | None = None
 
     def known_hosts(self) -> str:
         return self.options.known_hosts or str(paths.known_hosts())
 
+    async def authorize(self) -> Answer:
+        """Ask the signer now; the next connect uses its answer (tether diagnose's step)."""
+        workdir = Workdir()
+        try:
+            self._answer = await self._sign(workdir.path, list(self.options.identity_files))
+        finally:
+            workdir.remove()
+        return self._answer
+
     async def prepare(self, workdir: Path) -> Path:
         """Ask the signer for a certificate, then write the master's config for it."""
         identities = list(self.options.identity_files)
-        answer = await self._sign(workdir, identities)
+        answer, self._answer = self._answer, None
+        if answer is None:
+            answer = await self._sign(workdir, identities)
         certificate = workdir / "id-cert.pub"
         certificate.write_text(answer.certificate + "\n")
         if not identities:  # the key is in ssh-agent: its public half names it
