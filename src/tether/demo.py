@@ -31,7 +31,7 @@ class _DemoSshServer(asyncssh.SSHServer):
         return dest_host in ("127.0.0.1", "localhost", "::1")
 
 
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def echo_target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """The demo's target: echoes every byte, upper-casing lines that start with 'hello'."""
     try:
         while data := await reader.read(65536):
@@ -42,7 +42,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def _exchange(address: Endpoint, payload: bytes) -> bytes:
+async def exchange(address: Endpoint, payload: bytes) -> bytes:
     reader, writer = await asyncio.open_connection(address.host, address.port)
     writer.write(payload)
     writer.write_eof()
@@ -55,7 +55,7 @@ async def _exchange(address: Endpoint, payload: bytes) -> bytes:
 async def run_demo(say: Callable[[str], None]) -> None:
     """Run the whole demonstration, narrating through ``say``; raises if anything misbehaves."""
     say("tether demo: everything below runs on 127.0.0.1 and nothing leaves this machine.")
-    target = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    target = await asyncio.start_server(echo_target, "127.0.0.1", 0)
     target_port = target.sockets[0].getsockname()[1]
     say(f"[1/5] target service (echo) listening on 127.0.0.1:{target_port}")
 
@@ -119,11 +119,11 @@ async def run_demo(say: Callable[[str], None]) -> None:
 
 
 async def _show_traffic(address: Endpoint, say: Callable[[str], None]) -> None:
-    reply = await _exchange(address, b"hello through the tunnel\n")
+    reply = await exchange(address, b"hello through the tunnel\n")
     say(f"[4/5] sent 'hello through the tunnel', the target answered {reply.decode().strip()!r}")
     payload = os.urandom(BULK_BYTES)
     began = time.monotonic()
-    echoed = await _exchange(address, payload)
+    echoed = await exchange(address, payload)
     seconds = time.monotonic() - began
     if hashlib.sha256(echoed).digest() != hashlib.sha256(payload).digest():
         raise RuntimeError("demo: the echoed bulk data does not match")

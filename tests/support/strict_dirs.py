@@ -5,9 +5,7 @@ AuthorizedPrincipalsFile there."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,29 +13,16 @@ from pathlib import Path
 
 import pytest
 
-
-def strict_enough(path: Path) -> bool:
-    """Whether ``path`` and each directory above it pass sshd's check."""
-    for directory in [path, *path.parents]:
-        try:
-            st = os.stat(directory)
-        except OSError:
-            return False
-        if st.st_uid not in (0, os.getuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return False
-    return True
+from tether.gateway.relay import strict_base
 
 
 @contextmanager
 def strict_tmp() -> Iterator[Path]:
     """A new private directory under the first base that passes (the user's runtime directory,
     /run/user/UID, the home directory), removed afterwards. No base passing fails the test."""
-    bases = [os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{os.getuid()}", str(Path.home())]
-    for base in bases:
-        if base and strict_enough(Path(base)):
-            break
-    else:
-        pytest.fail(f"no directory that sshd's StrictModes accepts among {bases}")
+    base = strict_base()
+    if base is None:
+        pytest.fail("no directory that sshd's StrictModes accepts: XDG_RUNTIME_DIR, /run/user, ~")
     path = Path(tempfile.mkdtemp(prefix=".tether-test-", dir=base))
     try:
         yield path

@@ -155,7 +155,7 @@ class Agent:
         }
         for name, text in files.items():
             write_private(self.state / name, text)
-        port = _free_port()
+        port = free_port()
         write_private(
             self.state / "sshd_config",
             sshd_config(
@@ -236,7 +236,8 @@ def _account() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port of 127.0.0.1 free now (the kernel's pick, released at once)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -47,6 +47,14 @@ STOP_GRACE = 3.0
 POLICY_CHECK = 1.0  # how often the policy's mtime is compared, to rewrite the principals
 
 
+def strict_base() -> Path | None:
+    """A directory sshd's StrictModes accepts files under, for a scratch gateway (the demo's,
+    the tests'): the user's runtime directory, /run/user/UID or the home directory; None if
+    none passes (/tmp never does: others may write to it)."""
+    bases = [os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{os.getuid()}", str(Path.home())]
+    return next((Path(b) for b in bases if b and strict_enough(Path(b)) is None), None)
+
+
 def strict_enough(path: Path) -> str | None:
     """Why sshd's StrictModes would refuse a file under ``path``; None if it would not."""
     uid = os.getuid()

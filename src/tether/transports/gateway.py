@@ -179,7 +179,8 @@ class GatewayTransport(OpenSshTransport):
                 process.kill()
                 await process.wait()
         said = err.decode(errors="replace").strip()
-        last = visible(said.splitlines()[-1]).removeprefix("tether: ") if said else ""
+        last = visible(said.splitlines()[-1]) if said else ""
+        last = last.removeprefix("tether: ").removeprefix("error: ")
         if process.returncode == 0 and len(out) <= MAX_ANSWER:
             return Answer(out.decode(errors="replace"))
         if process.returncode == REFUSED:
