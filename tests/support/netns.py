@@ -44,11 +44,13 @@ def _ip(*args: str) -> None:
 
 
 class Netns:
-    """Namespace ``name`` holds ``peer_address`` on its end of a veth pair; this namespace holds
-    ``local_address`` on the other. ``link_down``/``link_up`` take the namespace's end down and
-    up: to this side, the cable was pulled (carrier lost, packets go nowhere)."""
+    """Namespace ``name`` holds ``peer_address`` on its end of a veth pair; this namespace (or
+    ``parent``, another Netns) holds ``local_address`` on the other. ``link_down``/``link_up``
+    take the namespace's end down and up: to this side, the cable was pulled (carrier lost,
+    packets go nowhere). A namespace behind a parent reaches only the parent's address."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Netns | None = None) -> None:
+        self.parent = parent
         if shutil.which("ip") is None:
             raise RuntimeError("iproute2's ip is needed (apt-get install iproute2)")
         serial = next(_COUNTER)
@@ -75,8 +77,12 @@ class Netns:
                 "link", "add", self.local_link, "type", "veth",
                 "peer", "name", self.peer_link, "netns", self.name,
             )  # fmt: skip
-            _ip("addr", "add", f"{self.local_address}/30", "dev", self.local_link)
-            _ip("link", "set", self.local_link, "up")
+            local: list[str] = []
+            if self.parent is not None:
+                _ip("link", "set", self.local_link, "netns", self.parent.name)
+                local = ["-n", self.parent.name]
+            _ip(*local, "addr", "add", f"{self.local_address}/30", "dev", self.local_link)
+            _ip(*local, "link", "set", self.local_link, "up")
             _ip("-n", self.name, "addr", "add", f"{self.peer_address}/30", "dev", self.peer_link)
             _ip("-n", self.name, "link", "set", self.peer_link, "up")
             _ip("-n", self.name, "link", "set", "lo", "up")
