@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # `tether list` reads entries, and loads no spec
 # Entry fields that identify the owner's process and lock for tether's own checks; never shown.
 PRIVATE_FIELDS = ("proc_start", "lock_id")
 SOCKS_TARGET = ("*", 0)  # what a SOCKS tunnel registers as its target
+# What an entry's process runs: a tunnel, or a gateway's relay or agent (their target_host is
+# the gateway's directory, or the agent's site).
+KINDS = ("tunnel", "relay", "agent")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class TunnelIdentity:
 
 def added_fields() -> dict[str, object]:
     """Entry fields added since the first release, with the value an older entry means."""
-    return {"socks": False, "allow": []}
+    return {"socks": False, "allow": [], "kind": "tunnel"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class Entry:
     started: str
     log_file: str | None
     control: str
+    kind: str = "tunnel"
 
     @classmethod
     def from_json(cls, data: object) -> Entry:
@@ -104,6 +108,8 @@ class Entry:
                 raise ValueError(f"{name} is not a string")
         if entry.mode not in MODES:
             raise ValueError(f"unknown mode {entry.mode!r}")
+        if entry.kind not in KINDS:
+            raise ValueError(f"unknown kind {entry.kind!r}")
         if not isinstance(entry.local_addresses, list) or not all(
             isinstance(a, str) for a in entry.local_addresses
         ):
@@ -132,4 +138,3 @@ class Entry:
             via=self.via,
             engine=self.engine,
         )
-

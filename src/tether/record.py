@@ -55,6 +55,10 @@ class EntryView:
         """``host:port``, or what a SOCKS tunnel reaches: "socks5 (any)", "socks5 (RULE +N)"."""
         if self.entry.socks:
             return socks_reach(self.entry.allow)
+        if self.entry.kind == "relay":
+            return f"gateway {self.entry.target_host}"
+        if self.entry.kind == "agent":
+            return f"site {self.entry.target_host}"
         return host_port(self.entry.target_host, self.entry.target_port)
 
 

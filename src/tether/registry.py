@@ -290,6 +290,7 @@ class Registry:
         local_port: int,
         log_file: str | None = None,
         entry_id: str | None = None,
+        kind: str = "tunnel",
     ) -> Registration:
         """Create an entry owned by this process; the caller holds ``reserving`` for its port."""
         entry_id = entry_id or new_id()
@@ -320,6 +321,7 @@ class Registry:
                 started=utc_now(),
                 log_file=log_file,
                 control=str(paths["sock"]),
+                kind=kind,
             )
             write_private(paths["json"], json.dumps(asdict(entry), indent=2))
         except OSError as exc:

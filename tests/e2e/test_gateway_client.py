@@ -207,7 +207,7 @@ def test_background_reuse_list_and_stop_through_the_gateway(
     code, out, err = tether.run("start", *args)
     assert code == 0, err
     assert json.loads(out)["pid"] == first["pid"]  # the same tunnel, reused
-    listed = tether.list_json()
+    listed = [t for t in tether.list_json() if t["kind"] == "tunnel"]
     assert [(t["name"], t["via"], t["state"]) for t in listed] == [("db", client.via, "ready")]
     assert listed[0]["target_host"] == "lab/echo" and listed[0]["engine"] == "openssh"
     code, table, _ = tether.run("list")
@@ -215,7 +215,7 @@ def test_background_reuse_list_and_stop_through_the_gateway(
     assert echo_once(int(first["local_port"]), b"listed") == b"listed"
     code, _, err = tether.run("stop", "db")
     assert code == 0, err
-    assert tether.list_json() == []
+    assert [t for t in tether.list_json() if t["kind"] == "tunnel"] == []
 
 
 def test_the_python_api_with_the_key_in_ssh_agent(client: Client) -> None:

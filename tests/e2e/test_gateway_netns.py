@@ -73,7 +73,7 @@ def networks(tether: TetherRunner) -> Iterator[Networks]:
             launcher=relay_net.launcher,
         )  # fmt: skip
         try:
-            relay.wait_for(lambda p: "relay ready" in p.stdout, "the relay")
+            relay.wait_for(lambda p: "relay ready on" in p.stderr, "the relay")
             # The site knows the relay by its address on the site's side of the relay.
             enrolled = enrol.add_site(
                 gateway, "lab", [Endpoint(site_net.local_address, RELAY_PORT)]
@@ -83,7 +83,7 @@ def networks(tether: TetherRunner) -> Iterator[Networks]:
                 "--state-dir", str(work / "agent"), launcher=site_net.launcher,
             )  # fmt: skip
             try:
-                agent.wait_for(lambda p: "ready" in p.stdout, "the agent")
+                agent.wait_for(lambda p: " ready on " in p.stderr, "the agent")
                 key = keygen.generate(work / "alice", "alice")
                 policy.add_user(gateway.policy, "alice", Path(f"{key}.pub").read_text())
                 policy.grant(gateway.policy, "alice", "lab", "echo", None)
@@ -161,9 +161,7 @@ def test_a_cable_pulled_between_site_and_relay(tether: TetherRunner, networks: N
     assert echo_once(port, b"before") == b"before"
     networks.site.link_down()
     try:
-        wait_until_sync(
-            lambda: tether.list_json()[0]["state"] == "reconnecting", "the loss", deadline=20
-        )
+        wait_until_sync(lambda: tunnel_state(tether) == "reconnecting", "the loss", deadline=20)
     finally:
         networks.site.link_up()
     wait_until_sync(lambda: carries(port), "the tunnel to come back", deadline=90)
@@ -176,3 +174,8 @@ def carries(port: int) -> bool:
         return echo_once(port, b"again", timeout=5) == b"again"
     except OSError:
         return False
+
+
+def tunnel_state(tether: TetherRunner) -> str:
+    (tunnel,) = [t for t in tether.list_json() if t["kind"] == "tunnel"]
+    return str(tunnel["state"])

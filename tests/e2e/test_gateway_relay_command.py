@@ -52,7 +52,7 @@ def test_the_relay_serves_sites_added_while_it_runs_and_leaves_nothing(
     gateway = layout.init(work / "gw")
     port = free_port()
     relay = tether.spawn("gateway", "relay", str(gateway.root), "--listen", f"127.0.0.1:{port}")
-    relay.wait_for(lambda p: "relay ready on" in p.stdout, "the relay to be ready")
+    relay.wait_for(lambda p: "relay ready on" in p.stderr, "the relay to be ready")
     enrolled = enrol.add_site(gateway, "lab", [Endpoint("127.0.0.1", port)])  # while it runs
     argv, endpoint = agent_argv(work, enrolled.path, port)
     site_port = int(endpoint.rpartition(":")[2])

@@ -189,7 +189,7 @@ class Running:
     def start_relay(self) -> TetherProcess:
         listen = f"127.0.0.1:{self.relay_port}"
         relay = self.tether.spawn("gateway", "relay", str(self.gateway.root), "--listen", listen)
-        relay.wait_for(lambda p: "relay ready" in p.stdout, "the relay")
+        relay.wait_for(lambda p: "relay ready on" in p.stderr, "the relay")
         return relay
 
     def start_agent(self, state: str = "agent", wait: bool = True) -> TetherProcess:
@@ -202,7 +202,7 @@ class Running:
             str(self.work / state),
         )
         if wait:
-            agent.wait_for(lambda p: "ready" in p.stdout, "the agent")
+            agent.wait_for(lambda p: " ready on " in p.stderr, "the agent")
         return agent
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tether.cli.render import echo
+
+if TYPE_CHECKING:
+    from tether.modes.gatewayhost import Described, Service
 
 
 @click.group()
@@ -183,6 +188,47 @@ def revoke(directory: Path, name: str, target: str) -> None:
     echo(f"{name} may no longer reach {site}/{target_name}")
 
 
+def _running(func: Callable[..., None]) -> Callable[..., None]:
+    """The options of a relay or an agent run as tether runs a tunnel."""
+    for decorator in reversed(
+        [
+            click.option("--name", help="Its name in tether list and tether stop."),
+            click.option(
+                "--background",
+                is_flag=True,
+                help="Detach, and return once it is ready (its log: tether logs NAME).",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print its record once ready."),
+            click.option(
+                "--timeout",
+                default="30s",
+                metavar="DURATION",
+                show_default=True,
+                help="Bound on getting ready.",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def _launch(
+    service: Service, described: Described, *, background: bool, as_json: bool, timeout: str
+) -> None:
+    from tether.cli.report import TerminalReporter
+    from tether.modes.gatewayhost import launch_service
+    from tether.values import duration
+
+    seconds = duration(timeout)
+    reporter = TerminalReporter(
+        described.name, seconds, as_json=as_json, hint=not background, debug=False
+    )
+    with reporter:
+        raise SystemExit(
+            launch_service(service, described, reporter, background=background, timeout=seconds)
+        )
+
+
 @gateway.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option(
@@ -191,21 +237,27 @@ def revoke(directory: Path, name: str, target: str) -> None:
     metavar="ADDR:PORT",
     help="Where the relay's sshd listens for agents and clients.",
 )
-def relay(directory: Path, listen: str) -> None:
-    """Run the gateway's relay (stock sshd, supervised) until SIGINT or SIGTERM."""
+@_running
+def relay(
+    directory: Path,
+    listen: str,
+    name: str | None,
+    background: bool,
+    as_json: bool,
+    timeout: str,
+) -> None:
+    """Run the gateway's relay (stock sshd, supervised) until SIGINT, SIGTERM or tether stop."""
     from tether.gateway.layout import Gateway
     from tether.gateway.relay import Relay
-    from tether.modes import runtime
+    from tether.modes.gatewayhost import Described
     from tether.spec import Endpoint
+    from tether.values import label
 
-    running = Relay(Gateway.existing(directory), Endpoint.parse(listen, what="--listen"))
+    gateway = Gateway.existing(directory)
+    running = Relay(gateway, Endpoint.parse(listen, what="--listen"))
     running.prepare()
-
-    def ready() -> None:
-        echo(f"relay ready on {running.listen}")
-
-    raise SystemExit(runtime.run(running.run(ready)))
-
+    described = Described("relay", label(name or "relay"), running.listen, str(gateway.root))
+    _launch(running, described, background=background, as_json=as_json, timeout=timeout)
 
 
 @gateway.command()
@@ -223,22 +275,32 @@ def relay(directory: Path, listen: str) -> None:
     type=click.Path(path_type=Path),
     help="Where the agent keeps its site sshd's files [the user's state directory].",
 )
-def agent(enrolment_file: Path, targets: tuple[str, ...], state_dir: Path | None) -> None:
+@_running
+def agent(
+    enrolment_file: Path,
+    targets: tuple[str, ...],
+    state_dir: Path | None,
+    name: str | None,
+    background: bool,
+    as_json: bool,
+    timeout: str,
+) -> None:
     """Run a site's agent: the site's sshd on loopback, and an outbound link to each relay."""
+    from tether.errors import UsageError, shown
     from tether.gateway.agent import Agent
     from tether.gateway.enrolment import Enrolment
     from tether.gateway.names import parse_name
-    from tether.modes import runtime
+    from tether.modes.gatewayhost import Described
     from tether.spec import Endpoint
-    from tether.errors import UsageError, shown
+    from tether.values import label
 
     enrolment = Enrolment.load(enrolment_file)
     served: dict[str, Endpoint] = {}
     for item in targets:
-        name, equals, where = item.partition("=")
+        target, equals, where = item.partition("=")
         if not equals:
             raise UsageError(f"--target: not NAME=HOST:PORT: {shown(item)}")
-        served[parse_name(name, what="--target name")] = Endpoint.parse(where, what="--target")
+        served[parse_name(target, what="--target name")] = Endpoint.parse(where, what="--target")
     if state_dir is None:
         import platformdirs
 
@@ -246,11 +308,15 @@ def agent(enrolment_file: Path, targets: tuple[str, ...], state_dir: Path | None
         state_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     running = Agent(enrolment, served, state_dir)
     running.prepare()
-
-    def ready() -> None:
-        echo(f"agent of site {enrolment.site} ready: {len(running.links)} relay(s)")
-
-    raise SystemExit(runtime.run(running.run(ready)))
+    assert running.sshd is not None
+    described = Described(
+        "agent",
+        label(name or f"agent-{enrolment.site}"),
+        running.sshd.listen,
+        enrolment.site,
+        via=", ".join(f"gw://{relay}" for relay in enrolment.relays),
+    )
+    _launch(running, described, background=background, as_json=as_json, timeout=timeout)
 
 
 @gateway.command(hidden=True)

@@ -121,7 +121,13 @@ def print_ready(
     echo(
         visible(
             f"tether: {record.name} {state} on {host_port(entry.local_host, entry.local_port)}"
-            f" -> {record.target} via {entry.via or DIRECT} (id {record.id}, pid {record.pid})"
+            f" -> {record.target}"
+            + (
+                ""
+                if entry.kind != "tunnel" and entry.via is None
+                else f" via {entry.via or DIRECT}"
+            )
+            + f" (id {record.id}, pid {record.pid})"
             + (f" with {entry.engine}" if entry.engine else "")
         ),
         err=True,
@@ -235,4 +241,3 @@ def report_stopped(result: StopResult) -> None:
         shown = result.failures[:3]
         more = len(result.failures) - len(shown)
         raise StopFailedError("; ".join(shown) + (f" (and {more} more)" if more else ""))
-

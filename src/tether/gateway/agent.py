@@ -30,7 +30,8 @@ from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.gateway.relay import Sshd, strict_enough
 from tether.gateway.sshdconfig import site_principals, sshd_config
-from tether.modes.signals import StopRequest, capture_stop_signals
+from tether.modes.signals import StopRequest
+from tether.protocol import Status
 from tether.procs import Pinned
 from tether.spec import Endpoint
 from tether.transports.master import parent_death_wrapper
@@ -57,6 +58,7 @@ class Link:
         self.backoff = backoff
         self.up = asyncio.Event()
         self.refused: str | None = None
+        self.last_error: str | None = None
         self._process: Pinned | None = None
 
     async def keep(self) -> None:
@@ -78,7 +80,8 @@ class Link:
                     return
             else:
                 refusals = 0
-            log.warning("agent: link to relay %s ended: %s", self.relay, last)
+            self.last_error = f"link to relay {self.relay} ended: {last}"
+            log.warning("agent: %s", self.last_error)
             await asyncio.sleep(self.backoff.delay(attempt))
 
     async def _once(self) -> list[str]:
@@ -170,8 +173,7 @@ class Agent:
         self.sshd = Sshd("site", self.state / "sshd_config", Endpoint("127.0.0.1", port))
         says = Announcement(_account(), self.targets).encode()
         self.links = [
-            Link(relay, self._ssh_argv(relay, port), Backoff(1.0, 30.0), says)
-            for relay in e.relays
+            Link(relay, self._ssh_argv(relay, port), Backoff(1.0, 30.0), says) for relay in e.relays
         ]
 
     def _ssh_argv(self, relay: Endpoint, sshd_port: int) -> list[str]:
@@ -195,33 +197,42 @@ class Agent:
         # The relay runs its announce command whatever this one asks for.
         return [*argv, "-l", _account(), "--", relay.host, "announce"]
 
-    async def run(self, on_ready: Callable[[], None]) -> int:
-        """Serve until SIGINT, SIGTERM or SIGHUP (0); AgentRefused if a relay refuses the site."""
+    async def run(self, on_ready: Callable[[], None], stop: StopRequest) -> int:
+        """Serve until ``stop`` (0); AgentRefused if a relay refuses the site."""
         assert self.sshd is not None, "prepare() first"
-        stop = StopRequest()
-        with capture_stop_signals(stop):
-            await self.sshd.check()
-            await self.sshd.start()
-            keeping = [asyncio.ensure_future(link.keep()) for link in self.links]
-            try:
-                ups = [asyncio.ensure_future(link.up.wait()) for link in self.links]
-                stopping = asyncio.ensure_future(stop.event.wait())
-                await asyncio.wait([*ups, *keeping, stopping], return_when=asyncio.FIRST_COMPLETED)
-                for up in ups:
-                    up.cancel()
+        await self.sshd.check()
+        await self.sshd.start()
+        keeping = [asyncio.ensure_future(link.keep()) for link in self.links]
+        try:
+            ups = [asyncio.ensure_future(link.up.wait()) for link in self.links]
+            stopping = asyncio.ensure_future(stop.event.wait())
+            await asyncio.wait([*ups, *keeping, stopping], return_when=asyncio.FIRST_COMPLETED)
+            for up in ups:
+                up.cancel()
+            self._check_refused()
+            if not stop.event.is_set():
+                on_ready()
+                await asyncio.wait([*keeping, stopping], return_when=asyncio.FIRST_COMPLETED)
                 self._check_refused()
-                if not stop.event.is_set():
-                    on_ready()
-                    await asyncio.wait([*keeping, stopping], return_when=asyncio.FIRST_COMPLETED)
-                    self._check_refused()
-                stopping.cancel()
-            finally:
-                for task in keeping:
-                    task.cancel()
-                for link in self.links:
-                    link.stop()
-                await self.sshd.stop()
+            stopping.cancel()
+        finally:
+            for task in keeping:
+                task.cancel()
+            for link in self.links:
+                link.stop()
+            await self.sshd.stop()
         return 0
+
+    def status(self) -> Status:
+        """Ready while every relay link is up; reconnecting (and why) while one is not."""
+        down = [link for link in self.links if not link.up.is_set()]
+        if not down:
+            return Status(state="ready", connections_active=len(self.links))
+        return Status(
+            state="reconnecting",
+            connections_active=len(self.links) - len(down),
+            last_error=down[0].last_error,
+        )
 
     def _check_refused(self) -> None:
         for link in self.links:

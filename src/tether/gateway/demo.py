@@ -144,7 +144,7 @@ class _Child:
 
     @classmethod
     async def start(cls, name: str, args: list[str]) -> _Child:
-        argv = [*parent_death_wrapper(), sys.executable, "-m", "tether", "gateway", *args]
+        argv = [*parent_death_wrapper(), sys.executable, "-m", "tether", "gateway", *args, "--json"]
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -158,7 +158,7 @@ class _Child:
             line = await asyncio.wait_for(process.stdout.readline(), STEP_TIMEOUT)
         except TimeoutError:
             line = b""
-        if b"ready" not in line:
+        if b'"state": "ready"' not in line:
             await child.stop()
             assert process.stderr is not None
             said = (await process.stderr.read()).decode(errors="replace").strip()

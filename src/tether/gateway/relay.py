@@ -34,7 +34,8 @@ from tether.gateway.layout import Gateway
 from tether.gateway.sessions import Login, accepted, holder, leftovers
 from tether.gateway.signer import parse_client_key_id
 from tether.gateway.sshdconfig import relay_principals, signer_keys, sshd_config
-from tether.modes.signals import StopRequest, capture_stop_signals
+from tether.modes.signals import StopRequest
+from tether.protocol import Status
 from tether.procs import Pinned, halt_tree
 from tether.spec import Endpoint
 from tether.transports.master import parent_death_wrapper
@@ -219,26 +220,30 @@ class Relay:
         sign = [*tether, "sign", str(self.gateway.root)]
         write_private(self.authorized_keys, signer_keys(keys, sign))
 
-    async def run(self, on_ready: Callable[[], None]) -> int:
-        """Check, start, tell ``on_ready``, serve until SIGINT, SIGTERM or SIGHUP (0), and end
-        sshd and its sessions; RelayError if sshd fails or exits by itself."""
-        stop = StopRequest()
-        with capture_stop_signals(stop):
-            await self.sshd.check()
-            await self._end_leftovers()
-            await self.sshd.start()
-            try:
-                on_ready()
-                serving = asyncio.ensure_future(self.serve())
-                stopping = asyncio.ensure_future(stop.event.wait())
-                await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                if serving.done():
-                    raise RelayError(f"the relay's sshd exited with status {serving.result()}")
-                serving.cancel()
-            finally:
-                await self.sshd.stop()
+    async def run(self, on_ready: Callable[[], None], stop: StopRequest) -> int:
+        """Check, start, tell ``on_ready``, serve until ``stop`` (0), and end sshd and its
+        sessions; RelayError if sshd fails or exits by itself."""
+        await self.sshd.check()
+        await self._end_leftovers()
+        await self.sshd.start()
+        try:
+            on_ready()
+            serving = asyncio.ensure_future(self.serve())
+            stopping = asyncio.ensure_future(stop.event.wait())
+            await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if serving.done():
+                raise RelayError(f"the relay's sshd exited with status {serving.result()}")
+            serving.cancel()
+        finally:
+            await self.sshd.stop()
         return 0
+
+    def status(self) -> Status:
+        """What `tether list` shows: ready while sshd serves, and its live sessions (agents'
+        and clients')."""
+        live = self.sshd.pid is not None
+        return Status(state="ready" if live else "connecting", connections_active=len(self._logins))
 
     async def serve(self) -> int:
         """Until sshd exits (its status); the principals follow the policy meanwhile."""

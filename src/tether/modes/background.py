@@ -21,7 +21,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -101,6 +101,23 @@ def run_background(
     The parent passes the phases and the ready record to ``reporter``; if its ``ready`` fails
     (stdout is gone, say), the child is stopped: a start is whole or it leaves nothing.
     """
+
+    def foreground(place: Detached, child: Reporter) -> int:
+        return runtime.run(Foreground(spec, registry, child, files=files, detached=place).run())
+
+    return detach(foreground, registry, reporter, log_directory, spec.timeout)
+
+
+def detach(
+    body: Callable[[Detached, Reporter], int],
+    registry: Registry,
+    reporter: Reporter,
+    log_directory: Path,
+    timeout: float,
+) -> int:
+    """Run ``body`` in a detached child (its place: entry id, log, ready pipe; and the reporter
+    that tells the parent); return 0 once it reports ready within ``timeout``. A tunnel's
+    background mode, and a gateway's relay or agent in the background."""
     directory = ensure_log_directory(log_directory)
     entry_id = new_id()
     log_file = directory / f"{entry_id}.log"
@@ -118,11 +135,11 @@ def run_background(
     if pid == 0:  # the child: never returns
         os.close(read_end)
         child = _Detached(Detached(entry_id, log_file, write_end), reporter.detached())
-        os._exit(child.run(log_fd, spec, registry, files))
+        os._exit(child.run(log_fd, body))
     os.close(write_end)
     os.close(log_fd)
     waiting = _Child(Pinned.child(pid), read_end, entry_id, log_file, registry)
-    record = waiting.wait_ready(spec.timeout, reporter)
+    record = waiting.wait_ready(timeout, reporter)
     try:
         reporter.ready([record])
     except BaseException:
@@ -155,7 +172,7 @@ class _Detached:
         self.pipe: int | None = place.pipe  # used until the report: then its number is reused
         self.log_reporter = log_reporter
 
-    def run(self, log_fd: int, spec: TunnelSpec, registry: Registry, files: ReadyFiles) -> int:
+    def run(self, log_fd: int, body: Callable[[Detached, Reporter], int]) -> int:
         try:
             os.setsid()
             _close_inherited(keep=(self.place.pipe, log_fd))
@@ -168,8 +185,7 @@ class _Detached:
             log = TimestampedLog(self.place.log_file)
             sys.stdout = sys.stderr = as_text_stream(log)
             try:
-                foreground = Foreground(spec, registry, self, files=files, detached=self.place)
-                return runtime.run(foreground.run())
+                return body(self.place, self)
             finally:
                 log.flush()
         except BaseException as exc:  # nothing may escape into the parent's code path

@@ -37,7 +37,8 @@ def wanted(spec: TunnelSpec) -> TunnelIdentity:
 def matches(entry: Entry, spec: TunnelSpec, addresses: list[str]) -> bool:
     """Whether ``entry`` is the tunnel ``spec`` asks for, bound on ``addresses``."""
     return (
-        wanted(spec).covers(entry.identity)
+        entry.kind == "tunnel"
+        and wanted(spec).covers(entry.identity)
         and (spec.listen.port == 0 or entry.local_port == spec.listen.port)
         and set(addresses) <= set(entry.local_addresses)
     )
