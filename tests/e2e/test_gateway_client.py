@@ -255,3 +255,45 @@ def test_diagnose_walks_the_gateway_path(tether: TetherRunner, client: Client) -
     assert code == 5, err
     report = json.loads(out)
     assert report["failed_step"] == "host_key" and "refused" in report["error"]
+
+
+def test_every_session_is_opened_and_closed_in_the_audit_log(
+    tether: TetherRunner, client: Client
+) -> None:
+    """A session's lines join to its issuance by serial; its close says how long and how many
+    bytes each way (as the relay's kernel counted them)."""
+    tunnel, port = started(tether, client)
+    payload = b"x" * 200_000
+    assert echo_once(port, payload) == payload
+
+    def relay_counted() -> bool:
+        (relay,) = [t for t in tether.list_json() if t["kind"] == "relay"]
+        return int(relay["bytes_out"]) > len(payload) and int(relay["bytes_in"]) > len(payload)
+
+    # The relay counts each second: the close line says the last count.
+    wait_until_sync(relay_counted, "the relay to count the session's bytes")
+    tunnel.send_signal(signal.SIGTERM)
+    assert tunnel.finish() == 0
+    audit_log = client.run.gateway.audit
+
+    def events() -> list[dict[str, object]]:
+        return [json.loads(line) for line in audit_log.open()]
+
+    (issued,) = [e for e in events() if e["event"] == "issued"]
+    serial = issued["serial"]
+    wait_until_sync(
+        lambda: any(e["event"] == "closed" and e["serial"] == serial for e in events()),
+        "the session's close in the audit log",
+    )
+    (opened,) = [e for e in events() if e["event"] == "opened" and e["serial"] == serial]
+    (closed,) = [e for e in events() if e["event"] == "closed" and e["serial"] == serial]
+    assert opened["key_id"] == closed["key_id"] and str(opened["key_id"]).startswith(
+        "alice@lab/echo@"
+    )
+    assert opened["relay"] == f"127.0.0.1:{client.run.relay_port}"
+    assert float(str(closed["seconds"])) > 0
+    # Both ways carried the payload (inside SSH, so a little more), counted within a second.
+    assert int(str(closed["bytes_from_client"])) > len(payload)
+    assert int(str(closed["bytes_to_client"])) > len(payload)
+    agents = [e for e in events() if e["event"] == "opened" and e["key_id"] == "agent:lab"]
+    assert agents != []

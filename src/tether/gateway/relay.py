@@ -23,6 +23,8 @@ import signal
 import socket
 import stat
 import sys
+import time
+from dataclasses import dataclass
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +33,7 @@ from tether.errors import RelayError, TetherError, UsageError, describe, visible
 from tether.files import write_private
 from tether.gateway import audit, policy
 from tether.gateway.layout import Gateway
-from tether.gateway.sessions import Login, accepted, holder, leftovers
+from tether.gateway.sessions import Login, accepted, holder, leftovers, traffic
 from tether.gateway.signer import parse_client_key_id
 from tether.gateway.sshdconfig import relay_principals, signer_keys, sshd_config
 from tether.modes.signals import StopRequest
@@ -178,7 +180,7 @@ class Relay:
         self.sshd = Sshd("relay", self.config, listen, on_line=self._heard)
         self._policy_mtime = 0.0
         self._policy: policy.Policy | None = None
-        self._logins: dict[tuple[str, int], Login] = {}  # live sessions, by their peer
+        self._sessions: dict[tuple[str, int], _Session] = {}  # live sessions, by their peer
 
     def prepare(self) -> None:
         """Write the config and the principals; refuse a directory sshd would refuse."""
@@ -240,10 +242,15 @@ class Relay:
         return 0
 
     def status(self) -> Status:
-        """What `tether list` shows: ready while sshd serves, and its live sessions (agents'
-        and clients')."""
-        live = self.sshd.pid is not None
-        return Status(state="ready" if live else "connecting", connections_active=len(self._logins))
+        """What `tether list` shows: ready while sshd serves, its live sessions (agents' and
+        clients') and their bytes so far (at the last count: each second)."""
+        state = "ready" if self.sshd.pid is not None else "connecting"
+        return Status(
+            state=state,
+            connections_active=len(self._sessions),
+            bytes_out=sum(s.received for s in self._sessions.values()),
+            bytes_in=sum(s.sent for s in self._sessions.values()),
+        )
 
     async def serve(self) -> int:
         """Until sshd exits (its status); the principals follow the policy meanwhile."""
@@ -257,6 +264,7 @@ class Relay:
                         self.write_principals()
                     except TetherError as exc:  # a hand edit gone wrong: keep the last good one
                         log.warning("relay: policy not applied: %s", exc.message)
+            await self._count()
             await self._reap(datetime.now(UTC))
         return exited.result()
 
@@ -272,14 +280,47 @@ class Relay:
             audit.record(self.gateway.audit, "leftovers", count=len(left))
 
     def _heard(self, line: str) -> None:
-        """Follow the sessions in sshd's log: logins with a certificate, and their ends."""
+        """Follow the sessions in sshd's log: logins with a certificate, and their ends; each
+        an audit line."""
         login = accepted(line)
         if login is not None:
-            self._logins[(login.host, login.port)] = login
+            peer = (login.host, login.port)
+            self._sessions[peer] = _Session(login, time.monotonic())
+            audit.record(
+                self.gateway.audit,
+                "opened",
+                key_id=login.key_id,
+                serial=login.serial,
+                peer=f"{login.host}:{login.port}",
+                relay=str(self.listen),
+            )
             return
         gone = _GONE.search(line)
-        if gone is not None:
-            self._logins.pop((gone["host"], int(gone["port"])), None)
+        if gone is None:
+            return
+        session = self._sessions.pop((gone["host"], int(gone["port"])), None)
+        if session is not None:
+            login = session.login
+            audit.record(
+                self.gateway.audit,
+                "closed",
+                key_id=login.key_id,
+                serial=login.serial,
+                peer=f"{login.host}:{login.port}",
+                seconds=round(time.monotonic() - session.opened, 3),
+                bytes_from_client=session.received,
+                bytes_to_client=session.sent,
+                **({"cut": session.cut} if session.cut else {}),
+            )
+
+    async def _count(self) -> None:
+        """The bytes of each live session so far (the audit's close line says the last)."""
+        if not self._sessions:
+            return
+        for peer, (received, sent) in (await traffic(self.listen.port)).items():
+            session = self._sessions.get(peer)
+            if session is not None:
+                session.received, session.sent = received, sent
 
     async def _reap(self, now: datetime) -> None:
         """End the sessions whose access has ended: OpenSSH lets a session outlive its
@@ -287,11 +328,12 @@ class Relay:
         root = self.sshd.pid
         if root is None or self._policy is None:
             return
-        for peer, login in list(self._logins.items()):
-            reason = access_ended(login, self._policy, now)
+        for session in list(self._sessions.values()):
+            login = session.login
+            reason = None if session.cut else access_ended(login, self._policy, now)
             if reason is None:
                 continue
-            del self._logins[peer]
+            session.cut = reason
             pid = await asyncio.to_thread(holder, root, login.host, login.port)
             if pid is None:
                 continue  # it ended by itself
@@ -306,6 +348,17 @@ class Relay:
                 peer=f"{login.host}:{login.port}",
                 reason=reason,
             )
+
+
+@dataclass
+class _Session:
+    """A live session on the relay, as its log and the kernel tell it."""
+
+    login: Login
+    opened: float  # time.monotonic()
+    received: int = 0  # bytes from the client, at the last count
+    sent: int = 0  # bytes to it
+    cut: str | None = None  # why the reaper ended it
 
 
 _GONE = re.compile(

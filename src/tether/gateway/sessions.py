@@ -14,9 +14,11 @@ is HOST:PORT (/proc/net/tcp and /proc/PID/fd, as `ss -p` finds it).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +66,53 @@ def holder(root: int, host: str, port: int) -> int | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+_PEER = re.compile(r"\S+:\d+\s+(?P<host>\S+):(?P<port>\d+)\s*$")
+_BYTES = re.compile(r"\bbytes_(?P<kind>acked|received):(?P<count>\d+)")
+SS_TIMEOUT = 5.0
+
+
+async def traffic(port: int) -> dict[tuple[str, int], tuple[int, int]]:
+    """Bytes so far on each established connection to local ``port``, by peer: (received from
+    the peer, sent to it and acknowledged), as the kernel counts them (`ss -ti`, iproute2).
+    Empty where ss is missing or fails: the counts are for the audit log, never for access."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return {}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            ss, "-tinH", "state", "established", f"( sport = :{port} )",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+    except OSError:
+        return {}
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), SS_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return {}
+    return parse_ss(out.decode(errors="replace"))
+
+
+def parse_ss(text: str) -> dict[tuple[str, int], tuple[int, int]]:
+    """`ss -tinH` output as (received, acked) bytes by peer: a connection's line, then its
+    indented TCP_INFO line."""
+    counts: dict[tuple[str, int], tuple[int, int]] = {}
+    peer: tuple[str, int] | None = None
+    for line in text.splitlines():
+        found = _PEER.search(line)
+        if found is not None and not line[:1].isspace():
+            peer = (found["host"].strip("[]").removeprefix("::ffff:"), int(found["port"]))
+            continue
+        if peer is not None:
+            seen = {m["kind"]: int(m["count"]) for m in _BYTES.finditer(line)}
+            counts[peer] = (seen.get("received", 0), seen.get("acked", 0))
+            peer = None
+    return counts
 
 
 def leftovers(port: int) -> list[int]:
