@@ -68,8 +68,17 @@ def site() -> None:
     type=click.IntRange(1, 65535),
     help="The site's port on the relays' loopback [the first free from 42001].",
 )
+@click.option(
+    "--relay-account",
+    metavar="NAME",
+    help="The account the relays run as, which the agent logs in as [yours].",
+)
 def site_add(
-    directory: Path, name: str, relays: tuple[str, ...], endpoint_port: int | None
+    directory: Path,
+    name: str,
+    relays: tuple[str, ...],
+    endpoint_port: int | None,
+    relay_account: str | None,
 ) -> None:
     """Enrol SITE: write its enrolment file, the only secret its agent needs."""
     from tether.gateway.enrol import add_site
@@ -77,7 +86,9 @@ def site_add(
     from tether.spec import Endpoint
 
     addresses = [Endpoint.parse(relay, what="--relay") for relay in relays]
-    enrolled = add_site(Gateway.existing(directory), name, addresses, port=endpoint_port)
+    enrolled = add_site(
+        Gateway.existing(directory), name, addresses, port=endpoint_port, account=relay_account
+    )
     echo(f"site {enrolled.site} enrolled (endpoint port {enrolled.port})")
     echo(f"  enrolment  {enrolled.path}  (private: copy it to the site, then delete it here)")
 

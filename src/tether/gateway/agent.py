@@ -195,7 +195,8 @@ class Agent:
         endpoint = f"127.0.0.1:{self.enrolment.endpoint_port}:127.0.0.1:{sshd_port}"
         argv += ["-T", "-R", endpoint, "-p", str(relay.port)]
         # The relay runs its announce command whatever this one asks for.
-        return [*argv, "-l", _account(), "--", relay.host, "announce"]
+        account = self.enrolment.relay_account
+        return [*argv, "-l", account, "--", relay.host, "announce"]
 
     async def run(self, on_ready: Callable[[], None], stop: StopRequest) -> int:
         """Serve until ``stop`` (0); AgentRefused if a relay refuses the site."""

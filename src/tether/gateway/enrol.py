@@ -11,16 +11,18 @@ certificate (revoked.krl, which relays read) and drops its grants.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.errors import UsageError
+from tether.errors import UsageError, shown
 from tether.files import write_private
 from tether.gateway import keygen, policy
 from tether.gateway.layout import Gateway
-from tether.gateway.names import parse_name, site_host_alias, site_principal
+from tether.gateway.names import ACCOUNT, parse_name, site_host_alias, site_principal
 from tether.gateway.serials import next_serial
 from tether.spec import Endpoint
 
@@ -39,10 +41,20 @@ class Enrolled:
 
 
 def add_site(
-    gateway: Gateway, site: str, relays: list[Endpoint], *, port: int | None = None
+    gateway: Gateway,
+    site: str,
+    relays: list[Endpoint],
+    *,
+    port: int | None = None,
+    account: str | None = None,
 ) -> Enrolled:
-    """Enrol ``site``: its keys and certificates, its endpoint port, its enrolment file."""
+    """Enrol ``site``: its keys and certificates, its endpoint port, its enrolment file. Its
+    agent logs in to the relays as ``account`` (the account they run as; by default the one
+    enrolling, which runs the relays of this directory)."""
     parse_name(site, what="site")
+    account = account or pwd.getpwuid(os.getuid()).pw_name
+    if not ACCOUNT.match(account):
+        raise UsageError(f"relay account: not an account name: {shown(account)}")
     if not relays:
         raise UsageError("a site needs at least one relay", hint="give --relay HOST:PORT")
     current = policy.load(gateway.policy)
@@ -80,6 +92,7 @@ def add_site(
             "format": FORMAT,
             "site": site,
             "relays": [str(relay) for relay in relays],
+            "relay_account": account,
             "endpoint_port": port,
             "host_ca": _line(Path(f"{gateway.host_ca}.pub")),
             "user_ca": _line(Path(f"{gateway.user_ca}.pub")),

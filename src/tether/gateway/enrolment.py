@@ -10,7 +10,7 @@ from typing import Any
 
 from tether.errors import ConfigError, UsageError, shown
 from tether.files import KEY_LIMIT, read_regular
-from tether.gateway.names import parse_name
+from tether.gateway.names import ACCOUNT, parse_name
 from tether.gateway.policy import parse_public_key
 from tether.spec import Endpoint
 
@@ -22,6 +22,7 @@ CERTIFICATE_TYPES = ("ssh-ed25519-cert-v01@openssh.com",)
 class Enrolment:
     site: str
     relays: tuple[Endpoint, ...]
+    relay_account: str  # the account the relays run as: the agent logs in as it
     endpoint_port: int
     host_ca: str
     user_ca: str
@@ -60,6 +61,7 @@ class Enrolment:
         return cls(
             site=parse_name(_text(data, "site"), what="site"),
             relays=tuple(Endpoint.parse(_as_text(r, "relays"), what="relays") for r in relays),
+            relay_account=_account(_text(data, "relay_account")),
             endpoint_port=port,
             host_ca=parse_public_key(_text(data, "host_ca"), what="host_ca"),
             user_ca=parse_public_key(_text(data, "user_ca"), what="user_ca"),
@@ -68,6 +70,12 @@ class Enrolment:
             host_key=_private_key(data, "host_key"),
             host_certificate=_certificate(data, "host_certificate"),
         )
+
+
+def _account(text: str) -> str:
+    if not ACCOUNT.match(text):
+        raise UsageError(f"relay_account: not an account name: {shown(text)}")
+    return text
 
 
 def _as_text(value: object, key: str) -> str:

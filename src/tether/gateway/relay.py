@@ -244,9 +244,8 @@ class Relay:
     def status(self) -> Status:
         """What `tether list` shows: ready while sshd serves, its live sessions (agents' and
         clients') and their bytes so far (at the last count: each second)."""
-        state = "ready" if self.sshd.pid is not None else "connecting"
         return Status(
-            state=state,
+            state="ready" if self.sshd.pid is not None else "connecting",
             connections_active=len(self._sessions),
             bytes_out=sum(s.received for s in self._sessions.values()),
             bytes_in=sum(s.sent for s in self._sessions.values()),

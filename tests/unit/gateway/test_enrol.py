@@ -4,6 +4,7 @@ revokes the agent's certificate."""
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 import subprocess
 import tomllib
@@ -38,6 +39,12 @@ def test_an_enrolment_holds_what_a_site_needs(tmp_path: Path) -> None:
         enrol.FIRST_ENDPOINT_PORT,
     )
     assert data["agent_key"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    # The agent logs in to the relays as the account that runs them: by default the enroller's.
+    assert data["relay_account"] == pwd.getpwuid(os.getuid()).pw_name
+    other = enrol.add_site(gateway, "edge", [RELAY], account="tether-relay")
+    assert tomllib.loads(other.path.read_text())["relay_account"] == "tether-relay"
+    with pytest.raises(UsageError):
+        enrol.add_site(gateway, "bad", [RELAY], account="root\nAllowUsers x")
     agent = certificate_says(data["agent_certificate"], tmp_path)
     assert "user certificate" in agent and agent.split("Principals:")[1].split()[0] == "site:lab"
     host = certificate_says(data["host_certificate"], tmp_path)
