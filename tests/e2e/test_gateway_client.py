@@ -106,6 +106,14 @@ def test_revoking_ends_a_running_tunnel_with_exit_5(tether: TetherRunner, client
     assert took < 10, f"the tunnel ended {took:.1f}s after the revoke"
     last = tunnel.stderr.strip().splitlines()[-1]
     assert "access ended" in last, tunnel.stderr
+    audit_log = client.run.gateway.audit
+    wait_until_sync(
+        lambda: any(
+            e["event"] == "closed" and e.get("cut") == "access revoked"
+            for e in map(json.loads, audit_log.open())
+        ),
+        "the cut session's close in the audit log",
+    )
 
 
 def started(tether: TetherRunner, client: Client) -> tuple[TetherProcess, int]:

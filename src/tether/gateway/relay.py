@@ -48,6 +48,8 @@ SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT = 10.0
 STOP_GRACE = 3.0
 POLICY_CHECK = 1.0  # how often the policy's mtime is compared, to rewrite the principals
+# A session younger than this may not be in the kernel's table yet when its bytes are counted.
+SETTLE = 2.0
 
 
 def strict_base() -> Path | None:
@@ -295,31 +297,43 @@ class Relay:
             )
             return
         gone = _GONE.search(line)
-        if gone is None:
+        if gone is not None:
+            self._closed((gone["host"], int(gone["port"])))
+
+    def _closed(self, peer: tuple[str, int]) -> None:
+        """The session of ``peer`` is over: its audit line (how long, how many bytes, why if it
+        was cut), once."""
+        session = self._sessions.pop(peer, None)
+        if session is None:
             return
-        session = self._sessions.pop((gone["host"], int(gone["port"])), None)
-        if session is not None:
-            login = session.login
-            audit.record(
-                self.gateway.audit,
-                "closed",
-                key_id=login.key_id,
-                serial=login.serial,
-                peer=f"{login.host}:{login.port}",
-                seconds=round(time.monotonic() - session.opened, 3),
-                bytes_from_client=session.received,
-                bytes_to_client=session.sent,
-                **({"cut": session.cut} if session.cut else {}),
-            )
+        login = session.login
+        audit.record(
+            self.gateway.audit,
+            "closed",
+            key_id=login.key_id,
+            serial=login.serial,
+            peer=f"{login.host}:{login.port}",
+            seconds=round(time.monotonic() - session.opened, 3),
+            bytes_from_client=session.received,
+            bytes_to_client=session.sent,
+            **({"cut": session.cut} if session.cut else {}),
+        )
 
     async def _count(self) -> None:
-        """The bytes of each live session so far (the audit's close line says the last)."""
+        """The bytes of each live session so far (the audit's close line says the last); a
+        session the kernel no longer holds has closed, whether sshd said so or not (a session
+        process ended by a signal says nothing)."""
         if not self._sessions:
             return
-        for peer, (received, sent) in (await traffic(self.listen.port)).items():
-            session = self._sessions.get(peer)
-            if session is not None:
-                session.received, session.sent = received, sent
+        counts = await traffic(self.listen.port)
+        if counts is None:
+            return
+        now = time.monotonic()
+        for peer, session in list(self._sessions.items()):
+            if peer in counts:
+                session.received, session.sent = counts[peer]
+            elif now - session.opened > SETTLE:
+                self._closed(peer)
 
     async def _reap(self, now: datetime) -> None:
         """End the sessions whose access has ended: OpenSSH lets a session outlive its
@@ -327,7 +341,7 @@ class Relay:
         root = self.sshd.pid
         if root is None or self._policy is None:
             return
-        for session in list(self._sessions.values()):
+        for peer, session in list(self._sessions.items()):
             login = session.login
             reason = None if session.cut else access_ended(login, self._policy, now)
             if reason is None:
@@ -335,7 +349,8 @@ class Relay:
             session.cut = reason
             pid = await asyncio.to_thread(holder, root, login.host, login.port)
             if pid is None:
-                continue  # it ended by itself
+                self._closed(peer)  # it ended by itself
+                continue
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             log.warning("relay: session of %s cut: %s", visible(login.key_id), reason)

@@ -73,13 +73,13 @@ _BYTES = re.compile(r"\bbytes_(?P<kind>acked|received):(?P<count>\d+)")
 SS_TIMEOUT = 5.0
 
 
-async def traffic(port: int) -> dict[tuple[str, int], tuple[int, int]]:
+async def traffic(port: int) -> dict[tuple[str, int], tuple[int, int]] | None:
     """Bytes so far on each established connection to local ``port``, by peer: (received from
     the peer, sent to it and acknowledged), as the kernel counts them (`ss -ti`, iproute2).
-    Empty where ss is missing or fails: the counts are for the audit log, never for access."""
+    None where ss is missing or fails: the counts are for the audit log, never for access."""
     ss = shutil.which("ss")
     if ss is None:
-        return {}
+        return None
     try:
         process = await asyncio.create_subprocess_exec(
             ss, "-tinH", "state", "established", f"( sport = :{port} )",
@@ -88,13 +88,15 @@ async def traffic(port: int) -> dict[tuple[str, int], tuple[int, int]]:
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
     except OSError:
-        return {}
+        return None
     try:
         out, _ = await asyncio.wait_for(process.communicate(), SS_TIMEOUT)
     except TimeoutError:
         process.kill()
         await process.wait()
-        return {}
+        return None
+    if process.returncode != 0:
+        return None
     return parse_ss(out.decode(errors="replace"))
 
 
