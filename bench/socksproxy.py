@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from relays import (
+from bench.relays import (
     CIPHER,
     HERE,
     bulk_server,
