@@ -50,6 +50,7 @@ bench: $(STAMP) sshd
 	PYTHONPATH=. $(BIN)/python bench/relays.py
 	PYTHONPATH=. $(BIN)/python bench/socksproxy.py
 	PYTHONPATH=. $(BIN)/python bench/lifecycle.py
+	PYTHONPATH=. $(BIN)/python bench/gateway.py
 	@if [ "$$(id -u)" = 0 ]; then PYTHONPATH=. $(BIN)/python bench/outage.py; \
 	else echo "bench/outage.py needs root (network namespaces): not run"; fi
 
