@@ -7,8 +7,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,10 +99,28 @@ def test_a_target_the_site_does_not_serve_fails_in_one_line(
 
 
 def test_revoking_ends_a_running_tunnel_with_exit_5(tether: TetherRunner, client: Client) -> None:
-    tunnel = tether.spawn("start", *client.flags(), "--name", "db")
-    tunnel.wait_for(lambda p: "ready" in p.stderr, "the tunnel")
+    """Revoked mid-transfer: the connection moving bytes is cut within 5 s, and the tunnel
+    ends with exit 5."""
+    tunnel, port = started(tether, client)
+    moving = socket.create_connection(("127.0.0.1", port), timeout=10)
+    cut = threading.Event()
+
+    def stream() -> None:
+        block = b"y" * 65536
+        try:
+            while moving.sendall(block) is None and moving.recv(65536):
+                pass
+        except OSError:
+            pass
+        cut.set()
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
     began = time.monotonic()
     policy.revoke(client.run.gateway.policy, "alice", "lab", "echo")
+    assert cut.wait(10), "the transfer went on after the revoke"
+    assert time.monotonic() - began < 5, "the transfer was cut too late"
+    moving.close()
     assert tunnel.finish(deadline=30) == 5
     took = time.monotonic() - began
     assert took < 10, f"the tunnel ended {took:.1f}s after the revoke"

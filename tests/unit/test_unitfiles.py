@@ -211,3 +211,14 @@ def test_odd_but_printable_values_are_written_escaped() -> None:
         " via ssh://o%%n$é@bastion:22"
     )
     assert all(line.isprintable() for line in unit.text.splitlines())
+
+
+def test_a_tunnel_through_a_gateway() -> None:
+    through = spec(target=Endpoint("lab/db", 0), via=Via.parse("gw://ops@relay.example:2222"))
+    unit = service_unit(through, AT, user_mode=True)
+    lines = settings(unit.text)
+    assert (
+        "Description=tether tunnel db: localhost:15432 -> lab/db via gw://ops@relay.example:2222"
+        in lines
+    )
+    assert "Type=notify" in lines

@@ -277,9 +277,13 @@ def relay(
     "--target",
     "targets",
     multiple=True,
-    required=True,
     metavar="NAME=HOST:PORT",
     help="A target this site serves, as clients name it (SITE/NAME); repeat for each.",
+)
+@click.option(
+    "--targets-file",
+    type=click.Path(path_type=Path),
+    help="A TOML file whose [targets] table names more: NAME = \"HOST:PORT\".",
 )
 @click.option(
     "--state-dir",
@@ -290,6 +294,7 @@ def relay(
 def agent(
     enrolment_file: Path,
     targets: tuple[str, ...],
+    targets_file: Path | None,
     state_dir: Path | None,
     name: str | None,
     background: bool,
@@ -299,14 +304,14 @@ def agent(
     """Run a site's agent: the site's sshd on loopback, and an outbound link to each relay."""
     from tether.errors import UsageError, shown
     from tether.gateway.agent import Agent
-    from tether.gateway.enrolment import Enrolment
+    from tether.gateway.enrolment import Enrolment, read_targets
     from tether.gateway.names import parse_name
     from tether.modes.gatewayhost import Described
     from tether.spec import Endpoint
     from tether.values import label
 
     enrolment = Enrolment.load(enrolment_file)
-    served: dict[str, Endpoint] = {}
+    served = read_targets(targets_file) if targets_file is not None else {}
     for item in targets:
         target, equals, where = item.partition("=")
         if not equals:

@@ -127,7 +127,8 @@ class Agent:
     def __init__(self, enrolment: Enrolment, targets: Mapping[str, Endpoint], state: Path) -> None:
         if not targets:
             raise UsageError(
-                "an agent needs at least one target", hint="give --target NAME=HOST:PORT"
+                "an agent needs at least one target",
+                hint="give --target NAME=HOST:PORT or --targets-file",
             )
         self.enrolment = enrolment
         self.targets = dict(targets)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.errors import ConfigError, UsageError, shown
+from tether.errors import ConfigError, UsageError, shown, visible
 from tether.files import KEY_LIMIT, read_regular
 from tether.gateway.names import ACCOUNT, parse_name
 from tether.gateway.policy import parse_public_key
@@ -100,3 +100,29 @@ def _certificate(data: dict[str, Any], key: str) -> str:
     if len(fields) != 2 or fields[0] not in CERTIFICATE_TYPES or not fields[1].isascii():
         raise UsageError(f"{key}: not an OpenSSH certificate")
     return f"{fields[0]} {fields[1]}"
+
+
+def read_targets(path: Path) -> dict[str, Endpoint]:
+    """An agent's targets from a TOML file: a ``[targets]`` table of NAME = "HOST:PORT" and
+    nothing else, each error naming the file and the key."""
+    try:
+        raw = read_regular(path, limit=KEY_LIMIT, what="targets file", error=ConfigError)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such targets file") from None
+    try:
+        data = tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not TOML: {exc}") from None
+    table = data.get("targets")
+    if set(data) != {"targets"} or not isinstance(table, dict):
+        raise ConfigError(f"{path}: expected one [targets] table, and nothing else")
+    targets: dict[str, Endpoint] = {}
+    for name, where in table.items():
+        try:
+            parse_name(name, what="target")
+            if not isinstance(where, str):
+                raise UsageError("expected \"HOST:PORT\"")
+            targets[name] = Endpoint.parse(where, what="address")
+        except UsageError as exc:
+            raise ConfigError(f"{path}: targets.{visible(name)}: {exc.message}") from None
+    return targets

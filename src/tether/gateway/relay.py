@@ -287,14 +287,7 @@ class Relay:
         if login is not None:
             peer = (login.host, login.port)
             self._sessions[peer] = _Session(login, time.monotonic())
-            audit.record(
-                self.gateway.audit,
-                "opened",
-                key_id=login.key_id,
-                serial=login.serial,
-                peer=f"{login.host}:{login.port}",
-                relay=str(self.listen),
-            )
+            self._record("opened", login, relay=str(self.listen))
             return
         gone = _GONE.search(line)
         if gone is not None:
@@ -306,13 +299,9 @@ class Relay:
         session = self._sessions.pop(peer, None)
         if session is None:
             return
-        login = session.login
-        audit.record(
-            self.gateway.audit,
+        self._record(
             "closed",
-            key_id=login.key_id,
-            serial=login.serial,
-            peer=f"{login.host}:{login.port}",
+            session.login,
             seconds=round(time.monotonic() - session.opened, 3),
             bytes_from_client=session.received,
             bytes_to_client=session.sent,
@@ -354,14 +343,15 @@ class Relay:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             log.warning("relay: session of %s cut: %s", visible(login.key_id), reason)
-            audit.record(
-                self.gateway.audit,
-                "cut",
-                key_id=login.key_id,
-                serial=login.serial,
-                peer=f"{login.host}:{login.port}",
-                reason=reason,
-            )
+            self._record("cut", login, reason=reason)
+
+    def _record(self, event: str, login: Login, **fields: object) -> None:
+        """An audit line of a session: its certificate's key id and serial (which join it to
+        the issuance), its peer, and ``fields``."""
+        peer = f"{login.host}:{login.port}"
+        audit.record(
+            self.gateway.audit, event, key_id=login.key_id, serial=login.serial, peer=peer, **fields
+        )
 
 
 @dataclass

@@ -4,6 +4,7 @@ revokes the agent's certificate."""
 from __future__ import annotations
 
 import os
+import re
 import pwd
 import stat
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tether.errors import UsageError
+from tether.errors import ConfigError, UsageError
+from tether.gateway.enrolment import read_targets
 from tether.gateway import enrol, layout, policy
 from tether.gateway.names import site_host_alias
 from tether.spec import Endpoint
@@ -88,3 +90,22 @@ def test_removing_a_site_revokes_its_agent(tmp_path: Path) -> None:
     assert not enrolled.path.exists() and "lab" not in policy.load(gateway.policy).sites
     with pytest.raises(UsageError, match="not enrolled"):
         enrol.remove_site(gateway, "lab")
+
+
+def test_targets_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "targets.toml"
+    path.write_text('[targets]\ndb = "10.0.0.5:5432"\nweb = "[::1]:80"\n')
+    assert read_targets(path) == {"db": Endpoint("10.0.0.5", 5432), "web": Endpoint("::1", 80)}
+    for text, key in (
+        ('[targets]\nDB = "h:1"\n', "targets.DB"),
+        ('[targets]\ndb = "h"\n', "targets.db"),
+        ("[targets]\ndb = 5432\n", "targets.db"),
+        ('db = "h:1"\n', "one [targets] table"),
+        ('[targets]\ndb = "h:1"\n[other]\n', "one [targets] table"),
+        ("[targets\n", "not TOML"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            read_targets(path)
+    with pytest.raises(ConfigError, match="no such targets file"):
+        read_targets(tmp_path / "missing.toml")
