@@ -39,7 +39,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from bench.relays import CIPHER, bulk_server, netload, transfer
+from bench.lifecycle import free_port, probe
+from bench.relays import CIPHER, bulk_server, listening, netload, transfer
 from tests.support.sshd_server import SshdServer, require_sshd
 from tether.gateway import enrol, keygen, layout, policy
 from tether.gateway.hops import known_hosts_line
@@ -52,32 +53,6 @@ from tether.spec import Endpoint
 HERE = Path(__file__).resolve().parent
 TETHER = [sys.executable, "-m", "tether"]
 MEASURES = ("bulk U", "bulk D", "rtt x1", "rtt x50")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def probe(port: int) -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"x")
-        if sock.recv(1) != b"x":
-            raise RuntimeError("the probe got no echo")
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"exited early with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 def pss_kib(pids: list[int]) -> int:
@@ -217,7 +192,7 @@ def ssh_forward(argv: list[str], target: str) -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_listening(port, proc)
+        listening(port, proc)
         yield port
     finally:
         proc.terminate()
@@ -308,7 +283,7 @@ def memory_per_session(gw: Gateway, hand: Path, sessions: int) -> tuple[float, i
             )
             ports.append(port)
         for port, proc in zip(ports, procs, strict=True):
-            wait_listening(port, proc)
+            listening(port, proc)
             probe(port)
         after = pss_kib(gw.relay_pids())
         count = len(gw.relay_pids())
