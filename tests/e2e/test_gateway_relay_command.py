@@ -4,6 +4,7 @@ and gone with every session when the relay stops."""
 from __future__ import annotations
 
 import signal
+import stat
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -70,8 +71,13 @@ def test_the_relay_serves_sites_added_while_it_runs_and_leaves_nothing(
         wait_until_sync(lambda: listens(site_port), "the agent's endpoint on the relay")
         sshd = descendants(relay.pid)
         assert sshd, "the relay runs sshd"
+        signer = gateway.relay_run / "signer.sock"
+        assert (
+            stat.S_ISSOCK(signer.lstat().st_mode) and stat.S_IMODE(signer.lstat().st_mode) == 0o600
+        )
         relay.send_signal(signal.SIGTERM)
         assert relay.finish() == 0, relay.stderr
+        assert not signer.exists()
         # The relay took its sessions with it: the agent's connection is gone too.
         assert agent.wait(timeout=20) != 0
         assert not listens(site_port)

@@ -337,29 +337,6 @@ def agent(
 
 @gateway.command(hidden=True)
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.argument("name", metavar="USER")
-def sign(directory: Path, name: str) -> None:
-    """Print, as one JSON line, a certificate for USER's key that opens the SITE/TARGET asked
-    for, and the way to it.
-
-    Run by the relay's sshd for a user who logs in with their own key (its authorized_keys
-    command); the target comes in SSH_ORIGINAL_COMMAND.
-    """
-    import json
-    import os
-
-    from tether.gateway.layout import Gateway
-    from tether.gateway.names import parse_target_path
-    from tether.gateway.signer import answer
-
-    gateway = Gateway.existing(directory)
-    asked = os.environ.get("SSH_ORIGINAL_COMMAND", "").strip()
-    site, target = parse_target_path(asked.removeprefix("sign ").strip(), what="SITE/TARGET")
-    echo(json.dumps(answer(gateway, name, site, target)))
-
-
-@gateway.command(hidden=True)
-@click.argument("directory", type=click.Path(path_type=Path))
 @click.argument("site_name", metavar="SITE")
 def announce(directory: Path, site_name: str) -> None:
     """Keep what SITE's agent says of itself (one JSON line on stdin), then hold its session

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import pwd
@@ -29,10 +30,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tether.control import bind_private_socket
 from tether.errors import RelayError, TetherError, UsageError, describe, visible
 from tether.files import write_private
-from tether.gateway import audit, policy
+from tether.gateway import audit, policy, signer
 from tether.gateway.layout import Gateway
+from tether.gateway.names import parse_target_path
 from tether.gateway.sessions import Login, accepted, holder, leftovers, traffic
 from tether.gateway.signer import parse_client_key_id
 from tether.gateway.sshdconfig import relay_principals, signer_keys, sshd_config
@@ -47,6 +50,7 @@ log = logging.getLogger("tether")
 SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT = 10.0
 STOP_GRACE = 3.0
+SIGN_TIMEOUT = 10.0  # for a signing request's one line
 POLICY_CHECK = 1.0  # how often the policy's mtime is compared, to rewrite the principals
 # A session younger than this may not be in the kernel's table yet when its bytes are counted.
 SETTLE = 2.0
@@ -179,6 +183,7 @@ class Relay:
         self.config = self.run_dir / "sshd_config"
         self.principals = self.run_dir / "principals"
         self.authorized_keys = self.run_dir / "authorized_keys"
+        self.signer_socket = self.run_dir / "signer.sock"
         self.sshd = Sshd("relay", self.config, listen, on_line=self._heard)
         self._policy_mtime = 0.0
         self._policy: policy.Policy | None = None
@@ -221,7 +226,8 @@ class Relay:
         announce = [*tether, "announce", str(self.gateway.root)]
         write_private(self.principals, relay_principals(sites, announce))
         keys = {user.name: user.key for user in current.users.values()}
-        sign = [*tether, "sign", str(self.gateway.root)]
+        client = str(Path(__file__).with_name("signclient.py"))
+        sign = [sys.executable, "-I", "-S", client, str(self.signer_socket)]
         write_private(self.authorized_keys, signer_keys(keys, sign))
 
     async def run(self, on_ready: Callable[[], None], stop: StopRequest) -> int:
@@ -229,7 +235,12 @@ class Relay:
         sessions; RelayError if sshd fails or exits by itself."""
         await self.sshd.check()
         await self._end_leftovers()
-        await self.sshd.start()
+        signing = await self._serve_signer()
+        try:
+            await self.sshd.start()
+        except BaseException:
+            signing.close()
+            raise
         try:
             on_ready()
             serving = asyncio.ensure_future(self.serve())
@@ -241,7 +252,39 @@ class Relay:
             serving.cancel()
         finally:
             await self.sshd.stop()
+            signing.close()
+            self.signer_socket.unlink(missing_ok=True)
         return 0
+
+    async def _serve_signer(self) -> asyncio.AbstractServer:
+        """The signer's socket (0600, in the relay's 0700 run directory): what a user's key
+        runs at the relay (signclient.py) asks it for a certificate."""
+        self.signer_socket.unlink(missing_ok=True)
+        sock = bind_private_socket(self.signer_socket)
+        return await asyncio.start_unix_server(self._sign, sock=sock)
+
+    async def _sign(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), SIGN_TIMEOUT)
+            reply: dict[str, object]
+            try:
+                request = json.loads(line)
+                user, asked = str(request["user"]), str(request["asked"])
+                site, target = parse_target_path(
+                    asked.removeprefix("sign ").strip(), what="SITE/TARGET"
+                )
+                answered = await asyncio.to_thread(signer.answer, self.gateway, user, site, target)
+                reply = {"answer": answered}
+            except TetherError as exc:
+                reply = {"error": exc.message, "exit_code": exc.exit_code}
+            except (ValueError, KeyError, TypeError):
+                reply = {"error": "not a signing request", "exit_code": 2}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (OSError, TimeoutError, ValueError):
+            pass  # the client left, or said too much: it gets nothing
+        finally:
+            writer.close()
 
     def status(self) -> Status:
         """What `tether list` shows: ready while sshd serves, its live sessions (agents' and

@@ -109,7 +109,7 @@ def _stamp(moment: datetime) -> str:
 
 
 def answer(gateway: Gateway, user: str, site: str, target: str) -> dict[str, object]:
-    """What a client asks the relay for before it connects (`tether gateway sign`): a
+    """What a client asks the relay for before it connects (signclient.py, answered by the relay): a
     certificate for ``user``'s key that opens ``site``/``target``, and how to reach it: the
     site's endpoint on this relay, the account its sshd logs clients in as, and where the target
     is (as the site's agent announced them)."""

@@ -138,7 +138,7 @@ def site_principals(site: str, targets: Mapping[str, Endpoint]) -> str:
 
 def signer_keys(users: Mapping[str, str], command: list[str]) -> str:
     """The relay's authorized_keys: each user's own key may run ``command`` + the user's name
-    (`tether gateway sign DIR USER`: a certificate for that key), and nothing else."""
+    (signclient.py SOCKET USER: a certificate for that key, from the relay), and nothing else."""
     lines = ["# Written by tether for a gateway relay. Not to be edited."]
     for user, key in sorted(users.items()):
         parse_name(user, what="user")
