@@ -108,8 +108,10 @@ def test_revoking_ends_a_running_tunnel_with_exit_5(tether: TetherRunner, client
     def stream() -> None:
         block = b"y" * 65536
         try:
-            while moving.sendall(block) is None and moving.recv(65536):
-                pass
+            while True:
+                moving.sendall(block)
+                if not moving.recv(65536):
+                    break
         except OSError:
             pass
         cut.set()
