@@ -103,3 +103,14 @@ def test_a_gateway_under_a_directory_others_can_write_is_refused(
     code, out, err = tether.run("gateway", "relay", str(gateway.root), "--listen", "127.0.0.1:1")
     assert code == 2 and out == ""
     assert "sshd would refuse every login" in err and err.count("\n") == 1, err
+
+
+def test_a_gateway_too_deep_for_the_signers_socket_is_refused_in_one_line(
+    tether: TetherRunner, work: Path
+) -> None:
+    deep = work / ("d" * 80)
+    deep.mkdir(mode=0o700)
+    gateway = layout.init(deep / "gw")
+    code, _, err = tether.run("gateway", "relay", str(gateway.root), "--listen", "127.0.0.1:1")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "too deep for the relay's signer socket" in err.splitlines()[0], err

@@ -50,6 +50,8 @@ log = logging.getLogger("tether")
 SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT = 10.0
 STOP_GRACE = 3.0
+# A Unix socket's path holds at most 107 bytes (sun_path, with its NUL).
+MAX_SOCKET_PATH = 107
 SIGN_TIMEOUT = 10.0  # for a signing request's one line
 POLICY_CHECK = 1.0  # how often the policy's mtime is compared, to rewrite the principals
 # A session younger than this may not be in the kernel's table yet when its bytes are counted.
@@ -197,6 +199,12 @@ class Relay:
                 f"{self.gateway.root}: sshd would refuse every login: {problem}",
                 hint="keep the gateway in a directory only you (or root) can write to, and "
                 "whose parents are the same",
+            )
+        if len(os.fsencode(self.signer_socket)) > MAX_SOCKET_PATH:
+            raise UsageError(
+                f"{self.gateway.root}: too deep for the relay's signer socket "
+                f"({self.signer_socket} is over {MAX_SOCKET_PATH} bytes)",
+                hint="keep the gateway in a directory with a shorter path",
             )
         with contextlib.suppress(FileExistsError):
             os.mkdir(self.run_dir, 0o700)
