@@ -287,6 +287,9 @@ class Relay:
                 reply = {"error": exc.message, "exit_code": exc.exit_code}
             except (ValueError, KeyError, TypeError):
                 reply = {"error": "not a signing request", "exit_code": 2}
+            except OSError as exc:  # the gateway's files: the relay goes on, the user is told
+                log.error("relay: signing failed: %s", describe(exc))
+                reply = {"error": f"the relay's signer failed: {describe(exc)}", "exit_code": 1}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (OSError, TimeoutError, ValueError):
