@@ -45,7 +45,7 @@ from tests.support.sshd_server import SshdServer, require_sshd
 from tether.gateway import enrol, keygen, layout, policy
 from tether.gateway.hops import known_hosts_line
 from tether.gateway.names import RELAY_PRINCIPAL, site_host_alias
-from tether.gateway.relay import strict_base
+from tether.gateway.sshd import strict_base
 from tether.gateway.signer import issue
 from tether.procs import descendants
 from tether.spec import Endpoint

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.gateway.relay import strict_base
+from tether.gateway.sshd import strict_base
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from tether.gateway.announce import Announcement
 from tether.gateway.enrolment import Enrolment
 from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
-from tether.gateway.relay import Sshd, strict_enough
+from tether.gateway.sshd import Sshd, strict_enough
 from tether.gateway.sshdconfig import site_principals, sshd_config
 from tether.modes.signals import StopRequest
 from tether.protocol import Status

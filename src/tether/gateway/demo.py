@@ -19,7 +19,7 @@ from tether.demo import echo_target, exchange
 from tether.errors import AccessRefused, TetherError
 from tether.gateway import audit, keygen, layout
 from tether.gateway.agent import free_port
-from tether.gateway.relay import strict_base
+from tether.gateway.sshd import strict_base
 from tether.spec import Endpoint, SshOptions, TunnelSpec, Via
 from tether.transports.master import parent_death_wrapper
 from tether.tunnel import Tunnel

@@ -33,14 +33,7 @@ class Enrolment:
 
     @classmethod
     def load(cls, path: Path) -> Enrolment:
-        try:
-            raw = read_regular(path, limit=KEY_LIMIT, what="enrolment", error=ConfigError)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such enrolment file") from None
-        try:
-            data = tomllib.loads(raw.decode())
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: not an enrolment: {exc}") from None
+        data = _read_toml(path, "enrolment file", "not an enrolment")
         try:
             return cls._checked(data)
         except UsageError as exc:
@@ -70,6 +63,19 @@ class Enrolment:
             host_key=_private_key(data, "host_key"),
             host_certificate=_certificate(data, "host_certificate"),
         )
+
+
+def _read_toml(path: Path, what: str, malformed: str) -> dict[str, Any]:
+    """The TOML document at ``path`` (a regular file of bounded size), or a ConfigError naming
+    the file: ``what`` is missing, or ``malformed`` and why."""
+    try:
+        raw = read_regular(path, limit=KEY_LIMIT, what=what, error=ConfigError)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    try:
+        return tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {malformed}: {exc}") from None
 
 
 def _account(text: str) -> str:
@@ -105,14 +111,7 @@ def _certificate(data: dict[str, Any], key: str) -> str:
 def read_targets(path: Path) -> dict[str, Endpoint]:
     """An agent's targets from a TOML file: a ``[targets]`` table of NAME = "HOST:PORT" and
     nothing else, each error naming the file and the key."""
-    try:
-        raw = read_regular(path, limit=KEY_LIMIT, what="targets file", error=ConfigError)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such targets file") from None
-    try:
-        data = tomllib.loads(raw.decode())
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not TOML: {exc}") from None
+    data = _read_toml(path, "targets file", "not TOML")
     table = data.get("targets")
     if set(data) != {"targets"} or not isinstance(table, dict):
         raise ConfigError(f"{path}: expected one [targets] table, and nothing else")
