@@ -42,7 +42,7 @@ from pathlib import Path
 from bench.lifecycle import free_port, probe
 from bench.relays import CIPHER, bulk_server, listening, netload, transfer
 from tests.support.sshd_server import SshdServer, require_sshd
-from tether.gateway import enrol, keygen, layout, policy
+from tether.gateway import enrol, keygen, layout, policy, relaybundle
 from tether.gateway.hops import known_hosts_line
 from tether.gateway.names import RELAY_PRINCIPAL, site_host_alias
 from tether.gateway.sshd import strict_base
@@ -74,7 +74,9 @@ class Gateway:
     def __init__(self, work: Path, targets: dict[str, str]) -> None:
         self.work = work
         self.gateway = layout.init(work / "gw")
-        self.relay_port = free_port()
+        self.relay_port, self.signer_port = free_port(), free_port()
+        signer = Endpoint("127.0.0.1", self.signer_port)
+        self.bundle = relaybundle.add_relay(self.gateway, "r1", [signer])
         enrolled = enrol.add_site(self.gateway, "lab", [Endpoint("127.0.0.1", self.relay_port)])
         self.enrolment = enrolled.path
         self.endpoint_port = enrolled.port
@@ -93,11 +95,17 @@ class Gateway:
 
     def start(self) -> None:
         listen = f"127.0.0.1:{self.relay_port}"
-        self.procs.append(self._spawn("relay", str(self.gateway.root), "--listen", listen))
+        relay_state = self.work / "relay"
+        signing = f"127.0.0.1:{self.signer_port}"
+        self.procs.append(self._spawn("signer", str(self.gateway.root), "--listen", signing))
+        self.relay = self._spawn(
+            "relay", str(self.bundle), "--listen", listen, "--state-dir", str(relay_state)
+        )
+        self.procs.append(self.relay)
         served = [f"--target={name}={where}" for name, where in self.targets.items()]
         state = str(self.work / "agent")
         self.procs.append(self._spawn("agent", str(self.enrolment), *served, "--state-dir", state))
-        keys = self.gateway.relay_run / "authorized_keys"
+        keys = relay_state / "authorized_keys"
         while "'alice'" not in keys.read_text():
             time.sleep(0.05)
 
@@ -120,7 +128,7 @@ class Gateway:
 
     def relay_pids(self) -> list[int]:
         """The relay's sshd and its sessions (tether's own process left out)."""
-        return descendants(self.procs[0].pid)
+        return descendants(self.relay.pid)
 
     def tether_flags(self, target: str) -> list[str]:
         return [

@@ -18,9 +18,9 @@ if TYPE_CHECKING:  # `tether list` reads entries, and loads no spec
 # Entry fields that identify the owner's process and lock for tether's own checks; never shown.
 PRIVATE_FIELDS = ("proc_start", "lock_id")
 SOCKS_TARGET = ("*", 0)  # what a SOCKS tunnel registers as its target
-# What an entry's process runs: a tunnel, or a gateway's relay or agent (their target_host is
-# the gateway's directory, or the agent's site).
-KINDS = ("tunnel", "relay", "agent")
+# What an entry's process runs: a tunnel, or a gateway's relay, signer or agent (their
+# target_host is the relay's name, the gateway's directory, or the agent's site).
+KINDS = ("tunnel", "relay", "agent", "signer")
 
 
 @dataclass(frozen=True)

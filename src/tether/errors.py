@@ -121,7 +121,8 @@ class AccessRefused(AuthenticationError):
 
 
 class AgentRefused(AuthenticationError):
-    """(gateway) The relays keep refusing the site's certificate: revoked, or expired."""
+    """(gateway) The relays keep refusing the site's certificate, or the signers the relay's:
+    revoked, or expired."""
 
 
 class KeygenError(TetherError):

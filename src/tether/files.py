@@ -99,13 +99,14 @@ def _check_ancestors(path: Path, *, what: str, fix: str, error: type[TetherError
             )
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str | bytes) -> None:
     """Write ``text`` to ``path`` atomically, mode 0600 (see ``write_atomic``)."""
     write_atomic(path, text, 0o600)
 
 
-def write_atomic(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` atomically, with exactly ``mode`` whatever the umask.
+def write_atomic(path: Path, text: str | bytes, mode: int) -> None:
+    """Write ``text`` (or bytes) to ``path`` atomically, with exactly ``mode`` whatever the
+    umask.
 
     The temporary file is created exclusively and never through a symlink, and the final rename
     replaces a directory entry without following it.
@@ -114,9 +115,9 @@ def write_atomic(path: Path, text: str, mode: int) -> None:
     tmp.unlink(missing_ok=True)  # a leftover of a crashed run with our pid
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
-            handle.write(text)
+            handle.write(text.encode() if isinstance(text, str) else text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

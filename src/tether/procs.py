@@ -102,8 +102,13 @@ class Pinned:
 
     @classmethod
     def child(cls, pid: int) -> Pinned:
-        """Our own child, which cannot be replaced while we have not reaped it."""
-        return cls(pid, os.pidfd_open(pid))
+        """Our own child, which cannot be replaced while we have not reaped it. One that has
+        exited and been reaped already (asyncio's child watcher is quick) comes back closed:
+        signals to it are no-ops and it counts as exited."""
+        try:
+            return cls(pid, os.pidfd_open(pid))
+        except ProcessLookupError:
+            return cls(pid, -1)
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         if self.fd < 0:
@@ -134,7 +139,7 @@ class Pinned:
 def wait_exited(pinned: Sequence[Pinned], timeout: float) -> set[Pinned]:
     """Wait for the processes to exit, all within ``timeout``; the ones that did."""
     deadline = time.monotonic() + timeout
-    exited: set[Pinned] = set()
+    exited: set[Pinned] = {p for p in pinned if p.fd < 0}  # closed: reaped already
     while len(exited) < len(pinned):
         left = deadline - time.monotonic()
         waiting = {p.fd: p for p in pinned if p not in exited}

@@ -56,6 +56,8 @@ class EntryView:
         if self.entry.socks:
             return socks_reach(self.entry.allow)
         if self.entry.kind == "relay":
+            return f"relay {self.entry.target_host}"
+        if self.entry.kind == "signer":
             return f"gateway {self.entry.target_host}"
         if self.entry.kind == "agent":
             return f"site {self.entry.target_host}"

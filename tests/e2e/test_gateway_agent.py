@@ -136,7 +136,7 @@ def test_a_user_gets_a_certificate_from_the_relay_with_their_own_key(
     key = keygen.generate(running.work / "bob", "bob")
     policy.add_user(running.gateway.policy, "bob", Path(f"{key}.pub").read_text())
     policy.grant(running.gateway.policy, "bob", "lab", "echo", None)
-    relay_keys = running.gateway.root / "relay" / "run" / "authorized_keys"
+    relay_keys = running.relay_state() / "authorized_keys"
     wait_until_sync(lambda: "'bob'" in relay_keys.read_text(), "the relay to know bob")
     fetched = fetch_certificate(running, key, "lab/echo")
     assert fetched.returncode == 0, fetched.stderr

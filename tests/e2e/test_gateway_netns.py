@@ -18,10 +18,11 @@ from tests.support.sshd_server import require_sshd
 from tests.support.strict_dirs import strict_tmp
 from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.waiting import wait_until_sync
-from tether.gateway import enrol, keygen, layout, policy
+from tether.gateway import enrol, keygen, layout, policy, relaybundle
 from tether.spec import Endpoint
 
 RELAY_PORT = 2222
+SIGNER_PORT = 2223
 TALK = """
 import os, socket
 address = (os.environ["TETHER_HOST"], int(os.environ["TETHER_PORT"]))
@@ -68,12 +69,21 @@ def networks(tether: TetherRunner) -> Iterator[Networks]:
         NetnsEcho(site_net) as target,
     ):
         gateway = layout.init(work / "gw")
-        relay = tether.spawn(
-            "gateway", "relay", str(gateway.root), "--listen", f"0.0.0.0:{RELAY_PORT}",
+        # The signer beside the relay, on the relay's network's loopback: no one else can
+        # reach it.
+        signer_address = f"127.0.0.1:{SIGNER_PORT}"
+        bundle = relaybundle.add_relay(gateway, "r1", [Endpoint.parse(signer_address)])
+        signer = tether.spawn(
+            "gateway", "signer", str(gateway.root), "--listen", signer_address,
             launcher=relay_net.launcher,
         )  # fmt: skip
+        relay = tether.spawn(
+            "gateway", "relay", str(bundle), "--listen", f"0.0.0.0:{RELAY_PORT}",
+            "--state-dir", str(work / "relay"), launcher=relay_net.launcher,
+        )  # fmt: skip
         try:
-            relay.wait_for(lambda p: "relay ready on" in p.stderr, "the relay")
+            signer.wait_for(lambda p: " ready on " in p.stderr, "the signer")
+            relay.wait_for(lambda p: " ready on " in p.stderr, "the relay")
             # The site knows the relay by its address on the site's side of the relay.
             enrolled = enrol.add_site(
                 gateway, "lab", [Endpoint(site_net.local_address, RELAY_PORT)]
@@ -91,15 +101,16 @@ def networks(tether: TetherRunner) -> Iterator[Networks]:
                 assert code == 0, err
                 known_hosts = work / "known_hosts"
                 known_hosts.write_text(trusted)
-                keys = gateway.relay_run / "authorized_keys"
+                keys = work / "relay" / "authorized_keys"
                 wait_until_sync(lambda: "'alice'" in keys.read_text(), "the relay to know alice")
                 yield Networks(relay_net, site_net, gateway, key, known_hosts, target, relay, agent)
             finally:
                 agent.send_signal(15)
                 agent.finish()
         finally:
-            relay.send_signal(15)
-            relay.finish()
+            for process in (relay, signer):
+                process.send_signal(15)
+                process.finish()
 
 
 def connects(launcher: list[str], host: str, port: int) -> bool:

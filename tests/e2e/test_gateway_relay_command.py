@@ -1,5 +1,6 @@
-"""`tether gateway relay`: stock sshd, checked, supervised, following the policy while it runs,
-and gone with every session when the relay stops."""
+"""`tether gateway relay` and `tether gateway signer`: stock sshd, checked, supervised, the relay
+following the policy a signer feeds it while it runs, and each gone with every session when it
+stops."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.support.servers import EchoServer, free_port
 from tests.support.strict_dirs import strict_tmp
 from tests.support.tether_process import TetherRunner
 from tests.support.waiting import wait_until_sync
-from tether.gateway import enrol, layout
+from tether.gateway import enrol, layout, relaybundle
 from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.procs import descendants
@@ -51,15 +52,23 @@ def test_the_relay_serves_sites_added_while_it_runs_and_leaves_nothing(
     tether: TetherRunner, work: Path, echo_server: EchoServer
 ) -> None:
     gateway = layout.init(work / "gw")
-    port = free_port()
-    relay = tether.spawn("gateway", "relay", str(gateway.root), "--listen", f"127.0.0.1:{port}")
-    relay.wait_for(lambda p: "relay ready on" in p.stderr, "the relay to be ready")
+    port, signer_port = free_port(), free_port()
+    bundle = relaybundle.add_relay(gateway, "r1", [Endpoint("127.0.0.1", signer_port)])
+    signer_process = tether.spawn(
+        "gateway", "signer", str(gateway.root), "--listen", f"127.0.0.1:{signer_port}"
+    )
+    signer_process.wait_for(lambda p: "signer ready on" in p.stderr, "the signer to be ready")
+    relay = tether.spawn(
+        "gateway", "relay", str(bundle), "--listen", f"127.0.0.1:{port}",
+        "--state-dir", str(work / "relay"),
+    )  # fmt: skip
+    relay.wait_for(lambda p: "r1 ready on" in p.stderr, "the relay to be ready")
     enrolled = enrol.add_site(gateway, "lab", [Endpoint("127.0.0.1", port)])  # while it runs
     argv, endpoint = agent_argv(work, enrolled.path, port)
     site_port = int(endpoint.rpartition(":")[2])
     wait_until_sync(
-        lambda: "site:lab" in (gateway.root / "relay" / "run" / "principals").read_text(),
-        "the relay to apply the new site",
+        lambda: "site:lab" in (work / "relay" / "principals").read_text(),
+        "the relay to apply the new site, as the signer feeds it",
     )
     agent = subprocess.Popen(
         [*argv, "-R", f"{endpoint}:{echo_server.address}", "127.0.0.1"],
@@ -71,7 +80,7 @@ def test_the_relay_serves_sites_added_while_it_runs_and_leaves_nothing(
         wait_until_sync(lambda: listens(site_port), "the agent's endpoint on the relay")
         sshd = descendants(relay.pid)
         assert sshd, "the relay runs sshd"
-        signer = gateway.relay_run / "signer.sock"
+        signer = work / "relay" / "signer.sock"
         assert (
             stat.S_ISSOCK(signer.lstat().st_mode) and stat.S_IMODE(signer.lstat().st_mode) == 0o600
         )
@@ -82,9 +91,17 @@ def test_the_relay_serves_sites_added_while_it_runs_and_leaves_nothing(
         assert agent.wait(timeout=20) != 0
         assert not listens(site_port)
         assert [pid for pid in sshd if alive(pid)] == []
+        feeds = descendants(signer_process.pid)
+        signer_process.send_signal(signal.SIGTERM)
+        assert signer_process.finish() == 0, signer_process.stderr
+        assert [pid for pid in feeds if alive(pid)] == []
     finally:
         agent.kill()
         agent.wait()
+        for process in (relay, signer_process):
+            if process.proc.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.finish()
 
 
 def alive(pid: int) -> bool:
@@ -96,21 +113,26 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_gateway_under_a_directory_others_can_write_is_refused(
-    tether: TetherRunner, tmp_path: Path
-) -> None:
+def test_a_directory_others_can_write_is_refused(tether: TetherRunner, tmp_path: Path) -> None:
     gateway = layout.init(tmp_path / "gw")  # pytest's tmp_path is under /tmp (1777)
-    code, out, err = tether.run("gateway", "relay", str(gateway.root), "--listen", "127.0.0.1:1")
-    assert code == 2 and out == ""
-    assert "sshd would refuse every login" in err and err.count("\n") == 1, err
+    bundle = relaybundle.add_relay(gateway, "r1", [Endpoint("127.0.0.1", 1)])
+    for argv in (
+        ["signer", str(gateway.root), "--listen", "127.0.0.1:1"],
+        ["relay", str(bundle), "--listen", "127.0.0.1:1", "--state-dir", str(tmp_path / "r")],
+    ):
+        code, out, err = tether.run("gateway", *argv)
+        assert code == 2 and out == ""
+        assert "sshd would refuse every login" in err and err.count("\n") == 1, err
 
 
-def test_a_gateway_too_deep_for_the_signers_socket_is_refused_in_one_line(
+def test_a_state_directory_too_deep_for_the_signers_socket_is_refused_in_one_line(
     tether: TetherRunner, work: Path
 ) -> None:
-    deep = work / ("d" * 80)
-    deep.mkdir(mode=0o700)
-    gateway = layout.init(deep / "gw")
-    code, _, err = tether.run("gateway", "relay", str(gateway.root), "--listen", "127.0.0.1:1")
+    gateway = layout.init(work / "gw")
+    bundle = relaybundle.add_relay(gateway, "r1", [Endpoint("127.0.0.1", 1)])
+    deep = work / ("d" * 100)
+    code, _, err = tether.run(
+        "gateway", "relay", str(bundle), "--listen", "127.0.0.1:1", "--state-dir", str(deep)
+    )
     assert code == 2 and err.count("\n") == 1, err
     assert "too deep for the relay's signer socket" in err.splitlines()[0], err

@@ -1,5 +1,6 @@
 """A gateway's sshds as tests run them: the relay (and a site's sshd) with tether's generated
-configs, in a directory sshd's StrictModes accepts, and real ssh clients with certificates."""
+configs, in a directory sshd's StrictModes accepts, and real ssh clients with certificates; and
+a whole gateway of `tether gateway` processes (signer, relay, agent)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.support.strict_dirs import strict_tmp
 from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.sshd_server import require_sshd, stop_tree
 from tests.support.waiting import wait_until_sync
-from tether.gateway import enrol, keygen, layout
+from tether.gateway import enrol, keygen, layout, relaybundle
 from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.gateway.sshdconfig import relay_principals, sshd_config
@@ -114,11 +115,28 @@ def gateway_sshd(
         proc.wait()
 
 
+def relay_host_key(gateway: layout.Gateway, work: Path) -> tuple[Path, Path]:
+    """A relay's host key in ``work``, certified by ``gateway``'s host CA as a relay bundle's
+    is, and its certificate."""
+    key = keygen.generate(work / "relay_host", "relay")
+    keygen.sign(
+        gateway.host_ca,
+        work / "relay_host.pub",
+        key_id="relay:test",
+        principals=[RELAY_PRINCIPAL],
+        validity="+1d",
+        serial=3,
+        host=True,
+    )
+    return key, work / "relay_host-cert.pub"
+
+
 @contextmanager
 def running_relay(work: Path) -> Iterator[Relay]:
     """A new gateway in ``work`` and its relay, with one site, lab, whose endpoint is free."""
     gateway = layout.init(work / "gw")
     port, site_port = free_port(), free_port()
+    host_key, host_certificate = relay_host_key(gateway, work)
     known_hosts = work / "known_hosts"
     ca = Path(f"{gateway.host_ca}.pub").read_text().strip()
     known_hosts.write_text(known_hosts_line(ca))
@@ -126,8 +144,8 @@ def running_relay(work: Path) -> Iterator[Relay]:
         work,
         "relay",
         port,
-        gateway.relay_key,
-        gateway.relay_certificate,
+        host_key,
+        host_certificate,
         Path(f"{gateway.user_ca}.pub"),
         relay_principals({"lab": site_port}, ["/bin/false"]),
         revoked=gateway.revoked,
@@ -178,18 +196,34 @@ class Running:
 
     work: Path
     gateway: layout.Gateway
+    signer_port: int
     relay_port: int
     endpoint_port: int
     tether: TetherRunner
     enrolment: Path
     targets: dict[str, str]
+    signer: TetherProcess = field(init=False)
     relay: TetherProcess = field(init=False)
     agent: TetherProcess = field(init=False)
 
-    def start_relay(self) -> TetherProcess:
-        listen = f"127.0.0.1:{self.relay_port}"
-        relay = self.tether.spawn("gateway", "relay", str(self.gateway.root), "--listen", listen)
-        relay.wait_for(lambda p: "relay ready on" in p.stderr, "the relay")
+    def relay_state(self, name: str = "r1") -> Path:
+        """Where relay ``name`` keeps its files: its sshd's, and what its agents announce."""
+        return self.work / f"relay-{name}"
+
+    def start_signer(self) -> TetherProcess:
+        listen = f"127.0.0.1:{self.signer_port}"
+        signer = self.tether.spawn("gateway", "signer", str(self.gateway.root), "--listen", listen)
+        signer.wait_for(lambda p: " ready on " in p.stderr, "the signer")
+        return signer
+
+    def start_relay(self, name: str = "r1", port: int | None = None) -> TetherProcess:
+        listen = f"127.0.0.1:{port or self.relay_port}"
+        bundle = str(self.gateway.relays / f"{name}.toml")
+        state = str(self.relay_state(name))
+        relay = self.tether.spawn(
+            "gateway", "relay", bundle, "--listen", listen, "--state-dir", state
+        )
+        relay.wait_for(lambda p: " ready on " in p.stderr, "the relay")
         return relay
 
     def start_agent(self, state: str = "agent", wait: bool = True) -> TetherProcess:
@@ -212,15 +246,19 @@ def running_gateway(tether: TetherRunner, targets: dict[str, str]) -> Iterator[R
     -> HOST:PORT), each a `tether gateway` process, ended with SIGTERM after."""
     with strict_tmp() as work:
         gateway = layout.init(work / "gw")
-        port = free_port()
+        signer_port, port = free_port(), free_port()
+        relaybundle.add_relay(gateway, "r1", [Endpoint("127.0.0.1", signer_port)])
         enrolled = enrol.add_site(gateway, "lab", [Endpoint("127.0.0.1", port)])
-        run = Running(work, gateway, port, enrolled.port, tether, enrolled.path, targets)
+        run = Running(
+            work, gateway, signer_port, port, enrolled.port, tether, enrolled.path, targets
+        )
         try:
+            run.signer = run.start_signer()
             run.relay = run.start_relay()
             run.agent = run.start_agent()
             yield run
         finally:
-            for name in ("agent", "relay"):
+            for name in ("agent", "relay", "signer"):
                 process: TetherProcess | None = getattr(run, name, None)
                 if process is not None:
                     process.send_signal(signal.SIGTERM)

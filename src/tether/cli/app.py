@@ -39,7 +39,7 @@ SUMMARIES = {
     "shell": "An interactive prompt; tunnels started here live until stopped or the shell exits.",
     "systemd-unit": "Print a systemd unit that runs PROFILE's tunnel.",
     "demo": "Show tether working end to end, offline: SSH server, target and tunnel on loopback.",
-    "gateway": "A gateway: a relay, sites whose agents only dial out, access per target.",
+    "gateway": "A gateway: relays, signers, sites whose agents only dial out, access per target.",
     "completion": "Print the script that completes tether's words in SHELL (bash, zsh or fish).",
 }
 

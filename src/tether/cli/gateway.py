@@ -16,13 +16,13 @@ if TYPE_CHECKING:
 
 @click.group()
 def gateway() -> None:
-    """A gateway: a relay, sites whose agents only dial out, access per target."""
+    """A gateway: relays, signers, sites whose agents only dial out, access per target."""
 
 
 @gateway.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 def init(directory: Path) -> None:
-    """Create a gateway in DIRECTORY (new or empty): its CAs, the relay's certified host key
+    """Create a gateway in DIRECTORY (new or empty): its CAs, the signer's certified host key
     and an empty policy."""
     from tether.gateway.layout import init as create
 
@@ -246,10 +246,10 @@ def _launch(
     "--listen",
     required=True,
     metavar="ADDR:PORT",
-    help="Where the relay's sshd listens for agents and clients.",
+    help="Where the signer's sshd listens for the relays.",
 )
 @_running
-def relay(
+def signer(
     directory: Path,
     listen: str,
     name: str | None,
@@ -257,18 +257,124 @@ def relay(
     as_json: bool,
     timeout: str,
 ) -> None:
-    """Run the gateway's relay (stock sshd, supervised) until SIGINT, SIGTERM or tether stop."""
+    """Run a signer of the gateway in DIRECTORY (stock sshd, supervised; the relays log in to
+    it) until SIGINT, SIGTERM or tether stop."""
     from tether.gateway.layout import Gateway
-    from tether.gateway.relay import Relay
+    from tether.gateway.signerhost import SignerHost
     from tether.modes.gatewayhost import Described
     from tether.spec import Endpoint
     from tether.values import label
 
     gateway = Gateway.existing(directory)
-    running = Relay(gateway, Endpoint.parse(listen, what="--listen"))
+    running = SignerHost(gateway, Endpoint.parse(listen, what="--listen"))
     running.prepare()
-    described = Described("relay", label(name or "relay"), running.listen, str(gateway.root))
+    described = Described("signer", label(name or "signer"), running.listen, str(gateway.root))
     _launch(running, described, background=background, as_json=as_json, timeout=timeout)
+
+
+@gateway.group()
+def relays() -> None:
+    """Add and remove the relays that sites link to and clients jump through."""
+
+
+@relays.command("add")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("name", metavar="RELAY")
+@click.option(
+    "--signer",
+    "signers",
+    multiple=True,
+    required=True,
+    metavar="HOST:PORT",
+    help="A signer the relay logs in to (`tether gateway signer --listen`); repeat for each.",
+)
+@click.option(
+    "--signer-account",
+    metavar="ACCOUNT",
+    help="The account the signers run as [the one running this command].",
+)
+def relays_add(
+    directory: Path, name: str, signers: tuple[str, ...], signer_account: str | None
+) -> None:
+    """Add relay RELAY: write its bundle (DIRECTORY/relays/RELAY.toml), which holds its keys and
+    no CA key; run it with `tether gateway relay BUNDLE --listen ADDR:PORT`."""
+    from tether.gateway.layout import Gateway
+    from tether.gateway.relaybundle import add_relay
+    from tether.spec import Endpoint
+
+    gateway = Gateway.existing(directory)
+    addresses = [Endpoint.parse(s, what="--signer") for s in signers]
+    path = add_relay(gateway, name, addresses, signer_account=signer_account)
+    echo(f"relay {name} added; its bundle: {path}")
+    echo("copy it (privately) to the relay's host and run:")
+    echo(f"  tether gateway relay {path.name} --listen ADDR:PORT")
+
+
+@relays.command("remove")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("name", metavar="RELAY")
+def relays_remove(directory: Path, name: str) -> None:
+    """Remove relay RELAY: revoke its certificates; the signers cut it off."""
+    from tether.gateway.layout import Gateway
+    from tether.gateway.relaybundle import remove_relay
+
+    remove_relay(Gateway.existing(directory), name)
+    echo(f"relay {name} removed; the signers no longer take it")
+
+
+@gateway.command()
+@click.argument("bundle_file", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option(
+    "--listen",
+    required=True,
+    metavar="ADDR:PORT",
+    help="Where the relay's sshd listens for agents and clients.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Where the relay keeps its sshd's files [the user's state directory].",
+)
+@_running
+def relay(
+    bundle_file: Path,
+    listen: str,
+    state_dir: Path | None,
+    name: str | None,
+    background: bool,
+    as_json: bool,
+    timeout: str,
+) -> None:
+    """Run a relay from its BUNDLE (`tether gateway relays add`) until SIGINT, SIGTERM or tether
+    stop: stock sshd, supervised, fed by a signer."""
+    from tether.gateway.relay import Relay
+    from tether.gateway.relaybundle import RelayBundle
+    from tether.modes.gatewayhost import Described
+    from tether.spec import Endpoint
+    from tether.values import label
+
+    bundle = RelayBundle.load(bundle_file)
+    if state_dir is None:
+        state_dir = _state_dir(f"relay-{bundle.relay}")
+    running = Relay(bundle, state_dir, Endpoint.parse(listen, what="--listen"))
+    running.prepare()
+    described = Described(
+        "relay",
+        label(name or f"relay-{bundle.relay}"),
+        running.listen,
+        bundle.relay,
+        via=", ".join(f"ssh://{signer}" for signer in bundle.signers),
+    )
+    _launch(running, described, background=background, as_json=as_json, timeout=timeout)
+
+
+def _state_dir(leaf: str) -> Path:
+    """The user's state directory for tether's ``leaf``, its parent made private."""
+    import platformdirs
+
+    state_dir = platformdirs.user_state_path("tether") / leaf
+    state_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return state_dir
 
 
 @gateway.command()
@@ -318,10 +424,7 @@ def agent(
             raise UsageError(f"--target: not NAME=HOST:PORT: {shown(item)}")
         served[parse_name(target, what="--target name")] = Endpoint.parse(where, what="--target")
     if state_dir is None:
-        import platformdirs
-
-        state_dir = platformdirs.user_state_path("tether") / f"agent-{enrolment.site}"
-        state_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state_dir = _state_dir(f"agent-{enrolment.site}")
     running = Agent(enrolment, served, state_dir)
     running.prepare()
     assert running.sshd is not None
@@ -337,10 +440,27 @@ def agent(
 
 @gateway.command(hidden=True)
 @click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("relay_name", metavar="RELAY")
+def feed(directory: Path, relay_name: str) -> None:
+    """Feed RELAY from the gateway in DIRECTORY: its policy down, its requests up, as JSON lines
+    on stdin and stdout, until it leaves.
+
+    Run by a signer's sshd for a relay's certificate (its principals line's command).
+    """
+    import asyncio
+
+    from tether.gateway import feed as feeding
+    from tether.gateway.layout import Gateway
+
+    raise SystemExit(asyncio.run(feeding.run(Gateway.existing(directory), relay_name)))
+
+
+@gateway.command(hidden=True)
+@click.argument("state", metavar="STATE_DIR", type=click.Path(path_type=Path))
 @click.argument("site_name", metavar="SITE")
-def announce(directory: Path, site_name: str) -> None:
-    """Keep what SITE's agent says of itself (one JSON line on stdin), then hold its session
-    open until the agent leaves.
+def announce(state: Path, site_name: str) -> None:
+    """Keep what SITE's agent says of itself (one JSON line on stdin) in the relay's STATE_DIR,
+    then hold its session open until the agent leaves.
 
     Run by the relay's sshd for an agent's certificate (its principals line's command).
     """
@@ -348,11 +468,9 @@ def announce(directory: Path, site_name: str) -> None:
     import sys
 
     from tether.gateway import announce as announcing
-    from tether.gateway.layout import Gateway
 
-    gateway = Gateway.existing(directory)
     line = sys.stdin.buffer.readline(announcing.MAX_LINE + 1).decode(errors="replace")
-    announcing.record(gateway.relay_run, site_name, announcing.Announcement.parse(line))
+    announcing.record(state, site_name, announcing.Announcement.parse(line))
     # The session lasts as long as the agent's link: `cat` waits for its end, for a few hundred
     # kilobytes rather than a Python interpreter's megabytes per site.
     sys.stdout.flush()

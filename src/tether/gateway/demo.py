@@ -45,21 +45,35 @@ async def run_gateway_demo(say: Say) -> None:
     finally:
         target.close()
         await target.wait_closed()
-    say("stopped the tunnel, the agent and the relay; removed the gateway. demo ok.")
+    say("stopped the tunnel, the agent, the relay and the signer; removed the gateway. demo ok.")
 
 
 async def _demo(work: Path, target_port: int, children: list[_Child], say: Say) -> None:
     gateway = layout.init(work / "gateway")
     say(f"[2/7] tether gateway init {gateway.root}: a user CA, a host CA, an empty policy")
-    relay_port = free_port()
+    relay_port, signer_port = free_port(), free_port()
     began = time.monotonic()
+    signer = f"127.0.0.1:{signer_port}"
+    await _command("relays", "add", str(gateway.root), "r1", "--signer", signer)
+    children.append(await _Child.start("signer", ["signer", str(gateway.root), "--listen", signer]))
+    bundle = gateway.relays / "r1.toml"
+    relay_state = work / "relay"
     children.append(
         await _Child.start(
-            "relay", ["relay", str(gateway.root), "--listen", f"127.0.0.1:{relay_port}"]
+            "relay",
+            [
+                "relay",
+                str(bundle),
+                "--listen",
+                f"127.0.0.1:{relay_port}",
+                "--state-dir",
+                str(relay_state),
+            ],
         )
     )
     say(
-        f"[3/7] tether gateway relay --listen 127.0.0.1:{relay_port}: the relay's sshd up in "
+        f"[3/7] tether gateway relays add r1, the signer (the CA's keys stay with it), relay "
+        f"r1 on 127.0.0.1:{relay_port}, fed by the signer: up in "
         f"{time.monotonic() - began:.2f}s"
     )
     await _command("site", "add", str(gateway.root), "lab", "--relay", f"127.0.0.1:{relay_port}")
@@ -88,7 +102,7 @@ async def _demo(work: Path, target_port: int, children: list[_Child], say: Say) 
     known_hosts = work / "known_hosts"
     known_hosts.write_text(await _command("trust", str(gateway.root)))
     await _until(
-        lambda: "'alice'" in _read(gateway.relay_run / "authorized_keys"),
+        lambda: "'alice'" in _read(relay_state / "authorized_keys"),
         "the relay to learn alice's key",
     )
     say("[5/7] user alice added with her own key and granted lab/db for 10m; her known_hosts")

@@ -10,7 +10,6 @@ certificate (revoked.krl, which relays read) and drops its grants.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -19,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tether.errors import UsageError, shown
-from tether.files import write_private
-from tether.gateway import keygen, policy
+from tether.gateway import bundles, keygen, policy
+from tether.gateway.bundles import line_of
 from tether.gateway.layout import Gateway
 from tether.gateway.names import ACCOUNT, parse_name, site_host_alias, site_principal
 from tether.gateway.serials import next_serial
@@ -31,6 +30,8 @@ FORMAT = 1
 # are revoked by serial before their end.
 ENROLMENT_VALIDITY = "+52w"
 FIRST_ENDPOINT_PORT = 42001
+HEADER = """tether gateway enrolment of site {site}: the only secret the site needs.
+Keep it private (it holds the agent's key); `tether gateway site remove` revokes it."""
 
 
 @dataclass(frozen=True)
@@ -94,16 +95,16 @@ def add_site(
             "relays": [str(relay) for relay in relays],
             "relay_account": account,
             "endpoint_port": port,
-            "host_ca": _line(Path(f"{gateway.host_ca}.pub")),
-            "user_ca": _line(Path(f"{gateway.user_ca}.pub")),
+            "host_ca": line_of(Path(f"{gateway.host_ca}.pub")),
+            "user_ca": line_of(Path(f"{gateway.user_ca}.pub")),
             "agent_key": agent.read_text(),
-            "agent_certificate": _line(work / "agent-cert.pub"),
+            "agent_certificate": line_of(work / "agent-cert.pub"),
             "host_key": host.read_text(),
-            "host_certificate": _line(work / "host-cert.pub"),
+            "host_certificate": line_of(work / "host-cert.pub"),
         }
         policy.add_site(gateway.policy, site, port=port, serial=agent_serial)
         try:
-            write_private(path, _toml(site, fields))
+            bundles.write(path, HEADER.format(site=site).splitlines(), fields)
         except BaseException:
             policy.remove_site(gateway.policy, site)
             raise
@@ -120,22 +121,3 @@ def remove_site(gateway: Gateway, site: str) -> None:
     if serial:
         keygen.revoke(gateway.revoked, Path(f"{gateway.user_ca}.pub"), [serial])
     (gateway.enrolments / f"{site}.toml").unlink(missing_ok=True)
-
-
-def _line(path: Path) -> str:
-    """A public key or certificate file's one line, without its comment."""
-    kind, blob = path.read_text().split()[:2]
-    return f"{kind} {blob}"
-
-
-def _toml(site: str, fields: dict[str, object]) -> str:
-    """The enrolment as TOML: JSON's strings, arrays and integers are TOML's too (no value here
-    holds a character JSON would write as an escape TOML lacks)."""
-    lines = [
-        f"# tether gateway enrolment of site {site}: the only secret the site needs.",
-        "# Keep it private (it holds the agent's key); `tether gateway site remove` revokes it.",
-    ]
-    lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
-    return "\n".join([*lines, ""])
-
-

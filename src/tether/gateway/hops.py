@@ -8,10 +8,13 @@ from pathlib import Path
 
 from tether.gateway.names import RELAY_PRINCIPAL
 
+RELAYS_AND_SITES = f"{RELAY_PRINCIPAL},*.site.tether"
 
-def known_hosts_line(host_ca: str) -> str:
-    """The known_hosts line that trusts the gateway's relays and sites, and nothing else."""
-    return f"@cert-authority {RELAY_PRINCIPAL},*.site.tether {host_ca}\n"
+
+def known_hosts_line(host_ca: str, names: str = RELAYS_AND_SITES) -> str:
+    """The known_hosts line that trusts the gateway's host CA for ``names`` (by default the
+    relays and the sites, which clients and agents reach), and nothing else."""
+    return f"@cert-authority {names} {host_ca}\n"
 
 
 def ssh_options(

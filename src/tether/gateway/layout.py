@@ -4,14 +4,20 @@ creation (`tether gateway init`).
     DIR/                  0700
       ca/user_ca(.pub)    signs users' keys (for one target) and sites' agent keys
       ca/host_ca(.pub)    signs the relays' and the sites' host keys: what clients trust
-      relay/host_ed25519(.pub, -cert.pub)
-                          the relay's host key, certified for RELAY_PRINCIPAL
+      signer/host_ed25519(.pub, -cert.pub)
+                          the signer's host key, certified for SIGNER_PRINCIPAL (relays check it)
+      signer/run/         the signer's generated sshd files (signerhost.py)
       policy.toml         who may reach which target (policy.py)
       serial              the last certificate serial issued (serials.py)
       revoked.krl         the certificates revoked before their end (an agent's, a site's)
       audit.jsonl         every grant, revoke, issuance, refusal and session (audit.py)
       enrolments/SITE.toml
                           what `site add` wrote for a site (enrol.py)
+      relays/RELAY.toml   what `relays add` wrote for a relay (relaybundle.py)
+      status/RELAY.json   what each relay last said of itself to a signer (feed.py)
+
+The CA's keys stay here, with the signers: a relay gets only its own keys and the CAs' public
+halves, so a relay taken over can verify access but never grant it.
 
 Private keys are 0600 and every directory 0700, whatever the umask: ssh-keygen creates files
 with the process's umask, so each directory is made private before anything is written in it.
@@ -26,12 +32,11 @@ from pathlib import Path
 from tether.errors import UsageError, describe
 from tether.files import write_atomic, write_private
 from tether.gateway import keygen
-from tether.gateway.names import RELAY_PRINCIPAL
+from tether.gateway.names import SIGNER_PRINCIPAL
 from tether.gateway.policy import EMPTY_POLICY
 
-# A relay's host certificate outlives any one relay process: it is renewed by a new `init`
-# of the relay (issue 21 moves the CA off the relays).
-RELAY_CERT_VALIDITY = "+520w"
+# A signer's host certificate outlives any one signer process; the CA rotation renews it.
+SIGNER_CERT_VALIDITY = "+520w"
 
 
 @dataclass(frozen=True)
@@ -49,17 +54,17 @@ class Gateway:
         return self.root / "ca" / "host_ca"
 
     @property
-    def relay_key(self) -> Path:
-        return self.root / "relay" / "host_ed25519"
+    def signer_key(self) -> Path:
+        return self.root / "signer" / "host_ed25519"
 
     @property
-    def relay_certificate(self) -> Path:
-        return self.root / "relay" / "host_ed25519-cert.pub"
+    def signer_certificate(self) -> Path:
+        return self.root / "signer" / "host_ed25519-cert.pub"
 
     @property
-    def relay_run(self) -> Path:
-        """The relay's generated files, and what agents announce (announce.py)."""
-        return self.root / "relay" / "run"
+    def signer_run(self) -> Path:
+        """The signer's generated sshd files."""
+        return self.root / "signer" / "run"
 
     @property
     def policy(self) -> Path:
@@ -81,6 +86,14 @@ class Gateway:
     def enrolments(self) -> Path:
         return self.root / "enrolments"
 
+    @property
+    def relays(self) -> Path:
+        return self.root / "relays"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status"
+
     @classmethod
     def existing(cls, directory: Path) -> Gateway:
         """The gateway in ``directory``, which must be one (its policy and CAs are there)."""
@@ -99,24 +112,25 @@ def init(directory: Path) -> Gateway:
     gateway = Gateway(Path(os.path.abspath(directory)))
     created = _private_directory(gateway.root)
     try:
-        for sub in (gateway.user_ca.parent, gateway.relay_key.parent):
+        for sub in (gateway.user_ca.parent, gateway.signer_key.parent):
             _private_directory(sub)
         keygen.generate(gateway.user_ca, "tether-gateway-user-ca")
         keygen.generate(gateway.host_ca, "tether-gateway-host-ca")
-        keygen.generate(gateway.relay_key, "tether-gateway-relay")
+        keygen.generate(gateway.signer_key, "tether-gateway-signer")
         keygen.sign(
             gateway.host_ca,
-            gateway.relay_key.with_name(gateway.relay_key.name + ".pub"),
-            key_id="relay",
-            principals=[RELAY_PRINCIPAL],
-            validity=RELAY_CERT_VALIDITY,
+            gateway.signer_key.with_name(gateway.signer_key.name + ".pub"),
+            key_id="signer",
+            principals=[SIGNER_PRINCIPAL],
+            validity=SIGNER_CERT_VALIDITY,
             serial=1,
             host=True,
         )
         write_atomic(gateway.policy, EMPTY_POLICY, 0o600)
         write_private(gateway.serial, "1\n")
         keygen.empty_revocations(gateway.revoked)
-        _private_directory(gateway.enrolments)
+        for sub in (gateway.enrolments, gateway.relays, gateway.status):
+            _private_directory(sub)
     except BaseException:
         _empty(gateway.root, remove_root=created)
         raise

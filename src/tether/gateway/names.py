@@ -14,6 +14,9 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 # tether's generated client config names the relay with this HostKeyAlias, so a host
 # certificate is checked against the gateway's host CA without trusting any DNS name.
 RELAY_PRINCIPAL = "tether-relay"
+# The same for a signer, which only relays reach: a relay's host certificate never passes for a
+# signer's, nor the other way.
+SIGNER_PRINCIPAL = "tether-signer"
 # An account name, as sshd_config's AllowUsers and ssh_config's User take it (no space, quote,
 # '%' or '@'): what a site's agent says its sshd logs clients in as.
 ACCOUNT = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,63}\Z")
@@ -51,6 +54,12 @@ def via_principal(site: str) -> str:
 def site_principal(site: str) -> str:
     """The principal of a site's agent certificate, which may listen on its site's endpoint."""
     return f"site:{site}"
+
+
+def relay_principal(relay: str) -> str:
+    """The principal of a relay's login certificate, which a signer takes (and nothing else
+    does: relays and sites have no line for it)."""
+    return f"relay:{relay}"
 
 
 def site_host_alias(site: str) -> str:

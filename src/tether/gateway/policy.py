@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,9 @@ EMPTY_POLICY = """\
 # [sites.lab]                       # written by `tether gateway site add`
 # port = 42001                      # its endpoint on the relays' loopback
 # serial = 2                        # its agent certificate's
+#
+# [relays.r1]                      # written by `tether gateway relays add`
+# serial = 3                        # its login certificate's
 #
 # [[grants]]
 # user = "alice"
@@ -61,6 +64,12 @@ class Site:
 
 
 @dataclass(frozen=True)
+class Relay:
+    name: str
+    serial: int  # its login certificate's (to the signers), to revoke it by
+
+
+@dataclass(frozen=True)
 class Grant:
     user: str
     site: str
@@ -76,6 +85,7 @@ class Policy:
     users: dict[str, User]
     sites: dict[str, Site]
     grants: tuple[Grant, ...]
+    relays: dict[str, Relay] = field(default_factory=dict)
 
 
 def parse_public_key(text: str, *, what: str) -> str:
@@ -99,25 +109,31 @@ def parse_public_key(text: str, *, what: str) -> str:
 def load(path: Path) -> Policy:
     """The policy at ``path``, checked whole (ConfigError naming the file and the key)."""
     try:
-        data = tomllib.loads(
-            read_regular(path, limit=CONFIG_LIMIT, what="policy", error=ConfigError).decode()
-        )
+        raw = read_regular(path, limit=CONFIG_LIMIT, what="policy", error=ConfigError)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file", hint="is this a gateway directory?") from None
+    return parse(raw, source=str(path))
+
+
+def parse(raw: bytes, *, source: str) -> Policy:
+    """A policy's bytes (a file's, or as a signer sent them to a relay), checked whole; errors
+    name ``source`` and the key."""
+    try:
+        data = tomllib.loads(raw.decode())
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8") from None
+        raise ConfigError(f"{source}: not UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
     try:
         return _checked(data)
     except UsageError as exc:
-        raise ConfigError(f"{path}: {exc.message}", hint=exc.hint) from None
+        raise ConfigError(f"{source}: {exc.message}", hint=exc.hint) from None
 
 
 def _checked(data: dict[str, Any]) -> Policy:
-    unknown = sorted(set(data) - {"users", "sites", "grants"})
+    unknown = sorted(set(data) - {"users", "sites", "grants", "relays"})
     if unknown:
-        raise UsageError(f"{unknown[0]}: unknown key (users, sites and grants are known)")
+        raise UsageError(f"{unknown[0]}: unknown key (users, sites, relays and grants are known)")
     users = {}
     for name, table in _table(data.get("users", {}), "users").items():
         where = f"users.{parse_name(name, what='users: a user')}"
@@ -132,12 +148,16 @@ def _checked(data: dict[str, Any]) -> Policy:
         where = f"sites.{parse_name(name, what='sites: a site')}"
         entry = _table(table, where)
         _only(entry, where, {"port", "serial"})
-        port, serial = entry.get("port"), entry.get("serial", 0)
+        port = entry.get("port")
         if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
             raise UsageError(f"{where}.port: not a port (1-65535): {shown(port)}")
-        if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
-            raise UsageError(f"{where}.serial: not a serial: {shown(serial)}")
-        sites[name] = Site(name, port, serial)
+        sites[name] = Site(name, port, _serial(entry, where))
+    relays = {}
+    for name, table in _table(data.get("relays", {}), "relays").items():
+        where = f"relays.{parse_name(name, what='relays: a relay')}"
+        entry = _table(table, where)
+        _only(entry, where, {"serial"})
+        relays[name] = Relay(name, _serial(entry, where))
     grants = []
     listed = data.get("grants", [])
     if not isinstance(listed, list):
@@ -155,7 +175,14 @@ def _checked(data: dict[str, Any]) -> Policy:
         if site not in sites:
             raise UsageError(f"{where}.target: no site {shown(site)} in [sites]")
         grants.append(Grant(user, site, name, _until(entry.get("until"), f"{where}.until")))
-    return Policy(users, sites, tuple(grants))
+    return Policy(users, sites, tuple(grants), relays)
+
+
+def _serial(entry: dict[str, Any], where: str) -> int:
+    serial = entry.get("serial", 0)
+    if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+        raise UsageError(f"{where}.serial: not a serial: {shown(serial)}")
+    return serial
 
 
 def _table(value: object, where: str) -> dict[str, Any]:
@@ -204,6 +231,31 @@ def remove_site(path: Path, site: str) -> int:
     serial = sites[site].get("serial")
     del sites[site]
     _keep_grants(document, lambda g: not str(g.get("target", "")).startswith(f"{site}/"))
+    _save(path, document)
+    return int(serial) if isinstance(serial, int) else 0
+
+
+def add_relay(path: Path, relay: str, *, serial: int) -> None:
+    """Add ``relay`` (its login certificate's serial) to the policy at ``path``: the signers
+    let it in from now on."""
+    document = _edit(path)
+    relays = document.setdefault("relays", tomlkit.table(is_super_table=True))
+    if relay in relays:
+        raise UsageError(f"relay {relay}: added already", hint="remove it first")
+    table = tomlkit.table()
+    table.add("serial", serial)
+    relays[relay] = table
+    _save(path, document)
+
+
+def remove_relay(path: Path, relay: str) -> int:
+    """Remove ``relay``; the serial of its login certificate, to revoke."""
+    document = _edit(path)
+    relays = document.get("relays", {})
+    if relay not in relays:
+        raise UsageError(f"relay {relay}: no such relay")
+    serial = relays[relay].get("serial")
+    del relays[relay]
     _save(path, document)
     return int(serial) if isinstance(serial, int) else 0
 

@@ -1,13 +1,19 @@
-"""A relay: the gateway's stock sshd, configured, checked and supervised by tether.
+"""A relay: the gateway's stock sshd, configured, checked and supervised by tether, run from a
+relay bundle (relaybundle.py) with no CA key.
 
-Its config and principals file are written at each start into DIR/relay/run (private), from the
-gateway's files and the policy's sites, and checked by `sshd -t` before it starts. sshd reads
-the principals file and the revocation list at each login, so a site added or removed needs no
-restart: the relay writes the principals file again when the policy changes.
+Its files live in its state directory (private): the bundle's keys, the config (checked by `sshd
+-t`), and the policy and revocation list as a signer last sent them (feedlink.py), kept so that a
+relay restarted while no signer answers serves as it did. sshd reads the principals file, the
+users' keys and the revocation list at each login, so a change needs no restart: the relay
+writes them again when a signer sends a new policy.
+
+A user's own key logs in to the relay to ask for a certificate; the relay passes the request to
+a signer over its feed and answers with the certificate and what only it knows: where the site's
+agent, linked to it, says the target is.
 
 sshd checks every directory above the principals file (StrictModes): each must be owned by root
-or the relay's user and writable by no one else, so a gateway under /tmp is refused here, in one
-line, before sshd would refuse every login.
+or the relay's user and writable by no one else, so a state directory under /tmp is refused
+here, in one line, before sshd would refuse every login.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import json
 import logging
 import os
 import pwd
-import re
+import shutil
 import signal
 import sys
 import time
@@ -28,120 +34,199 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tether.control import bind_private_socket
-from tether.errors import RelayError, TetherError, UsageError, describe, visible
+from tether.errors import AccessRefused, AgentRefused, RelayError, TetherError, UsageError, visible
 from tether.files import write_private
-from tether.gateway import audit, policy, signer
-from tether.gateway.layout import Gateway
-from tether.gateway.names import parse_target_path
+from tether.gateway import announce, keygen, policy
+from tether.gateway.feedlink import FeedLink
+from tether.gateway.hops import known_hosts_line, ssh_options
+from tether.gateway.names import SIGNER_PRINCIPAL, parse_target_path
+from tether.gateway.relaybundle import RelayBundle
 from tether.gateway.sshd import Sshd, strict_enough
-from tether.gateway.sessions import Login, accepted, holder, leftovers, traffic
+from tether.gateway.sessions import Login, accepted, ended, holder, leftovers, traffic
 from tether.gateway.signer import parse_client_key_id
 from tether.gateway.sshdconfig import relay_principals, signer_keys, sshd_config
 from tether.modes.signals import StopRequest
 from tether.protocol import Status
 from tether.spec import Endpoint
+from tether.transports.master import parent_death_wrapper
 
 log = logging.getLogger("tether")
 
 # A Unix socket's path holds at most 107 bytes (sun_path, with its NUL).
 MAX_SOCKET_PATH = 107
 SIGN_TIMEOUT = 10.0  # for a signing request's one line
-POLICY_CHECK = 1.0  # how often the policy's mtime is compared, to rewrite the principals
+TICK = 1.0  # how often sessions are counted, reaped and told to the signer
+# The feed's ssh: a signer gone silent is seen within 15 s, and the next one tried.
+FEED_OPTIONS = ("ServerAliveInterval=5", "ServerAliveCountMax=3", "ConnectTimeout=10")
 # A session younger than this may not be in the kernel's table yet when its bytes are counted.
 SETTLE = 2.0
 
 
 class Relay:
-    """The relay of ``gateway``, listening on ``listen``."""
+    """The relay of ``bundle``, its files in ``state``, listening on ``listen``."""
 
-    def __init__(self, gateway: Gateway, listen: Endpoint) -> None:
-        self.gateway = gateway
+    def __init__(self, bundle: RelayBundle, state: Path, listen: Endpoint) -> None:
+        self.bundle = bundle
+        self.state = Path(os.path.abspath(state))
         self.listen = listen
-        self.run_dir = gateway.relay_run
-        self.config = self.run_dir / "sshd_config"
-        self.principals = self.run_dir / "principals"
-        self.authorized_keys = self.run_dir / "authorized_keys"
-        self.signer_socket = self.run_dir / "signer.sock"
+        self.config = self.state / "sshd_config"
+        self.principals = self.state / "principals"
+        self.authorized_keys = self.state / "authorized_keys"
+        self.policy_cache = self.state / "policy.toml"
+        self.revoked = self.state / "revoked.krl"
+        self.signer_socket = self.state / "signer.sock"
         self.sshd = Sshd("relay", self.config, listen, on_line=self._heard)
-        self._policy_mtime = 0.0
+        self.feed = FeedLink(bundle.signers, self._feed_argv, self._fed)
         self._policy: policy.Policy | None = None
+        self._policy_known = asyncio.Event()
         self._sessions: dict[tuple[str, int], _Session] = {}  # live sessions, by their peer
+        self._said: dict[str, object] | None = None  # the last status sent up
 
     def prepare(self) -> None:
-        """Write the config and the principals; refuse a directory sshd would refuse."""
-        problem = strict_enough(self.gateway.root)
+        """Write the bundle's keys and the config; refuse a directory sshd would refuse."""
+        problem = strict_enough(self.state.parent)
         if problem is not None:
             raise UsageError(
-                f"{self.gateway.root}: sshd would refuse every login: {problem}",
-                hint="keep the gateway in a directory only you (or root) can write to, and "
-                "whose parents are the same",
+                f"{self.state}: sshd would refuse every login: {problem}",
+                hint="give --state-dir a directory only you (or root) can write to",
             )
         if len(os.fsencode(self.signer_socket)) > MAX_SOCKET_PATH:
             raise UsageError(
-                f"{self.gateway.root}: too deep for the relay's signer socket "
+                f"{self.state}: too deep for the relay's signer socket "
                 f"({self.signer_socket} is over {MAX_SOCKET_PATH} bytes)",
-                hint="keep the gateway in a directory with a shorter path",
+                hint="give --state-dir a directory with a shorter path",
             )
         with contextlib.suppress(FileExistsError):
-            os.mkdir(self.run_dir, 0o700)
-        os.chmod(self.run_dir, 0o700)
-        self.write_principals()
+            os.mkdir(self.state, 0o700)
+        os.chmod(self.state, 0o700)
+        b = self.bundle
+        files = {
+            "host": b.host_key,
+            "host-cert.pub": b.host_certificate + "\n",
+            "user_ca.pub": b.user_ca + "\n",
+            "login": b.login_key,
+            "login-cert.pub": b.login_certificate + "\n",
+            "known_hosts": known_hosts_line(b.host_ca, SIGNER_PRINCIPAL),
+        }
+        for name, text in files.items():
+            write_private(self.state / name, text)
+        if not self.revoked.exists():
+            keygen.empty_revocations(self.revoked)
+        self._load_cache()
         write_private(
             self.config,
             sshd_config(
                 listen=self.listen,
                 user=pwd.getpwuid(os.getuid()).pw_name,
-                host_key=self.gateway.relay_key,
-                host_certificate=self.gateway.relay_certificate,
-                user_ca=Path(f"{self.gateway.user_ca}.pub"),
+                host_key=self.state / "host",
+                host_certificate=self.state / "host-cert.pub",
+                user_ca=self.state / "user_ca.pub",
                 principals=self.principals,
-                revoked=self.gateway.revoked,
+                revoked=self.revoked,
                 authorized_keys=self.authorized_keys,
             ),
         )
 
-    def write_principals(self) -> None:
-        """The principals file (from the policy's sites) and the signer's keys (from its
-        users), now."""
-        self._policy_mtime = os.stat(self.gateway.policy).st_mtime
-        current = self._policy = policy.load(self.gateway.policy)
-        sites = {site.name: site.port for site in current.sites.values()}
+    def _load_cache(self) -> None:
+        """The policy a signer sent before this relay last stopped, if any; until one is known
+        nothing may log in."""
+        try:
+            raw = self.policy_cache.read_bytes()
+            self._apply(policy.parse(raw, source=str(self.policy_cache)))
+        except (OSError, TetherError):
+            self._write_access({}, {})
+
+    def _fed(self, raw: bytes, revoked: bytes) -> None:
+        """A signer's policy and revocation list: applied now (the reaper follows within a
+        second), and kept for the next start."""
+        try:
+            current = policy.parse(raw, source="the signer's policy")
+        except TetherError as exc:
+            log.warning("relay: policy not applied: %s", exc.message)
+            return
+        write_private(self.revoked, revoked)
+        write_private(self.policy_cache, raw)
+        self._apply(current)
+
+    def _apply(self, current: policy.Policy) -> None:
+        self._policy = current
+        self._write_access(
+            {site.name: site.port for site in current.sites.values()},
+            {user.name: user.key for user in current.users.values()},
+        )
+        self._policy_known.set()
+
+    def _write_access(self, sites: dict[str, int], users: dict[str, str]) -> None:
+        """The principals file (``sites``: site -> endpoint port) and the users' keys, which
+        may only ask this relay for a certificate."""
         tether = [sys.executable, "-m", "tether", "gateway"]
-        announce = [*tether, "announce", str(self.gateway.root)]
+        announce = [*tether, "announce", str(self.state)]
         write_private(self.principals, relay_principals(sites, announce))
-        keys = {user.name: user.key for user in current.users.values()}
         client = str(Path(__file__).with_name("signclient.py"))
         sign = [sys.executable, "-I", "-S", client, str(self.signer_socket)]
-        write_private(self.authorized_keys, signer_keys(keys, sign))
+        write_private(self.authorized_keys, signer_keys(users, sign))
+
+    def _feed_argv(self, signer: Endpoint) -> list[str]:
+        argv = [*parent_death_wrapper(), shutil.which("ssh") or "ssh", "-F", "/dev/null"]
+        argv += ssh_options(
+            key=self.state / "login",
+            certificate=self.state / "login-cert.pub",
+            known_hosts=self.state / "known_hosts",
+            alias=SIGNER_PRINCIPAL,
+        )
+        for option in FEED_OPTIONS:
+            argv += ["-o", option]
+        account = self.bundle.signer_account
+        return [*argv, "-T", "-p", str(signer.port), "-l", account, "--", signer.host, "feed"]
 
     async def run(self, on_ready: Callable[[], None], stop: StopRequest) -> int:
         """Check, start, tell ``on_ready``, serve until ``stop`` (0), and end sshd and its
-        sessions; RelayError if sshd fails or exits by itself."""
+        sessions; RelayError if sshd fails or exits by itself, AgentRefused if the signers
+        refuse this relay."""
         await self.sshd.check()
         await self._end_leftovers()
-        signing = await self._serve_signer()
+        feeding = asyncio.ensure_future(self.feed.keep())
+        signing: asyncio.AbstractServer | None = None
         try:
+            known = asyncio.ensure_future(self._policy_known.wait())
+            stopping = asyncio.ensure_future(stop.event.wait())
+            await asyncio.wait([known, feeding, stopping], return_when=asyncio.FIRST_COMPLETED)
+            known.cancel()
+            self._check_refused()
+            if stop.event.is_set():
+                return 0
+            signing = await self._serve_signer()
             await self.sshd.start()
-        except BaseException:
-            signing.close()
-            raise
-        try:
             on_ready()
             serving = asyncio.ensure_future(self.serve())
-            stopping = asyncio.ensure_future(stop.event.wait())
-            await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([serving, stopping, feeding], return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            self._check_refused()
             if serving.done():
                 raise RelayError(f"the relay's sshd exited with status {serving.result()}")
             serving.cancel()
         finally:
             await self.sshd.stop()
-            signing.close()
+            for peer in list(self._sessions):
+                self._closed(peer)
+            feeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeding
+            self.feed.stop()
+            if signing is not None:
+                signing.close()
             self.signer_socket.unlink(missing_ok=True)
         return 0
 
+    def _check_refused(self) -> None:
+        if self.feed.refused is not None:
+            raise AgentRefused(
+                f"{self.feed.refused}: it was removed, revoked or has expired",
+                hint="add the relay again: tether gateway relays add",
+            )
+
     async def _serve_signer(self) -> asyncio.AbstractServer:
-        """The signer's socket (0600, in the relay's 0700 run directory): what a user's key
+        """The signer's socket (0600, in the relay's 0700 state directory): what a user's key
         runs at the relay (signclient.py) asks it for a certificate."""
         self.signer_socket.unlink(missing_ok=True)
         sock = bind_private_socket(self.signer_socket)
@@ -157,21 +242,44 @@ class Relay:
                 site, target = parse_target_path(
                     asked.removeprefix("sign ").strip(), what="SITE/TARGET"
                 )
-                answered = await asyncio.to_thread(signer.answer, self.gateway, user, site, target)
-                reply = {"answer": answered}
+                reply = {"answer": await self._answer(user, site, target)}
             except TetherError as exc:
                 reply = {"error": exc.message, "exit_code": exc.exit_code}
             except (ValueError, KeyError, TypeError):
                 reply = {"error": "not a signing request", "exit_code": 2}
-            except OSError as exc:  # the gateway's files: the relay goes on, the user is told
-                log.error("relay: signing failed: %s", describe(exc))
-                reply = {"error": f"the relay's signer failed: {describe(exc)}", "exit_code": 1}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (OSError, TimeoutError, ValueError):
             pass  # the client left, or said too much: it gets nothing
         finally:
             writer.close()
+
+    async def _answer(self, user: str, site: str, target: str) -> dict[str, object]:
+        """What a client asks for before it connects: a certificate for ``user``'s key that
+        opens ``site``/``target`` (from a signer), and how to reach it: the site's endpoint on
+        this relay, the account its sshd logs clients in as and where the target is (as the
+        site's agent announced them here)."""
+        announced = announce.load(self.state, site)
+        if announced is None:
+            raise RelayError(f"site {site} has no agent linked to this relay")
+        where = announced.targets.get(target)
+        if where is None:
+            raise RelayError(f"site {site} serves no target {target}")
+        current = self._policy
+        enrolled = current.sites.get(site) if current is not None else None
+        known = current.users.get(user) if current is not None else None
+        if enrolled is None or known is None:
+            raise AccessRefused(f"access to {site}/{target} refused")
+        signed = await self.feed.sign(user, site, target)
+        return {
+            "certificate": signed.get("certificate"),
+            "key": known.key,
+            "serial": signed.get("serial"),
+            "valid_before": signed.get("valid_before"),
+            "port": enrolled.port,
+            "account": announced.account,
+            "target": str(where),
+        }
 
     def status(self) -> Status:
         """What `tether list` shows: ready while sshd serves, its live sessions (agents' and
@@ -184,20 +292,37 @@ class Relay:
         )
 
     async def serve(self) -> int:
-        """Until sshd exits (its status); the principals follow the policy meanwhile."""
+        """Until sshd exits (its status): each second, count the sessions' bytes, cut those
+        whose access ended, and tell the signer."""
         exited = self.sshd.exited
         assert exited is not None
         while not exited.done():
-            await asyncio.wait([exited], timeout=POLICY_CHECK)
-            with contextlib.suppress(OSError):
-                if os.stat(self.gateway.policy).st_mtime != self._policy_mtime:
-                    try:
-                        self.write_principals()
-                    except TetherError as exc:  # a hand edit gone wrong: keep the last good one
-                        log.warning("relay: policy not applied: %s", exc.message)
+            await asyncio.wait([exited], timeout=TICK)
             await self._count()
             await self._reap(datetime.now(UTC))
+            self._tell()
         return exited.result()
+
+    def _tell(self) -> None:
+        """This relay's state, up to the signer (for `tether gateway status`), when it
+        changed."""
+        said: dict[str, object] = {
+            "listen": str(self.listen),
+            "sessions": [
+                {
+                    "key_id": s.login.key_id,
+                    "serial": s.login.serial,
+                    "peer": f"{s.login.host}:{s.login.port}",
+                    "seconds": round(time.monotonic() - s.opened),
+                    "bytes_from_client": s.received,
+                    "bytes_to_client": s.sent,
+                }
+                for s in self._sessions.values()
+            ],
+        }
+        if said != self._said:
+            self.feed.status(said)
+            self._said = said
 
     async def _end_leftovers(self) -> None:
         """End the sessions a killed relay left on this port: they would outlive it unseen by
@@ -208,7 +333,7 @@ class Relay:
                 os.kill(pid, signal.SIGKILL)
         if left:
             log.warning("relay: ended %d session process(es) a previous relay left", len(left))
-            audit.record(self.gateway.audit, "leftovers", count=len(left))
+            self.feed.audit("leftovers", count=len(left))
 
     def _heard(self, line: str) -> None:
         """Follow the sessions in sshd's log: logins with a certificate, and their ends; each
@@ -217,11 +342,11 @@ class Relay:
         if login is not None:
             peer = (login.host, login.port)
             self._sessions[peer] = _Session(login, time.monotonic())
-            self._record("opened", login, relay=str(self.listen))
+            self._record("opened", login, listen=str(self.listen))
             return
-        gone = _GONE.search(line)
+        gone = ended(line)
         if gone is not None:
-            self._closed((gone["host"], int(gone["port"])))
+            self._closed(gone)
 
     def _closed(self, peer: tuple[str, int]) -> None:
         """The session of ``peer`` is over: its audit line (how long, how many bytes, why if it
@@ -279,9 +404,7 @@ class Relay:
         """An audit line of a session: its certificate's key id and serial (which join it to
         the issuance), its peer, and ``fields``."""
         peer = f"{login.host}:{login.port}"
-        audit.record(
-            self.gateway.audit, event, key_id=login.key_id, serial=login.serial, peer=peer, **fields
-        )
+        self.feed.audit(event, key_id=login.key_id, serial=login.serial, peer=peer, **fields)
 
 
 @dataclass
@@ -293,12 +416,6 @@ class _Session:
     received: int = 0  # bytes from the client, at the last count
     sent: int = 0  # bytes to it
     cut: str | None = None  # why the reaper ended it
-
-
-_GONE = re.compile(
-    r"(?:Disconnected from user \S+|Connection closed by|Received disconnect from) "
-    r"(?P<host>\S+) port (?P<port>\d+)"
-)
 
 
 def access_ended(login: Login, current: policy.Policy, now: datetime) -> str | None:

@@ -51,6 +51,18 @@ def accepted(line: str) -> Login | None:
     return Login(found["key_id"], int(found["serial"]), found["host"], int(found["port"]))
 
 
+_GONE = re.compile(
+    r"(?:Disconnected from user \S+|Connection closed by|Received disconnect from) "
+    r"(?P<host>\S+) port (?P<port>\d+)"
+)
+
+
+def ended(line: str) -> tuple[str, int] | None:
+    """The peer whose connection an sshd log line says has ended, if it says so."""
+    found = _GONE.search(line)
+    return None if found is None else (found["host"], int(found["port"]))
+
+
 def holder(root: int, host: str, port: int) -> int | None:
     """The process below ``root`` (a listening sshd) that holds the TCP connection whose peer is
     ``host``:``port``; None if there is none (it has ended)."""

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tether.errors import AccessRefused, RelayError
-from tether.gateway import announce, audit, keygen, policy
+from tether.errors import AccessRefused
+from tether.gateway import audit, keygen, policy
 from tether.gateway.layout import Gateway
 from tether.gateway.names import parse_name, target_principal, via_principal
 from tether.gateway.serials import next_serial
@@ -108,35 +108,9 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
 
 
-def answer(gateway: Gateway, user: str, site: str, target: str) -> dict[str, object]:
-    """What a client asks the relay for before it connects (signclient.py, answered by the relay): a
-    certificate for ``user``'s key that opens ``site``/``target``, and how to reach it: the
-    site's endpoint on this relay, the account its sshd logs clients in as, and where the target
-    is (as the site's agent announced them)."""
-    announced = announce.load(gateway.relay_run, site)
-    if announced is None:
-        raise RelayError(f"site {site} has no agent linked to this relay")
-    where = announced.targets.get(target)
-    if where is None:
-        raise RelayError(f"site {site} serves no target {target}")
-    enrolled = policy.load(gateway.policy).sites.get(site)
-    if enrolled is None:
-        raise AccessRefused(f"access to {site}/{target} refused: no site {site}")
-    issued = issue_for(gateway, user, site, target)
-    return {
-        "certificate": issued.certificate,
-        "key": policy.load(gateway.policy).users[user].key,
-        "serial": issued.serial,
-        "valid_before": issued.valid_before.isoformat(),
-        "port": enrolled.port,
-        "account": announced.account,
-        "target": str(where),
-    }
-
-
 def issue_for(gateway: Gateway, user: str, site: str, target: str) -> Issued:
-    """A certificate for the key the policy names ``user`` with (the key they logged in to the
-    relay with: its authorized_keys line runs the signer for that user only)."""
+    """A certificate for the key the policy names ``user`` with (the key they logged in to a
+    relay with: its authorized_keys line asks for that user only)."""
     known = policy.load(gateway.policy).users.get(user)
     if known is None:
         audit.record(gateway.audit, "refused", reason="unknown user", user=user, site=site,

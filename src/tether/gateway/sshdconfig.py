@@ -53,6 +53,7 @@ def sshd_config(
     principals: Path,
     revoked: Path | None = None,
     authorized_keys: Path | None = None,
+    forwarding: bool = True,
 ) -> str:
     """A gateway sshd's config (a relay's or a site's): one listen address, one account,
     certificates of one CA only."""
@@ -81,7 +82,7 @@ def sshd_config(
         f"AuthorizedPrincipalsFile {quoted(principals, 'principals file')}",
         *([f"RevokedKeys {quoted(revoked, 'revocation list')}"] if revoked else []),
         # What the principals' options allow, and nothing else.
-        "AllowTcpForwarding yes",
+        f"AllowTcpForwarding {'yes' if forwarding else 'no'}",
         "AllowStreamLocalForwarding no",
         "AllowAgentForwarding no",
         "X11Forwarding no",

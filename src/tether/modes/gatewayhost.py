@@ -1,5 +1,5 @@
-"""A gateway's relay or agent, run as tether runs a tunnel: a registry entry (`tether list`
-shows it with its live state), a control socket (`tether stop` ends it), readiness told to a
+"""A gateway's relay, signer or agent, run as tether runs a tunnel: a registry entry (`tether
+list` shows it with its live state), a control socket (`tether stop` ends it), readiness told to a
 service manager (systemd's Type=notify), and, in the background, to the process that started
 it (background.py)."""
 

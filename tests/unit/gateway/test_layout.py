@@ -11,7 +11,7 @@ import pytest
 
 from tether.errors import UsageError
 from tether.gateway import layout
-from tether.gateway.names import RELAY_PRINCIPAL
+from tether.gateway.names import SIGNER_PRINCIPAL
 from tether.gateway.policy import load
 
 
@@ -19,24 +19,26 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def test_init_writes_private_keys_a_certified_relay_and_an_empty_policy(tmp_path: Path) -> None:
+def test_init_writes_private_keys_a_certified_signer_and_an_empty_policy(tmp_path: Path) -> None:
     old = os.umask(0o022)  # a common umask: what init writes must not depend on it
     try:
         gateway = layout.init(tmp_path / "gw")
     finally:
         os.umask(old)
-    for directory in (gateway.root, gateway.user_ca.parent, gateway.relay_key.parent):
+    private = (gateway.root, gateway.user_ca.parent, gateway.signer_key.parent, gateway.relays)
+    for directory in private:
         assert mode(directory) == 0o700, directory
-    for secret in (gateway.user_ca, gateway.host_ca, gateway.relay_key, gateway.policy):
+    for secret in (gateway.user_ca, gateway.host_ca, gateway.signer_key, gateway.policy):
         assert mode(secret) == 0o600, secret
     shown = subprocess.run(
-        ["ssh-keygen", "-L", "-f", str(gateway.relay_certificate)],
+        ["ssh-keygen", "-L", "-f", str(gateway.signer_certificate)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert "host certificate" in shown
-    assert shown.split("Principals:")[1].split()[0] == RELAY_PRINCIPAL
+    # The signer's certificate passes for a signer only: never for a relay or a site.
+    assert shown.split("Principals:")[1].split()[0] == SIGNER_PRINCIPAL
     ca_key = Path(f"{gateway.host_ca}.pub").read_text().split()[1]
     fingerprint = subprocess.run(
         ["ssh-keygen", "-l", "-f", f"{gateway.host_ca}.pub"],
@@ -46,7 +48,7 @@ def test_init_writes_private_keys_a_certified_relay_and_an_empty_policy(tmp_path
     ).stdout.split()[1]
     assert ca_key and f"Signing CA: ED25519 {fingerprint}" in shown
     policy = load(gateway.policy)
-    assert (policy.users, policy.sites, policy.grants) == ({}, {}, ())
+    assert (policy.users, policy.sites, policy.grants, policy.relays) == ({}, {}, (), {})
 
 
 def test_init_takes_an_empty_directory(tmp_path: Path) -> None:

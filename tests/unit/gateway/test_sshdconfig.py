@@ -23,8 +23,8 @@ def config_for(gateway: layout.Gateway, tmp_path: Path, **changes: object) -> st
     fields: dict[str, object] = {
         "listen": Endpoint("127.0.0.1", 2222),
         "user": pwd.getpwuid(os.getuid()).pw_name,
-        "host_key": gateway.relay_key,
-        "host_certificate": gateway.relay_certificate,
+        "host_key": gateway.signer_key,
+        "host_certificate": gateway.signer_certificate,
         "user_ca": Path(f"{gateway.user_ca}.pub"),
         "principals": tmp_path / "principals",
         **changes,

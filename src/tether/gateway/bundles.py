@@ -1,0 +1,76 @@
+"""The files that carry a gateway's secrets to one member: a site's enrolment (enrol.py) and a
+relay's bundle (relaybundle.py). Each is one private TOML file, written here and read back
+checked whole, every error naming the file and the key."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ConfigError, UsageError, shown
+from tether.files import KEY_LIMIT, read_regular, write_private
+from tether.gateway.names import ACCOUNT
+
+PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----"
+CERTIFICATE_TYPES = ("ssh-ed25519-cert-v01@openssh.com",)
+
+
+def write(path: Path, header: list[str], fields: dict[str, object]) -> None:
+    """``fields`` as TOML (0600), under ``header`` comment lines: JSON's strings, arrays and
+    integers are TOML's too (no value here holds a character JSON would write as an escape TOML
+    lacks)."""
+    lines = [f"# {line}" for line in header]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
+    write_private(path, "\n".join([*lines, ""]))
+
+
+def line_of(path: Path) -> str:
+    """A public key or certificate file's one line, without its comment."""
+    kind, blob = path.read_text().split()[:2]
+    return f"{kind} {blob}"
+
+
+def read_toml(path: Path, what: str, malformed: str) -> dict[str, Any]:
+    """The TOML document at ``path`` (a regular file of bounded size), or a ConfigError naming
+    the file: ``what`` is missing, or ``malformed`` and why."""
+    try:
+        raw = read_regular(path, limit=KEY_LIMIT, what=what, error=ConfigError)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    try:
+        return tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {malformed}: {exc}") from None
+
+
+def as_text(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"{key}: not a string")
+    return value
+
+
+def text(data: dict[str, Any], key: str) -> str:
+    return as_text(data.get(key), key)
+
+
+def private_key(data: dict[str, Any], key: str) -> str:
+    found = text(data, key)
+    if not found.startswith(PRIVATE_KEY):
+        raise UsageError(f"{key}: not an OpenSSH private key")
+    return found if found.endswith("\n") else found + "\n"
+
+
+def certificate(data: dict[str, Any], key: str) -> str:
+    fields = text(data, key).split()
+    if len(fields) != 2 or fields[0] not in CERTIFICATE_TYPES or not fields[1].isascii():
+        raise UsageError(f"{key}: not an OpenSSH certificate")
+    return f"{fields[0]} {fields[1]}"
+
+
+def account(name: str, key: str) -> str:
+    """An account name (``key`` names it in an error)."""
+    if not ACCOUNT.match(name):
+        raise UsageError(f"{key}: not an account name: {shown(name)}")
+    return name
