@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 from tests.support.tether_process import TetherRunner
+from tether.gateway import audit
 
 
 def test_a_gateway_from_init_to_revoke(tether: TetherRunner, tmp_path: Path) -> None:
@@ -78,4 +79,38 @@ def test_the_audit_log_reads_back_and_follows(tether: TetherRunner, tmp_path: Pa
     follower.wait_for(lambda p: "revoked" in p.stdout, "the new line")
     follower.send_signal(signal.SIGINT)
     assert follower.finish() == 130
+    assert "Traceback" not in follower.stderr
+
+
+def test_the_audit_log_reads_and_follows_across_rotations(
+    tether: TetherRunner, tmp_path: Path
+) -> None:
+    gw = tmp_path / "gw"
+    assert tether.run("gateway", "init", str(gw))[0] == 0
+    log = gw / "audit.jsonl"
+
+    def note(n: int) -> None:
+        audit.append(log, {"time": "t", "event": "note", "n": n}, rotate_at=1024)
+
+    def numbers(out: str) -> list[int]:
+        return [json.loads(line)["n"] for line in out.splitlines()]
+
+    for n in range(100):
+        note(n)
+    assert len(audit.segments(log)) >= 3 and log.exists()
+    code, out, err = tether.run("gateway", "audit", str(gw), "--json")
+    assert (code, err) == (0, "")
+    assert numbers(out) == list(range(100))  # the segments, oldest first, then the current
+    follower = tether.spawn("gateway", "audit", str(gw), "--json", "--follow")
+    follower.wait_for(lambda p: '"n": 99}' in p.stdout, "the lines so far")
+    for n in range(100, 200):  # rotations between two reads of the follower
+        note(n)
+    follower.wait_for(lambda p: '"n": 199}' in p.stdout, "the lines of the rotations")
+    log.rename(gw / "audit.jsonl.1")  # an operator's logrotate, of the file it follows
+    for n in range(200, 220):
+        note(n)
+    follower.wait_for(lambda p: '"n": 219}' in p.stdout, "the lines since")
+    follower.send_signal(signal.SIGINT)
+    assert follower.finish() == 130
+    assert numbers(follower.stdout) == list(range(220))
     assert "Traceback" not in follower.stderr

@@ -484,7 +484,9 @@ def announce(state: Path, site_name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as recorded.")
 @click.option("--follow", is_flag=True, help="Keep printing lines as they are recorded.")
 def audit_command(directory: Path, as_json: bool, follow: bool) -> None:
-    """Print the gateway's audit log: grants, issuances, refusals, sessions cut."""
+    """Print the gateway's audit log: grants, issuances, refusals, sessions cut; its rotated
+    segments first, oldest first, then the current file (--follow follows it across
+    rotations)."""
     import json
     import time
 
@@ -492,11 +494,10 @@ def audit_command(directory: Path, as_json: bool, follow: bool) -> None:
     from tether.gateway.layout import Gateway
 
     gateway = Gateway.existing(directory)
-    offset = 0
-    while True:
-        lines, offset = audit.read(gateway.audit, offset)
-        for line in lines:
-            echo(json.dumps(line) if as_json else audit.describe_line(line))
-        if not follow:
-            return
-        time.sleep(0.5)  # a file has no event to wait on without inotify
+    with audit.Follower(gateway.audit) as follower:
+        while True:
+            for line in follower.lines():
+                echo(json.dumps(line) if as_json else audit.describe_line(line))
+            if not follow:
+                return
+            time.sleep(0.5)  # a file has no event to wait on without inotify

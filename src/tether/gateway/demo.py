@@ -145,7 +145,7 @@ async def _demo(work: Path, target_port: int, children: list[_Child], say: Say) 
     finally:
         await tunnel.close()
     say("      the audit log:")
-    for line in audit.read(gateway.audit, 0)[0]:
+    for line in audit.history(gateway.audit):
         say(f"        {audit.describe_line(line)}")
 
 

@@ -11,6 +11,7 @@ creation (`tether gateway init`).
       serial              the last certificate serial issued (serials.py)
       revoked.krl         the certificates revoked before their end (an agent's, a site's)
       audit.jsonl         every grant, revoke, issuance, refusal and session (audit.py)
+      audit-STAMP.jsonl   the log's segments, moved aside at its size (audit.py)
       enrolments/SITE.toml
                           what `site add` wrote for a site (enrol.py)
       relays/RELAY.toml   what `relays add` wrote for a relay (relaybundle.py)
