@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -13,54 +12,22 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import Running, running_gateway
+from tests.support.gateway import Client, alice, carries, running_gateway, started
 from tests.support.servers import EchoServer, echo_once
 from tests.support.ssh_setups import add_to_agent, private_agent
-from tests.support.tether_process import TetherProcess, TetherRunner
+from tests.support.tether_process import TetherRunner
 from tests.support.waiting import wait_until_sync
-from tether.gateway import keygen, policy
+from tether.gateway import policy
 from tether.gateway.sessions import leftovers
-
-
-@dataclass
-class Client:
-    run: Running
-    key: Path
-    known_hosts: Path
-    via: str
-
-    def flags(self, target: str = "lab/echo") -> list[str]:
-        return [
-            "--via",
-            self.via,
-            "--to",
-            target,
-            "-i",
-            str(self.key),
-            "--known-hosts",
-            str(self.known_hosts),
-        ]
 
 
 @pytest.fixture
 def client(tether: TetherRunner, echo_server: EchoServer) -> Iterator[Client]:
     with running_gateway(tether, {"echo": echo_server.address}) as run:
-        key = keygen.generate(run.work / "alice", "alice")
-        policy.add_user(run.gateway.policy, "alice", Path(f"{key}.pub").read_text())
-        policy.grant(run.gateway.policy, "alice", "lab", "echo", None)
-        code, trusted, err = tether.run("gateway", "trust", str(run.gateway.root))
-        assert code == 0, err
-        known_hosts = run.work / "known_hosts"
-        known_hosts.write_text(trusted)
-        keys = run.relay_state() / "authorized_keys"
-        # The relay follows the policy as a signer feeds it.
-        wait_until_sync(lambda: "'alice'" in keys.read_text(), "the relay to learn alice's key")
-        yield Client(run, key, known_hosts, f"gw://127.0.0.1:{run.relay_port}")
+        yield alice(tether, run)
 
 
 def test_run_through_the_gateway(tether: TetherRunner, client: Client) -> None:
@@ -136,24 +103,6 @@ def test_revoking_ends_a_running_tunnel_with_exit_5(tether: TetherRunner, client
         ),
         "the cut session's close in the audit log",
     )
-
-
-def started(tether: TetherRunner, client: Client) -> tuple[TetherProcess, int]:
-    """A running tunnel through the gateway (reconnecting quickly), proven to carry bytes, and
-    its local port."""
-    flags = [*client.flags(), "--name", "db", "--backoff-max", "1s", "--port", "0"]
-    tunnel = tether.spawn("start", *flags)
-    tunnel.wait_for(lambda p: "ready" in p.stderr, "the tunnel")
-    port = int(re.search(r"ready on 127\.0\.0\.1:(\d+)", tunnel.stderr)[1])  # type: ignore[index]
-    assert echo_once(port, b"before") == b"before"
-    return tunnel, port
-
-
-def carries(port: int) -> bool:
-    try:
-        return echo_once(port, b"again", timeout=5) == b"again"
-    except OSError:
-        return False
 
 
 def test_a_killed_agent_that_comes_back_brings_the_tunnel_back(

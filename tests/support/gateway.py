@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -14,12 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.servers import free_port
+from tests.support.servers import echo_once, free_port
 from tests.support.strict_dirs import strict_tmp
 from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.sshd_server import require_sshd, stop_tree
 from tests.support.waiting import wait_until_sync
-from tether.gateway import enrol, keygen, layout, relaybundle
+from tether.gateway import enrol, keygen, layout, policy, relaybundle
 from tether.gateway.hops import known_hosts_line, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.gateway.sshdconfig import relay_principals, sshd_config
@@ -203,21 +204,25 @@ class Running:
     enrolment: Path
     targets: dict[str, str]
     signer: TetherProcess = field(init=False)
-    relay: TetherProcess = field(init=False)
+    relay: TetherProcess = field(init=False)  # r1's
     agent: TetherProcess = field(init=False)
+    # Every relay's port and process, by name (r1, r2, ...); r1's are relay_port and relay.
+    relay_ports: dict[str, int] = field(default_factory=dict)
+    relays: dict[str, TetherProcess] = field(default_factory=dict)
+    signer_ports: list[int] = field(default_factory=list)  # every signer the bundles name
 
     def relay_state(self, name: str = "r1") -> Path:
         """Where relay ``name`` keeps its files: its sshd's, and what its agents announce."""
         return self.work / f"relay-{name}"
 
-    def start_signer(self) -> TetherProcess:
-        listen = f"127.0.0.1:{self.signer_port}"
+    def start_signer(self, port: int | None = None) -> TetherProcess:
+        listen = f"127.0.0.1:{port or self.signer_port}"
         signer = self.tether.spawn("gateway", "signer", str(self.gateway.root), "--listen", listen)
         signer.wait_for(lambda p: " ready on " in p.stderr, "the signer")
         return signer
 
-    def start_relay(self, name: str = "r1", port: int | None = None) -> TetherProcess:
-        listen = f"127.0.0.1:{port or self.relay_port}"
+    def start_relay(self, name: str = "r1") -> TetherProcess:
+        listen = f"127.0.0.1:{self.relay_ports.get(name, self.relay_port)}"
         bundle = str(self.gateway.relays / f"{name}.toml")
         state = str(self.relay_state(name))
         relay = self.tether.spawn(
@@ -241,25 +246,109 @@ class Running:
 
 
 @contextmanager
-def running_gateway(tether: TetherRunner, targets: dict[str, str]) -> Iterator[Running]:
-    """A gateway with tether's own relay and an agent of site "lab" serving ``targets`` (name
-    -> HOST:PORT), each a `tether gateway` process, ended with SIGTERM after."""
+def running_gateway(
+    tether: TetherRunner, targets: dict[str, str], relays: int = 1, signers: int = 1
+) -> Iterator[Running]:
+    """A gateway with ``signers`` signers (the first one run, the others' ports named in the
+    relays' bundles), ``relays`` relays (r1, r2, ...) and an agent of site "lab" linked to
+    each, serving ``targets`` (name -> HOST:PORT), each a `tether gateway` process, ended with
+    SIGTERM after."""
     with strict_tmp() as work:
         gateway = layout.init(work / "gw")
-        signer_port, port = free_port(), free_port()
-        relaybundle.add_relay(gateway, "r1", [Endpoint("127.0.0.1", signer_port)])
-        enrolled = enrol.add_site(gateway, "lab", [Endpoint("127.0.0.1", port)])
+        signer_ports = [free_port() for _ in range(signers)]
+        signer_port = signer_ports[0]
+        ports = {f"r{n}": free_port() for n in range(1, relays + 1)}
+        for name in ports:
+            named = [Endpoint("127.0.0.1", port) for port in signer_ports]
+            relaybundle.add_relay(gateway, name, named)
+        addresses = [Endpoint("127.0.0.1", port) for port in ports.values()]
+        enrolled = enrol.add_site(gateway, "lab", addresses)
         run = Running(
-            work, gateway, signer_port, port, enrolled.port, tether, enrolled.path, targets
+            work, gateway, signer_port, ports["r1"], enrolled.port, tether, enrolled.path, targets
         )
+        run.relay_ports = ports
+        run.signer_ports = signer_ports
         try:
             run.signer = run.start_signer()
-            run.relay = run.start_relay()
+            for name in ports:
+                run.relays[name] = run.start_relay(name)
+            run.relay = run.relays["r1"]
             run.agent = run.start_agent()
             yield run
         finally:
-            for name in ("agent", "relay", "signer"):
-                process: TetherProcess | None = getattr(run, name, None)
-                if process is not None:
+            ending = [getattr(run, "agent", None), getattr(run, "relay", None)]
+            ending += [*run.relays.values(), getattr(run, "signer", None)]
+            ended: set[int] = set()
+            for process in ending:
+                if process is None or id(process) in ended:
+                    continue
+                ended.add(id(process))
+                if process.proc.poll() is None:
                     process.send_signal(signal.SIGTERM)
-                    process.finish()
+                process.finish()
+
+
+@dataclass
+class Client:
+    """A user of a running gateway (alice, granted lab/echo) and the flags of her tunnel."""
+
+    run: Running
+    key: Path
+    known_hosts: Path
+    via: str
+
+    def flags(self, target: str = "lab/echo") -> list[str]:
+        return [
+            "--via",
+            self.via,
+            "--to",
+            target,
+            "-i",
+            str(self.key),
+            "--known-hosts",
+            str(self.known_hosts),
+        ]
+
+
+def alice(tether: TetherRunner, run: Running, relay: str = "r1") -> Client:
+    """User alice, her own key, a grant of lab/echo, her known_hosts trusting the gateway; a
+    client of relay ``relay``, once every relay knows her key."""
+    key = keygen.generate(run.work / "alice", "alice")
+    policy.add_user(run.gateway.policy, "alice", Path(f"{key}.pub").read_text())
+    policy.grant(run.gateway.policy, "alice", "lab", "echo", None)
+    code, trusted, err = tether.run("gateway", "trust", str(run.gateway.root))
+    assert code == 0, err
+    known_hosts = run.work / "known_hosts"
+    known_hosts.write_text(trusted)
+    for name in run.relay_ports or {"r1": run.relay_port}:
+        keys = run.relay_state(name) / "authorized_keys"
+        # The relay follows the policy as a signer feeds it.
+        wait_until_sync(
+            lambda keys=keys: "'alice'" in keys.read_text(),  # type: ignore[misc]
+            f"{name} to learn alice's key",
+        )
+    for name in run.relay_ports or {"r1": run.relay_port}:
+        announced = run.relay_state(name) / "sites" / "lab.json"
+        wait_until_sync(announced.exists, f"the agent to link to {name}")
+    port = run.relay_ports.get(relay, run.relay_port)
+    return Client(run, key, known_hosts, f"gw://127.0.0.1:{port}")
+
+
+def started(tether: TetherRunner, client: Client, name: str = "db") -> tuple[TetherProcess, int]:
+    """A running tunnel through the gateway (reconnecting quickly), proven to carry bytes, and
+    its local port."""
+    flags = [*client.flags(), "--name", name, "--backoff-max", "1s", "--port", "0"]
+    tunnel = tether.spawn("start", *flags)
+    tunnel.wait_for(lambda p: "ready" in p.stderr, "the tunnel")
+    found = re.search(r"ready on 127\.0\.0\.1:(\d+)", tunnel.stderr)
+    assert found is not None, tunnel.stderr
+    port = int(found[1])
+    assert echo_once(port, b"before") == b"before"
+    return tunnel, port
+
+
+def carries(port: int) -> bool:
+    try:
+        return echo_once(port, b"again", timeout=5) == b"again"
+    except OSError:
+        return False

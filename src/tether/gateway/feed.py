@@ -36,6 +36,7 @@ log = logging.getLogger("tether")
 # One line: a policy or a revocation list (each up to CONFIG_LIMIT) as text or base64.
 MAX_LINE = 4 * CONFIG_LIMIT
 CHECK = 0.5  # how often the policy's and the revocation list's files are compared
+SIGN_GRACE = 10.0  # for the requests of a relay that has left to be answered
 SESSION_EVENTS = ("opened", "closed", "cut", "leftovers", "lost")
 MAX_FIELDS = 24
 _FIELD = re.compile(r"[a-z_]{1,32}\Z")
@@ -97,14 +98,19 @@ class Feed:
         self._signing: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> int:
-        """Until the relay leaves (0) or is removed from the policy (5)."""
+        """Until the relay leaves (0: its last requests answered first) or is removed from the
+        policy (5)."""
         pushing = asyncio.ensure_future(self._push())
         reading = asyncio.ensure_future(self._read())
         try:
             done, _ = await asyncio.wait([pushing, reading], return_when=asyncio.FIRST_COMPLETED)
-            return 5 if pushing in done else 0
+            if pushing in done:
+                return 5
+            if self._signing:
+                await asyncio.wait(self._signing, timeout=SIGN_GRACE)
+            return 0
         finally:
-            for task in (pushing, reading):
+            for task in (pushing, reading, *self._signing):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

@@ -123,7 +123,9 @@ class FeedLink:
                 return
             self.on_state(policy, revoked)
             if not self.up.is_set():
-                log.info("relay: fed by signer %s", signer)
+                # After an outage, say so where the outage was said (a warning).
+                said = log.warning if self.last_error else log.info
+                said("relay: fed by signer %s", signer)
                 self.signer, self._stdin = signer, stdin
                 self.up.set()
                 self._flush()

@@ -186,12 +186,13 @@ class Relay:
         await self.sshd.check()
         await self._end_leftovers()
         feeding = asyncio.ensure_future(self.feed.keep())
+        stopping = asyncio.ensure_future(stop.event.wait())
+        tasks = [feeding, stopping]
         signing: asyncio.AbstractServer | None = None
         try:
             known = asyncio.ensure_future(self._policy_known.wait())
-            stopping = asyncio.ensure_future(stop.event.wait())
+            tasks.append(known)
             await asyncio.wait([known, feeding, stopping], return_when=asyncio.FIRST_COMPLETED)
-            known.cancel()
             self._check_refused()
             if stop.event.is_set():
                 return 0
@@ -199,19 +200,20 @@ class Relay:
             await self.sshd.start()
             on_ready()
             serving = asyncio.ensure_future(self.serve())
+            tasks.append(serving)
             await asyncio.wait([serving, stopping, feeding], return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
             self._check_refused()
             if serving.done():
                 raise RelayError(f"the relay's sshd exited with status {serving.result()}")
-            serving.cancel()
         finally:
+            # Every task of this relay ends here, before its sshd: none is left for the
+            # event loop's close to cancel.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.sshd.stop()
             for peer in list(self._sessions):
                 self._closed(peer)
-            feeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeding
             self.feed.stop()
             if signing is not None:
                 signing.close()
