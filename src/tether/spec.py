@@ -78,7 +78,8 @@ class Endpoint:
 @dataclass(frozen=True)
 class Via:
     """The SSH server a tunnel goes through, as ``scheme://[user@]host[:port]`` (ProxyJump hops
-    on the way to it come from ssh_config).
+    on the way to it come from ssh_config); a gateway's may name several relays,
+    ``gw://[user@]host[:port],host2[:port2],...``, tried in turn.
 
     It never holds a secret, so it is safe to print, log and register.
     """
@@ -89,16 +90,30 @@ class Via:
     user: str | None = None
     #: Whether the address named the port. If not, ssh_config's Port (or 22) applies.
     port_given: bool = field(default=True, compare=False)
+    #: A gateway's further relays, after host:port, in the order named: each a Via of one
+    #: relay (same scheme and user). Empty for any other via.
+    alternates: tuple[Via, ...] = ()
 
     def __str__(self) -> str:
         user = f"{self.user}@" if self.user else ""
+        return f"{self.scheme}://{user}" + ",".join(relay._address() for relay in self.relays)
+
+    def _address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{user}{host}" + (f":{self.port}" if self.port_given else "")
+        return host + (f":{self.port}" if self.port_given else "")
+
+    @property
+    def relays(self) -> tuple[Via, ...]:
+        """Every server this via names, each a Via of its own: the first (host:port), then the
+        alternates. One for anything but a gateway's list."""
+        if not self.alternates:
+            return (self,)
+        return (replace(self, alternates=()), *self.alternates)
 
     @classmethod
     def parse(cls, text: str, *, what: str = "--via") -> Via:
-        """Parse ``ssh://[USER@]HOST[:PORT]`` (or ``gw://``, a gateway's relay), refusing
-        passwords and unknown schemes.
+        """Parse ``ssh://[USER@]HOST[:PORT]`` (or ``gw://``, a gateway's relay, or several of
+        them separated by commas), refusing passwords and unknown schemes.
 
         A password is refused before anything else, so that no message ever echoes it.
         """
@@ -116,22 +131,53 @@ class Via:
             raise UsageError(expected)
         scheme = scheme.lower()
         if scheme not in SCHEMES:
-            raise UsageError(
-                f"{what}: unsupported scheme {clip(scheme)!r} (supported: ssh, gw)"
-            )
+            raise UsageError(f"{what}: unsupported scheme {clip(scheme)!r} (supported: ssh, gw)")
         rest = rest.rstrip("/")
         if "/" in rest or "?" in rest or "#" in rest:
             raise UsageError(expected)
         user: str | None = None
         if at:
             userinfo, _, rest = rest.rpartition("@")
+            if scheme == GATEWAY and "," in userinfo:
+                # gw://a,me@b would otherwise read as user "a,me" at b.
+                raise UsageError(
+                    f"{what}: one USER@ for every relay, before the first: "
+                    f"gw://USER@RELAY,RELAY2, got {clip(text)!r}"
+                )
             user = _parse_user(userinfo, what)
-        if rest.startswith("[") and rest.endswith("]"):
-            return cls(scheme, parse_host(rest, what=what), DEFAULT_SSH_PORT, user, False)
-        if rest.startswith("[") or rest.count(":") == 1:
-            endpoint = Endpoint.parse(rest, what=what)
-            return cls(scheme, endpoint.host, endpoint.port, user)
-        return cls(scheme, parse_host(rest, what=what), DEFAULT_SSH_PORT, user, False)
+        parts = rest.split(",")
+        if len(parts) > 1 and scheme != GATEWAY:
+            raise UsageError(
+                f"{what}: only a gateway's via (gw://) names several servers, got {clip(text)!r}"
+            )
+        if len(parts) > 1 and "" in parts:
+            raise UsageError(f"{what}: an empty server in the list, got {clip(text)!r}")
+        if len(parts) > MAX_RELAYS:
+            raise UsageError(f"{what}: at most {MAX_RELAYS} relays, got {len(parts)}")
+        relays = [_parse_server(scheme, part, user, what) for part in parts]
+        seen: set[tuple[str, int]] = set()
+        for relay in relays:
+            key = (relay.host.lower(), relay.port)
+            if key in seen:
+                raise UsageError(f"{what}: relay {host_port(relay.host, relay.port)} named twice")
+            seen.add(key)
+        return replace(relays[0], alternates=tuple(relays[1:]))
+
+
+#: The most relays one gateway via may name: each that fails costs a login attempt before the
+#: next is tried.
+MAX_RELAYS = 8
+
+
+def _parse_server(scheme: str, text: str, user: str | None, what: str) -> Via:
+    """One server of a via: ``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT`` (an IPv6 address
+    may come bare, without a port)."""
+    if text.startswith("[") and text.endswith("]"):
+        return Via(scheme, parse_host(text, what=what), DEFAULT_SSH_PORT, user, False)
+    if text.startswith("[") or text.count(":") == 1:
+        endpoint = Endpoint.parse(text, what=what)
+        return Via(scheme, endpoint.host, endpoint.port, user)
+    return Via(scheme, parse_host(text, what=what), DEFAULT_SSH_PORT, user, False)
 
 
 def _holds_password(userinfo: str) -> bool:
@@ -257,10 +303,10 @@ class TunnelSpec:
     via: Via | None = option(
         None,
         parse=lambda text: None if text == DIRECT else Via.parse(text, what="via"),
-        metavar="ssh://[USER@]HOST[:PORT]|gw://[USER@]RELAY[:PORT]|direct",
+        metavar="ssh://[USER@]HOST[:PORT]|gw://[USER@]RELAY[:PORT][,RELAY2...]|direct",
         help="The SSH server the tunnel goes through (ssh_config's ProxyJump hops lead to it), "
-        "or a gateway's relay (then the target is SITE/TARGET); direct TCP without (or with "
-        "'direct', over a profile's via)",
+        "or a gateway's relay, or several tried in turn (then the target is SITE/TARGET); "
+        "direct TCP without (or with 'direct', over a profile's via)",
         default_text=DIRECT,
     )
     name: str = option(

@@ -121,10 +121,12 @@ def test_no_command_imports_another() -> None:
 def layer(module: str) -> int:
     """0 the core (engine, transports, registry...), 1 what runs a process or a diagnosis (the
     modes, the Python API, diagnose, the gateway's processes), 2 the command line. The
-    gateway's names and hops are core: a client's gw:// transport speaks them too."""
+    gateway's names, hops and relay addresses are core: a client's gw:// transport speaks them
+    too."""
     if module in ("tether.__main__", "tether.cli") or module.startswith("tether.cli."):
         return 2
-    if module in ("tether.gateway", "tether.gateway.names", "tether.gateway.hops"):
+    core = ("tether.gateway", "tether.gateway.names", "tether.gateway.hops")
+    if module in (*core, "tether.gateway.addresses"):
         return 0
     if module.startswith(("tether.modes", "tether.diagnose", "tether.gateway")):
         return 1

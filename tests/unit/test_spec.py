@@ -213,3 +213,40 @@ def test_gateway_targets_and_gateway_vias_go_together() -> None:
         TunnelSpec(socks=True, via=gw)
     with pytest.raises(UsageError, match="openssh engine"):
         TunnelSpec(target=Endpoint("lab/db", 0), via=gw, ssh=SshOptions(engine="asyncssh"))
+
+
+# -- a gateway's several relays ----------------------------------------------------------------
+def test_a_gateway_via_names_several_relays_and_prints_as_given() -> None:
+    via = Via.parse("gw://ops@relay1.example,relay2.example:2222,[::1]:2200")
+    assert (via.host, via.port, via.user) == ("relay1.example", 22, "ops")
+    assert [(r.host, r.port, r.user) for r in via.relays] == [
+        ("relay1.example", 22, "ops"),
+        ("relay2.example", 2222, "ops"),
+        ("::1", 2200, "ops"),
+    ]
+    assert str(via) == "gw://ops@relay1.example,relay2.example:2222,[::1]:2200"
+    assert Via.parse(str(via)) == via
+    assert [str(r) for r in via.relays][1] == "gw://ops@relay2.example:2222"
+    assert Via.parse("gw://relay").relays == (Via.parse("gw://relay"),)
+    spec = TunnelSpec(target=Endpoint("lab/db", 0), via=via)
+    assert str(spec.via) == str(via)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ssh://a,b", r"only a gateway's via \(gw://\) names several servers"),
+        ("gw://a,b,a:22", "relay a:22 named twice"),
+        ("gw://a:2,A:2", "relay A:2 named twice"),
+        ("gw://a,,b", "an empty server in the list"),
+        ("gw://a,", "an empty server in the list"),
+        ("gw://a,me@b", "one USER@ for every relay, before the first"),
+        ("gw://" + ",".join(f"r{i}" for i in range(9)), "at most 8 relays, got 9"),
+        ("gw://a,b\n[Service]", "not a valid host"),
+        ("gw://a,-oProxyCommand=sh", "not a valid host"),
+    ],
+)
+def test_a_bad_relay_list_is_refused_in_one_line(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message) as refused:
+        Via.parse(text)
+    assert "\n" not in refused.value.message

@@ -119,7 +119,13 @@ async def _gateway(spec: TunnelSpec) -> Diagnosis:
 
     async def sign(step: Step) -> None:
         answer = await transport.authorize()
-        step.detail = f"certificate issued for {target}; the site's endpoint is port {answer.port}"
+        signer = transport.signer
+        assert signer is not None
+        step.facts.update(relay=signer.label)
+        step.detail = (
+            f"certificate issued for {target} by relay {signer.label}; the site's endpoint is "
+            f"port {answer.port}"
+        )
 
     async def site(step: Step) -> None:
         await transport.connect()
@@ -129,9 +135,8 @@ async def _gateway(spec: TunnelSpec) -> Diagnosis:
         await transport.probe(target)
         step.detail = f"channel to {target} opened and closed"
 
-    peer = Peer(spec.via.host, spec.via.port, str(spec.via))
     try:
-        await _server(runner, peer, spec.ssh.connect_timeout)
+        await _first_relay(runner, spec)
         await runner.run("host_key", sign, doing="asking the relay's signer", hint=SERVER_HINT)
         await runner.run("auth", site, doing="logging in to the site", hint=SERVER_HINT)
         await runner.run("channel", channel, doing=f"opening a channel to {target}")
@@ -141,6 +146,31 @@ async def _gateway(spec: TunnelSpec) -> Diagnosis:
     finally:
         await transport.close()
     return diagnosis
+
+
+async def _first_relay(runner: Runner, spec: TunnelSpec) -> None:
+    """Resolve, connect to and read the banner of a gateway's relays, in the order named, until
+    one answers: its steps are the diagnosis's, each relay before it a note. If none answers, the
+    last one's failure is the step's."""
+    assert spec.via is not None
+    diagnosis = runner.diagnosis
+    *others, last = spec.via.relays
+    for relay in others:
+        trial = Diagnosis(diagnosis.target, diagnosis.via, diagnosis.engine)
+        trying = Runner(trial, spec.timeout)
+        trying.deadline = runner.deadline
+        try:
+            await _server(
+                trying, Peer(relay.host, relay.port, str(relay)), spec.ssh.connect_timeout
+            )
+        except Failed:
+            assert trial.error is not None
+            diagnosis.notes.append(f"relay {relay}: {trial.error.message}; the next was tried")
+            continue
+        for name in ("resolve", "tcp", "banner"):
+            diagnosis.steps[name] = trial.steps[name]
+        return
+    await _server(runner, Peer(last.host, last.port, str(last)), spec.ssh.connect_timeout)
 
 
 async def _direct(spec: TunnelSpec) -> Diagnosis:

@@ -139,11 +139,15 @@ class HostedService:
         self.reporter.ready([record])
 
     def _tick(self) -> None:
-        """Feed the service manager's watchdog while the service is ready (an agent whose
-        links are all down is not: it gets restarted after WatchdogSec)."""
+        """Feed the service manager's watchdog while the service serves: ready, or an agent
+        reconnecting some relays while others are linked (an agent whose links are all down
+        does not serve: it gets restarted after WatchdogSec)."""
         if self.notifier is None or self.notifier.watchdog is None:
             return
-        if self.service.status().state == "ready":
+        status = self.service.status()
+        if status.state == "ready" or (
+            status.state == "reconnecting" and status.connections_active
+        ):
             self._notify("WATCHDOG=1")
         self._timer = asyncio.get_running_loop().call_later(self.notifier.watchdog, self._tick)
 

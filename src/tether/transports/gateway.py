@@ -1,12 +1,15 @@
-"""Tunnels through a gateway (``via = "gw://[USER@]RELAY[:PORT]"``, ``to = "SITE/TARGET"``).
+"""Tunnels through a gateway (``via = "gw://[USER@]RELAY[:PORT][,RELAY2[:PORT2]...]"``,
+``to = "SITE/TARGET"``).
 
 The OpenSSH engine, with two steps of its own before each master starts:
 
-1. the relay's signer: `ssh tether-relay sign SITE/TARGET`, logged in with the user's own key
+1. a relay's signer: `ssh tether-relay sign SITE/TARGET`, logged in with the user's own key
    (an identity file, else ssh-agent), answers with a certificate for that key that opens the
    one target for minutes, the site's endpoint on the relay, the account the site's sshd takes
-   and where the target is (gateway/signer.py);
-2. a config of tether's own: the relay as ``tether-relay`` and the site as
+   and where the target is (gateway/signer.py). The relays are asked in turn (relayorder.py):
+   one that cannot be reached, logged in to, or has no link from the site, is passed over for
+   the next; a refusal of access is the policy's, the same on every relay, and final;
+2. a config of tether's own: the relay that signed as ``tether-relay`` and the site as
    ``SITE.site.tether`` behind it (ProxyJump), each host key checked against the gateway's host
    CA under that name (the ``@cert-authority`` line of `tether gateway trust`, in known_hosts).
 
@@ -30,15 +33,18 @@ from tether.errors import (
     ConfigError,
     TetherError,
     TransportUnreachableError,
+    UsageError,
     visible,
 )
+from tether.gateway.addresses import Resolver, system_resolver
 from tether.gateway.names import ACCOUNT, RELAY_PRINCIPAL, site_host_alias
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import sshexit
-from tether.transports.base import Forwarding
+from tether.transports.base import Forwarding, LossCallback, PhaseCallback
 from tether.transports.masterconfig import quoted, session_words, write_gateway_config
 from tether.transports.master import parent_death_wrapper
 from tether.transports.openssh import OpenSshTransport
+from tether.transports.relayorder import Candidate, RelayOrder
 from tether.transports.workdir import Workdir
 
 # What the signer's answer may hold: a certificate line, and nothing long.
@@ -47,6 +53,10 @@ _CERTIFICATE = re.compile(r"[a-z0-9-]+-cert-v01@openssh\.com [A-Za-z0-9+/]+={0,2
 _PUBLIC_KEY = re.compile(r"(?:ssh|ecdsa|sk)-[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}\Z")
 # The signer's own exit statuses (errors.py): access refused, the site not linked.
 REFUSED, UNREACHABLE = 5, 4
+# How long a relay's signer may take before the next relay is asked, or connect_timeout if
+# longer (the last one asked has the whole attempt's time): a relay whose host went silent must
+# not use up every attempt.
+RELAY_TIMEOUT = 10.0
 
 
 class Answer:
@@ -82,13 +92,25 @@ class Answer:
 
 
 class GatewayTransport(OpenSshTransport):
-    """A private OpenSSH ControlMaster to a site's sshd, through a gateway's relay."""
+    """A private OpenSSH ControlMaster to a site's sshd, through one of a gateway's relays."""
 
-    def __init__(self, via: Via, options: SshOptions, site: str, target: str) -> None:
+    def __init__(
+        self,
+        via: Via,
+        options: SshOptions,
+        site: str,
+        target: str,
+        *,
+        resolver: Resolver = system_resolver,
+    ) -> None:
         super().__init__(via, options)
         self.site = site
         self.target = target
         self.label = f"{via} {site}/{target}"
+        self.relays = RelayOrder(via, resolver)
+        #: The relay whose signer answered last: the one the next (or current) master uses.
+        self.signer: Candidate | None = None
+        self._relay: Candidate | None = None  # the relay the master jumps through
         self._forward_to: Endpoint | None = None
         self._answer: Answer | None = None
 
@@ -96,20 +118,51 @@ class GatewayTransport(OpenSshTransport):
         return self.options.known_hosts or str(paths.known_hosts())
 
     async def authorize(self) -> Answer:
-        """Ask the signer now; the next connect uses its answer (tether diagnose's step)."""
+        """Ask the signers now; the next connect uses the answer (tether diagnose's step)."""
         workdir = Workdir()
         try:
-            self._answer = await self._sign(workdir.path, list(self.options.identity_files))
+            self.signer, self._answer = await self._sign_any(
+                workdir.path, list(self.options.identity_files)
+            )
         finally:
             workdir.remove()
         return self._answer
 
+    async def connect(
+        self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        def lost(reason: str) -> None:
+            # The relay may be what was lost (or the site's link to it): the next attempt
+            # asks another first, and this one again only after it.
+            self._relay_failed()
+            if on_lost is not None:
+                on_lost(reason)
+
+        try:
+            await super().connect(on_phase, lost)
+        except BaseException as exc:
+            relay = self._relay
+            several = len(self.relays.ordered()) > 1
+            if relay is not None and isinstance(exc, TetherError) and several:
+                exc.message = f"{exc.message} (through relay {relay.label})"
+                exc.args = (exc.message,)
+            self._relay_failed()  # signed, and the master could not get through it
+            raise
+
+    def _relay_failed(self) -> None:
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            self.relays.failed(relay)
+
     async def prepare(self, workdir: Path) -> Path:
-        """Ask the signer for a certificate, then write the master's config for it."""
+        """Ask the signers for a certificate, then write the master's config for it, through
+        the relay that signed."""
+        self._relay = None
         identities = list(self.options.identity_files)
         answer, self._answer = self._answer, None
-        if answer is None:
-            answer = await self._sign(workdir, identities)
+        if answer is None or self.signer is None:
+            self.signer, answer = await self._sign_any(workdir, identities)
+        relay = self._relay = self.signer
         certificate = workdir / "id-cert.pub"
         certificate.write_text(answer.certificate + "\n")
         if not identities:  # the key is in ssh-agent: its public half names it
@@ -117,10 +170,10 @@ class GatewayTransport(OpenSshTransport):
             public.write_text(answer.key + "\n")
             identities = [str(public)]
         alias = site_host_alias(self.site)
-        relay = self._relay_settings()
-        relay["CertificateFile"] = quoted(str(certificate), "certificate")
+        settings = self._relay_settings(relay)
+        settings["CertificateFile"] = quoted(str(certificate), "certificate")
         hosts = {
-            RELAY_PRINCIPAL: relay,
+            RELAY_PRINCIPAL: settings,
             alias: {
                 "HostName": "127.0.0.1",
                 "Port": str(answer.port),
@@ -139,23 +192,53 @@ class GatewayTransport(OpenSshTransport):
             known_hosts=self.known_hosts(),
         )
 
-    def _relay_settings(self) -> dict[str, str]:
+    def _relay_settings(self, relay: Candidate) -> dict[str, str]:
         settings = {
-            "HostName": quoted(self.via.host, "relay"),
-            "Port": str(self.via.port),
+            "HostName": quoted(relay.address.host, "relay"),
+            "Port": str(relay.address.port),
             "HostKeyAlias": RELAY_PRINCIPAL,
         }
         if self.via.user:
             settings["User"] = quoted(self.via.user, "relay user")
         return settings
 
-    async def _sign(self, workdir: Path, identities: list[str]) -> Answer:
-        """The signer's answer for this target; tether's error if it refuses or cannot be
-        reached."""
-        config = write_gateway_config(
-            workdir / "sign-config",
+    async def _sign_any(self, workdir: Path, identities: list[str]) -> tuple[Candidate, Answer]:
+        """The first answer of the relays' signers, asked in turn; each relay that fails goes
+        to the end of the order. AccessRefused at once if one refuses; else, once every relay
+        has failed, one error that names them all."""
+        relays = await self.relays.refresh()
+        tried: list[tuple[Candidate, TetherError]] = []
+        patience = max(RELAY_TIMEOUT, self.options.connect_timeout or 0)
+        for index, relay in enumerate(relays):
+            bound = patience if index < len(relays) - 1 else None
+            try:
+                if relay.unresolved is not None:
+                    raise TransportUnreachableError(relay.unresolved)
+                async with asyncio.timeout(bound):
+                    answer = await self._sign(relay, workdir / f"sign-config-{index}", identities)
+            except (AccessRefused, UsageError):
+                raise  # the policy's word, or the user's own config: the same on every relay
+            except TimeoutError:
+                self.relays.failed(relay)
+                late = f"relay {relay.label}: no answer within {patience:g}s"
+                tried.append((relay, TransportUnreachableError(late)))
+            except TetherError as exc:
+                self.relays.failed(relay)
+                tried.append((relay, exc))
+            except BaseException:
+                self.relays.failed(relay)  # cancelled while it was asked: it may hang again
+                raise
+            else:
+                return relay, answer
+        raise _none_signed(tried, f"{self.site}/{self.target}")
+
+    async def _sign(self, relay: Candidate, config: Path, identities: list[str]) -> Answer:
+        """``relay``'s signer's answer for this target; tether's error if it refuses or cannot
+        be reached."""
+        write_gateway_config(
+            config,
             self.options,
-            {RELAY_PRINCIPAL: self._relay_settings()},
+            {RELAY_PRINCIPAL: self._relay_settings(relay)},
             identities=identities,
             known_hosts=self.known_hosts(),
         )
@@ -182,16 +265,19 @@ class GatewayTransport(OpenSshTransport):
         last = visible(said.splitlines()[-1]) if said else ""
         last = last.removeprefix("tether: ").removeprefix("error: ")
         if process.returncode == 0 and len(out) <= MAX_ANSWER:
-            return Answer(out.decode(errors="replace"))
+            try:
+                return Answer(out.decode(errors="replace"))
+            except TransportUnreachableError as exc:
+                raise TransportUnreachableError(f"relay {relay.label}: {exc.message}") from None
         if process.returncode == REFUSED:
             raise AccessRefused(last or f"access to {self.site}/{self.target} refused")
         if process.returncode == UNREACHABLE:
-            raise TransportUnreachableError(f"relay {self.via}: {last}")
+            raise TransportUnreachableError(f"relay {relay.label}: {last}")
         if process.returncode == 255:  # ssh's own failure: to reach or log in to the relay
             resolved = await sshexit.resolve([ssh, "-F", str(config), "--", RELAY_PRINCIPAL])
-            raise await sshexit.startup_error(said, resolved, str(self.via))
+            raise await sshexit.startup_error(said, resolved, relay.label)
         raise TransportUnreachableError(
-            f"relay {self.via}: the signer failed: {last or f'exit {process.returncode}'}"
+            f"relay {relay.label}: the signer failed: {last or f'exit {process.returncode}'}"
         )
 
     def destination(self) -> list[str]:
@@ -199,14 +285,34 @@ class GatewayTransport(OpenSshTransport):
         return ["--", site_host_alias(self.site)]
 
     async def server_address(self) -> tuple[str, int] | None:
-        """The relay: while it is silent, no attempt can succeed."""
-        return self.via.host, self.via.port
+        """The relay in use; after a loss, the one the next attempt asks first (the watch of
+        outage.py sees it answer again)."""
+        relay = self._relay or self.relays.ordered()[0]
+        return relay.address.host, relay.address.port
 
     async def forward(self, target: Endpoint, sock: socket.socket) -> Forwarding:
         # The site's sshd opens the target by the address its agent announced.
         if self._forward_to is None:
             raise TransportUnreachableError(f"{self.label}: not connected")
         return await super().forward(self._forward_to, sock)
+
+
+def _none_signed(tried: list[tuple[Candidate, TetherError]], asked: str) -> TetherError:
+    """One error for the relays that all failed, naming each with why, on one line. Its kind
+    (and exit code) is the most telling failure's: a relay that answered and refused (a login,
+    a host key) says more of what to mend than one that could not be reached."""
+    if len(tried) == 1:
+        return tried[0][1]
+    chosen = next(
+        (exc for _, exc in tried if not isinstance(exc, TransportUnreachableError)), tried[-1][1]
+    )
+    said = [
+        exc.message if relay.label in exc.message else f"relay {relay.label}: {exc.message}"
+        for relay, exc in tried
+    ]
+    chosen.message = f"no relay signed for {asked}: " + "; ".join(said)
+    chosen.args = (chosen.message,)
+    return chosen
 
 
 def parse_target(target: Endpoint) -> tuple[str, str]:

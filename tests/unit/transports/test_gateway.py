@@ -3,14 +3,22 @@ it writes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from tether.errors import TransportUnreachableError
+from tether.errors import (
+    AccessRefused,
+    AuthenticationError,
+    TetherError,
+    TransportUnreachableError,
+)
 from tether.spec import Endpoint, SshOptions, Via
+from tether.transports import gateway as gateway_module
 from tether.transports.gateway import Answer, GatewayTransport
+from tether.transports.relayorder import Candidate
 
 CERT = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29t"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBo="
@@ -58,3 +66,101 @@ def test_the_config_names_the_relay_and_the_site_by_their_certificates_names(
     # The master logs in to the site, never with the relay's port or user.
     assert argv[-2:] == ["--", "lab.site.tether"] and "-p" not in argv and "-l" not in argv
     assert transport.label == "gw://ops@relay.example:2222 lab/db"
+
+
+# -- several relays, asked in turn ---------------------------------------------------------------
+class Signers:
+    """Stand-ins for the relays' signers, by address: what each answers, and who was asked."""
+
+    def __init__(self, answers: dict[str, TetherError | None]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def __call__(self, relay: Candidate, config: Path, identities: list[str]) -> Answer:
+        self.asked.append(relay.address.host)
+        failure = self.answers.get(relay.address.host)
+        if failure is None:
+            return Answer(json.dumps(GOOD))
+        if isinstance(failure, HangingError):
+            await asyncio.sleep(3600)
+        raise failure
+
+
+class HangingError(TetherError):
+    """A signer that never answers."""
+
+
+async def addresses(host: str, port: int) -> list[str]:
+    return ["10.0.0.1", "10.0.0.2"] if host == "relays.example" else [host]
+
+
+def several(tmp_path: Path, via: str, signers: Signers) -> GatewayTransport:
+    transport = GatewayTransport(
+        Via.parse(via), SshOptions(known_hosts=str(tmp_path / "kh")), "lab", "db",
+        resolver=addresses,
+    )  # fmt: skip
+    transport._sign = signers  # type: ignore[method-assign]
+    return transport
+
+
+def relay_in(config: Path) -> tuple[str, str]:
+    """The HostName and Port the master's config gives tether-relay."""
+    block = config.read_text().split("Host tether-relay\n", 1)[1].split("Host ", 1)[0]
+    settings = dict(line.split(None, 1) for line in block.strip().splitlines())
+    return settings["HostName"], settings["Port"]
+
+
+async def test_a_relay_that_fails_is_passed_over_and_asked_last_next_time(
+    tmp_path: Path,
+) -> None:
+    unreachable = TransportUnreachableError("cannot reach SSH server gw://10.0.0.1: refused")
+    signers = Signers({"10.0.0.1": unreachable})
+    transport = several(tmp_path, "gw://relays.example,10.0.0.3", signers)
+    config = await transport.prepare(tmp_path)
+    assert signers.asked == ["10.0.0.1", "10.0.0.2"]
+    assert relay_in(config) == ('"10.0.0.2"', "22")
+    assert await transport.server_address() == ("10.0.0.2", 22)
+    # The next connection (a reconnect) asks the relay that signed first, the failed one last.
+    signers.asked.clear()
+    signers.answers["10.0.0.2"] = TransportUnreachableError("relay gw://10.0.0.2: not linked")
+    (tmp_path / "again").mkdir()
+    config = await transport.prepare(tmp_path / "again")
+    assert signers.asked == ["10.0.0.2", "10.0.0.3"]
+    assert relay_in(config) == ('"10.0.0.3"', "22")
+
+
+async def test_a_refusal_of_access_is_final(tmp_path: Path) -> None:
+    signers = Signers({"10.0.0.1": AccessRefused("access to lab/db refused: no grant")})
+    transport = several(tmp_path, "gw://10.0.0.1,10.0.0.2", signers)
+    with pytest.raises(AccessRefused, match="no grant"):
+        await transport.prepare(tmp_path)
+    assert signers.asked == ["10.0.0.1"]
+
+
+async def test_when_every_relay_fails_one_line_names_them_all(tmp_path: Path) -> None:
+    signers = Signers(
+        {
+            "10.0.0.1": TransportUnreachableError("cannot reach SSH server gw://10.0.0.1: refused"),
+            "10.0.0.2": AuthenticationError("gw://10.0.0.2: Permission denied (publickey)"),
+        }
+    )
+    transport = several(tmp_path, "gw://10.0.0.1,10.0.0.2", signers)
+    with pytest.raises(AuthenticationError) as failed:  # the relay that answered says more
+        await transport.prepare(tmp_path)
+    message = failed.value.message
+    assert message == (
+        "no relay signed for lab/db: cannot reach SSH server gw://10.0.0.1: refused; "
+        "gw://10.0.0.2: Permission denied (publickey)"
+    )
+    assert failed.value.exit_code == 5 and str(failed.value) == message
+
+
+async def test_a_relay_that_hangs_is_passed_over_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway_module, "RELAY_TIMEOUT", 0.05)
+    signers = Signers({"10.0.0.1": HangingError("")})
+    transport = several(tmp_path, "gw://10.0.0.1,10.0.0.2", signers)
+    config = await transport.prepare(tmp_path)
+    assert relay_in(config) == ('"10.0.0.2"', "22")
+    assert [c.address.host for c in transport.relays.ordered()] == ["10.0.0.2", "10.0.0.1"]

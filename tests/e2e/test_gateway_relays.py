@@ -1,0 +1,298 @@
+"""A gateway with several relays: an agent links to each, a client asks them in turn and goes
+through the first that signs, a killed relay hands the tunnel to the other, and a refusal of
+access is final on the first relay that says it.
+
+Two relays of one gateway are two copies of its directory, made once the site, the users and
+the grants are in it (they share the CAs, the policy and the relay's host certificate; each
+relay has a run directory of its own). They cannot share a host: each holds the site's endpoint
+on its loopback at the one port the enrolment names, so the second runs in a network namespace
+of its own, reached through a veth pair (which needs root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import Running, running_gateway
+from tests.support.netns import Netns
+from tests.support.servers import EchoServer, SilentServer, echo_once, free_port
+from tests.support.sshd_server import require_sshd
+from tests.support.strict_dirs import strict_tmp
+from tests.support.tether_process import TetherProcess, TetherRunner
+from tests.support.waiting import wait_until_sync
+from tether.gateway import announce, enrol, keygen, layout, policy
+from tether.gateway.sessions import leftovers
+from tether.spec import Endpoint
+
+TALK = (
+    "import os, socket\n"
+    "address = (os.environ['TETHER_HOST'], int(os.environ['TETHER_PORT']))\n"
+    "with socket.create_connection(address, timeout=10) as s:\n"
+    "    s.sendall(b'through a relay')\n"
+    "    s.shutdown(socket.SHUT_WR)\n"
+    "    print(s.makefile().read())\n"
+)
+
+
+def user_key(gateway: layout.Gateway, work: Path, name: str, *, granted: bool) -> Path:
+    """A user of the gateway, with a grant of lab/echo or without."""
+    key = keygen.generate(work / name, name)
+    policy.add_user(gateway.policy, name, Path(f"{key}.pub").read_text())
+    if granted:
+        policy.grant(gateway.policy, name, "lab", "echo", None)
+    return key
+
+
+def trusted(tether: TetherRunner, gateway: layout.Gateway, work: Path) -> Path:
+    """A known_hosts file with the gateway's `trust` line."""
+    code, line, err = tether.run("gateway", "trust", str(gateway.root))
+    assert code == 0, err
+    known_hosts = work / "known_hosts"
+    known_hosts.write_text(line)
+    return known_hosts
+
+
+def knows(gateway: layout.Gateway, user: str) -> bool:
+    """Whether the relay of ``gateway`` lets ``user``'s key ask its signer (it follows the
+    policy each second)."""
+    keys = gateway.relay_run / "authorized_keys"
+    return keys.exists() and f"'{user}'" in keys.read_text()
+
+
+def audit(gateway: layout.Gateway) -> list[dict[str, object]]:
+    return [json.loads(line) for line in gateway.audit.open()]
+
+
+def flags(via: str, key: Path, known_hosts: Path) -> list[str]:
+    return ["--via", via, "--to", "lab/echo", "-i", str(key), "--known-hosts", str(known_hosts)]
+
+
+def carries(port: int) -> bool:
+    try:
+        return echo_once(port, b"again", timeout=5) == b"again"
+    except OSError:
+        return False
+
+
+# -- one relay up, another not -------------------------------------------------------------------
+@dataclass
+class Users:
+    run: Running
+    alice: Path  # granted lab/echo
+    bob: Path  # no grant
+    known_hosts: Path
+
+    @property
+    def relay(self) -> str:
+        return f"127.0.0.1:{self.run.relay_port}"
+
+
+@pytest.fixture
+def users(tether: TetherRunner, echo_server: EchoServer) -> Iterator[Users]:
+    with running_gateway(tether, {"echo": echo_server.address}) as run:
+        alice = user_key(run.gateway, run.work, "alice", granted=True)
+        bob = user_key(run.gateway, run.work, "bob", granted=False)
+        known_hosts = trusted(tether, run.gateway, run.work)
+        wait_until_sync(lambda: knows(run.gateway, "bob"), "the relay to know the users")
+        yield Users(run, alice, bob, known_hosts)
+
+
+def test_a_client_whose_first_relay_is_down_goes_through_the_next(
+    tether: TetherRunner, users: Users
+) -> None:
+    via = f"gw://127.0.0.1:{free_port()},{users.relay}"  # nothing listens on the first
+    code, out, err = tether.run(
+        "start", *flags(via, users.alice, users.known_hosts), "--", sys.executable, "-c", TALK
+    )
+    assert code == 0, err
+    assert out.strip().endswith("through a relay"), out
+    # diagnose walks the path through the relay that answered, and says the first did not.
+    code, out, err = tether.run("diagnose", *flags(via, users.alice, users.known_hosts), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    steps = {step["name"]: step for step in report["steps"]}
+    assert [steps[n]["status"] for n in ("resolve", "tcp", "banner", "host_key", "auth")] == [
+        "ok"
+    ] * 5
+    assert steps["host_key"]["facts"]["relay"] == f"gw://{users.relay}"
+    assert any(note.startswith(f"relay {via.split(',')[0]}: ") for note in report["notes"])
+
+
+def test_when_no_relay_answers_one_line_names_them_all(tether: TetherRunner, users: Users) -> None:
+    first, second = free_port(), free_port()
+    via = f"gw://127.0.0.1:{first},127.0.0.1:{second}"
+    code, _, err = tether.run("start", *flags(via, users.alice, users.known_hosts), "--run", "true")
+    assert code == 4, err
+    (line,) = err.strip().splitlines()
+    assert "no relay signed for lab/echo: " in line, line
+    assert f"127.0.0.1:{first}" in line and f"127.0.0.1:{second}" in line, line
+
+
+def test_a_refusal_is_final_and_never_asked_of_the_next_relay(
+    tether: TetherRunner, users: Users
+) -> None:
+    with SilentServer() as second:  # a relay that would hold any login it got
+        via = f"gw://{users.relay},127.0.0.1:{second.port}"
+        began = time.monotonic()
+        code, _, err = tether.run(
+            "start", *flags(via, users.bob, users.known_hosts), "--run", "true"
+        )
+        took = time.monotonic() - began
+        assert code == 5, err
+        assert "refused" in err and err.count("\n") == 1, err
+        assert second.accepted == 0, "the refusal was taken to the second relay"
+        assert took < 15, f"the refusal took {took:.1f}s"
+    refused = [e for e in audit(users.run.gateway) if e["event"] == "refused"]
+    assert [e["user"] for e in refused] == ["bob"]
+
+
+# -- two relays up ------------------------------------------------------------------------------
+@dataclass
+class TwoRelays:
+    work: Path
+    gateways: tuple[layout.Gateway, layout.Gateway]
+    listens: tuple[Endpoint, Endpoint]
+    relays: list[TetherProcess]
+    agent: TetherProcess
+    key: Path
+    known_hosts: Path
+
+    @property
+    def via(self) -> str:
+        return "gw://" + ",".join(str(listen) for listen in self.listens)
+
+
+def listed(tether: TetherRunner, kind: str) -> list[dict[str, object]]:
+    return [entry for entry in tether.list_json() if entry["kind"] == kind]
+
+
+def linked(tether: TetherRunner) -> int:
+    """The relays the agent is linked to, as its status says."""
+    (agent,) = listed(tether, "agent")
+    return int(str(agent["connections_active"]))
+
+
+@pytest.fixture
+def two_relays(tether: TetherRunner, echo_server: EchoServer) -> Iterator[TwoRelays]:
+    """A gateway whose site lab is enrolled with two relays, the first here on loopback, the
+    second in a namespace of its own; alice is granted lab/echo; the agent is ready."""
+    require_sshd()
+    with strict_tmp() as work, Netns() as elsewhere:
+        gateway = layout.init(work / "gw")
+        listens = (Endpoint("127.0.0.1", free_port()), Endpoint(elsewhere.peer_address, 2222))
+        enrolled = enrol.add_site(gateway, "lab", list(listens))
+        key = user_key(gateway, work, "alice", granted=True)
+        shutil.copytree(gateway.root, work / "gw2")  # modes kept: sshd checks them
+        gateways = (gateway, layout.Gateway(work / "gw2"))
+        started: list[TetherProcess] = []
+        try:
+            for gw, listen, launcher in zip(
+                gateways, listens, ([], elsewhere.launcher), strict=True
+            ):
+                relay = tether.spawn(
+                    "gateway", "relay", str(gw.root), "--listen", str(listen), launcher=launcher
+                )
+                started.append(relay)
+                relay.wait_for(lambda p: "relay ready on" in p.stderr, "a relay")
+            agent = tether.spawn(
+                "gateway", "agent", str(enrolled.path), f"--target=echo={echo_server.address}",
+                "--state-dir", str(work / "agent"),
+            )  # fmt: skip
+            started.append(agent)
+            agent.wait_for(lambda p: " ready on " in p.stderr, "the agent")
+            known_hosts = trusted(tether, gateway, work)
+            wait_until_sync(
+                lambda: all(knows(gw, "alice") for gw in gateways), "the relays to know alice"
+            )
+            # Ready once one relay is linked: the tests start once both are.
+            wait_until_sync(lambda: linked(tether) == 2, "the agent to link to both relays")
+            yield TwoRelays(work, gateways, listens, started[:2], agent, key, known_hosts)
+        finally:
+            for process in reversed(started):
+                if process.proc.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+                process.finish()
+
+
+@pytest.mark.needs_root
+def test_an_agent_links_to_both_relays(tether: TetherRunner, two_relays: TwoRelays) -> None:
+    # Each relay keeps what the agent announced (its link's session, just after the link).
+    wait_until_sync(
+        lambda: all(announce.load(gw.relay_run, "lab") for gw in two_relays.gateways),
+        "the agent's announcement on each relay",
+    )
+    (agent,) = listed(tether, "agent")
+    assert (agent["state"], agent["connections_active"], agent["connections_total"]) == (
+        "ready",
+        2,
+        2,
+    )
+    assert agent["via"] == ", ".join(f"gw://{listen}" for listen in two_relays.listens)
+    # Each relay counts the agent's session among its own (as its sshd's log says).
+    wait_until_sync(
+        lambda: [int(str(r["connections_active"])) for r in listed(tether, "relay")] == [1, 1],
+        "each relay's status to show the agent's link",
+    )
+    # Either relay alone carries a tunnel to the site.
+    for listen in two_relays.listens:
+        via = f"gw://{listen}"
+        code, out, err = tether.run(
+            "start", *flags(via, two_relays.key, two_relays.known_hosts),
+            "--", sys.executable, "-c", TALK,
+        )  # fmt: skip
+        assert code == 0, err
+        assert out.strip().endswith("through a relay"), out
+
+
+@pytest.mark.needs_root
+def test_a_killed_relay_hands_the_tunnel_to_the_other(
+    tether: TetherRunner, two_relays: TwoRelays, figures: dict[str, str]
+) -> None:
+    """The relay in use dies with its sessions (as its host would): the tunnel keeps its port
+    and comes back through the other relay, which the agent stayed linked to."""
+    args = [*flags(two_relays.via, two_relays.key, two_relays.known_hosts), "--name", "db"]
+    tunnel = tether.spawn("start", *args, "--backoff-max", "1s", "--port", "0")
+    tunnel.wait_for(lambda p: "ready" in p.stderr, "the tunnel")
+    port = int(re.search(r"ready on 127\.0\.0\.1:(\d+)", tunnel.stderr)[1])  # type: ignore[index]
+    assert echo_once(port, b"before") == b"before"
+    (entry,) = listed(tether, "tunnel")
+    assert entry["via"] == two_relays.via
+    second = two_relays.gateways[1]
+    assert not [e for e in audit(second) if e["event"] == "issued"]  # the first relay signed
+
+    first = two_relays.relays[0]
+    first.proc.kill()
+    first.finish()
+    for pid in leftovers(two_relays.listens[0].port):  # its sessions, the tunnel's among them
+        os.kill(pid, signal.SIGKILL)
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # the port is still bound: accepted, and held while the tunnel reconnects
+    wait_until_sync(lambda: carries(port), "the tunnel through the other relay", deadline=30)
+    gap = time.monotonic() - began
+    figures["gateway: a killed relay to a connection carried through the other"] = f"{gap:.1f}s"
+    assert tunnel.proc.poll() is None
+    assert [e for e in audit(second) if e["event"] == "issued"] != []
+
+    def first_down() -> bool:
+        (agent,) = listed(tether, "agent")
+        error = str(agent["last_error"])
+        return agent["state"] == "reconnecting" and str(two_relays.listens[0]) in error
+
+    # The agent says which relay it lost, and still serves through the other.
+    wait_until_sync(first_down, "the agent to name the relay it lost")
+    (agent,) = listed(tether, "agent")
+    assert (agent["connections_active"], agent["connections_total"]) == (1, 2)
+    tunnel.send_signal(signal.SIGTERM)
+    assert tunnel.finish() == 0
