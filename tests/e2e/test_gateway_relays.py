@@ -2,18 +2,16 @@
 through the first that signs, a killed relay hands the tunnel to the other, and a refusal of
 access is final on the first relay that says it.
 
-Two relays of one gateway are two copies of its directory, made once the site, the users and
-the grants are in it (they share the CAs, the policy and the relay's host certificate; each
-relay has a run directory of its own). They cannot share a host: each holds the site's endpoint
-on its loopback at the one port the enrolment names, so the second runs in a network namespace
-of its own, reached through a veth pair (which needs root)."""
+Two relays of one gateway cannot share a host: each holds the site's endpoint on its loopback
+at the one port the enrolment names, so the second runs in a network namespace of its own,
+reached through a veth pair (which needs root). Their signer listens on this side of that pair,
+where both reach it."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import sys
@@ -31,7 +29,7 @@ from tests.support.sshd_server import require_sshd
 from tests.support.strict_dirs import strict_tmp
 from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.waiting import wait_until_sync
-from tether.gateway import announce, enrol, keygen, layout, policy
+from tether.gateway import announce, enrol, keygen, layout, policy, relaybundle
 from tether.gateway.sessions import leftovers
 from tether.spec import Endpoint
 
@@ -63,10 +61,10 @@ def trusted(tether: TetherRunner, gateway: layout.Gateway, work: Path) -> Path:
     return known_hosts
 
 
-def knows(gateway: layout.Gateway, user: str) -> bool:
-    """Whether the relay of ``gateway`` lets ``user``'s key ask its signer (it follows the
-    policy each second)."""
-    keys = gateway.relay_run / "authorized_keys"
+def knows(state: Path, user: str) -> bool:
+    """Whether the relay whose state directory is ``state`` lets ``user``'s key ask for a
+    certificate (it follows the policy a signer feeds it)."""
+    keys = state / "authorized_keys"
     return keys.exists() and f"'{user}'" in keys.read_text()
 
 
@@ -104,7 +102,7 @@ def users(tether: TetherRunner, echo_server: EchoServer) -> Iterator[Users]:
         alice = user_key(run.gateway, run.work, "alice", granted=True)
         bob = user_key(run.gateway, run.work, "bob", granted=False)
         known_hosts = trusted(tether, run.gateway, run.work)
-        wait_until_sync(lambda: knows(run.gateway, "bob"), "the relay to know the users")
+        wait_until_sync(lambda: knows(run.relay_state(), "bob"), "the relay to know the users")
         yield Users(run, alice, bob, known_hosts)
 
 
@@ -161,7 +159,8 @@ def test_a_refusal_is_final_and_never_asked_of_the_next_relay(
 @dataclass
 class TwoRelays:
     work: Path
-    gateways: tuple[layout.Gateway, layout.Gateway]
+    gateway: layout.Gateway
+    states: tuple[Path, Path]  # the relays' state directories
     listens: tuple[Endpoint, Endpoint]
     relays: list[TetherProcess]
     agent: TetherProcess
@@ -190,21 +189,26 @@ def two_relays(tether: TetherRunner, echo_server: EchoServer) -> Iterator[TwoRel
     require_sshd()
     with strict_tmp() as work, Netns() as elsewhere:
         gateway = layout.init(work / "gw")
+        signer = Endpoint(elsewhere.local_address, free_port())
+        bundles = [relaybundle.add_relay(gateway, name, [signer]) for name in ("r1", "r2")]
         listens = (Endpoint("127.0.0.1", free_port()), Endpoint(elsewhere.peer_address, 2222))
+        states = (work / "relay-r1", work / "relay-r2")
         enrolled = enrol.add_site(gateway, "lab", list(listens))
         key = user_key(gateway, work, "alice", granted=True)
-        shutil.copytree(gateway.root, work / "gw2")  # modes kept: sshd checks them
-        gateways = (gateway, layout.Gateway(work / "gw2"))
         started: list[TetherProcess] = []
         try:
-            for gw, listen, launcher in zip(
-                gateways, listens, ([], elsewhere.launcher), strict=True
+            signing = tether.spawn("gateway", "signer", str(gateway.root), "--listen", str(signer))
+            started.append(signing)
+            signing.wait_for(lambda p: " ready on " in p.stderr, "the signer")
+            for bundle, state, listen, launcher in zip(
+                bundles, states, listens, ([], elsewhere.launcher), strict=True
             ):
                 relay = tether.spawn(
-                    "gateway", "relay", str(gw.root), "--listen", str(listen), launcher=launcher
-                )
+                    "gateway", "relay", str(bundle), "--listen", str(listen),
+                    "--state-dir", str(state), launcher=launcher,
+                )  # fmt: skip
                 started.append(relay)
-                relay.wait_for(lambda p: "relay ready on" in p.stderr, "a relay")
+                relay.wait_for(lambda p: " ready on " in p.stderr, "a relay")
             agent = tether.spawn(
                 "gateway", "agent", str(enrolled.path), f"--target=echo={echo_server.address}",
                 "--state-dir", str(work / "agent"),
@@ -213,11 +217,11 @@ def two_relays(tether: TetherRunner, echo_server: EchoServer) -> Iterator[TwoRel
             agent.wait_for(lambda p: " ready on " in p.stderr, "the agent")
             known_hosts = trusted(tether, gateway, work)
             wait_until_sync(
-                lambda: all(knows(gw, "alice") for gw in gateways), "the relays to know alice"
+                lambda: all(knows(state, "alice") for state in states), "the relays to know alice"
             )
             # Ready once one relay is linked: the tests start once both are.
             wait_until_sync(lambda: linked(tether) == 2, "the agent to link to both relays")
-            yield TwoRelays(work, gateways, listens, started[:2], agent, key, known_hosts)
+            yield TwoRelays(work, gateway, states, listens, started[1:3], agent, key, known_hosts)
         finally:
             for process in reversed(started):
                 if process.proc.poll() is None:
@@ -229,7 +233,7 @@ def two_relays(tether: TetherRunner, echo_server: EchoServer) -> Iterator[TwoRel
 def test_an_agent_links_to_both_relays(tether: TetherRunner, two_relays: TwoRelays) -> None:
     # Each relay keeps what the agent announced (its link's session, just after the link).
     wait_until_sync(
-        lambda: all(announce.load(gw.relay_run, "lab") for gw in two_relays.gateways),
+        lambda: all(announce.load(state, "lab") for state in two_relays.states),
         "the agent's announcement on each relay",
     )
     (agent,) = listed(tether, "agent")
@@ -268,8 +272,9 @@ def test_a_killed_relay_hands_the_tunnel_to_the_other(
     assert echo_once(port, b"before") == b"before"
     (entry,) = listed(tether, "tunnel")
     assert entry["via"] == two_relays.via
-    second = two_relays.gateways[1]
-    assert not [e for e in audit(second) if e["event"] == "issued"]  # the first relay signed
+    gateway = two_relays.gateway
+    signed = [e["relay"] for e in audit(gateway) if e["event"] == "issued"]
+    assert signed == ["r1"]  # the first relay asked for the certificate
 
     first = two_relays.relays[0]
     first.proc.kill()
@@ -283,7 +288,8 @@ def test_a_killed_relay_hands_the_tunnel_to_the_other(
     gap = time.monotonic() - began
     figures["gateway: a killed relay to a connection carried through the other"] = f"{gap:.1f}s"
     assert tunnel.proc.poll() is None
-    assert [e for e in audit(second) if e["event"] == "issued"] != []
+    assert [e["relay"] for e in audit(gateway) if e["event"] == "issued"][1:] != []
+    assert {e["relay"] for e in audit(gateway) if e["event"] == "issued"} == {"r1", "r2"}
 
     def first_down() -> bool:
         (agent,) = listed(tether, "agent")
@@ -296,3 +302,33 @@ def test_a_killed_relay_hands_the_tunnel_to_the_other(
     assert (agent["connections_active"], agent["connections_total"]) == (1, 2)
     tunnel.send_signal(signal.SIGTERM)
     assert tunnel.finish() == 0
+
+
+@pytest.mark.needs_root
+def test_a_revoke_cuts_the_tunnels_on_both_relays_within_5s(
+    tether: TetherRunner, two_relays: TwoRelays
+) -> None:
+    """One tunnel through each relay: a revoke reaches both relays through the signer's feeds,
+    each cuts its session within 5 s, and neither lets a new one start."""
+    tunnels = []
+    for n, listen in enumerate(two_relays.listens):
+        args = [*flags(f"gw://{listen}", two_relays.key, two_relays.known_hosts)]
+        tunnel = tether.spawn("start", *args, "--name", f"db{n}", "--port", "0")
+        tunnel.wait_for(lambda p: "ready" in p.stderr, "a tunnel")
+        tunnels.append(tunnel)
+    began = time.monotonic()
+    policy.revoke(two_relays.gateway.policy, "alice", "lab", "echo")
+
+    def cut_on(relay: str) -> bool:
+        return any(e["event"] == "cut" and e["relay"] == relay for e in audit(two_relays.gateway))
+
+    wait_until_sync(lambda: cut_on("r1") and cut_on("r2"), "both relays to cut", deadline=10)
+    took = time.monotonic() - began
+    assert took < 5, f"the revoke took {took:.1f}s to reach both relays"
+    for tunnel in tunnels:
+        assert tunnel.finish(deadline=30) == 5
+        assert "access ended" in tunnel.stderr.strip().splitlines()[-1], tunnel.stderr
+    for listen in two_relays.listens:
+        args = flags(f"gw://{listen}", two_relays.key, two_relays.known_hosts)
+        code, _, err = tether.run("start", *args, "--run", "true")
+        assert code == 5 and "refused" in err, err

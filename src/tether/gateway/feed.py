@@ -155,7 +155,9 @@ class Feed:
         try:
             user = parse_name(str(request.get("user")), what="user")
             site, target = parse_target_path(f"{request.get('site')}/{request.get('target')}")
-            issued = await asyncio.to_thread(signer.issue_for, self.gateway, user, site, target)
+            issued = await asyncio.to_thread(
+                signer.issue_for, self.gateway, user, site, target, relay=self.relay
+            )
         except TetherError as exc:
             self._send({"refused": ident, "error": exc.message, "exit_code": exc.exit_code})
             return

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tether.control import bind_private_socket
 from tether.errors import AccessRefused, AgentRefused, RelayError, TetherError, UsageError, visible
@@ -187,7 +188,7 @@ class Relay:
         await self._end_leftovers()
         feeding = asyncio.ensure_future(self.feed.keep())
         stopping = asyncio.ensure_future(stop.event.wait())
-        tasks = [feeding, stopping]
+        tasks: list[asyncio.Future[Any]] = [feeding, stopping]
         signing: asyncio.AbstractServer | None = None
         try:
             known = asyncio.ensure_future(self._policy_known.wait())
@@ -262,7 +263,9 @@ class Relay:
         this relay, the account its sshd logs clients in as and where the target is (as the
         site's agent announced them here)."""
         announced = announce.load(self.state, site)
-        if announced is None:
+        # What an agent announced stays when its link ends: linked is a live session of it.
+        agent = f"agent:{site}"
+        if announced is None or not any(s.login.key_id == agent for s in self._sessions.values()):
             raise RelayError(f"site {site} has no agent linked to this relay")
         where = announced.targets.get(target)
         if where is None:

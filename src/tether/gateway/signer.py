@@ -40,8 +40,10 @@ def issue(
     *,
     now: datetime | None = None,
     lifetime: timedelta = LIFETIME,
+    relay: str | None = None,
 ) -> Issued:
-    """A certificate for ``user``'s ``public_key`` that opens ``site``/``target`` only."""
+    """A certificate for ``user``'s ``public_key`` that opens ``site``/``target`` only, asked
+    for through ``relay`` (which the audit lines name)."""
     now = now or datetime.now(UTC)
     parse_name(site, what="site")
     parse_name(target, what="target")
@@ -49,6 +51,8 @@ def issue(
     current = policy.load(gateway.policy)
     known = current.users.get(user)
     where = {"user": user, "site": site, "target": target, "key": audit.fingerprint(key)}
+    if relay is not None:
+        where["relay"] = relay
     if known is None or known.key != key:
         audit.record(gateway.audit, "refused", reason="unknown user or key", **where)
         raise AccessRefused(f"access to {site}/{target} refused: this key is not {user}'s")
@@ -108,12 +112,14 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
 
 
-def issue_for(gateway: Gateway, user: str, site: str, target: str) -> Issued:
-    """A certificate for the key the policy names ``user`` with (the key they logged in to a
-    relay with: its authorized_keys line asks for that user only)."""
+def issue_for(
+    gateway: Gateway, user: str, site: str, target: str, *, relay: str | None = None
+) -> Issued:
+    """A certificate for the key the policy names ``user`` with (the key they logged in to
+    ``relay`` with: its authorized_keys line asks for that user only)."""
     known = policy.load(gateway.policy).users.get(user)
     if known is None:
         audit.record(gateway.audit, "refused", reason="unknown user", user=user, site=site,
-                     target=target)  # fmt: skip
+                     target=target, relay=relay)  # fmt: skip
         raise AccessRefused(f"access to {site}/{target} refused: no user {user}")
-    return issue(gateway, user, known.key, site, target)
+    return issue(gateway, user, known.key, site, target, relay=relay)
