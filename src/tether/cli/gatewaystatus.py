@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 
 from tether.cli.render import human_bytes, human_duration, table
-from tether.gateway.gatewaystatus import DOWN, GatewayStatus, RelayState, Session
+from tether.gateway.gatewaystatus import DOWN, UP, GatewayStatus, RelayState, Session
 
 RELAY_HEADERS = ("RELAY", "STATE", "LAST HEARD", "LISTEN", "SITES", "SESSIONS")
 SITE_HEADERS = ("SITE", "PORT", "LINKED TO")
@@ -51,7 +51,7 @@ def _relay_row(relay: RelayState, now: datetime) -> list[str]:
         heard = f"{human_duration(max(0.0, (now - relay.last_heard).total_seconds()))} ago"
         if relay.state == DOWN:
             state = f"down since {_at(relay.last_heard)}"
-    up = relay.state != DOWN and relay.last_heard is not None
+    up = relay.state == UP
     sessions = str(relay.sessions) if up else "-"
     if up and relay.omitted:
         sessions += f" ({relay.omitted} omitted)"

@@ -164,8 +164,10 @@ def _relay(
     except OverflowError:
         return RelayState(name, UNREADABLE, None), []
     said = record.get("status")
-    if record.get("left") is True or now - heard > STALE or not isinstance(said, dict):
+    if record.get("left") is True or now - heard > STALE:
         return RelayState(name, DOWN, heard), []
+    if not isinstance(said, dict):
+        return RelayState(name, UNREADABLE, None), []
     listen = said.get("listen")
     listed = said.get("sessions")
     listed = listed if isinstance(listed, list) else []

@@ -184,6 +184,8 @@ def test_the_json_document_and_its_keys(gateway: Gateway) -> None:
         '{"time": "yesterday"}',
         '{"time": "2026-12-06T12:00:00"}',  # no zone
         '{"status": {}}',
+        '{"time": "2026-12-06T12:00:00+00:00", "status": []}',
+        '{"time": "2026-12-06T12:00:00+00:00"}',
         "[" * 100_000 + "]" * 100_000,
         "\xff\xfe",
     ],
