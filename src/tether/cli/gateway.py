@@ -389,7 +389,7 @@ def _state_dir(leaf: str) -> Path:
 @click.option(
     "--targets-file",
     type=click.Path(path_type=Path),
-    help="A TOML file whose [targets] table names more: NAME = \"HOST:PORT\".",
+    help='A TOML file whose [targets] table names more: NAME = "HOST:PORT".',
 )
 @click.option(
     "--state-dir",
@@ -501,3 +501,17 @@ def audit_command(directory: Path, as_json: bool, follow: bool) -> None:
             if not follow:
                 return
             time.sleep(0.5)  # a file has no event to wait on without inotify
+
+
+@gateway.command("status")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (keys in README).")
+def status_command(directory: Path, as_json: bool) -> None:
+    """Show the gateway in DIRECTORY as its relays last told the signers: each relay up or
+    down, the relays each site is linked to, and the live sessions with what is left of their
+    grant and certificate."""
+    from tether.cli.gatewaystatus import render_status
+    from tether.gateway.gatewaystatus import gather
+    from tether.gateway.layout import Gateway
+
+    echo(render_status(gather(Gateway.existing(directory)), as_json=as_json))

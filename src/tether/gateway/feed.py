@@ -96,6 +96,7 @@ class Feed:
         self.writer = writer
         self._sent: State | None = None
         self._signing: set[asyncio.Task[None]] = set()
+        self._written: str | None = None  # the status file as this feed last wrote it
 
     async def serve(self) -> int:
         """Until the relay leaves (0: its last requests answered first) or is removed from the
@@ -114,6 +115,7 @@ class Feed:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            self._left()
 
     def _send(self, message: dict[str, object]) -> None:
         self.writer.write(encode(message))
@@ -191,10 +193,25 @@ class Feed:
     def _status(self, status: object) -> None:
         if not isinstance(status, dict):
             return
+        self._write_status({"status": status})
+
+    def _left(self) -> None:
+        """Mark the relay's status as left, so that `tether gateway status` shows it down at
+        once rather than after its heartbeats stop; unless another signer's feed has written
+        the file since (the relay moved on to it before this session was seen to end)."""
+        if self._written is None:
+            return
+        path = self.gateway.status / f"{self.relay}.json"
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if path.read_text() == self._written:
+                self._write_status({"left": True})
+
+    def _write_status(self, fields: dict[str, object]) -> None:
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        text = json.dumps({"relay": self.relay, "time": now, "status": status}, default=str)
+        text = json.dumps({"relay": self.relay, "time": now, **fields}, default=str) + "\n"
         with contextlib.suppress(OSError):
-            write_private(self.gateway.status / f"{self.relay}.json", text + "\n")
+            write_private(self.gateway.status / f"{self.relay}.json", text)
+            self._written = text
 
 
 async def run(gateway: Gateway, relay: str) -> int:

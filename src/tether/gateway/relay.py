@@ -57,6 +57,9 @@ log = logging.getLogger("tether")
 MAX_SOCKET_PATH = 107
 SIGN_TIMEOUT = 10.0  # for a signing request's one line
 TICK = 1.0  # how often sessions are counted, reaped and told to the signer
+# A relay's status goes up at least this often, changed or not: `tether gateway status` takes a
+# relay not heard from for a few of these to be down (its host gone, or no signer reaching it).
+HEARTBEAT = 5.0
 # The feed's ssh: a signer gone silent is seen within 15 s, and the next one tried.
 FEED_OPTIONS = ("ServerAliveInterval=5", "ServerAliveCountMax=3", "ConnectTimeout=10")
 # A session younger than this may not be in the kernel's table yet when its bytes are counted.
@@ -82,6 +85,7 @@ class Relay:
         self._policy_known = asyncio.Event()
         self._sessions: dict[tuple[str, int], _Session] = {}  # live sessions, by their peer
         self._said: dict[str, object] | None = None  # the last status sent up
+        self._said_at = 0.0  # when (time.monotonic())
 
     def prepare(self) -> None:
         """Write the bundle's keys and the config; refuse a directory sshd would refuse."""
@@ -310,7 +314,8 @@ class Relay:
 
     def _tell(self) -> None:
         """This relay's state, up to the signer (for `tether gateway status`), when it
-        changed."""
+        changed, and each HEARTBEAT regardless: a relay that says nothing is taken to be
+        down, and a signer reached after an outage hears from it soon."""
         said: dict[str, object] = {
             "listen": str(self.listen),
             "sessions": [
@@ -325,9 +330,10 @@ class Relay:
                 for s in self._sessions.values()
             ],
         }
-        if said != self._said:
+        now = time.monotonic()
+        if said != self._said or now - self._said_at >= HEARTBEAT:
             self.feed.status(said)
-            self._said = said
+            self._said, self._said_at = said, now
 
     async def _end_leftovers(self) -> None:
         """End the sessions a killed relay left on this port: they would outlive it unseen by
