@@ -104,12 +104,14 @@ def write_private(path: Path, text: str | bytes) -> None:
     write_atomic(path, text, 0o600)
 
 
-def write_atomic(path: Path, text: str | bytes, mode: int) -> None:
+def write_atomic(path: Path, text: str | bytes, mode: int, *, replace: bool = True) -> None:
     """Write ``text`` (or bytes) to ``path`` atomically, with exactly ``mode`` whatever the
     umask.
 
     The temporary file is created exclusively and never through a symlink, and the final rename
-    replaces a directory entry without following it.
+    replaces a directory entry without following it. Without ``replace``, a file already at
+    ``path`` stays as it is (FileExistsError): the temporary file is linked there, which fails
+    on any entry, a symlink's too, where a check before the rename would race.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)  # a leftover of a crashed run with our pid
@@ -118,7 +120,11 @@ def write_atomic(path: Path, text: str | bytes, mode: int) -> None:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
             handle.write(text.encode() if isinstance(text, str) else text)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path, follow_symlinks=False)
+            tmp.unlink()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -53,11 +53,11 @@ class UnitFile:
     text: str
 
 
-def unit_name(profile: str, suffix: str = "service") -> str:
+def unit_name(profile: str, suffix: str = "service", *, what: str = "profile name") -> str:
     """``tether-PROFILE.SUFFIX``; a name that is no valid unit name is refused."""
     if not UNIT_PROFILE.fullmatch(profile):
         raise UsageError(
-            f"profile name {clip(profile)!r} cannot name a systemd unit",
+            f"{what} {clip(profile)!r} cannot name a systemd unit",
             hint="use letters, digits, '.', '_' and '-', at most 240 of them",
         )
     return f"tether-{profile}.{suffix}"
@@ -215,10 +215,10 @@ def service_unit(
         f"WantedBy={'default.target' if user_mode else 'multi-user.target'}",
         "",
     ]
-    return _unit(name, lines)
+    return unit_file(name, lines)
 
 
-def _unit(name: str, lines: list[str]) -> UnitFile:
+def unit_file(name: str, lines: list[str]) -> UnitFile:
     """The unit file of ``lines``, each of which must be one line (see one_line)."""
     for line in lines:
         one_line(line, f"unit file {name}")
@@ -296,7 +296,7 @@ def socket_unit(spec: TunnelSpec, at: Installation, *, user_mode: bool) -> UnitF
         "WantedBy=sockets.target",
         "",
     ]
-    return _unit(name, lines)
+    return unit_file(name, lines)
 
 
 def unit_files(

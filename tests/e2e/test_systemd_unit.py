@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support.systemd import verify
 from tests.support.tether_process import TetherRunner
 
 PROFILE = "prod.db_1-x"  # every character a profile name may use
@@ -28,16 +28,6 @@ to = "db.internal:5432"
 """
 SERVICE = f"tether-{PROFILE}.service"
 SOCKET = f"tether-{PROFILE}.socket"
-
-
-def systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        pytest.fail(
-            "systemd-analyze not found; install it with: sudo apt-get install systemd "
-            "(make test does it as root)"
-        )
-    return path
 
 
 @pytest.fixture
@@ -63,30 +53,6 @@ def generate(tether: TetherRunner, *args: str, shell_env: bool = True) -> tuple[
         timeout=60,
     )
     return done.returncode, done.stdout, done.stderr
-
-
-def verify(files: list[Path], *, user: bool, tmp_path: Path) -> None:
-    """`systemd-analyze [--user] verify` says nothing and exits 0.
-
-    No manager runs here (systemd is not pid 1): verify loads the files into a private one. A
-    user manager needs a runtime directory of its own, which a fresh 0700 one provides.
-    """
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "LANG": "C"}
-    if user:
-        runtime = tmp_path / "xdg-runtime"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        env["XDG_RUNTIME_DIR"] = str(runtime)
-    done = subprocess.run(
-        [systemd_analyze(), *(["--user"] if user else []), "verify", *map(str, files)],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
-    assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), "\n".join(
-        path.read_text() for path in files
-    )
 
 
 def split(text: str) -> dict[str, str]:

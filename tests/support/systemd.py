@@ -1,17 +1,23 @@
-"""Standing in for systemd: a notify socket that records who said what, and a launcher that
-passes listening sockets as fds 3.. the way socket activation does."""
+"""Standing in for systemd: a notify socket that records who said what, a launcher that
+passes listening sockets as fds 3.. the way socket activation does, and systemd's own check of
+the unit files tether makes."""
 
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
+
+import pytest
 
 DEADLINE = 30.0
 UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
@@ -113,3 +119,37 @@ class NotifySocket:
 def abstract_name() -> str:
     """A fresh name in the abstract namespace (a leading NUL), unique to this test run."""
     return f"\0tether-test-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def systemd_analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        pytest.fail(
+            "systemd-analyze not found; install it with: sudo apt-get install systemd "
+            "(make test does it as root)"
+        )
+    return path
+
+
+def verify(files: list[Path], *, user: bool, tmp_path: Path) -> None:
+    """`systemd-analyze [--user] verify` says nothing and exits 0.
+
+    No manager runs here (systemd is not pid 1): verify loads the files into a private one. A
+    user manager needs a runtime directory of its own, which a fresh 0700 one provides.
+    """
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "LANG": "C"}
+    if user:
+        runtime = tmp_path / "xdg-runtime"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        env["XDG_RUNTIME_DIR"] = str(runtime)
+    done = subprocess.run(
+        [systemd_analyze(), *(["--user"] if user else []), "verify", *map(str, files)],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), "\n".join(
+        path.read_text() for path in files
+    )

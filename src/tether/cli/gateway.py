@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from tether.cli.gatewayunit import systemd_unit
 from tether.cli.render import echo
 
 if TYPE_CHECKING:
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 @click.group()
 def gateway() -> None:
     """A gateway: relays, signers, sites whose agents only dial out, access per target."""
+
+
+gateway.add_command(systemd_unit)
 
 
 @gateway.command()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import socket
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,32 +14,16 @@ from tether import paths
 from tether.cli.candidates import directories, profiles
 from tether.cli.flags import config_option
 from tether.cli.render import echo
+from tether.cli.units import tether_command, write_units
 from tether.config import build_spec, load_config
-from tether.errors import UsageError, describe
-from tether.files import write_atomic
 from tether.paths import RUNTIME_ENV, SSH_CONFIG_ENV
 
 if TYPE_CHECKING:
-    from tether.unitfiles import Installation, UnitFile
+    from tether.unitfiles import Installation
 
 # tether's variables that change where a tunnel registers or which ssh_config it reads: the
 # service gets this shell's values, so that it behaves as `tether start` here would.
 CARRIED = (RUNTIME_ENV, SSH_CONFIG_ENV)
-# Unit files hold no secret (paths and a profile's name), and `systemctl cat` and `status`
-# read them as any user: the mode systemd's own units have.
-UNIT_MODE = 0o644
-
-
-def tether_command() -> tuple[str, ...]:
-    """The absolute command that runs this tether: its console script when there is one (in
-    PATH or beside the interpreter), else the interpreter with ``-m tether``."""
-    script = sys.argv[0]
-    if os.path.basename(script) == "tether" and os.access(script, os.X_OK):
-        return (os.path.abspath(script),)
-    beside = Path(sys.executable).parent / "tether"
-    if os.access(beside, os.X_OK):
-        return (str(beside),)
-    return (os.path.abspath(sys.executable), "-m", "tether")
 
 
 def has_ipv6_loopback() -> bool:
@@ -69,23 +52,6 @@ def installation(config: Path) -> Installation:
         },
         ipv6_loopback=has_ipv6_loopback(),
     )
-
-
-def write_units(units: list[UnitFile], directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        raise UsageError(f"--output-dir: {directory} is not a directory")
-    written = []
-    for unit in units:
-        path = directory / unit.name
-        try:
-            write_atomic(path, unit.text, UNIT_MODE)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot write {path}: {describe(exc)}",
-                hint="print the units instead, and install them with sudo tee",
-            ) from None
-        written.append(path)
-    return written
 
 
 @click.command("systemd-unit")

@@ -39,6 +39,8 @@ from tether.transports.master import parent_death_wrapper
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 CONNECT_TIMEOUT = 10
+# A link's reconnects: 1 s after its first failure, doubling up to this.
+LINK_BACKOFF_MAX = 30.0
 
 
 class Agent:
@@ -103,7 +105,9 @@ class Agent:
         says = Announcement(_account(), self.targets).encode()
 
         def link(relay: RelayAddress) -> Link:
-            return Link(relay, self._ssh_argv(relay.address, port), Backoff(1.0, 30.0), says)
+            return Link(
+                relay, self._ssh_argv(relay.address, port), Backoff(1.0, LINK_BACKOFF_MAX), says
+            )
 
         self.links = Links(e.relays, link, self.resolver)
 
