@@ -27,13 +27,15 @@ sshd:
 
 # Beyond sshd the tests need systemd-analyze (the tests of `tether systemd-unit` check its units;
 # Debian's systemd package runs nothing by being installed in a container), jq (a README example
-# uses it) and iproute2's ip (network namespaces: a link that goes down, a private resolver); as
-# root we install what is missing.
+# uses it), iproute2's ip (network namespaces: a link that goes down, a private resolver) and
+# haproxy (relays behind a balancer: the tests run their own haproxy in the foreground, and the
+# package's service is neither needed nor started by them); as root we install what is missing.
 test-deps: sshd
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing$$missing for the tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

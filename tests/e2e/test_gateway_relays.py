@@ -17,11 +17,14 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support.balancer import Balancer, balancing, config, directives, readme_config
 from tests.support.gateway import Running, running_gateway
 from tests.support.netns import Netns
 from tests.support.servers import EchoServer, SilentServer, echo_once, free_port
@@ -332,3 +335,132 @@ def test_a_revoke_cuts_the_tunnels_on_both_relays_within_5s(
         args = flags(f"gw://{listen}", two_relays.key, two_relays.known_hosts)
         code, _, err = tether.run("start", *args, "--run", "true")
         assert code == 5 and "refused" in err, err
+
+
+# -- two relays behind a balancer ---------------------------------------------------------------
+@dataclass
+class Balanced:
+    relays: TwoRelays
+    balancer: Balancer
+
+    @property
+    def via(self) -> str:
+        """What a user names: the balancer's one address."""
+        return f"gw://{self.balancer.listen}"
+
+
+@pytest.fixture
+def balanced(two_relays: TwoRelays) -> Iterator[Balanced]:
+    """haproxy on this namespace's loopback in front of both relays, as the README configures
+    it; the agent names each relay directly, as the README says it should."""
+    listen = Endpoint("127.0.0.1", free_port())
+    relays = dict(zip(("r1", "r2"), two_relays.listens, strict=True))
+    with balancing(two_relays.work, listen, relays) as balancer:
+        yield Balanced(two_relays, balancer)
+
+
+def test_the_balancer_tests_run_the_readmes_haproxy_configuration() -> None:
+    """The same directives, but for where haproxy listens and logs, the relays it names and the
+    checks' pace."""
+    ours = config(Endpoint("127.0.0.1", 2222), {"r1": Endpoint("127.0.0.1", 2223)}, Path("/s"))
+    assert directives(ours) == directives(readme_config())
+
+
+def opened_by_clients(gateway: layout.Gateway, since: int = 0) -> list[str]:
+    """The relay of each client session opened (agents' links left out), from audit line
+    ``since`` on."""
+    return [
+        str(e["relay"])
+        for e in audit(gateway)[since:]
+        if e["event"] == "opened" and not str(e["key_id"]).startswith("agent:")
+    ]
+
+
+def through(tether: TetherRunner, balanced: Balanced, name: str) -> tuple[TetherProcess, int]:
+    """A tunnel through the balancer, reconnecting quickly, proven to carry, and its port."""
+    relays = balanced.relays
+    args = [*flags(balanced.via, relays.key, relays.known_hosts), "--name", name]
+    tunnel = tether.spawn("start", *args, "--backoff-max", "1s", "--port", "0")
+    tunnel.wait_for(lambda p: "ready" in p.stderr, f"tunnel {name}")
+    found = re.search(r"ready on 127\.0\.0\.1:(\d+)", tunnel.stderr)
+    assert found is not None, tunnel.stderr
+    port = int(found[1])
+    assert echo_once(port, b"before") == b"before"
+    return tunnel, port
+
+
+@contextmanager
+def tunnels_through(
+    tether: TetherRunner, balanced: Balanced, count: int, prefix: str = "lb"
+) -> Iterator[list[tuple[TetherProcess, int]]]:
+    """``count`` tunnels through the balancer, one after the other; all ended after."""
+    started: list[tuple[TetherProcess, int]] = []
+    try:
+        for n in range(count):
+            started.append(through(tether, balanced, f"{prefix}{n}"))
+        yield started
+    finally:
+        for tunnel, _ in started:
+            if tunnel.proc.poll() is None:
+                tunnel.send_signal(signal.SIGTERM)
+            tunnel.finish()
+
+
+@pytest.mark.needs_root
+def test_tunnels_through_a_balancer_are_spread_over_both_relays(
+    tether: TetherRunner, balanced: Balanced
+) -> None:
+    """Each tunnel is two connections to the balancer (the certificate's request, then the
+    session), which may reach different relays: either signs, since the agent is linked to
+    both; with leastconn the sessions share the relays evenly."""
+    gateway = balanced.relays.gateway
+    with tunnels_through(tether, balanced, 10) as tunnels:
+        for _, port in tunnels:
+            assert carries(port)
+        sessions = opened_by_clients(gateway)
+        assert len(sessions) == 10, sessions
+        shares = {relay: sessions.count(relay) for relay in ("r1", "r2")}
+        # 5 and 5 as a rule; one more on either side if a certificate's request had not quite
+        # closed (to haproxy) when its session arrived.
+        assert min(shares.values()) >= 4, shares
+
+
+@pytest.mark.needs_root
+def test_a_relay_down_behind_the_balancer_leaves_every_tunnel_to_the_other(
+    tether: TetherRunner, balanced: Balanced, figures: dict[str, str]
+) -> None:
+    """r1 dies with its sessions: haproxy's check marks it down, the tunnels it carried come
+    back through the balancer (to r2) on the ports they held, and new ones all go to r2."""
+    relays, balancer = balanced.relays, balanced.balancer
+    gateway = relays.gateway
+    with tunnels_through(tether, balanced, 4) as tunnels:
+        before = opened_by_clients(gateway)
+        assert set(before) == {"r1", "r2"}, before  # two each, as a rule
+        mark = len(audit(gateway))
+
+        first = relays.relays[0]
+        first.proc.kill()
+        first.finish()
+        for pid in leftovers(relays.listens[0].port):  # its sessions: the tunnels' it held
+            os.kill(pid, signal.SIGKILL)
+        began = time.monotonic()
+        for _, port in tunnels:  # still bound: accepted, and held while a tunnel reconnects
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        wait_until_sync(
+            lambda: balancer.states().get("r1") == "DOWN", "haproxy to mark r1 down", deadline=15
+        )
+        figures["balancer: a killed relay to haproxy marking it down"] = (
+            f"{time.monotonic() - began:.1f}s"
+        )
+        for n, (tunnel, port) in enumerate(tunnels):
+            wait_until_sync(partial(carries, port), f"tunnel lb{n} to carry again", deadline=30)
+            assert tunnel.proc.poll() is None
+        # Those that were on r1 came back, through r2; those on r2 never left it.
+        assert opened_by_clients(gateway, mark) == ["r2"] * before.count("r1")
+        assert balancer.states() == {"r1": "DOWN", "r2": "UP"}
+
+        mark = len(audit(gateway))
+        with tunnels_through(tether, balanced, 3, prefix="after") as more:
+            for _, port in more:
+                assert carries(port)
+        assert opened_by_clients(gateway, mark) == ["r2"] * 3
