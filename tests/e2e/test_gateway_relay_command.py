@@ -19,7 +19,7 @@ from tests.support.strict_dirs import strict_tmp
 from tests.support.tether_process import TetherRunner
 from tests.support.waiting import wait_until_sync
 from tether.gateway import enrol, layout, relaybundle
-from tether.gateway.hops import known_hosts_line, ssh_options
+from tether.gateway.hops import known_hosts_lines, ssh_options
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.procs import descendants
 from tether.spec import Endpoint
@@ -40,7 +40,7 @@ def agent_argv(work: Path, enrolled: Path, port: int) -> tuple[list[str], str]:
     certificate = Path(f"{key}-cert.pub")
     certificate.write_text(data["agent_certificate"] + "\n")
     known = work / "known_hosts"
-    known.write_text(known_hosts_line(data["host_ca"]))
+    known.write_text(known_hosts_lines(data["host_ca"]))
     options = ssh_options(
         key=key, certificate=certificate, known_hosts=known, alias=RELAY_PRINCIPAL
     )

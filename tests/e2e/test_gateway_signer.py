@@ -77,7 +77,9 @@ def test_a_relay_holds_no_ca_key_and_cannot_grant_itself_access(
         login.chmod(0o600)
         Path(f"{login}-cert.pub").write_text(bundle.login_certificate + "\n")
         known = work / "known_hosts"
-        known.write_text(known_hosts_line(bundle.host_ca, f"{SIGNER_PRINCIPAL},{RELAY_PRINCIPAL}"))
+        known.write_text(
+            known_hosts_line(bundle.host_cas[0], f"{SIGNER_PRINCIPAL},{RELAY_PRINCIPAL}")
+        )
 
         def ssh(
             port: int, alias: str, *args: str, stdin: str = ""

@@ -40,15 +40,63 @@ def init(directory: Path) -> None:
 @gateway.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 def trust(directory: Path) -> None:
-    """Print the known_hosts line that makes ssh (and tether) trust this gateway's relays and
-    sites, and nothing else: append it to each user's ~/.ssh/known_hosts."""
-    from tether.gateway.hops import known_hosts_line
+    """Print the known_hosts lines that make ssh (and tether) trust this gateway's relays and
+    sites, and nothing else (one per host CA: two during its rollover): put them in each
+    user's ~/.ssh/known_hosts."""
+    from tether.gateway.hops import known_hosts_lines
     from tether.gateway.layout import Gateway
-    from tether.gateway.policy import parse_public_key
 
     gateway = Gateway.existing(directory)
-    ca = Path(f"{gateway.host_ca}.pub").read_text()
-    echo(known_hosts_line(parse_public_key(ca, what="host CA")).rstrip("\n"))
+    echo(known_hosts_lines(gateway.trusted("host")).rstrip("\n"))
+
+
+@gateway.group()
+def ca() -> None:
+    """Roll a CA over without an outage: add the next one, use it, retire the old one."""
+
+
+KIND = click.Choice(["user", "host"])
+
+
+@ca.command("add")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("kind", metavar="user|host", type=KIND)
+def ca_add(directory: Path, kind: str) -> None:
+    """Create the next CA of KIND and trust it beside the current one, which still signs."""
+    from tether.gateway import cas
+    from tether.gateway.layout import Gateway
+
+    key = cas.add(Gateway.existing(directory).root, cas.parse_kind(kind))
+    echo(f"{kind} CA added: {key}.pub, trusted beside the current one, which still signs")
+    if kind == "host":
+        echo("  next: give users the lines of: tether gateway trust DIR; re-enrol the sites")
+    else:
+        echo("  next: re-enrol the sites (their sshds learn the new CA), then: ca use")
+
+
+@ca.command("use")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("kind", metavar="user|host", type=KIND)
+def ca_use(directory: Path, kind: str) -> None:
+    """Sign with the new CA of KIND from now on; the old one's certificates stay trusted."""
+    from tether.gateway import cas
+    from tether.gateway.layout import Gateway
+
+    key = cas.use(Gateway.existing(directory).root, cas.parse_kind(kind))
+    echo(f"{kind} CA {key}.pub signs from now on")
+    echo("  next: re-issue relay bundles and re-enrol sites, then: ca retire")
+
+
+@ca.command("retire")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("kind", metavar="user|host", type=KIND)
+def ca_retire(directory: Path, kind: str) -> None:
+    """Trust the old CA of KIND no more, and delete its key."""
+    from tether.gateway import cas
+    from tether.gateway.layout import Gateway
+
+    key = cas.retire(Gateway.existing(directory).root, cas.parse_kind(kind))
+    echo(f"{kind} CA {key}.pub retired: its certificates are refused, its key is deleted")
 
 
 @gateway.group()

@@ -26,7 +26,7 @@ from tether.files import write_private
 from tether.gateway.addresses import RelayAddress, Resolver, system_resolver
 from tether.gateway.announce import Announcement
 from tether.gateway.enrolment import Enrolment
-from tether.gateway.hops import known_hosts_line, ssh_options
+from tether.gateway.hops import known_hosts_lines, ssh_options
 from tether.gateway.links import Link, Links
 from tether.gateway.names import RELAY_PRINCIPAL
 from tether.gateway.sshd import Sshd, strict_enough
@@ -83,8 +83,10 @@ class Agent:
             "agent-cert.pub": e.agent_certificate + "\n",
             "host": e.host_key,
             "host-cert.pub": e.host_certificate + "\n",
-            "user_ca.pub": e.user_ca + "\n",
-            "known_hosts": known_hosts_line(e.host_ca),
+            # From the enrolment only, never from a relay: a relay that could name a user CA
+            # could mint access to this site. A CA rollover reaches sites by re-enrolment.
+            "user_ca.pub": "".join(f"{ca}\n" for ca in e.user_cas),
+            "known_hosts": known_hosts_lines(e.host_cas),
             "principals": site_principals(e.site, self.targets),
         }
         for name, text in files.items():

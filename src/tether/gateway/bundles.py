@@ -12,8 +12,10 @@ from typing import Any
 from tether.errors import ConfigError, UsageError, shown
 from tether.files import KEY_LIMIT, read_regular, write_private
 from tether.gateway.names import ACCOUNT
+from tether.gateway.policy import parse_public_key
 
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----"
+MAX_CAS = 4  # a CA's keys trusted at once: two during a rollover, a few to spare
 CERTIFICATE_TYPES = ("ssh-ed25519-cert-v01@openssh.com",)
 
 
@@ -74,3 +76,13 @@ def account(name: str, key: str) -> str:
     if not ACCOUNT.match(name):
         raise UsageError(f"{key}: not an account name: {shown(name)}")
     return name
+
+
+def ca_keys(data: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A CA's public keys: a list of lines (during a rollover, two), or the one line of a file
+    written before CA rollovers."""
+    found = data.get(key)
+    lines = [found] if isinstance(found, str) else found
+    if not isinstance(lines, list) or not 0 < len(lines) <= MAX_CAS:
+        raise UsageError(f"{key}: expected a public key, or a list of 1 to {MAX_CAS}")
+    return tuple(parse_public_key(as_text(line, key), what=key) for line in lines)

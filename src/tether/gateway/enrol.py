@@ -3,8 +3,9 @@
 An enrolment is one TOML file, the only secret a site needs: the agent's key and its
 certificate (principal ``site:SITE``: it may listen on the site's endpoint on the relays, and do
 nothing else), the site sshd's host key and its certificate (principal ``SITE.site.tether``),
-the relays' addresses, the site's endpoint port on them, the host CA (to check the relays) and
-the user CA (whose certificates the site's sshd trusts). Removing a site revokes its agent's
+the relays' addresses, the site's endpoint port on them, the host CA's keys (to check the
+relays) and the user CA's (whose certificates the site's sshd trusts): every key trusted when
+it was written, so during a CA rollover both. Removing a site revokes its agent's
 certificate (revoked.krl, which relays read) and drops its grants.
 """
 
@@ -20,12 +21,13 @@ from pathlib import Path
 from tether.errors import UsageError, shown
 from tether.gateway import bundles, keygen, policy
 from tether.gateway.bundles import line_of
+from tether.gateway.cas import trusted_public_files
 from tether.gateway.layout import Gateway
 from tether.gateway.names import ACCOUNT, parse_name, site_host_alias, site_principal
 from tether.gateway.serials import next_serial
 from tether.spec import Endpoint
 
-FORMAT = 1
+FORMAT = 2  # 1 held one key per CA, 2 a list of them (two during a CA rollover)
 # An agent's and a site sshd's certificates live as long as the enrolment; a removed site's
 # are revoked by serial before their end.
 ENROLMENT_VALIDITY = "+52w"
@@ -95,8 +97,8 @@ def add_site(
             "relays": [str(relay) for relay in relays],
             "relay_account": account,
             "endpoint_port": port,
-            "host_ca": line_of(Path(f"{gateway.host_ca}.pub")),
-            "user_ca": line_of(Path(f"{gateway.user_ca}.pub")),
+            "host_ca": gateway.trusted("host"),
+            "user_ca": gateway.trusted("user"),
             "agent_key": agent.read_text(),
             "agent_certificate": line_of(work / "agent-cert.pub"),
             "host_key": host.read_text(),
@@ -119,5 +121,12 @@ def remove_site(gateway: Gateway, site: str) -> None:
     parse_name(site, what="site")
     serial = policy.remove_site(gateway.policy, site)
     if serial:
-        keygen.revoke(gateway.revoked, Path(f"{gateway.user_ca}.pub"), [serial])
+        revoke_everywhere(gateway, serial)
     (gateway.enrolments / f"{site}.toml").unlink(missing_ok=True)
+
+
+def revoke_everywhere(gateway: Gateway, serial: int) -> None:
+    """Revoke the certificate of ``serial`` under every trusted user CA: which one signed it is
+    not recorded, and serials are the gateway's own, so no other certificate has it."""
+    for ca in trusted_public_files(gateway.root, "user"):
+        keygen.revoke(gateway.revoked, ca, [serial])

@@ -8,9 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import ConfigError, UsageError, shown, visible
-from tether.gateway.bundles import account, as_text, certificate, private_key, read_toml, text
+from tether.gateway.bundles import (
+    account,
+    as_text,
+    ca_keys,
+    certificate,
+    private_key,
+    read_toml,
+    text,
+)
 from tether.gateway.names import parse_name
-from tether.gateway.policy import parse_public_key
 from tether.spec import Endpoint
 
 
@@ -20,8 +27,8 @@ class Enrolment:
     relays: tuple[Endpoint, ...]
     relay_account: str  # the account the relays run as: the agent logs in as it
     endpoint_port: int
-    host_ca: str
-    user_ca: str
+    host_cas: tuple[str, ...]  # what the relays' host certificates are checked against
+    user_cas: tuple[str, ...]  # whose certificates the site's sshd takes
     agent_key: str
     agent_certificate: str
     host_key: str
@@ -37,7 +44,8 @@ class Enrolment:
 
     @classmethod
     def _checked(cls, data: dict[str, Any]) -> Enrolment:
-        if data.get("format") != 1:
+        # Format 1 held one key per CA; 2 a list (two during a CA rollover).
+        if data.get("format") not in (1, 2):
             raise UsageError(
                 f"format: not an enrolment this tether reads: {shown(data.get('format'))}"
             )
@@ -52,8 +60,8 @@ class Enrolment:
             relays=tuple(Endpoint.parse(as_text(r, "relays"), what="relays") for r in relays),
             relay_account=account(text(data, "relay_account"), "relay_account"),
             endpoint_port=port,
-            host_ca=parse_public_key(text(data, "host_ca"), what="host_ca"),
-            user_ca=parse_public_key(text(data, "user_ca"), what="user_ca"),
+            host_cas=ca_keys(data, "host_ca"),
+            user_cas=ca_keys(data, "user_ca"),
             agent_key=private_key(data, "agent_key"),
             agent_certificate=certificate(data, "agent_certificate"),
             host_key=private_key(data, "host_key"),
@@ -73,7 +81,7 @@ def read_targets(path: Path) -> dict[str, Endpoint]:
         try:
             parse_name(name, what="target")
             if not isinstance(where, str):
-                raise UsageError("expected \"HOST:PORT\"")
+                raise UsageError('expected "HOST:PORT"')
             targets[name] = Endpoint.parse(where, what="address")
         except UsageError as exc:
             raise ConfigError(f"{path}: targets.{visible(name)}: {exc.message}") from None

@@ -1,8 +1,9 @@
 """What a relay's login to a signer runs (`tether gateway feed DIR RELAY`, its certificate's
 forced command): one long session that carries, as JSON lines,
 
-- down to the relay: the policy and the revocation list, at once and at each change (so a revoke
-  reaches every relay within a second or two), and the answers to its signing requests;
+- down to the relay: the policy, the revocation list and the CAs' trusted public keys, at once
+  and at each change (so a revoke reaches every relay within a second or two, and so does a CA
+  rollover's step), and the answers to its signing requests;
 - up from the relay: signing requests, the audit lines of its sessions (written here, into the
   gateway's one audit log, with the relay's name), and its status (kept as status/RELAY.json for
   `tether gateway status`).
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from tether.errors import ConfigError, TetherError, describe
 from tether.files import CONFIG_LIMIT, read_regular, write_private
 from tether.gateway import audit, policy, signer
+from tether.gateway.bundles import MAX_CAS
 from tether.gateway.layout import Gateway
 from tether.gateway.names import parse_name, parse_target_path
 
@@ -43,16 +45,52 @@ _FIELD = re.compile(r"[a-z_]{1,32}\Z")
 
 
 @dataclass(frozen=True)
+class Trusted:
+    """The CAs' public keys trusted now ("TYPE BASE64" lines): two of a CA during its
+    rollover. A relay takes user certificates of ``user`` and the signer's host certificate of
+    ``host``."""
+
+    user: tuple[str, ...]
+    host: tuple[str, ...]
+
+    @classmethod
+    def read(cls, gateway: Gateway) -> Trusted:
+        try:
+            return cls(tuple(gateway.trusted("user")), tuple(gateway.trusted("host")))
+        except OSError as exc:  # a key retired as it was read: the next look finds the rest
+            raise ConfigError(f"the CAs' keys: {describe(exc)}") from None
+
+    @classmethod
+    def parse(cls, message: dict[str, object]) -> Trusted | None:
+        """The keys a signer sent, checked; None from a signer that sends none (one older than
+        CA rollovers) or a list that is not one of keys."""
+        found: list[tuple[str, ...]] = []
+        for key in ("user_cas", "host_cas"):
+            lines = message.get(key)
+            if not isinstance(lines, list) or not 0 < len(lines) <= MAX_CAS:
+                return None
+            try:
+                found.append(tuple(policy.parse_public_key(str(k), what=key) for k in lines))
+            except TetherError:
+                return None
+        return cls(*found)
+
+
+@dataclass(frozen=True)
 class State:
-    """What a signer sends a relay: the policy's bytes and the revocation list's."""
+    """What a signer sends a relay: the policy's bytes, the revocation list's and the CAs'
+    trusted keys."""
 
     policy: bytes
     revoked: bytes
+    trusted: Trusted
 
     def message(self) -> dict[str, object]:
         return {
             "policy": self.policy.decode(),
             "krl": base64.b64encode(self.revoked).decode(),
+            "user_cas": list(self.trusted.user),
+            "host_cas": list(self.trusted.host),
         }
 
     @classmethod
@@ -64,7 +102,7 @@ class State:
         revoked = read_regular(
             gateway.revoked, limit=CONFIG_LIMIT, what="revocation list", error=ConfigError
         )
-        return cls(raw, revoked)
+        return cls(raw, revoked, Trusted.read(gateway))
 
 
 def encode(message: dict[str, object]) -> bytes:

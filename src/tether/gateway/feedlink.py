@@ -1,6 +1,7 @@
 """A relay's end of its feed (feed.py): one `ssh` to a signer, kept up across the signers the
-bundle names (the next one after a failure, with backoff), that brings the policy and the
-revocation list down and takes signing requests, audit lines and status up."""
+bundle names (the next one after a failure, with backoff), that brings the policy, the
+revocation list and the CAs' trusted keys down and takes signing requests, audit lines and
+status up."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 from tether.backoff import Backoff
 from tether.errors import AccessRefused, TetherError, TransportUnreachableError, visible
-from tether.gateway.feed import MAX_LINE, decode, encode
+from tether.gateway.feed import MAX_LINE, Trusted, decode, encode
 from tether.procs import Pinned
 from tether.spec import Endpoint
 
@@ -31,13 +32,14 @@ REFUSALS_FATAL = 3  # logins refused in a row (by every signer tried) before the
 
 class FeedLink:
     """The feed to the first reachable of ``signers``; ``argv`` builds the ssh command for one,
-    and ``on_state`` takes each policy and revocation list a signer sends."""
+    and ``on_state`` takes each policy, revocation list and CAs' keys (None from a signer
+    that sends none) a signer sends."""
 
     def __init__(
         self,
         signers: tuple[Endpoint, ...],
         argv: Callable[[Endpoint], list[str]],
-        on_state: Callable[[bytes, bytes], None],
+        on_state: Callable[[bytes, bytes, Trusted | None], None],
     ) -> None:
         self.signers = signers
         self.argv = argv
@@ -121,7 +123,7 @@ class FeedLink:
                 revoked = base64.b64decode(str(message.get("krl", "")), validate=True)
             except ValueError:
                 return
-            self.on_state(policy, revoked)
+            self.on_state(policy, revoked, Trusted.parse(message))
             if not self.up.is_set():
                 # After an outage, say so where the outage was said (a warning).
                 said = log.warning if self.last_error else log.info

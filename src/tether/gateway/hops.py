@@ -4,6 +4,7 @@ its certificate carries, nothing prompting, and nothing of the user's ssh config
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from tether.gateway.names import RELAY_PRINCIPAL
@@ -15,6 +16,11 @@ def known_hosts_line(host_ca: str, names: str = RELAYS_AND_SITES) -> str:
     """The known_hosts line that trusts the gateway's host CA for ``names`` (by default the
     relays and the sites, which clients and agents reach), and nothing else."""
     return f"@cert-authority {names} {host_ca}\n"
+
+
+def known_hosts_lines(host_cas: Sequence[str], names: str = RELAYS_AND_SITES) -> str:
+    """A line per host CA key: during a rollover either CA's host certificates are good."""
+    return "".join(known_hosts_line(ca, names) for ca in host_cas)
 
 
 def ssh_options(

@@ -2,8 +2,11 @@
 creation (`tether gateway init`).
 
     DIR/                  0700
-      ca/user_ca(.pub)    signs users' keys (for one target) and sites' agent keys
-      ca/host_ca(.pub)    signs the relays' and the sites' host keys: what clients trust
+      ca/user_ca(.pub)    signs users' keys (for one target), agents' and relays' login keys
+      ca/host_ca(.pub)    signs the signer's, the relays' and the sites' host keys: what
+                          clients trust
+      ca/KIND_ca-N(.pub)  a later generation of a CA, and ca/rollover.json which of them are
+                          trusted and which signs (cas.py)
       signer/host_ed25519(.pub, -cert.pub)
                           the signer's host key, certified for SIGNER_PRINCIPAL (relays check it)
       signer/run/         the signer's generated sshd files (signerhost.py)
@@ -32,12 +35,10 @@ from pathlib import Path
 
 from tether.errors import UsageError, describe
 from tether.files import write_atomic, write_private
-from tether.gateway import keygen
+from tether.gateway import cas, keygen
+from tether.gateway.cas import SIGNER_CERT_VALIDITY
 from tether.gateway.names import SIGNER_PRINCIPAL
 from tether.gateway.policy import EMPTY_POLICY
-
-# A signer's host certificate outlives any one signer process; the CA rotation renews it.
-SIGNER_CERT_VALIDITY = "+520w"
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,17 @@ class Gateway:
 
     @property
     def user_ca(self) -> Path:
-        return self.root / "ca" / "user_ca"
+        """The user CA's key that signs now (its public half beside it, .pub)."""
+        return cas.signing_key(self.root, "user")
 
     @property
     def host_ca(self) -> Path:
-        return self.root / "ca" / "host_ca"
+        """The host CA's key that signs now (its public half beside it, .pub)."""
+        return cas.signing_key(self.root, "host")
+
+    def trusted(self, kind: cas.Kind) -> list[str]:
+        """The public keys of ``kind``'s CA trusted now: two during a rollover."""
+        return cas.trusted_keys(self.root, kind)
 
     @property
     def signer_key(self) -> Path:
@@ -99,7 +106,7 @@ class Gateway:
     def existing(cls, directory: Path) -> Gateway:
         """The gateway in ``directory``, which must be one (its policy and CAs are there)."""
         gateway = cls(Path(os.path.abspath(directory)))
-        for needed in (gateway.policy, gateway.user_ca, gateway.host_ca, gateway.serial):
+        for needed in (gateway.policy, gateway.serial, gateway.user_ca, gateway.host_ca):
             if not needed.is_file():
                 raise UsageError(
                     f"{directory}: not a gateway ({needed.name} is missing)",
@@ -113,10 +120,10 @@ def init(directory: Path) -> Gateway:
     gateway = Gateway(Path(os.path.abspath(directory)))
     created = _private_directory(gateway.root)
     try:
-        for sub in (gateway.user_ca.parent, gateway.signer_key.parent):
+        for sub in (gateway.root / "ca", gateway.signer_key.parent):
             _private_directory(sub)
-        keygen.generate(gateway.user_ca, "tether-gateway-user-ca")
-        keygen.generate(gateway.host_ca, "tether-gateway-host-ca")
+        keygen.generate(cas.key_path(gateway.root, "user", 1), "tether-gateway-user-ca")
+        keygen.generate(cas.key_path(gateway.root, "host", 1), "tether-gateway-host-ca")
         keygen.generate(gateway.signer_key, "tether-gateway-signer")
         keygen.sign(
             gateway.host_ca,

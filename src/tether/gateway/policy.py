@@ -320,7 +320,11 @@ def _keep_grants(document: tomlkit.TOMLDocument, keep: Callable[[Any], bool]) ->
     if grants is None:
         return
     kept = [g for g in grants if keep(g)]
-    if len(kept) != len(grants):
+    if not kept:
+        # An empty array of tables is written as `grants = []`, an inline array that a later
+        # grant's table could not be appended to: no grants, no key.
+        del document["grants"]
+    elif len(kept) != len(grants):
         document["grants"] = tomlkit.aot()
         for item in kept:
             document["grants"].append(item)

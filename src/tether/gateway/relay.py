@@ -2,10 +2,12 @@
 relay bundle (relaybundle.py) with no CA key.
 
 Its files live in its state directory (private): the bundle's keys, the config (checked by `sshd
--t`), and the policy and revocation list as a signer last sent them (feedlink.py), kept so that a
-relay restarted while no signer answers serves as it did. sshd reads the principals file, the
-users' keys and the revocation list at each login, so a change needs no restart: the relay
-writes them again when a signer sends a new policy.
+-t`), and the policy, revocation list and CAs' trusted keys as a signer last sent them
+(feedlink.py), kept so that a relay restarted while no signer answers serves as it did. sshd
+reads the principals file, the users' keys, the revocation list and the user CAs' keys at each
+login, so a change needs no restart: the relay writes them again when a signer sends new ones.
+The CAs' keys come from the bundle until a signer sends them: a CA rollover reaches relays over
+the feed, whose signer is checked against the host CA the relay trusts already.
 
 A user's own key logs in to the relay to ask for a certificate; the relay passes the request to
 a signer over its feed and answers with the certificate and what only it knows: where the site's
@@ -38,8 +40,9 @@ from tether.control import bind_private_socket
 from tether.errors import AccessRefused, AgentRefused, RelayError, TetherError, UsageError, visible
 from tether.files import write_private
 from tether.gateway import announce, keygen, policy
+from tether.gateway.feed import Trusted
 from tether.gateway.feedlink import FeedLink
-from tether.gateway.hops import known_hosts_line, ssh_options
+from tether.gateway.hops import known_hosts_lines, ssh_options
 from tether.gateway.names import SIGNER_PRINCIPAL, parse_target_path
 from tether.gateway.relaybundle import RelayBundle
 from tether.gateway.sshd import Sshd, strict_enough
@@ -78,6 +81,7 @@ class Relay:
         self.authorized_keys = self.state / "authorized_keys"
         self.policy_cache = self.state / "policy.toml"
         self.revoked = self.state / "revoked.krl"
+        self.trusted_cache = self.state / "cas.json"
         self.signer_socket = self.state / "signer.sock"
         self.sshd = Sshd("relay", self.config, listen, on_line=self._heard)
         self.feed = FeedLink(bundle.signers, self._feed_argv, self._fed)
@@ -108,15 +112,14 @@ class Relay:
         files = {
             "host": b.host_key,
             "host-cert.pub": b.host_certificate + "\n",
-            "user_ca.pub": b.user_ca + "\n",
             "login": b.login_key,
             "login-cert.pub": b.login_certificate + "\n",
-            "known_hosts": known_hosts_line(b.host_ca, SIGNER_PRINCIPAL),
         }
         for name, text in files.items():
             write_private(self.state / name, text)
         if not self.revoked.exists():
             keygen.empty_revocations(self.revoked)
+        self._write_trusted(Trusted(b.user_cas, b.host_cas))
         self._load_cache()
         write_private(
             self.config,
@@ -133,22 +136,35 @@ class Relay:
         )
 
     def _load_cache(self) -> None:
-        """The policy a signer sent before this relay last stopped, if any; until one is known
-        nothing may log in."""
+        """The policy and CAs' keys a signer sent before this relay last stopped, if any; until
+        a policy is known nothing may log in."""
+        with contextlib.suppress(OSError, ValueError):
+            cached = Trusted.parse(json.loads(self.trusted_cache.read_bytes()))
+            if cached is not None:
+                # With the bundle's too: a bundle newer than the cache (issued after a
+                # rollover the relay slept through) must still let it check the signers.
+                b = self.bundle
+                both = Trusted(_union(cached.user, b.user_cas), _union(cached.host, b.host_cas))
+                self._write_trusted(both)
         try:
             raw = self.policy_cache.read_bytes()
             self._apply(policy.parse(raw, source=str(self.policy_cache)))
         except (OSError, TetherError):
             self._write_access({}, {})
 
-    def _fed(self, raw: bytes, revoked: bytes) -> None:
-        """A signer's policy and revocation list: applied now (the reaper follows within a
-        second), and kept for the next start."""
+    def _fed(self, raw: bytes, revoked: bytes, trusted: Trusted | None) -> None:
+        """A signer's policy, revocation list and CAs' keys: applied now (the reaper follows
+        within a second), and kept for the next start."""
         try:
             current = policy.parse(raw, source="the signer's policy")
         except TetherError as exc:
             log.warning("relay: policy not applied: %s", exc.message)
             return
+        if trusted is not None:
+            self._write_trusted(trusted)
+            write_private(self.trusted_cache, json.dumps(
+                {"user_cas": list(trusted.user), "host_cas": list(trusted.host)}
+            ) + "\n")  # fmt: skip
         write_private(self.revoked, revoked)
         write_private(self.policy_cache, raw)
         self._apply(current)
@@ -160,6 +176,12 @@ class Relay:
             {user.name: user.key for user in current.users.values()},
         )
         self._policy_known.set()
+
+    def _write_trusted(self, trusted: Trusted) -> None:
+        """The user CAs' keys sshd takes certificates of (read at each login), and the host
+        CAs' the signers' host certificates are checked against (at each feed's login)."""
+        write_private(self.state / "user_ca.pub", "".join(f"{ca}\n" for ca in trusted.user))
+        write_private(self.state / "known_hosts", known_hosts_lines(trusted.host, SIGNER_PRINCIPAL))
 
     def _write_access(self, sites: dict[str, int], users: dict[str, str]) -> None:
         """The principals file (``sites``: site -> endpoint port) and the users' keys, which
@@ -427,6 +449,10 @@ class _Session:
     received: int = 0  # bytes from the client, at the last count
     sent: int = 0  # bytes to it
     cut: str | None = None  # why the reaper ended it
+
+
+def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*first, *second)))
 
 
 def access_ended(login: Login, current: policy.Policy, now: datetime) -> str | None:

@@ -23,18 +23,20 @@ from tether.gateway import bundles, keygen, policy
 from tether.gateway.bundles import (
     account,
     as_text,
+    ca_keys,
     certificate,
     line_of,
     private_key,
     read_toml,
     text,
 )
+from tether.gateway.enrol import revoke_everywhere
 from tether.gateway.layout import Gateway
 from tether.gateway.names import RELAY_PRINCIPAL, parse_name, relay_principal
 from tether.gateway.serials import next_serial
 from tether.spec import Endpoint
 
-FORMAT = 1
+FORMAT = 2  # 1 held one key per CA, 2 a list of them (two during a CA rollover)
 # As an enrolment's: a removed relay's certificates are revoked by serial before their end.
 BUNDLE_VALIDITY = "+52w"
 MAX_SIGNERS = 16
@@ -47,8 +49,8 @@ class RelayBundle:
     relay: str
     signers: tuple[Endpoint, ...]
     signer_account: str  # the account the signers run as: the relay logs in as it
-    host_ca: str
-    user_ca: str
+    host_cas: tuple[str, ...]  # until a signer feeds the CAs it trusts now
+    user_cas: tuple[str, ...]
     host_key: str
     host_certificate: str
     login_key: str
@@ -64,7 +66,7 @@ class RelayBundle:
 
     @classmethod
     def _checked(cls, data: dict[str, Any]) -> RelayBundle:
-        if data.get("format") != FORMAT or data.get("kind") != "relay":
+        if data.get("format") not in (1, FORMAT) or data.get("kind") != "relay":
             raise UsageError("not a relay bundle this tether reads (format, kind)")
         signers = data.get("signers")
         if not isinstance(signers, list) or not 0 < len(signers) <= MAX_SIGNERS:
@@ -73,8 +75,8 @@ class RelayBundle:
             relay=parse_name(text(data, "relay"), what="relay"),
             signers=tuple(Endpoint.parse(as_text(s, "signers"), what="signers") for s in signers),
             signer_account=account(text(data, "signer_account"), "signer_account"),
-            host_ca=policy.parse_public_key(text(data, "host_ca"), what="host_ca"),
-            user_ca=policy.parse_public_key(text(data, "user_ca"), what="user_ca"),
+            host_cas=ca_keys(data, "host_ca"),
+            user_cas=ca_keys(data, "user_ca"),
             host_key=private_key(data, "host_key"),
             host_certificate=certificate(data, "host_certificate"),
             login_key=private_key(data, "login_key"),
@@ -127,8 +129,8 @@ def add_relay(
             "relay": relay,
             "signers": [str(signer) for signer in signers],
             "signer_account": signer_account,
-            "host_ca": line_of(Path(f"{gateway.host_ca}.pub")),
-            "user_ca": line_of(Path(f"{gateway.user_ca}.pub")),
+            "host_ca": gateway.trusted("host"),
+            "user_ca": gateway.trusted("user"),
             "host_key": host.read_text(),
             "host_certificate": line_of(work / "host-cert.pub"),
             "login_key": login.read_text(),
@@ -151,6 +153,6 @@ def remove_relay(gateway: Gateway, relay: str) -> None:
     parse_name(relay, what="relay")
     serial = policy.remove_relay(gateway.policy, relay)
     if serial:
-        keygen.revoke(gateway.revoked, Path(f"{gateway.user_ca}.pub"), [serial])
+        revoke_everywhere(gateway, serial)
     (gateway.relays / f"{relay}.toml").unlink(missing_ok=True)
     (gateway.status / f"{relay}.json").unlink(missing_ok=True)

@@ -18,9 +18,8 @@ import os
 import pwd
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-from tether.errors import RelayError, TetherError, UsageError
+from tether.errors import RelayError, TetherError, UsageError, describe
 from tether.files import write_private
 from tether.gateway import policy
 from tether.gateway.layout import Gateway
@@ -46,6 +45,8 @@ class SignerHost:
         self.run_dir = gateway.signer_run
         self.config = self.run_dir / "sshd_config"
         self.principals = self.run_dir / "principals"
+        # Every trusted user CA's key (two during a rollover), read by sshd at each login.
+        self.user_cas = self.run_dir / "user_cas.pub"
         self.sshd = Sshd("signer", self.config, listen, on_line=self._heard)
         self._policy_mtime = 0.0
         self._relays: dict[tuple[str, int], str] = {}  # fed relays, by peer
@@ -63,6 +64,7 @@ class SignerHost:
             os.mkdir(self.run_dir, 0o700)
         os.chmod(self.run_dir, 0o700)
         self.write_principals()
+        self.write_user_cas()
         write_private(
             self.config,
             sshd_config(
@@ -70,7 +72,7 @@ class SignerHost:
                 user=pwd.getpwuid(os.getuid()).pw_name,
                 host_key=self.gateway.signer_key,
                 host_certificate=self.gateway.signer_certificate,
-                user_ca=Path(f"{self.gateway.user_ca}.pub"),
+                user_ca=self.user_cas,
                 principals=self.principals,
                 revoked=self.gateway.revoked,
                 forwarding=False,
@@ -87,6 +89,15 @@ class SignerHost:
             parse_name(name, what="relay")
             lines.append(f"{forced(feed, name)} {relay_principal(name)}")
         write_private(self.principals, "\n".join([*lines, ""]))
+
+    def write_user_cas(self) -> None:
+        """The user CAs' keys this signer's sshd takes relays' certificates of, when they
+        changed (a rollover's add or retire)."""
+        text = "".join(f"{ca}\n" for ca in self.gateway.trusted("user"))
+        with contextlib.suppress(OSError):
+            if self.user_cas.read_text() == text:
+                return
+        write_private(self.user_cas, text)
 
     async def run(self, on_ready: Callable[[], None], stop: StopRequest) -> int:
         """Check, start, tell ``on_ready``, serve until ``stop`` (0), and end sshd and its
@@ -117,6 +128,12 @@ class SignerHost:
                         self.write_principals()
                     except TetherError as exc:  # a hand edit gone wrong: keep the last good one
                         log.warning("signer: policy not applied: %s", exc.message)
+            try:
+                self.write_user_cas()
+            except TetherError as exc:  # a retire under way: the next look settles it
+                log.warning("signer: user CAs not read: %s", exc.message)
+            except OSError as exc:
+                log.warning("signer: user CAs not read: %s", describe(exc))
         return exited.result()
 
     def _heard(self, line: str) -> None:

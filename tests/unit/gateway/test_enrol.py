@@ -52,7 +52,9 @@ def test_an_enrolment_holds_what_a_site_needs(tmp_path: Path) -> None:
     host = certificate_says(data["host_certificate"], tmp_path)
     assert "host certificate" in host
     assert host.split("Principals:")[1].split()[0] == site_host_alias("lab")
-    assert data["host_ca"].split()[1] in Path(f"{gateway.host_ca}.pub").read_text()
+    assert [ca.split()[1] for ca in data["host_ca"]] == [
+        Path(f"{gateway.host_ca}.pub").read_text().split()[1]
+    ]
     site = policy.load(gateway.policy).sites["lab"]
     assert site.port == enrol.FIRST_ENDPOINT_PORT and f"Serial: {site.serial}" in agent
     # No key is left behind in the gateway's directory, but the enrolment's.

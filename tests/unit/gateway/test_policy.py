@@ -148,3 +148,16 @@ def test_a_grant_until_a_time_reads_back_exactly(tmp_path: Path) -> None:
     add_user(path, "alice", KEY)
     grant(path, "alice", "lab", "db", datetime(2030, 1, 1, 12, 30, 15, 999, tzinfo=UTC))
     assert load(path).grants[0].until == datetime(2030, 1, 1, 12, 30, 15, tzinfo=UTC)
+
+
+def test_a_site_enrolled_again_is_granted_again(tmp_path: Path) -> None:
+    """Removing a site's last grant leaves a policy a new grant can be added to (a site is
+    enrolled again in a CA rollover)."""
+    path = write(tmp_path, EMPTY_POLICY)
+    add_user(path, "alice", KEY)
+    add_site(path, "lab", port=42001, serial=2)
+    grant(path, "alice", "lab", "db", None)
+    remove_site(path, "lab")
+    add_site(path, "lab", port=42001, serial=3)
+    grant(path, "alice", "lab", "db", None)
+    assert [(g.site, g.target) for g in load(path).grants] == [("lab", "db")]
