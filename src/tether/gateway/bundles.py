@@ -28,12 +28,6 @@ def write(path: Path, header: list[str], fields: dict[str, object]) -> None:
     write_private(path, "\n".join([*lines, ""]))
 
 
-def line_of(path: Path) -> str:
-    """A public key or certificate file's one line, without its comment."""
-    kind, blob = path.read_text().split()[:2]
-    return f"{kind} {blob}"
-
-
 def read_toml(path: Path, what: str, malformed: str) -> dict[str, Any]:
     """The TOML document at ``path`` (a regular file of bounded size), or a ConfigError naming
     the file: ``what`` is missing, or ``malformed`` and why."""

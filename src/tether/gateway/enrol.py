@@ -20,7 +20,6 @@ from pathlib import Path
 
 from tether.errors import UsageError, shown
 from tether.gateway import bundles, keygen, policy
-from tether.gateway.bundles import line_of
 from tether.gateway.cas import trusted_public_files
 from tether.gateway.layout import Gateway
 from tether.gateway.names import ACCOUNT, parse_name, site_host_alias, site_principal
@@ -72,19 +71,19 @@ def add_site(
     work = Path(tempfile.mkdtemp(prefix=".enrol-", dir=gateway.root))  # 0700, on our disk
     try:
         agent_serial, host_serial = next_serial(gateway.serial), next_serial(gateway.serial)
-        agent = keygen.generate(work / "agent", f"agent-{site}")
-        keygen.sign(
+        agent_key, agent_certificate = keygen.certified(
+            work / "agent",
+            f"agent-{site}",
             gateway.user_ca,
-            work / "agent.pub",
             key_id=f"agent:{site}",
             principals=[site_principal(site)],
             validity=ENROLMENT_VALIDITY,
             serial=agent_serial,
         )
-        host = keygen.generate(work / "host", f"site-{site}")
-        keygen.sign(
+        host_key, host_certificate = keygen.certified(
+            work / "host",
+            f"site-{site}",
             gateway.host_ca,
-            work / "host.pub",
             key_id=f"site:{site}",
             principals=[site_host_alias(site)],
             validity=ENROLMENT_VALIDITY,
@@ -99,10 +98,10 @@ def add_site(
             "endpoint_port": port,
             "host_ca": gateway.trusted("host"),
             "user_ca": gateway.trusted("user"),
-            "agent_key": agent.read_text(),
-            "agent_certificate": line_of(work / "agent-cert.pub"),
-            "host_key": host.read_text(),
-            "host_certificate": line_of(work / "host-cert.pub"),
+            "agent_key": agent_key,
+            "agent_certificate": agent_certificate,
+            "host_key": host_key,
+            "host_certificate": host_certificate,
         }
         policy.add_site(gateway.policy, site, port=port, serial=agent_serial)
         try:

@@ -66,6 +66,33 @@ def sign(
     return public_key.with_name(f"{name}-cert.pub")
 
 
+def certified(
+    path: Path,
+    comment: str,
+    ca: Path,
+    *,
+    key_id: str,
+    principals: list[str],
+    validity: str,
+    serial: int,
+    host: bool = False,
+) -> tuple[str, str]:
+    """A new key at ``path`` (as ``generate``), certified by ``ca`` (as ``sign``): the private
+    key's text and the certificate's line ("TYPE BASE64", without its comment)."""
+    generate(path, comment)
+    certificate = sign(
+        ca,
+        path.with_name(path.name + ".pub"),
+        key_id=key_id,
+        principals=principals,
+        validity=validity,
+        serial=serial,
+        host=host,
+    )
+    kind, blob = certificate.read_text().split()[:2]
+    return path.read_text(), f"{kind} {blob}"
+
+
 def _field(value: str, what: str) -> str:
     if not _FIELD.match(value):
         raise UsageError(f"{what}: cannot go into a certificate: {shown(value)}")

@@ -30,14 +30,13 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tether.control import bind_private_socket
-from tether.errors import AccessRefused, AgentRefused, RelayError, TetherError, UsageError, visible
+from tether.errors import AccessRefused, AgentRefused, RelayError, TetherError, UsageError
 from tether.files import write_private
 from tether.gateway import announce, keygen, policy
 from tether.gateway.feed import Trusted
@@ -46,8 +45,8 @@ from tether.gateway.hops import known_hosts_lines, ssh_options
 from tether.gateway.names import SIGNER_PRINCIPAL, parse_target_path
 from tether.gateway.relaybundle import RelayBundle
 from tether.gateway.sshd import Sshd, strict_enough
-from tether.gateway.sessions import Login, accepted, ended, holder, leftovers, traffic
-from tether.gateway.signer import parse_client_key_id
+from tether.gateway.reaper import Sessions
+from tether.gateway.sessions import leftovers
 from tether.gateway.sshdconfig import relay_principals, signer_keys, sshd_config
 from tether.modes.signals import StopRequest
 from tether.protocol import Status
@@ -65,8 +64,6 @@ TICK = 1.0  # how often sessions are counted, reaped and told to the signer
 HEARTBEAT = 5.0
 # The feed's ssh: a signer gone silent is seen within 15 s, and the next one tried.
 FEED_OPTIONS = ("ServerAliveInterval=5", "ServerAliveCountMax=3", "ConnectTimeout=10")
-# A session younger than this may not be in the kernel's table yet when its bytes are counted.
-SETTLE = 2.0
 
 
 class Relay:
@@ -83,11 +80,11 @@ class Relay:
         self.revoked = self.state / "revoked.krl"
         self.trusted_cache = self.state / "cas.json"
         self.signer_socket = self.state / "signer.sock"
-        self.sshd = Sshd("relay", self.config, listen, on_line=self._heard)
+        self.sessions = Sessions(listen, self.feed_audit)
+        self.sshd = Sshd("relay", self.config, listen, on_line=self.sessions.heard)
         self.feed = FeedLink(bundle.signers, self._feed_argv, self._fed)
         self._policy: policy.Policy | None = None
         self._policy_known = asyncio.Event()
-        self._sessions: dict[tuple[str, int], _Session] = {}  # live sessions, by their peer
         self._said: dict[str, object] | None = None  # the last status sent up
         self._said_at = 0.0  # when (time.monotonic())
 
@@ -239,8 +236,7 @@ class Relay:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.sshd.stop()
-            for peer in list(self._sessions):
-                self._closed(peer)
+            self.sessions.close_all()
             self.feed.stop()
             if signing is not None:
                 signing.close()
@@ -290,8 +286,7 @@ class Relay:
         site's agent announced them here)."""
         announced = announce.load(self.state, site)
         # What an agent announced stays when its link ends: linked is a live session of it.
-        agent = f"agent:{site}"
-        if announced is None or not any(s.login.key_id == agent for s in self._sessions.values()):
+        if announced is None or not self.sessions.linked(site):
             raise RelayError(f"site {site} has no agent linked to this relay")
         where = announced.targets.get(target)
         if where is None:
@@ -315,11 +310,12 @@ class Relay:
     def status(self) -> Status:
         """What `tether list` shows: ready while sshd serves, its live sessions (agents' and
         clients') and their bytes so far (at the last count: each second)."""
+        received, sent = self.sessions.bytes()
         return Status(
             state="ready" if self.sshd.pid is not None else "connecting",
-            connections_active=len(self._sessions),
-            bytes_out=sum(s.received for s in self._sessions.values()),
-            bytes_in=sum(s.sent for s in self._sessions.values()),
+            connections_active=len(self.sessions),
+            bytes_out=received,
+            bytes_in=sent,
         )
 
     async def serve(self) -> int:
@@ -329,8 +325,10 @@ class Relay:
         assert exited is not None
         while not exited.done():
             await asyncio.wait([exited], timeout=TICK)
-            await self._count()
-            await self._reap(datetime.now(UTC))
+            await self.sessions.count()
+            root = self.sshd.pid
+            if root is not None and self._policy is not None:
+                await self.sessions.reap(root, self._policy, datetime.now(UTC))
             self._tell()
         return exited.result()
 
@@ -338,20 +336,7 @@ class Relay:
         """This relay's state, up to the signer (for `tether gateway status`), when it
         changed, and each HEARTBEAT regardless: a relay that says nothing is taken to be
         down, and a signer reached after an outage hears from it soon."""
-        said: dict[str, object] = {
-            "listen": str(self.listen),
-            "sessions": [
-                {
-                    "key_id": s.login.key_id,
-                    "serial": s.login.serial,
-                    "peer": f"{s.login.host}:{s.login.port}",
-                    "seconds": round(time.monotonic() - s.opened),
-                    "bytes_from_client": s.received,
-                    "bytes_to_client": s.sent,
-                }
-                for s in self._sessions.values()
-            ],
-        }
+        said: dict[str, object] = {"listen": str(self.listen), "sessions": self.sessions.told()}
         now = time.monotonic()
         if said != self._said or now - self._said_at >= HEARTBEAT:
             self.feed.status(said)
@@ -366,111 +351,12 @@ class Relay:
                 os.kill(pid, signal.SIGKILL)
         if left:
             log.warning("relay: ended %d session process(es) a previous relay left", len(left))
-            self.feed.audit("leftovers", count=len(left))
+            self.feed_audit("leftovers", count=len(left))
 
-    def _heard(self, line: str) -> None:
-        """Follow the sessions in sshd's log: logins with a certificate, and their ends; each
-        an audit line."""
-        login = accepted(line)
-        if login is not None:
-            peer = (login.host, login.port)
-            self._sessions[peer] = _Session(login, time.monotonic())
-            self._record("opened", login, listen=str(self.listen))
-            return
-        gone = ended(line)
-        if gone is not None:
-            self._closed(gone)
-
-    def _closed(self, peer: tuple[str, int]) -> None:
-        """The session of ``peer`` is over: its audit line (how long, how many bytes, why if it
-        was cut), once."""
-        session = self._sessions.pop(peer, None)
-        if session is None:
-            return
-        self._record(
-            "closed",
-            session.login,
-            seconds=round(time.monotonic() - session.opened, 3),
-            bytes_from_client=session.received,
-            bytes_to_client=session.sent,
-            **({"cut": session.cut} if session.cut else {}),
-        )
-
-    async def _count(self) -> None:
-        """The bytes of each live session so far (the audit's close line says the last); a
-        session the kernel no longer holds has closed, whether sshd said so or not (a session
-        process ended by a signal says nothing)."""
-        if not self._sessions:
-            return
-        counts = await traffic(self.listen.port)
-        if counts is None:
-            return
-        now = time.monotonic()
-        for peer, session in list(self._sessions.items()):
-            if peer in counts:
-                session.received, session.sent = counts[peer]
-            elif now - session.opened > SETTLE:
-                self._closed(peer)
-
-    async def _reap(self, now: datetime) -> None:
-        """End the sessions whose access has ended: OpenSSH lets a session outlive its
-        certificate, and a grant or a site can be taken away before that."""
-        root = self.sshd.pid
-        if root is None or self._policy is None:
-            return
-        for peer, session in list(self._sessions.items()):
-            login = session.login
-            reason = None if session.cut else access_ended(login, self._policy, now)
-            if reason is None:
-                continue
-            session.cut = reason
-            pid = await asyncio.to_thread(holder, root, login.host, login.port)
-            if pid is None:
-                self._closed(peer)  # it ended by itself
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            log.warning("relay: session of %s cut: %s", visible(login.key_id), reason)
-            self._record("cut", login, reason=reason)
-
-    def _record(self, event: str, login: Login, **fields: object) -> None:
-        """An audit line of a session: its certificate's key id and serial (which join it to
-        the issuance), its peer, and ``fields``."""
-        peer = f"{login.host}:{login.port}"
-        self.feed.audit(event, key_id=login.key_id, serial=login.serial, peer=peer, **fields)
-
-
-@dataclass
-class _Session:
-    """A live session on the relay, as its log and the kernel tell it."""
-
-    login: Login
-    opened: float  # time.monotonic()
-    received: int = 0  # bytes from the client, at the last count
-    sent: int = 0  # bytes to it
-    cut: str | None = None  # why the reaper ended it
+    def feed_audit(self, event: str, **fields: object) -> None:
+        """An audit line, up to the signers (kept while none answers)."""
+        self.feed.audit(event, **fields)
 
 
 def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*first, *second)))
-
-
-def access_ended(login: Login, current: policy.Policy, now: datetime) -> str | None:
-    """Why the session of ``login`` may go on no longer, or None while it may."""
-    client = parse_client_key_id(login.key_id)
-    if client is not None:
-        # A certificate's end alone cuts nothing: it bounds when a login may start, and ends
-        # no sooner than its grant, so a live grant's session goes on and a tunnel is not
-        # cut every few minutes.
-        user, site, target, _end = client
-        if not any(
-            (g.user, g.site, g.target) == (user, site, target) and g.live(now)
-            for g in current.grants
-        ):
-            return "access revoked"
-        return None
-    if login.key_id.startswith("agent:"):
-        enrolled = current.sites.get(login.key_id.removeprefix("agent:"))
-        if enrolled is None or enrolled.serial != login.serial:
-            return "its site was removed"
-    return None

@@ -25,7 +25,6 @@ from tether.gateway.bundles import (
     as_text,
     ca_keys,
     certificate,
-    line_of,
     private_key,
     read_toml,
     text,
@@ -104,20 +103,20 @@ def add_relay(
     work = Path(tempfile.mkdtemp(prefix=".relay-", dir=gateway.root))  # 0700, on our disk
     try:
         host_serial, login_serial = next_serial(gateway.serial), next_serial(gateway.serial)
-        host = keygen.generate(work / "host", f"relay-{relay}")
-        keygen.sign(
+        host_key, host_certificate = keygen.certified(
+            work / "host",
+            f"relay-{relay}",
             gateway.host_ca,
-            work / "host.pub",
             key_id=f"relay:{relay}",
             principals=[RELAY_PRINCIPAL],
             validity=BUNDLE_VALIDITY,
             serial=host_serial,
             host=True,
         )
-        login = keygen.generate(work / "login", f"relay-login-{relay}")
-        keygen.sign(
+        login_key, login_certificate = keygen.certified(
+            work / "login",
+            f"relay-login-{relay}",
             gateway.user_ca,
-            work / "login.pub",
             key_id=f"relay:{relay}",
             principals=[relay_principal(relay)],
             validity=BUNDLE_VALIDITY,
@@ -131,10 +130,10 @@ def add_relay(
             "signer_account": signer_account,
             "host_ca": gateway.trusted("host"),
             "user_ca": gateway.trusted("user"),
-            "host_key": host.read_text(),
-            "host_certificate": line_of(work / "host-cert.pub"),
-            "login_key": login.read_text(),
-            "login_certificate": line_of(work / "login-cert.pub"),
+            "host_key": host_key,
+            "host_certificate": host_certificate,
+            "login_key": login_key,
+            "login_certificate": login_certificate,
         }
         policy.add_relay(gateway.policy, relay, serial=login_serial)
         try:

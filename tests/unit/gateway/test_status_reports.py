@@ -12,6 +12,7 @@ import pytest
 
 from tether.gateway.feed import Feed
 from tether.gateway.layout import Gateway
+from tether.gateway.reaper import Sessions
 from tether.gateway.relay import HEARTBEAT, Relay
 from tether.spec import Endpoint
 
@@ -31,7 +32,7 @@ def test_a_relay_repeats_its_status_each_heartbeat(monkeypatch: pytest.MonkeyPat
     told = Told()
     relay.feed = told  # type: ignore[assignment]
     relay.listen = Endpoint("127.0.0.1", 2222)
-    relay._sessions = {}
+    relay.sessions = Sessions(relay.listen, lambda *_, **__: None)
     relay._said, relay._said_at = None, 0.0
     relay._tell()
     clock[0] += HEARTBEAT - 1

@@ -1,11 +1,11 @@
-"""Which sessions the relay's reaper ends (relay.access_ended)."""
+"""Which sessions the relay's reaper ends (reaper.access_ended)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from tether.gateway.policy import Grant, Policy, Site
-from tether.gateway.relay import access_ended
+from tether.gateway.reaper import access_ended
 from tether.gateway.sessions import Login
 from tether.gateway.signer import client_key_id
 
