@@ -175,8 +175,7 @@ class Tunnel:
         if drain > 0 and self._up.is_set():
             await self._drain(drain, hurry)
         self.state = "closed"
-        if self._supervisor is not None:
-            self._supervisor.cancel()
+        await self._stop_reconnecting()
         self._connections.end()
         try:
             await self.transport.close()
@@ -185,6 +184,18 @@ class Tunnel:
                 self._end_reason = "closed"
             self._ended.set()
             self._closed.set()
+
+    async def _stop_reconnecting(self) -> None:
+        """End a reconnect in progress, and wait until it has: the attempt cleans up in the
+        transport's files (its ssh waited for, its config removed), which the transport's close
+        removes. Cancelled again each second, should a step of it have taken the cancel for its
+        own timeout."""
+        supervisor = self._supervisor
+        if supervisor is None or supervisor is asyncio.current_task():
+            return
+        while not supervisor.done():
+            supervisor.cancel()
+            await asyncio.wait([supervisor], timeout=1.0)
 
     async def _drain(self, drain: float, hurry: asyncio.Event | None) -> None:
         drained = self._connections.drained

@@ -31,6 +31,8 @@ from tether.errors import (
     TunnelLostError,
 )
 from tether.spec import Endpoint, Engine, SshOptions, TunnelSpec, Via
+from tether.transports.base import LossCallback, PhaseCallback
+from tether.transports.direct import DirectTransport
 from tether.tunnel import Tunnel
 from tests.support.waiting import wait_until
 
@@ -255,9 +257,7 @@ async def test_reconnects_after_server_restart_with_port_kept(
 async def test_a_connection_held_past_the_hold_is_reset(
     asyncssh_server: AsyncSshServer, echo_server: EchoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port)).with_changes(
-        hold=0.5
-    )
+    spec = ssh_spec(asyncssh_server, Endpoint("127.0.0.1", echo_server.port)).with_changes(hold=0.5)
     loop = asyncio.get_running_loop()
     async with Tunnel(spec) as tunnel:
         await asyncssh_server.stop()
@@ -397,3 +397,44 @@ async def test_a_connection_cut_by_the_masters_death_is_a_reset(
         writer.close()
     hold.set()
     server.close()
+
+
+class SlowToGiveUp(DirectTransport):
+    """Connects at once the first time; a reconnect then waits until cancelled and takes a
+    moment to clean up (as an ssh it started must be waited for), using its files meanwhile."""
+
+    def __init__(self) -> None:
+        self.lost: LossCallback | None = None
+        self.reconnecting = asyncio.Event()
+        self.attempt_over = False
+        self.closed_while_attempting: bool | None = None
+
+    async def connect(
+        self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        if self.lost is None:
+            self.lost = on_lost
+            return
+        self.reconnecting.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.2)  # the cleanup, still in the transport's files
+            self.attempt_over = True
+
+    async def close(self) -> None:
+        self.closed_while_attempting = not self.attempt_over
+
+
+async def test_close_waits_for_a_reconnect_attempt_to_end(echo_server: EchoServer) -> None:
+    """The transport is released only once a running reconnect attempt has ended: an attempt
+    that went on would use what close removes (an OpenSSH master's directory)."""
+    transport = SlowToGiveUp()
+    spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port), timeout=10)
+    tunnel = Tunnel(spec.with_changes(backoff_initial=0.01), transport)
+    await tunnel.start()
+    assert transport.lost is not None
+    transport.lost("gone")
+    await asyncio.wait_for(transport.reconnecting.wait(), 10)
+    await tunnel.close()
+    assert transport.closed_while_attempting is False
