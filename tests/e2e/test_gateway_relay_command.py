@@ -63,7 +63,9 @@ def test_the_relay_serves_sites_added_while_it_runs_and_leaves_nothing(
         "--state-dir", str(work / "relay"),
     )  # fmt: skip
     relay.wait_for(lambda p: "r1 ready on" in p.stderr, "the relay to be ready")
-    enrolled = enrol.add_site(gateway, "lab", [Endpoint("127.0.0.1", port)])  # while it runs
+    enrolled = enrol.add_site(
+        gateway, "lab", [Endpoint("127.0.0.1", port)], port=free_port()
+    )  # while it runs
     argv, endpoint = agent_argv(work, enrolled.path, port)
     site_port = int(endpoint.rpartition(":")[2])
     wait_until_sync(

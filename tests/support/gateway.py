@@ -262,7 +262,7 @@ def running_gateway(
             named = [Endpoint("127.0.0.1", port) for port in signer_ports]
             relaybundle.add_relay(gateway, name, named)
         addresses = [Endpoint("127.0.0.1", port) for port in ports.values()]
-        enrolled = enrol.add_site(gateway, "lab", addresses)
+        enrolled = enrol.add_site(gateway, "lab", addresses, port=free_port())
         run = Running(
             work, gateway, signer_port, ports["r1"], enrolled.port, tether, enrolled.path, targets
         )
