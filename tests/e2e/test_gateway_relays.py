@@ -118,6 +118,11 @@ def test_a_client_whose_first_relay_is_down_goes_through_the_next(
     )
     assert code == 0, err
     assert out.strip().endswith("through a relay"), out
+    # The user is told which relay was passed over, and why.
+    (passed,) = [line for line in err.splitlines() if "signed by relay" in line]
+    assert passed.startswith("tether: warning: "), passed
+    assert via.split(",")[0] in passed and "Connection refused" in passed, passed
+    assert passed.endswith(f"; signed by relay gw://{users.relay}"), passed
     # diagnose walks the path through the relay that answered, and says the first did not.
     code, out, err = tether.run("diagnose", *flags(via, users.alice, users.known_hosts), "--json")
     assert code == 0, err
@@ -196,7 +201,7 @@ def two_relays(tether: TetherRunner, echo_server: EchoServer) -> Iterator[TwoRel
         bundles = [relaybundle.add_relay(gateway, name, [signer]) for name in ("r1", "r2")]
         listens = (Endpoint("127.0.0.1", free_port()), Endpoint(elsewhere.peer_address, 2222))
         states = (work / "relay-r1", work / "relay-r2")
-        enrolled = enrol.add_site(gateway, "lab", list(listens))
+        enrolled = enrol.add_site(gateway, "lab", list(listens), port=free_port())
         key = user_key(gateway, work, "alice", granted=True)
         started: list[TetherProcess] = []
         try:

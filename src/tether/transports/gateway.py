@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import shutil
 import socket
@@ -46,6 +47,8 @@ from tether.transports.master import parent_death_wrapper
 from tether.transports.openssh import OpenSshTransport
 from tether.transports.relayorder import Candidate, RelayOrder
 from tether.transports.workdir import Workdir
+
+log = logging.getLogger("tether")
 
 # What the signer's answer may hold: a certificate line, and nothing long.
 MAX_ANSWER = 64 * 1024
@@ -229,6 +232,10 @@ class GatewayTransport(OpenSshTransport):
                 self.relays.failed(relay)  # cancelled while it was asked: it may hang again
                 raise
             else:
+                # Said, so that one can tell why a relay carries less (when none signs, the
+                # error names them all instead).
+                for passed in tried:
+                    log.warning("%s; signed by relay %s", _said(*passed), relay.label)
                 return relay, answer
         raise _none_signed(tried, f"{self.site}/{self.target}")
 
@@ -306,13 +313,14 @@ def _none_signed(tried: list[tuple[Candidate, TetherError]], asked: str) -> Teth
     chosen = next(
         (exc for _, exc in tried if not isinstance(exc, TransportUnreachableError)), tried[-1][1]
     )
-    said = [
-        exc.message if relay.label in exc.message else f"relay {relay.label}: {exc.message}"
-        for relay, exc in tried
-    ]
-    chosen.message = f"no relay signed for {asked}: " + "; ".join(said)
+    chosen.message = f"no relay signed for {asked}: " + "; ".join(_said(*t) for t in tried)
     chosen.args = (chosen.message,)
     return chosen
+
+
+def _said(relay: Candidate, exc: TetherError) -> str:
+    """Why ``relay`` did not sign, naming it once."""
+    return exc.message if relay.label in exc.message else f"relay {relay.label}: {exc.message}"
 
 
 def parse_target(target: Endpoint) -> tuple[str, str]:
