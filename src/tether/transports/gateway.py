@@ -26,6 +26,7 @@ import logging
 import re
 import shutil
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tether import paths
@@ -60,6 +61,9 @@ REFUSED, UNREACHABLE = 5, 4
 # longer (the last one asked has the whole attempt's time): a relay whose host went silent must
 # not use up every attempt.
 RELAY_TIMEOUT = 10.0
+# A reconnect keeps the certificate it has while this much of its validity is left (they are
+# issued for 5 minutes): a relay checks it (and the revocation list) at the login all the same.
+REUSE_MARGIN = 60.0
 
 
 class Answer:
@@ -88,10 +92,27 @@ class Answer:
         self.key = key
         self.port = port
         self.account = account
+        self.valid_before = _instant(data.get("valid_before"))
         try:
             self.target = Endpoint.parse(target, what="the signer's target")
         except TetherError as exc:
             raise TransportUnreachableError(exc.message) from None
+
+    def lasts(self, seconds: float) -> bool:
+        """Whether the certificate is still valid ``seconds`` from now (by this host's clock)."""
+        if self.valid_before is None:
+            return False
+        return self.valid_before - datetime.now(UTC) > timedelta(seconds=seconds)
+
+
+def _instant(value: object) -> datetime | None:
+    """An answer's ISO 8601 time with its zone; None if it has none (the answer is then never
+    used twice)."""
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 class GatewayTransport(OpenSshTransport):
@@ -116,6 +137,8 @@ class GatewayTransport(OpenSshTransport):
         self._relay: Candidate | None = None  # the relay the master jumps through
         self._forward_to: Endpoint | None = None
         self._answer: Answer | None = None
+        self._using: Answer | None = None  # the answer of the master being connected
+        self._held: Answer | None = None  # the answer of the last master that connected
 
     def known_hosts(self) -> str:
         return self.options.known_hosts or str(paths.known_hosts())
@@ -143,6 +166,7 @@ class GatewayTransport(OpenSshTransport):
 
         try:
             await super().connect(on_phase, lost)
+            self._held = self._using
         except BaseException as exc:
             relay = self._relay
             several = len(self.relays.ordered()) > 1
@@ -163,9 +187,13 @@ class GatewayTransport(OpenSshTransport):
         self._relay = None
         identities = list(self.options.identity_files)
         answer, self._answer = self._answer, None
-        if answer is None or self.signer is None:
+        relay = self.signer
+        if answer is None:
+            answer, relay = await self._reusable()
+        if answer is None or relay is None:
             self.signer, answer = await self._sign_any(workdir, identities)
-        relay = self._relay = self.signer
+            relay = self.signer
+        self._relay, self._using = relay, answer
         certificate = workdir / "id-cert.pub"
         certificate.write_text(answer.certificate + "\n")
         if not identities:  # the key is in ssh-agent: its public half names it
@@ -194,6 +222,18 @@ class GatewayTransport(OpenSshTransport):
             identities=identities,
             known_hosts=self.known_hosts(),
         )
+
+    async def _reusable(self) -> tuple[Answer | None, Candidate | None]:
+        """The certificate of the master that last connected, if it has REUSE_MARGIN left,
+        and the relay to use it through (the first in order): a reconnect after a relay died
+        then costs one login, not two, and a failover of many tunnels does not queue them all
+        at the signers. Only once per connected master: after a failed attempt the next one
+        asks the signers again (and hears the policy's word, if the certificate was revoked)."""
+        held, self._held = self._held, None
+        if held is None or not held.lasts(REUSE_MARGIN):
+            return None, None
+        relay = next((c for c in await self.relays.refresh() if c.unresolved is None), None)
+        return (held, relay) if relay is not None else (None, None)
 
     def _relay_settings(self, relay: Candidate) -> dict[str, str]:
         settings = {

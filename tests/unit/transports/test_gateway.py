@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -75,12 +76,13 @@ class Signers:
     def __init__(self, answers: dict[str, TetherError | None]) -> None:
         self.answers = answers
         self.asked: list[str] = []
+        self.reply: dict[str, object] = GOOD
 
     async def __call__(self, relay: Candidate, config: Path, identities: list[str]) -> Answer:
         self.asked.append(relay.address.host)
         failure = self.answers.get(relay.address.host)
         if failure is None:
-            return Answer(json.dumps(GOOD))
+            return Answer(json.dumps(self.reply))
         if isinstance(failure, HangingError):
             await asyncio.sleep(3600)
         raise failure
@@ -164,3 +166,47 @@ async def test_a_relay_that_hangs_is_passed_over_in_time(
     config = await transport.prepare(tmp_path)
     assert relay_in(config) == ('"10.0.0.2"', "22")
     assert [c.address.host for c in transport.relays.ordered()] == ["10.0.0.2", "10.0.0.1"]
+
+
+# -- a reconnect keeps its certificate ------------------------------------------------------------
+def lasting(minutes: float) -> dict[str, object]:
+    until = datetime.now(UTC) + timedelta(minutes=minutes)
+    return {**GOOD, "valid_before": until.isoformat()}
+
+
+@pytest.mark.parametrize("value", [None, "soon", "2026-12-06T10:00:00", 1765000000])
+def test_an_answer_without_a_zoned_end_is_never_kept(value: object) -> None:
+    answer = Answer(json.dumps({**GOOD, "valid_before": value}))
+    assert answer.valid_before is None and not answer.lasts(0)
+
+
+async def test_a_reconnect_keeps_the_certificate_of_the_master_that_connected(
+    tmp_path: Path,
+) -> None:
+    signers = Signers({})
+    signers.reply = lasting(5)
+    transport = several(tmp_path, "gw://10.0.0.1,10.0.0.2", signers)
+    await transport.prepare(tmp_path)
+    assert signers.asked == ["10.0.0.1"]
+    transport._held = transport._using  # what connect does once the master is up
+    transport.relays.failed(transport.relays.ordered()[0])  # then the relay in use is lost
+    (tmp_path / "again").mkdir()
+    config = await transport.prepare(tmp_path / "again")
+    assert signers.asked == ["10.0.0.1"]  # no signer asked: the certificate is the same
+    assert (tmp_path / "again" / "id-cert.pub").read_text() == CERT + "\n"
+    assert relay_in(config) == ('"10.0.0.2"', "22")  # through the next relay in order
+    # That attempt did not connect: the one after it asks a signer again (the healthy first).
+    (tmp_path / "third").mkdir()
+    await transport.prepare(tmp_path / "third")
+    assert signers.asked == ["10.0.0.1", "10.0.0.2"]
+
+
+async def test_a_certificate_near_its_end_is_not_kept(tmp_path: Path) -> None:
+    signers = Signers({})
+    signers.reply = lasting(0.5)
+    transport = several(tmp_path, "gw://10.0.0.1,10.0.0.2", signers)
+    await transport.prepare(tmp_path)
+    transport._held = transport._using
+    (tmp_path / "again").mkdir()
+    await transport.prepare(tmp_path / "again")
+    assert signers.asked == ["10.0.0.1", "10.0.0.1"]
