@@ -4,8 +4,10 @@ refused, not read."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from tether.errors import TetherError, describe
@@ -97,6 +99,16 @@ def _check_ancestors(path: Path, *, what: str, fix: str, error: type[TetherError
                 f"(mode {stat.S_IMODE(st.st_mode):04o}, not sticky)",
                 hint=fix,
             )
+
+
+def write_private_files(directory: Path, files: Mapping[str, str]) -> None:
+    """Make ``directory`` (one that exists too: exactly 0700, whatever the umask or an earlier
+    run left) and write each of ``files``, name to text, into it with ``write_private``."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    os.chmod(directory, 0o700)
+    for name, text in files.items():
+        write_private(directory / name, text)
 
 
 def write_private(path: Path, text: str | bytes) -> None:

@@ -19,6 +19,7 @@ from tether.unitfiles import (
     UnitFile,
     one_line,
     quoted,
+    service_head,
     specifiers,
     unit_file,
     unit_name,
@@ -130,20 +131,14 @@ def gateway_unit(process: GatewayProcess, account: Account, *, user_mode: bool) 
             f"Wants={runtime}",
             f"After={runtime}",
         ]
-    lines += [
-        "",
-        "[Service]",
-        "# tether says when it serves (READY=1) and what it does (STATUS=); its sshd may not.",
-        "Type=notify",
-        "NotifyAccess=main",
-        "ExecStart=" + " ".join(quoted(word, command=True) for word in command),
-    ]
-    if not user_mode:
-        lines += [f"User={one_line(account.user, 'User')}"]
-    if not user_mode and registry is None:
-        lines += [f"Environment=XDG_RUNTIME_DIR=/run/user/{account.uid}"]
-    for key, value in sorted(account.environment.items()):
-        lines += [f"Environment={quoted(f'{key}={value}')}"]
+    lines += service_head(
+        ["# tether says when it serves (READY=1) and what it does (STATUS=); its sshd may not."],
+        command,
+        user=account.user,
+        uid=account.uid,
+        environment=account.environment,
+        user_mode=user_mode,
+    )
     if process.directory is None:
         lines += [
             "# systemd makes the state directory (private, the account's) before each start.",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tether.errors import UsageError, clip
@@ -161,21 +161,18 @@ def service_unit(
             f"Wants={runtime}",
             f"After={runtime}",
         ]
-    lines += [
-        "",
-        "[Service]",
+    notify = [
         "# tether says when the tunnel really serves (READY=1: bound, connected, probed) and",
         "# what it is doing (STATUS=, in `systemctl status`). Only tether may say it, not its ssh.",
-        "Type=notify",
-        "NotifyAccess=main",
-        "ExecStart=" + " ".join(quoted(word, command=True) for word in command),
     ]
-    if not user_mode:
-        lines += [f"User={one_line(at.user, 'User')}"]
-    if not user_mode and registry is None:
-        lines += [f"Environment=XDG_RUNTIME_DIR=/run/user/{at.uid}"]
-    for key, value in sorted(at.environment.items()):
-        lines += [f"Environment={quoted(f'{key}={value}')}"]
+    lines += service_head(
+        notify,
+        command,
+        user=at.user,
+        uid=at.uid,
+        environment=at.environment,
+        user_mode=user_mode,
+    )
     lines += [
         f"# tether gives up after the profile's timeout ({spec.timeout:g}s, exit 7); systemd a",
         "# little later, so that the journal shows tether's reason.",
@@ -216,6 +213,38 @@ def service_unit(
         "",
     ]
     return unit_file(name, lines)
+
+
+def service_head(
+    why: list[str],
+    command: Sequence[str],
+    *,
+    user: str,
+    uid: int,
+    environment: Mapping[str, str],
+    user_mode: bool,
+) -> list[str]:
+    """The opening of a Type=notify [Service] section that runs ``command`` as ``user``.
+
+    ``why`` is the comment above Type=notify. A system unit names the user, and unless
+    TETHER_RUNTIME_DIR is carried, points XDG_RUNTIME_DIR at the user's /run/user/UID, where
+    the process registers; ``environment`` is carried in as it is.
+    """
+    lines = [
+        "",
+        "[Service]",
+        *why,
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecStart=" + " ".join(quoted(word, command=True) for word in command),
+    ]
+    if not user_mode:
+        lines += [f"User={one_line(user, 'User')}"]
+    if not user_mode and environment.get("TETHER_RUNTIME_DIR") is None:
+        lines += [f"Environment=XDG_RUNTIME_DIR=/run/user/{uid}"]
+    for key, value in sorted(environment.items()):
+        lines += [f"Environment={quoted(f'{key}={value}')}"]
+    return lines
 
 
 def unit_file(name: str, lines: list[str]) -> UnitFile:

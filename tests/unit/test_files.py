@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from tether.errors import TetherError
-from tether.files import ensure_private_directory, write_atomic, write_private
+from tether.files import (
+    ensure_private_directory,
+    write_atomic,
+    write_private,
+    write_private_files,
+)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
@@ -44,3 +49,15 @@ def test_a_new_private_directory_is_0700_whatever_the_umask(tmp_path: Path, umas
     finally:
         os.umask(previous)
     assert stat.S_IMODE(made.stat().st_mode) == 0o700
+
+
+def test_private_files_make_or_tighten_their_directory(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    write_private_files(state, {"key": "secret\n"})
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    state.chmod(0o755)  # an earlier run's, or another tool's
+    write_private_files(state, {"key": "new\n", "key-cert.pub": "cert\n"})
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert (state / "key").read_text() == "new\n"
+    for name in ("key", "key-cert.pub"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600

@@ -12,7 +12,6 @@ target it names (sshdconfig.site_principals).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import pwd
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from tether.backoff import Backoff
 from tether.errors import UsageError
-from tether.files import write_private
+from tether.files import write_private, write_private_files
 from tether.gateway.addresses import RelayAddress, Resolver, system_resolver
 from tether.gateway.announce import Announcement
 from tether.gateway.enrolment import Enrolment
@@ -74,9 +73,6 @@ class Agent:
                 f"{self.state}: sshd would refuse every login: {problem}",
                 hint="give --state-dir a directory only you (or root) can write to",
             )
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(self.state, 0o700)
-        os.chmod(self.state, 0o700)
         e = self.enrolment
         files = {
             "agent": e.agent_key,
@@ -89,8 +85,7 @@ class Agent:
             "known_hosts": known_hosts_lines(e.host_cas),
             "principals": site_principals(e.site, self.targets),
         }
-        for name, text in files.items():
-            write_private(self.state / name, text)
+        write_private_files(self.state, files)
         port = free_port()
         write_private(
             self.state / "sshd_config",

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tether.errors import ConfigError, UsageError, shown
 from tether.files import KEY_LIMIT, read_regular, write_private
@@ -17,6 +18,8 @@ from tether.gateway.policy import parse_public_key
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----"
 MAX_CAS = 4  # a CA's keys trusted at once: two during a rollover, a few to spare
 CERTIFICATE_TYPES = ("ssh-ed25519-cert-v01@openssh.com",)
+
+T = TypeVar("T")
 
 
 def write(path: Path, header: list[str], fields: dict[str, object]) -> None:
@@ -39,6 +42,17 @@ def read_toml(path: Path, what: str, malformed: str) -> dict[str, Any]:
         return tomllib.loads(raw.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {malformed}: {exc}") from None
+
+
+def load(path: Path, what: str, malformed: str, check: Callable[[dict[str, Any]], T]) -> T:
+    """What ``check`` makes of the TOML file at ``path``: a ConfigError naming the file if it
+    is missing, not TOML (``malformed``, see read_toml) or refused by ``check`` (whose
+    UsageError names the key)."""
+    data = read_toml(path, what, malformed)
+    try:
+        return check(data)
+    except UsageError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from None
 
 
 def as_text(value: object, key: str) -> str:

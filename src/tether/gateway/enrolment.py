@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import ConfigError, UsageError, shown, visible
+from tether.gateway import bundles
 from tether.gateway.bundles import (
     account,
     as_text,
@@ -36,11 +37,7 @@ class Enrolment:
 
     @classmethod
     def load(cls, path: Path) -> Enrolment:
-        data = read_toml(path, "enrolment file", "not an enrolment")
-        try:
-            return cls._checked(data)
-        except UsageError as exc:
-            raise ConfigError(f"{path}: {exc.message}") from None
+        return bundles.load(path, "enrolment file", "not an enrolment", cls._checked)
 
     @classmethod
     def _checked(cls, data: dict[str, Any]) -> Enrolment:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomlkit
 
@@ -225,11 +225,7 @@ def add_site(path: Path, site: str, *, port: int, serial: int) -> None:
 def remove_site(path: Path, site: str) -> int:
     """Remove ``site`` and its grants; the serial of its agent certificate, to revoke."""
     document = _edit(path)
-    sites = document.get("sites", {})
-    if site not in sites:
-        raise UsageError(f"site {site}: not enrolled")
-    serial = sites[site].get("serial")
-    del sites[site]
+    serial = _remove_table(document, "site", site).get("serial")
     _keep_grants(document, lambda g: not str(g.get("target", "")).startswith(f"{site}/"))
     _save(path, document)
     return int(serial) if isinstance(serial, int) else 0
@@ -251,11 +247,7 @@ def add_relay(path: Path, relay: str, *, serial: int) -> None:
 def remove_relay(path: Path, relay: str) -> int:
     """Remove ``relay``; the serial of its login certificate, to revoke."""
     document = _edit(path)
-    relays = document.get("relays", {})
-    if relay not in relays:
-        raise UsageError(f"relay {relay}: no such relay")
-    serial = relays[relay].get("serial")
-    del relays[relay]
+    serial = _remove_table(document, "relay", relay).get("serial")
     _save(path, document)
     return int(serial) if isinstance(serial, int) else 0
 
@@ -277,10 +269,7 @@ def add_user(path: Path, user: str, key: str) -> None:
 def remove_user(path: Path, user: str) -> None:
     """Remove ``user`` and every grant of theirs."""
     document = _edit(path)
-    users = document.get("users", {})
-    if user not in users:
-        raise UsageError(f"user {user}: no such user")
-    del users[user]
+    _remove_table(document, "user", user)
     _keep_grants(document, lambda grant: grant.get("user") != user)
     _save(path, document)
 
@@ -313,6 +302,27 @@ def revoke(path: Path, user: str, site: str, target: str) -> None:
     if len(document.get("grants", [])) == before:
         raise UsageError(f"user {user} has no grant of {wanted}")
     _save(path, document)
+
+
+# The named tables of a policy: [sites.NAME], [relays.NAME], [users.NAME].
+_Kind = Literal["site", "relay", "user"]
+# What removing a name that is not there says, by kind.
+_NOT_THERE: dict[_Kind, str] = {
+    "site": "not enrolled",
+    "relay": "no such relay",
+    "user": "no such user",
+}
+
+
+def _remove_table(document: tomlkit.TOMLDocument, kind: _Kind, name: str) -> Any:
+    """Take ``name``'s table out of the document's ``[kind+s]`` and return it; a name that is
+    not there is refused."""
+    tables = document.get(f"{kind}s", {})
+    if name not in tables:
+        raise UsageError(f"{kind} {name}: {_NOT_THERE[kind]}")
+    table = tables[name]
+    del tables[name]
+    return table
 
 
 def _keep_grants(document: tomlkit.TOMLDocument, keep: Callable[[Any], bool]) -> None:

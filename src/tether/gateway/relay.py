@@ -37,7 +37,7 @@ from typing import Any
 
 from tether.control import bind_private_socket
 from tether.errors import AccessRefused, AgentRefused, RelayError, TetherError, UsageError
-from tether.files import write_private
+from tether.files import write_private, write_private_files
 from tether.gateway import announce, keygen, policy
 from tether.gateway.feed import Trusted
 from tether.gateway.feedlink import FeedLink
@@ -102,9 +102,6 @@ class Relay:
                 f"({self.signer_socket} is over {MAX_SOCKET_PATH} bytes)",
                 hint="give --state-dir a directory with a shorter path",
             )
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(self.state, 0o700)
-        os.chmod(self.state, 0o700)
         b = self.bundle
         files = {
             "host": b.host_key,
@@ -112,8 +109,7 @@ class Relay:
             "login": b.login_key,
             "login-cert.pub": b.login_certificate + "\n",
         }
-        for name, text in files.items():
-            write_private(self.state / name, text)
+        write_private_files(self.state, files)
         if not self.revoked.exists():
             keygen.empty_revocations(self.revoked)
         self._write_trusted(Trusted(b.user_cas, b.host_cas))

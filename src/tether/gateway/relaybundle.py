@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.errors import ConfigError, UsageError
+from tether.errors import UsageError
 from tether.gateway import bundles, keygen, policy
 from tether.gateway.bundles import (
     account,
@@ -26,7 +26,6 @@ from tether.gateway.bundles import (
     ca_keys,
     certificate,
     private_key,
-    read_toml,
     text,
 )
 from tether.gateway.enrol import revoke_everywhere
@@ -57,11 +56,7 @@ class RelayBundle:
 
     @classmethod
     def load(cls, path: Path) -> RelayBundle:
-        data = read_toml(path, "relay bundle", "not a relay bundle")
-        try:
-            return cls._checked(data)
-        except UsageError as exc:
-            raise ConfigError(f"{path}: {exc.message}") from None
+        return bundles.load(path, "relay bundle", "not a relay bundle", cls._checked)
 
     @classmethod
     def _checked(cls, data: dict[str, Any]) -> RelayBundle:
