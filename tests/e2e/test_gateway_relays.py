@@ -196,7 +196,9 @@ def two_relays(tether: TetherRunner, echo_server: EchoServer) -> Iterator[TwoRel
         bundles = [relaybundle.add_relay(gateway, name, [signer]) for name in ("r1", "r2")]
         listens = (Endpoint("127.0.0.1", free_port()), Endpoint(elsewhere.peer_address, 2222))
         states = (work / "relay-r1", work / "relay-r2")
-        enrolled = enrol.add_site(gateway, "lab", list(listens))
+        # The site's endpoint on a free port of this loopback, where r1 holds it: another
+        # gateway on this host (another run's) may hold the first one enrolments pick.
+        enrolled = enrol.add_site(gateway, "lab", list(listens), port=free_port())
         key = user_key(gateway, work, "alice", granted=True)
         started: list[TetherProcess] = []
         try:
