@@ -142,8 +142,9 @@ def test_a_restarted_relay_brings_the_tunnel_back(tether: TetherRunner, client: 
 def test_a_frozen_agent_is_dropped_by_the_relay_and_replaced(
     tether: TetherRunner, client: Client
 ) -> None:
-    """A stopped agent keeps its endpoint until the relay's keepalives give up on it (15 s);
-    then a second agent of the site takes its place, and the tunnel is back."""
+    """A stopped agent keeps its endpoint until the relay's keepalives give up on it (about
+    40 s: sshdconfig.SILENT_PEER_DROPPED); then a second agent of the site takes its place, and
+    the tunnel is back."""
     tunnel, port = started(tether, client)
     run = client.run
     frozen = run.agent

@@ -9,6 +9,7 @@ where both reach it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ from tests.support.tether_process import TetherProcess, TetherRunner
 from tests.support.waiting import wait_until_sync
 from tether.gateway import announce, enrol, keygen, layout, policy, relaybundle
 from tether.gateway.sessions import leftovers
+from tether.gateway.relay import TICK
+from tether.gateway.sshdconfig import SILENT_PEER_DROPPED
+from tether.procs import descendants, halt_tree, halted
 from tether.spec import Endpoint
 
 TALK = (
@@ -170,10 +174,12 @@ class TwoRelays:
     gateway: layout.Gateway
     states: tuple[Path, Path]  # the relays' state directories
     listens: tuple[Endpoint, Endpoint]
-    relays: list[TetherProcess]
+    relays: list[TetherProcess]  # the relay now running at each address
     agent: TetherProcess
     key: Path
     known_hosts: Path
+    # Starts relay N (0: r1) again, as the fixture did, and stops it with the rest after.
+    start_relay: Callable[[int], TetherProcess]
 
     @property
     def via(self) -> str:
@@ -201,22 +207,30 @@ def two_relays(tether: TetherRunner, echo_server: EchoServer) -> Iterator[TwoRel
         bundles = [relaybundle.add_relay(gateway, name, [signer]) for name in ("r1", "r2")]
         listens = (Endpoint("127.0.0.1", free_port()), Endpoint(elsewhere.peer_address, 2222))
         states = (work / "relay-r1", work / "relay-r2")
+        # The site's endpoint on a free port of this loopback, where r1 holds it: another
+        # gateway on this host (another run's) may hold the first one enrolments pick.
         enrolled = enrol.add_site(gateway, "lab", list(listens), port=free_port())
         key = user_key(gateway, work, "alice", granted=True)
-        started: list[TetherProcess] = []
+        launchers: tuple[list[str], list[str]] = ([], elsewhere.launcher)
+        started: list[TetherProcess] = []  # all stopped after, the last first
+        relays: list[TetherProcess] = []
+
+        def start_relay(n: int) -> TetherProcess:
+            relay = tether.spawn(
+                "gateway", "relay", str(bundles[n]), "--listen", str(listens[n]),
+                "--state-dir", str(states[n]), launcher=launchers[n],
+            )  # fmt: skip
+            started.append(relay)
+            relays[n : n + 1] = [relay]
+            relay.wait_for(lambda p: " ready on " in p.stderr, f"relay r{n + 1}")
+            return relay
+
         try:
             signing = tether.spawn("gateway", "signer", str(gateway.root), "--listen", str(signer))
             started.append(signing)
             signing.wait_for(lambda p: " ready on " in p.stderr, "the signer")
-            for bundle, state, listen, launcher in zip(
-                bundles, states, listens, ([], elsewhere.launcher), strict=True
-            ):
-                relay = tether.spawn(
-                    "gateway", "relay", str(bundle), "--listen", str(listen),
-                    "--state-dir", str(state), launcher=launcher,
-                )  # fmt: skip
-                started.append(relay)
-                relay.wait_for(lambda p: " ready on " in p.stderr, "a relay")
+            for n in range(2):
+                start_relay(n)
             agent = tether.spawn(
                 "gateway", "agent", str(enrolled.path), f"--target=echo={echo_server.address}",
                 "--state-dir", str(work / "agent"),
@@ -229,7 +243,9 @@ def two_relays(tether: TetherRunner, echo_server: EchoServer) -> Iterator[TwoRel
             )
             # Ready once one relay is linked: the tests start once both are.
             wait_until_sync(lambda: linked(tether) == 2, "the agent to link to both relays")
-            yield TwoRelays(work, gateway, states, listens, started[1:3], agent, key, known_hosts)
+            yield TwoRelays(
+                work, gateway, states, listens, relays, agent, key, known_hosts, start_relay
+            )
         finally:
             for process in reversed(started):
                 if process.proc.poll() is None:
@@ -348,6 +364,125 @@ def test_a_revoke_cuts_the_tunnels_on_both_relays_within_5s(
         args = flags(f"gw://{listen}", two_relays.key, two_relays.known_hosts)
         code, _, err = tether.run("start", *args, "--run", "true")
         assert code == 5 and "refused" in err, err
+
+
+def agent_lost(tether: TetherRunner, listen: Endpoint) -> bool:
+    """Whether the agent says it is not linked to the relay at ``listen``."""
+    (agent,) = listed(tether, "agent")
+    return agent["state"] == "reconnecting" and str(listen) in str(agent["last_error"])
+
+
+def agent_links(gateway: layout.Gateway, event: str, since: int) -> set[str]:
+    """The relays whose audit says the site's agent's link was ``event`` (opened, closed), from
+    audit line ``since`` on."""
+    return {
+        str(e["relay"])
+        for e in audit(gateway)[since:]
+        if e["event"] == event and e["key_id"] == "agent:lab"
+    }
+
+
+@pytest.mark.needs_root
+def test_an_agent_relinks_to_a_relay_restarted_after_a_kill(
+    tether: TetherRunner, two_relays: TwoRelays, figures: dict[str, str]
+) -> None:
+    """r1 dies with its sessions, the agent's link among them: the agent, linked to r2 still,
+    names the relay it lost. r1 started again (its bundle, address and state directory) gets
+    the link back from the same agent, never restarted, and carries a tunnel that names r1
+    alone."""
+    agent, gateway = two_relays.agent, two_relays.gateway
+    first, listen = two_relays.relays[0], two_relays.listens[0]
+    first.proc.kill()
+    first.finish()
+    for pid in leftovers(listen.port):  # its sessions: the agent's link
+        os.kill(pid, signal.SIGKILL)
+    wait_until_sync(
+        lambda: agent_lost(tether, listen), "the agent to name the relay it lost", deadline=30
+    )
+    (entry,) = listed(tether, "agent")
+    assert (entry["connections_active"], entry["connections_total"]) == (1, 2)
+
+    mark = len(audit(gateway))
+    two_relays.start_relay(0)
+    began = time.monotonic()
+    # The link's reconnects back off while r1 is down (1 s, doubling): a few seconds here.
+    wait_until_sync(lambda: linked(tether) == 2, "the agent to link to r1 again", deadline=60)
+    figures["gateway: a restarted relay to the agent's link back"] = (
+        f"{time.monotonic() - began:.1f}s"
+    )
+    (entry,) = listed(tether, "agent")
+    assert (entry["pid"], entry["state"]) == (agent.pid, "ready")
+    assert agent.proc.poll() is None
+    wait_until_sync(
+        lambda: agent_links(gateway, "opened", mark) == {"r1"},
+        "the restarted relay's audit of the agent's link",
+    )
+    code, out, err = tether.run(
+        "start", *flags(f"gw://{listen}", two_relays.key, two_relays.known_hosts),
+        "--", sys.executable, "-c", TALK,
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.strip().endswith("through a relay"), out
+    assert [e["relay"] for e in audit(gateway)[mark:] if e["event"] == "issued"] == ["r1"]
+
+
+@pytest.mark.needs_root
+def test_a_frozen_agent_is_dropped_by_both_relays(
+    tether: TetherRunner, two_relays: TwoRelays, figures: dict[str, str]
+) -> None:
+    """The agent stopped with every process below it (SIGSTOP), as a frozen host: its links
+    stay open and answer nothing. Each relay's sshd gives up on its link within its keepalives'
+    bound (sshdconfig.SILENT_PEER_DROPPED), which frees the site's endpoint there for the next
+    link, and the relay sees the session gone at its next count. Resumed, the same agent links
+    to both relays again by itself, and a tunnel through each carries. No tunnel crosses the
+    links while the agent is frozen: a client's traffic through a link puts sshd's probes off."""
+    gateway, agent = two_relays.gateway, two_relays.agent
+    mark = len(audit(gateway))
+    # sshd's own bound, the relay's count of its sessions after (each TICK) and the audit
+    # line's way to the signer, on a busy host.
+    bound = SILENT_PEER_DROPPED + TICK + 4
+    try:
+        below = halt_tree(agent.pid)
+        began = time.monotonic()
+        assert below and all(halted(pid) for pid in [agent.pid, *below]), below
+        wait_until_sync(
+            lambda: agent_links(gateway, "closed", mark) == {"r1", "r2"},
+            "both relays to drop the frozen agent's links",
+            deadline=bound + 30,
+        )
+        took = time.monotonic() - began
+        figures["gateway: a frozen agent dropped by both relays"] = f"{took:.1f}s"
+        assert took <= bound, f"the relays took {took:.1f}s to drop a frozen agent"
+        # Nothing of the agent ran meanwhile: no link came back by itself.
+        assert all(halted(pid) for pid in [agent.pid, *below])
+        assert agent_links(gateway, "opened", mark) == set()
+        dropped = len(audit(gateway))
+    finally:
+        for pid in [agent.pid, *descendants(agent.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    began = time.monotonic()
+    # Each link's ssh finds its connection closed, and the link starts again (1 s after).
+    wait_until_sync(
+        lambda: agent_links(gateway, "opened", dropped) == {"r1", "r2"},
+        "the agent to link to both relays again",
+        deadline=60,
+    )
+    wait_until_sync(lambda: linked(tether) == 2, "the agent to say it is linked to both")
+    figures["gateway: a resumed agent to its links to both relays back"] = (
+        f"{time.monotonic() - began:.1f}s"
+    )
+    (entry,) = listed(tether, "agent")
+    assert (entry["pid"], entry["state"]) == (agent.pid, "ready")
+    for listen in two_relays.listens:
+        code, out, err = tether.run(
+            "start", *flags(f"gw://{listen}", two_relays.key, two_relays.known_hosts),
+            "--", sys.executable, "-c", TALK,
+        )  # fmt: skip
+        assert code == 0, err
+        assert out.strip().endswith("through a relay"), out
+    issued = [e["relay"] for e in audit(gateway)[dropped:] if e["event"] == "issued"]
+    assert issued == ["r1", "r2"]
 
 
 # -- two relays behind a balancer ---------------------------------------------------------------

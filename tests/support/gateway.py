@@ -262,6 +262,8 @@ def running_gateway(
             named = [Endpoint("127.0.0.1", port) for port in signer_ports]
             relaybundle.add_relay(gateway, name, named)
         addresses = [Endpoint("127.0.0.1", port) for port in ports.values()]
+        # The site's endpoint on a free port: another gateway on this host (another run's)
+        # may hold the first one enrolments pick, on the loopback the relays share.
         enrolled = enrol.add_site(gateway, "lab", addresses, port=free_port())
         run = Running(
             work, gateway, signer_port, ports["r1"], enrolled.port, tether, enrolled.path, targets

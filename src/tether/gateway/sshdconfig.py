@@ -26,9 +26,15 @@ from tether.spec import Endpoint
 from tether.values import parse_host
 
 # How long a silent peer keeps its session (an agent frozen with SIGSTOP keeps its -R port and
-# blocks its own replacement until the relay gives up on it): 3 missed answers, 5 s apart.
+# blocks its own replacement until the relay gives up on it). sshd probes a peer it has not
+# heard from, and drops it at the probe that finds CLIENT_ALIVE_COUNT_MAX unanswered before it:
+# by sshd_config(5), probes CLIENT_ALIVE_INTERVAL apart (15 to 20 s here). Debian 12's sshd
+# (OpenSSH 9.2) probes every other interval, as `sshd -ddd` shows: 40 s after the peer's last
+# word, SILENT_PEER_DROPPED. A client's traffic through the silent peer's forwarding (a
+# tunnel's own keepalives) wakes sshd between probes and puts them off further.
 CLIENT_ALIVE_INTERVAL = 5
 CLIENT_ALIVE_COUNT_MAX = 3
+SILENT_PEER_DROPPED = 2 * CLIENT_ALIVE_INTERVAL * (CLIENT_ALIVE_COUNT_MAX + 1)
 NOWHERE = "nowhere.invalid:1"
 # Every line starts so: nothing allowed but what the line adds, and a session (which none of
 # these needs) runs only /bin/false.
