@@ -187,8 +187,11 @@ def user_remove(directory: Path, name: str) -> None:
     """Remove USER and every grant of theirs."""
     from tether.gateway import policy
     from tether.gateway.layout import Gateway
+    from tether.gateway.signer import revoke_issued
 
-    policy.remove_user(Gateway.existing(directory).policy, name)
+    gateway = Gateway.existing(directory)
+    policy.remove_user(gateway.policy, name)
+    revoke_issued(gateway, name)
     echo(f"user {name} removed")
 
 
@@ -241,10 +244,12 @@ def revoke(directory: Path, name: str, target: str) -> None:
     from tether.gateway import audit, policy
     from tether.gateway.layout import Gateway
     from tether.gateway.names import parse_target_path
+    from tether.gateway.signer import revoke_issued
 
     gateway = Gateway.existing(directory)
     site, target_name = parse_target_path(target, what="SITE/TARGET")
     policy.revoke(gateway.policy, name, site, target_name)
+    revoke_issued(gateway, name, site, target_name)
     audit.record(gateway.audit, "revoked", user=name, site=site, target=target_name)
     echo(f"{name} may no longer reach {site}/{target_name}")
 

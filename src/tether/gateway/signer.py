@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tether.errors import AccessRefused
-from tether.gateway import audit, keygen, policy
+from tether.gateway import audit, cas, keygen, policy
 from tether.gateway.layout import Gateway
 from tether.gateway.names import parse_name, target_principal, via_principal
 from tether.gateway.serials import next_serial
@@ -123,3 +123,31 @@ def issue_for(
                      target=target, relay=relay)  # fmt: skip
         raise AccessRefused(f"access to {site}/{target} refused: no user {user}")
     return issue(gateway, user, known.key, site, target, relay=relay)
+
+
+def revoke_issued(
+    gateway: Gateway, user: str, site: str | None = None, target: str | None = None
+) -> list[int]:
+    """Put the certificates still in date issued to ``user`` (for ``site``/``target`` only, if
+    named) into the revocation list, after the policy has taken their access away: relays then
+    refuse them at the login, not only cut their sessions, and a client holding one (a
+    reconnect keeps its certificate) asks a signer again and is told. The serials, from the
+    audit log's issuances."""
+    now = datetime.now(UTC)
+    serials = []
+    for line in audit.history(gateway.audit):
+        if line.get("event") != "issued" or line.get("user") != user:
+            continue
+        if site is not None and (line.get("site"), line.get("target")) != (site, target):
+            continue
+        serial, until = line.get("serial"), line.get("valid_before")
+        try:
+            valid_before = datetime.fromisoformat(until) if isinstance(until, str) else None
+        except ValueError:
+            continue
+        if isinstance(serial, int) and valid_before is not None and valid_before > now:
+            serials.append(serial)
+    if serials:
+        for ca in cas.trusted_public_files(gateway.root, "user"):
+            keygen.revoke(gateway.revoked, ca, serials)
+    return serials

@@ -32,7 +32,9 @@ from pathlib import Path
 from tether import paths
 from tether.errors import (
     AccessRefused,
+    AuthenticationError,
     ConfigError,
+    HostKeyError,
     TetherError,
     TransportUnreachableError,
     UsageError,
@@ -93,6 +95,7 @@ class Answer:
         self.port = port
         self.account = account
         self.valid_before = _instant(data.get("valid_before"))
+        self.connected = 0  # masters that logged in with it
         try:
             self.target = Endpoint.parse(target, what="the signer's target")
         except TetherError as exc:
@@ -166,8 +169,9 @@ class GatewayTransport(OpenSshTransport):
 
         try:
             await super().connect(on_phase, lost)
-            self._held = self._using
+            self.attempt_ended(None)
         except BaseException as exc:
+            self.attempt_ended(exc)
             relay = self._relay
             several = len(self.relays.ordered()) > 1
             if relay is not None and isinstance(exc, TetherError) and several:
@@ -223,14 +227,26 @@ class GatewayTransport(OpenSshTransport):
             known_hosts=self.known_hosts(),
         )
 
+    def attempt_ended(self, failure: BaseException | None) -> None:
+        """Keep the certificate of this attempt's master for the next one, unless a login
+        refused it (a revocation, a CA retired): the next attempt then asks the signers, and
+        hears the policy's word. An attempt that failed otherwise (a relay down or without the
+        site's link, a timeout on a loaded host) says nothing against the certificate: asking
+        for a new one would only add to a failover's load."""
+        refused = isinstance(failure, AuthenticationError | HostKeyError)
+        if failure is None and self._using is not None:
+            self._using.connected += 1
+        self._held = None if refused else self._using
+
     async def _reusable(self) -> tuple[Answer | None, Candidate | None]:
-        """The certificate of the master that last connected, if it has REUSE_MARGIN left,
-        and the relay to use it through (the first in order): a reconnect after a relay died
-        then costs one login, not two, and a failover of many tunnels does not queue them all
-        at the signers. Only once per connected master: after a failed attempt the next one
-        asks the signers again (and hears the policy's word, if the certificate was revoked)."""
+        """The certificate kept from the last attempt, if it has REUSE_MARGIN left, and the
+        relay to use it through (the first in order): a reconnect after a relay died then
+        costs one login, not two, and a failover of many tunnels does not queue them all at
+        the signers. Used by two masters at most: a session cut again after the first reuse
+        (its access ended, and the policy was edited without revoking the certificate) is
+        then told by a signer, not reconnected until the certificate runs out."""
         held, self._held = self._held, None
-        if held is None or not held.lasts(REUSE_MARGIN):
+        if held is None or held.connected >= 2 or not held.lasts(REUSE_MARGIN):
             return None, None
         relay = next((c for c in await self.relays.refresh() if c.unresolved is None), None)
         return (held, relay) if relay is not None else (None, None)

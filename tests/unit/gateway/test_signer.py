@@ -13,7 +13,7 @@ import pytest
 
 from tether.gateway import audit, enrol, keygen, layout, policy
 from tether.errors import AccessRefused
-from tether.gateway.signer import issue, parse_client_key_id
+from tether.gateway.signer import issue, parse_client_key_id, revoke_issued
 from tether.spec import Endpoint
 
 
@@ -107,3 +107,38 @@ def test_no_certificate_without_a_live_grant_for_this_key(
         issue(gateway, user, asked, "lab", "db", now=now)
     (line,) = audit_lines(gateway)
     assert line["event"] == "refused" and line["user"] == user
+
+
+def revoked(gateway: layout.Gateway, certificate: str, tmp_path: Path) -> bool:
+    """Whether the gateway's revocation list revokes ``certificate`` (as sshd would ask)."""
+    path = tmp_path / "asked-cert.pub"
+    path.write_text(certificate + "\n")
+    done = subprocess.run(
+        ["ssh-keygen", "-Q", "-f", str(gateway.revoked), str(path)], capture_output=True
+    )
+    return done.returncode != 0
+
+
+def test_a_revoke_puts_the_certificates_still_in_date_in_the_revocation_list(
+    gateway: layout.Gateway, tmp_path: Path
+) -> None:
+    alice, bob = user_key(tmp_path, "alice"), user_key(tmp_path, "bob")
+    policy.add_user(gateway.policy, "alice", alice)
+    policy.add_user(gateway.policy, "bob", bob)
+    for user, target in (("alice", "echo"), ("alice", "db"), ("bob", "echo")):
+        policy.grant(gateway.policy, user, "lab", target, None)
+    old = issue(gateway, "alice", alice, "lab", "echo", now=datetime.now(UTC) - timedelta(hours=1))
+    echo = issue(gateway, "alice", alice, "lab", "echo")
+    db = issue(gateway, "alice", alice, "lab", "db")
+    others = issue(gateway, "bob", bob, "lab", "echo")
+    policy.revoke(gateway.policy, "alice", "lab", "echo")
+    # Only alice's lab/echo certificate still in date: the expired one needs no entry.
+    assert revoke_issued(gateway, "alice", "lab", "echo") == [echo.serial]
+    assert revoked(gateway, echo.certificate, tmp_path)
+    assert not revoked(gateway, db.certificate, tmp_path)
+    assert not revoked(gateway, others.certificate, tmp_path)
+    assert old.serial not in revoke_issued(gateway, "alice")
+    # A user removed: every certificate of theirs still in date.
+    policy.remove_user(gateway.policy, "alice")
+    assert sorted(revoke_issued(gateway, "alice")) == sorted([echo.serial, db.serial])
+    assert revoked(gateway, db.certificate, tmp_path)

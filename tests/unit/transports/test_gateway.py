@@ -188,17 +188,36 @@ async def test_a_reconnect_keeps_the_certificate_of_the_master_that_connected(
     transport = several(tmp_path, "gw://10.0.0.1,10.0.0.2", signers)
     await transport.prepare(tmp_path)
     assert signers.asked == ["10.0.0.1"]
-    transport._held = transport._using  # what connect does once the master is up
+    transport.attempt_ended(None)  # the master is up
     transport.relays.failed(transport.relays.ordered()[0])  # then the relay in use is lost
     (tmp_path / "again").mkdir()
     config = await transport.prepare(tmp_path / "again")
     assert signers.asked == ["10.0.0.1"]  # no signer asked: the certificate is the same
     assert (tmp_path / "again" / "id-cert.pub").read_text() == CERT + "\n"
     assert relay_in(config) == ('"10.0.0.2"', "22")  # through the next relay in order
-    # That attempt did not connect: the one after it asks a signer again (the healthy first).
+    # An attempt that timed out says nothing against the certificate: kept again.
+    transport.attempt_ended(TimeoutError())
     (tmp_path / "third").mkdir()
     await transport.prepare(tmp_path / "third")
+    assert signers.asked == ["10.0.0.1"]
+    # A login refused it (revoked, say): the next attempt asks a signer (the healthy first).
+    transport.attempt_ended(AuthenticationError("permission denied (publickey)"))
+    (tmp_path / "fourth").mkdir()
+    await transport.prepare(tmp_path / "fourth")
     assert signers.asked == ["10.0.0.1", "10.0.0.2"]
+
+
+async def test_a_certificate_serves_two_masters_at_most(tmp_path: Path) -> None:
+    """A session cut while its relay stays up (its access ended, say) is reconnected with the
+    kept certificate once; cut again, the next attempt asks a signer."""
+    signers = Signers({})
+    signers.reply = lasting(5)
+    transport = several(tmp_path, "gw://10.0.0.1", signers)
+    for attempt in range(3):
+        (tmp_path / str(attempt)).mkdir()
+        await transport.prepare(tmp_path / str(attempt))
+        transport.attempt_ended(None)
+    assert signers.asked == ["10.0.0.1", "10.0.0.1"]  # signed, kept once, signed again
 
 
 async def test_a_certificate_near_its_end_is_not_kept(tmp_path: Path) -> None:
@@ -206,7 +225,7 @@ async def test_a_certificate_near_its_end_is_not_kept(tmp_path: Path) -> None:
     signers.reply = lasting(0.5)
     transport = several(tmp_path, "gw://10.0.0.1,10.0.0.2", signers)
     await transport.prepare(tmp_path)
-    transport._held = transport._using
+    transport.attempt_ended(None)
     (tmp_path / "again").mkdir()
     await transport.prepare(tmp_path / "again")
     assert signers.asked == ["10.0.0.1", "10.0.0.1"]
