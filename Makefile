@@ -44,7 +44,7 @@ test-deps: sshd
 test: $(STAMP) test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# bench/outage.py needs root (it puts sshd in a network namespace): it says so, and is skipped.
+# bench/outage.py and bench/gateway_failover.py need root (network namespaces): said, and skipped.
 bench: $(STAMP) sshd
 	@missing=""; for tool in socat gcc redis-server autossh; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
@@ -53,8 +53,9 @@ bench: $(STAMP) sshd
 	PYTHONPATH=. $(BIN)/python bench/socksproxy.py
 	PYTHONPATH=. $(BIN)/python bench/lifecycle.py
 	PYTHONPATH=. $(BIN)/python bench/gateway.py
-	@if [ "$$(id -u)" = 0 ]; then PYTHONPATH=. $(BIN)/python bench/outage.py; \
-	else echo "bench/outage.py needs root (network namespaces): not run"; fi
+	@if [ "$$(id -u)" = 0 ]; then PYTHONPATH=. $(BIN)/python bench/outage.py && \
+		PYTHONPATH=. $(BIN)/python -W ignore bench/gateway_failover.py --tunnels 200; \
+	else echo "bench/outage.py, bench/gateway_failover.py need root (network namespaces): not run"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
