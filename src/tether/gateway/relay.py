@@ -135,9 +135,6 @@ class Relay:
                 principals=self.principals,
                 revoked=self.revoked,
                 authorized_keys=self.authorized_keys,
-                # Each login runs one command (an agent's announce, a user's signing request):
-                # a connection may not start a dozen of these Python processes at once.
-                sessions=1,
             ),
         )
 

@@ -63,11 +63,9 @@ def sshd_config(
     revoked: Path | None = None,
     authorized_keys: Path | None = None,
     forwarding: bool = True,
-    sessions: int | None = None,
 ) -> str:
     """A gateway sshd's config (a relay's or a site's): one listen address, one account,
-    certificates of one CA only; ``sessions``, the commands a connection may run at once
-    (MaxSessions; None: sshd's default)."""
+    certificates of one CA only."""
     if not user or user[0] == "-" or not all(c.isalnum() or c in "._-" for c in user):
         raise UsageError(f"user: cannot go into an sshd config: {shown(user)}")
     host = f"[{listen.host}]" if ":" in listen.host else listen.host
@@ -109,9 +107,8 @@ def sshd_config(
         f"LoginGraceTime {LOGIN_GRACE}",
         "MaxAuthTries 3",
         f"MaxStartups {STARTUPS_START}:{STARTUPS_RATE}:{STARTUPS_FULL}",
-        # MaxSessions counts a connection's sessions (a command, a shell), not its forwarded
-        # channels: the thousands an agent's link carries are bounded by nothing here.
-        *([f"MaxSessions {sessions}"] if sessions is not None else []),
+        # MaxSessions (sshd's default, 10) counts a connection's sessions (a command, a shell),
+        # not its forwarded channels: the thousands an agent's link carries are not bound by it.
         # VERBOSE logs each accepted certificate's key id and serial: the audit joins on them.
         "LogLevel VERBOSE",
         "",
