@@ -53,6 +53,8 @@ bench: $(STAMP) sshd
 	PYTHONPATH=. $(BIN)/python bench/socksproxy.py
 	PYTHONPATH=. $(BIN)/python bench/lifecycle.py
 	PYTHONPATH=. $(BIN)/python bench/gateway.py
+	@# 500 sessions through one relay: a few minutes (--sessions 2000 as well: about 12 more).
+	PYTHONPATH=. $(BIN)/python -W ignore bench/gateway_capacity.py --sessions 500
 	@if [ "$$(id -u)" = 0 ]; then PYTHONPATH=. $(BIN)/python bench/outage.py && \
 		PYTHONPATH=. $(BIN)/python -W ignore bench/gateway_failover.py --tunnels 200; \
 	else echo "bench/outage.py, bench/gateway_failover.py need root (network namespaces): not run"; fi

@@ -34,10 +34,12 @@ AGENT_BACKOFF_MAX = 30.0
 # A stop: tether ends its sshd (3 s grace, then SIGKILL) and an agent its links (the same),
 # then removes its registry entry.
 STOP_TIMEOUT = 20
-# A relay holds thousands of sessions: each is an sshd process of its own (systemd's default
-# TasksMax, 15% of the kernel's limit, can be a few thousand) with its sockets and pipes.
-RELAY_NOFILE = 65536
-RELAY_TASKS = 16384
+# A relay and an agent hold thousands of sessions: on each, every client session is an sshd
+# process of its own (systemd's default TasksMax, 15% of the kernel's limit, can be a few
+# thousand), and one process holds a socket per session: on the relay the sshd of the agent's
+# link, at the site the agent's `ssh -R`. tether raises its children's soft limit to this.
+SESSIONS_NOFILE = 65536
+SESSIONS_TASKS = 16384
 # Exits that no restart mends: 2, a bad flag, file or directory; 5, a site removed or a relay
 # removed (its certificate is refused, again and again).
 NO_RESTART = (2, 5)
@@ -161,11 +163,11 @@ def gateway_unit(process: GatewayProcess, account: Account, *, user_mode: bool) 
         "# A bad flag or file (exit 2), a removed site or relay (exit 5): no restart mends them.",
         "RestartPreventExitStatus=" + " ".join(map(str, NO_RESTART)),
     ]
-    if process.kind == "relay":
+    if process.kind in ("relay", "agent"):
         lines += [
-            "# Thousands of sessions, each an sshd process with its descriptors.",
-            f"LimitNOFILE={RELAY_NOFILE}",
-            f"TasksMax={RELAY_TASKS}",
+            "# Thousands of sessions, each an sshd process, and a link with a socket for each.",
+            f"LimitNOFILE={SESSIONS_NOFILE}",
+            f"TasksMax={SESSIONS_TASKS}",
         ]
     lines += [
         "",

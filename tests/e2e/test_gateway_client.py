@@ -22,6 +22,7 @@ from tests.support.tether_process import TetherRunner
 from tests.support.waiting import wait_until_sync
 from tether.gateway import policy
 from tether.gateway.sessions import leftovers
+from tether.gateway.relay import COUNT
 
 
 @pytest.fixture
@@ -258,9 +259,9 @@ def test_every_session_is_opened_and_closed_in_the_audit_log(
         both = 2 * len(payload)
         return int(relay["bytes_out"]) >= both and int(relay["bytes_in"]) >= both
 
-    # The relay counts each second, and its status sums its sessions: the client's and the
-    # agent's link each carried the payload each way once a count has seen the whole echo.
-    wait_until_sync(relay_counted, "the relay to count the session's bytes")
+    # The relay counts every COUNT seconds, and its status sums its sessions: the client's and
+    # the agent's link each carried the payload each way once a count has seen the whole echo.
+    wait_until_sync(relay_counted, "the relay to count the session's bytes", deadline=3 * COUNT)
     tunnel.send_signal(signal.SIGTERM)
     assert tunnel.finish() == 0
     audit_log = client.run.gateway.audit

@@ -1,17 +1,28 @@
-"""Limits end to end: the loopback pair as one reservation, running out of descriptors, and a
-log that a client connecting in a loop cannot flood."""
+"""Limits end to end: the loopback pair as one reservation, running out of descriptors, a log
+that a client connecting in a loop cannot flood, and the descriptor limit of the ssh and sshd
+processes that carry many channels."""
 
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from tests.support.gateway import running_gateway
 from tests.support.servers import EchoServer
+from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherRunner
 from tests.support.waiting import wait_until_sync
+from tether.modes.runtime import WANTED_OPEN_FILES
+from tether.procs import descendants
+
+LOWERED = 256  # tether's soft descriptor limit in the tests of its children's
 
 
 def test_the_loopback_pair_is_one_reservation(
@@ -115,3 +126,80 @@ def test_connecting_in_a_loop_cannot_flood_the_log(tether: TetherRunner) -> None
         assert process.finish() == 0
     refusals = [line for line in process.stderr.splitlines() if "Connection refused" in line]
     assert 1 <= len(refusals) <= 5, process.stderr
+
+
+def soft_nofile(pid: int) -> int:
+    """The soft descriptor limit of ``pid``, from /proc/PID/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no descriptor limit in /proc/{pid}/limits")
+
+
+def programs(root: int, name: str) -> list[int]:
+    """The processes below ``root`` whose program is ``name``."""
+    found = []
+    for pid in descendants(root):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_the_relays_sshd_and_the_agents_links_get_the_hard_limit(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    # Each carries a socket per client session of the site: thousands. A tether command raises
+    # its own soft limit to WANTED_OPEN_FILES at most; these children get the hard limit, here
+    # above that (raising a hard limit needs root).
+    hard = max(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 2 * WANTED_OPEN_FILES)
+    launcher = ["prlimit", f"--nofile={LOWERED}:{hard}", "--"]
+    if subprocess.run([*launcher, "true"], capture_output=True).returncode != 0:
+        pytest.skip(f"a hard descriptor limit of {hard} needs CAP_SYS_RESOURCE here")
+    with running_gateway(tether, {"echo": echo_server.address}) as run:
+        for process in (run.agent, run.relay):
+            process.send_signal(signal.SIGTERM)
+            assert process.finish() == 0
+        run.relay = run.relays["r1"] = run.start_relay(launcher=launcher)
+        run.agent = run.start_agent(launcher=launcher)
+        for process in (run.relay, run.agent):
+            assert soft_nofile(process.pid) == WANTED_OPEN_FILES
+        sshd = programs(run.relay.pid, "sshd")
+        links = programs(run.agent.pid, "ssh")
+        assert sshd and links
+        for pid in (*sshd, *links):
+            assert soft_nofile(pid) == hard
+
+
+def test_a_callers_tunnel_raises_its_master_not_the_caller(
+    tmp_path: Path, shared_sshd: SshdServer, echo_server: EchoServer
+) -> None:
+    # The Python API runs in the caller's process, whose limits are the caller's: only the
+    # OpenSSH master, which carries a socket per connection, is raised.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= LOWERED:
+        pytest.skip(f"the hard descriptor limit is {hard}: nothing to raise to")
+    sshd = shared_sshd.through("openssh")
+    script = f"""
+import json, os, resource, sys, tether
+sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+from tests.e2e.test_limits import programs, soft_nofile
+with tether.open(
+    to={echo_server.address!r}, via={sshd.via!r}, identity_file={str(sshd.client_key)!r},
+    known_hosts={str(sshd.known_hosts)!r}, engine="openssh", runtime_dir={str(tmp_path)!r},
+):
+    masters = programs(os.getpid(), "ssh")
+    print(json.dumps([soft_nofile(os.getpid()), [soft_nofile(pid) for pid in masters]]))
+"""
+    done = subprocess.run(
+        ["prlimit", f"--nofile={LOWERED}:{hard}", "--", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    own, masters = json.loads(done.stdout)
+    assert own == LOWERED
+    assert masters and all(soft == hard for soft in masters)

@@ -10,7 +10,7 @@ import re
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,17 +221,20 @@ class Running:
         signer.wait_for(lambda p: " ready on " in p.stderr, "the signer")
         return signer
 
-    def start_relay(self, name: str = "r1") -> TetherProcess:
+    def start_relay(self, name: str = "r1", launcher: Sequence[str] = ()) -> TetherProcess:
         listen = f"127.0.0.1:{self.relay_ports.get(name, self.relay_port)}"
         bundle = str(self.gateway.relays / f"{name}.toml")
         state = str(self.relay_state(name))
         relay = self.tether.spawn(
-            "gateway", "relay", bundle, "--listen", listen, "--state-dir", state
-        )
+            "gateway", "relay", bundle, "--listen", listen, "--state-dir", state,
+            launcher=launcher,
+        )  # fmt: skip
         relay.wait_for(lambda p: " ready on " in p.stderr, "the relay")
         return relay
 
-    def start_agent(self, state: str = "agent", wait: bool = True) -> TetherProcess:
+    def start_agent(
+        self, state: str = "agent", wait: bool = True, launcher: Sequence[str] = ()
+    ) -> TetherProcess:
         agent = self.tether.spawn(
             "gateway",
             "agent",
@@ -239,6 +242,7 @@ class Running:
             *(f"--target={name}={where}" for name, where in self.targets.items()),
             "--state-dir",
             str(self.work / state),
+            launcher=launcher,
         )
         if wait:
             agent.wait_for(lambda p: " ready on " in p.stderr, "the agent")

@@ -22,12 +22,12 @@ from tether.files import read_regular
 from tether.gateway import policy
 from tether.gateway.feed import MAX_LINE
 from tether.gateway.layout import Gateway
-from tether.gateway.relay import HEARTBEAT
+from tether.gateway.relay import HEARTBEAT, MAX_TOLD
 from tether.gateway.signer import parse_client_key_id
 
 # A relay not heard from for this long is down: three heartbeats, so one late or lost is not.
 STALE = timedelta(seconds=3 * HEARTBEAT)
-MAX_SESSIONS = 1000  # shown per relay; a relay that claims more has the rest omitted
+MAX_SESSIONS = MAX_TOLD  # shown per relay; a relay that lists more has the rest omitted
 MAX_KEY_ID = 128  # a client key id is three names of 32, two '@', a '/' and a stamp
 MAX_ADDRESS = 300  # a listen address or a peer: a host name of 255 and a port
 MAX_COUNT = 2**63 - 1  # bytes, seconds and serials, as the kernel and ssh-keygen keep them
@@ -173,7 +173,8 @@ def _relay(
     listed = listed if isinstance(listed, list) else []
     sites: set[str] = set()
     live: list[Session] = []
-    omitted = max(0, len(listed) - MAX_SESSIONS)
+    # Beyond MAX_TOLD a relay lists no more, and says how many it left out.
+    omitted = max(0, len(listed) - MAX_SESSIONS) + (_count(said.get("untold")) or 0)
     for entry in listed[:MAX_SESSIONS]:
         session = _session(name, entry, current, now)
         if isinstance(session, Session):

@@ -25,6 +25,7 @@ from tether.gateway.addresses import (
     resolve,
     system_resolver,
 )
+from tether.limits import raise_nofile
 from tether.procs import Pinned
 from tether.protocol import Status
 from tether.spec import Endpoint
@@ -97,6 +98,7 @@ class Link:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
+        raise_nofile(process.pid)  # one socket per client session of the site it carries
         self._process = Pinned.child(process.pid)
         said: list[str] = []
         try:

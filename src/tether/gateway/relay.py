@@ -58,7 +58,13 @@ log = logging.getLogger("tether")
 # A Unix socket's path holds at most 107 bytes (sun_path, with its NUL).
 MAX_SOCKET_PATH = 107
 SIGN_TIMEOUT = 10.0  # for a signing request's one line
-TICK = 1.0  # how often sessions are counted, reaped and told to the signer
+TICK = 1.0  # how often sessions are reaped, and told to the signer if they changed
+# How often their bytes are counted (`ss`, a subprocess that reads every session's TCP_INFO: a
+# megabyte at 2,000 sessions), and at the next tick after a cut, whose close it notices.
+COUNT = 5.0
+# The sessions a status lists, at most (about 200 bytes each, well within a feed's line); it
+# says how many more there are.
+MAX_TOLD = 5000
 # A relay's status goes up at least this often, changed or not: `tether gateway status` takes a
 # relay not heard from for a few of these to be down (its host gone, or no signer reaching it).
 HEARTBEAT = 5.0
@@ -85,7 +91,7 @@ class Relay:
         self.feed = FeedLink(bundle.signers, self._feed_argv, self._fed)
         self._policy: policy.Policy | None = None
         self._policy_known = asyncio.Event()
-        self._said: dict[str, object] | None = None  # the last status sent up
+        self._said: int | None = None  # the sessions' changes at the last status sent up
         self._said_at = 0.0  # when (time.monotonic())
 
     def prepare(self) -> None:
@@ -305,7 +311,7 @@ class Relay:
 
     def status(self) -> Status:
         """What `tether list` shows: ready while sshd serves, its live sessions (agents' and
-        clients') and their bytes so far (at the last count: each second)."""
+        clients') and their bytes so far (at the last count: every COUNT seconds)."""
         received, sent = self.sessions.bytes()
         return Status(
             state="ready" if self.sshd.pid is not None else "connecting",
@@ -315,28 +321,41 @@ class Relay:
         )
 
     async def serve(self) -> int:
-        """Until sshd exits (its status): each second, count the sessions' bytes, cut those
-        whose access ended, and tell the signer."""
+        """Until sshd exits (its status): each second, cut the sessions whose access ended and
+        tell the signer what changed; every COUNT seconds, count their bytes first."""
         exited = self.sshd.exited
         assert exited is not None
+        counted = -COUNT
+        recount = False
         while not exited.done():
             await asyncio.wait([exited], timeout=TICK)
-            await self.sessions.count()
+            if recount or time.monotonic() - counted >= COUNT:
+                counted = time.monotonic()
+                await self.sessions.count()
             root = self.sshd.pid
+            recount = False
             if root is not None and self._policy is not None:
-                await self.sessions.reap(root, self._policy, datetime.now(UTC))
+                recount = await self.sessions.reap(root, self._policy, datetime.now(UTC))
             self._tell()
         return exited.result()
 
     def _tell(self) -> None:
         """This relay's state, up to the signer (for `tether gateway status`), when it
         changed, and each HEARTBEAT regardless: a relay that says nothing is taken to be
-        down, and a signer reached after an outage hears from it soon."""
-        said: dict[str, object] = {"listen": str(self.listen), "sessions": self.sessions.told()}
+        down, and a signer reached after an outage hears from it soon. A session's age alone
+        is no change: it is told again at the heartbeat."""
         now = time.monotonic()
-        if said != self._said or now - self._said_at >= HEARTBEAT:
-            self.feed.status(said)
-            self._said, self._said_at = said, now
+        changes = self.sessions.changes
+        if changes == self._said and now - self._said_at < HEARTBEAT:
+            return
+        said: dict[str, object] = {
+            "listen": str(self.listen),
+            "sessions": self.sessions.told(MAX_TOLD),
+        }
+        if len(self.sessions) > MAX_TOLD:
+            said["untold"] = len(self.sessions) - MAX_TOLD
+        self.feed.status(said)
+        self._said, self._said_at = changes, now
 
     async def _end_leftovers(self) -> None:
         """End the sessions a killed relay left on this port: they would outlive it unseen by

@@ -80,8 +80,6 @@ def holder(root: int, host: str, port: int) -> int | None:
     return None
 
 
-_PEER = re.compile(r"\S+:\d+\s+(?P<host>\S+):(?P<port>\d+)\s*$")
-_BYTES = re.compile(r"\bbytes_(?P<kind>acked|received):(?P<count>\d+)")
 SS_TIMEOUT = 5.0
 
 
@@ -114,19 +112,39 @@ async def traffic(port: int) -> dict[tuple[str, int], tuple[int, int]] | None:
 
 def parse_ss(text: str) -> dict[tuple[str, int], tuple[int, int]]:
     """`ss -tinH` output as (received, acked) bytes by peer: a connection's line, then its
-    indented TCP_INFO line."""
+    indented TCP_INFO line. A relay with thousands of sessions reads a megabyte of it at each
+    count, so it is split and searched as plain strings (a regular expression searched along
+    each long TCP_INFO line cost most of a relay's idle CPU)."""
     counts: dict[tuple[str, int], tuple[int, int]] = {}
     peer: tuple[str, int] | None = None
     for line in text.splitlines():
-        found = _PEER.search(line)
-        if found is not None and not line[:1].isspace():
-            peer = (found["host"].strip("[]").removeprefix("::ffff:"), int(found["port"]))
-            continue
-        if peer is not None:
-            seen = {m["kind"]: int(m["count"]) for m in _BYTES.finditer(line)}
-            counts[peer] = (seen.get("received", 0), seen.get("acked", 0))
+        if not line[:1].isspace():
+            fields = line.split()
+            peer = _address(fields[-1]) if len(fields) >= 2 and _address(fields[-2]) else None
+        elif peer is not None:
+            counts[peer] = (_counter(line, " bytes_received:"), _counter(line, " bytes_acked:"))
             peer = None
     return counts
+
+
+def _address(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` as ss writes an end (``[::1]:22``, ``[::ffff:10.0.0.7]:22``), or None."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        return None
+    return host.strip("[]").removeprefix("::ffff:"), int(port)
+
+
+def _counter(line: str, name: str) -> int:
+    """The number after ``name`` in a TCP_INFO line; 0 if it has none."""
+    start = line.find(name)
+    if start < 0:
+        return 0
+    start += len(name)
+    end = start
+    while end < len(line) and line[end].isdigit():
+        end += 1
+    return int(line[start:end]) if end > start else 0
 
 
 def leftovers(port: int) -> list[int]:

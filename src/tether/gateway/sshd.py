@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tether.errors import RelayError, describe, visible
+from tether.limits import raise_nofile
 from tether.procs import Pinned, halt_tree
 from tether.spec import Endpoint
 from tether.transports.master import parent_death_wrapper
@@ -95,6 +96,8 @@ class Sshd:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # Ctrl-C on tether's terminal is tether's to pass on
         )
+        # Its sessions inherit the limit: an agent's link carries a socket per client session.
+        raise_nofile(process.pid)
         self._process = Pinned.child(process.pid)
         self.exited = asyncio.ensure_future(self._log_until_exit(process))
         loop = asyncio.get_running_loop()

@@ -36,6 +36,15 @@ CLIENT_ALIVE_INTERVAL = 5
 CLIENT_ALIVE_COUNT_MAX = 3
 SILENT_PEER_DROPPED = 2 * CLIENT_ALIVE_INTERVAL * (CLIENT_ALIVE_COUNT_MAX + 1)
 NOWHERE = "nowhere.invalid:1"
+# Logins in progress (unauthenticated: each an sshd process until it logs in or LoginGraceTime
+# ends it): from START on, this percentage of new ones is refused, rising to every one at FULL.
+# A relay restarted under thousands of tunnels, and the site sshd behind it, get all of them back
+# at once: FULL is what a relay can log in within the grace time (a few hundred a second), and
+# those refused try again after their backoff. Not per source: a balancer, or a NAT, is one.
+STARTUPS_START = 200
+STARTUPS_RATE = 30
+STARTUPS_FULL = 1000
+LOGIN_GRACE = 20
 # Every line starts so: nothing allowed but what the line adds, and a session (which none of
 # these needs) runs only /bin/false.
 NO_SHELL = 'restrict,command="/bin/false"'
@@ -101,9 +110,11 @@ def sshd_config(
         # A silent peer is dropped, and a flood of half-open logins does not starve the rest.
         f"ClientAliveInterval {CLIENT_ALIVE_INTERVAL}",
         f"ClientAliveCountMax {CLIENT_ALIVE_COUNT_MAX}",
-        "LoginGraceTime 20",
+        f"LoginGraceTime {LOGIN_GRACE}",
         "MaxAuthTries 3",
-        "MaxStartups 100:30:400",
+        f"MaxStartups {STARTUPS_START}:{STARTUPS_RATE}:{STARTUPS_FULL}",
+        # MaxSessions (sshd's default, 10) counts a connection's sessions (a command, a shell),
+        # not its forwarded channels: the thousands an agent's link carries are not bound by it.
         # VERBOSE logs each accepted certificate's key id and serial: the audit joins on them.
         "LogLevel VERBOSE",
         "",

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tether.errors import TransportUnreachableError, describe
+from tether.limits import raise_nofile
 from tether.procs import Pinned, ProcessRef
 from tether.transports import mux
 from tether.transports.base import LossCallback
@@ -125,6 +126,7 @@ class Master:
             raise TransportUnreachableError(f"cannot start ssh: {describe(exc)}") from None
         finally:
             os.close(write_end)
+        raise_nofile(pid)  # one socket per forwarded connection
         self.process = Pinned.child(pid)
         self._stderr_fd = read_end
         os.set_blocking(read_end, False)

@@ -238,7 +238,20 @@ def test_a_relay_claiming_too_many_sessions_is_bounded(gateway: Gateway) -> None
     status = gather(gateway, NOW)
     assert (status.relays[0].sessions, status.relays[0].omitted) == (MAX_SESSIONS, 5)
     assert status.relays[0].listen is None
-    assert "1000 (5 omitted)" in render_status(status, as_json=False)
+    assert f"{MAX_SESSIONS} (5 omitted)" in render_status(status, as_json=False)
+
+
+def test_the_sessions_a_relay_did_not_list_are_counted_as_omitted(gateway: Gateway) -> None:
+    # A relay lists MAX_TOLD sessions at most, and says how many more it holds.
+    listed = [session(alice(), peer=f"127.0.0.1:{n}") for n in range(3)]
+    said(gateway, "r1", heard(NOW, {"sessions": listed, "listen": "x:22", "untold": 4000}))
+    assert (gather(gateway, NOW).relays[0].sessions, gather(gateway, NOW).relays[0].omitted) == (
+        3,
+        4000,
+    )
+    for bogus in ("4000", -1, 2**64, True):
+        said(gateway, "r1", heard(NOW, {"sessions": listed, "listen": "x:22", "untold": bogus}))
+        assert gather(gateway, NOW).relays[0].omitted == 0
 
 
 def test_an_invalid_policy_is_a_one_line_error(gateway: Gateway) -> None:

@@ -7,9 +7,10 @@ failed), and holds until its stdin ends, as the agent's `ssh -R` does."""
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -25,6 +26,7 @@ LINKED = f"import sys; print('debug1: {UP}', file=sys.stderr, flush=True); sys.s
 REFUSED = "import sys; print('agent@relay: Permission denied (publickey).', file=sys.stderr)"
 UNREACHABLE = "import sys; print('ssh: connect to host: Connection refused', file=sys.stderr)"
 NAMED = Endpoint("relays.example", 2222)
+LOWERED = 256  # a soft descriptor limit below the hard one
 
 
 class Names:
@@ -151,5 +153,34 @@ async def test_a_refused_certificate_ends_the_links_for_good(names: Names) -> No
         await wait_until(refused, "the refusal to end it")
         with pytest.raises(AgentRefused, match=r"relay relays.example:2222 \(10.0.0.2\) refused"):
             links.check()
+    finally:
+        await links.close()
+
+
+@pytest.fixture
+def lowered_limit() -> Iterator[int]:
+    """This process's soft descriptor limit lowered below its hard one, for the test; the hard
+    one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= LOWERED:
+        pytest.skip(f"the hard descriptor limit is {hard}: nothing to raise to")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LOWERED, hard))
+    try:
+        yield hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_links_ssh_may_hold_a_socket_per_session(lowered_limit: int) -> None:
+    # It carries every client session of the site: its soft limit is raised to the hard one,
+    # and the agent's own is left as it was.
+    links = Links([Endpoint("10.0.0.1", 2222)], stand_in({}), Names())
+    try:
+        await links.refresh()
+        await wait_until(lambda: linked(links) == ["10.0.0.1"], "the link up")
+        process = links.links[Endpoint("10.0.0.1", 2222)]._process
+        assert process is not None
+        assert resource.prlimit(process.pid, resource.RLIMIT_NOFILE)[0] == lowered_limit
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == LOWERED
     finally:
         await links.close()

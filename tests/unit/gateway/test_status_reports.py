@@ -25,15 +25,28 @@ class Told:
         self.said.append(status)
 
 
-def test_a_relay_repeats_its_status_each_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr("tether.gateway.relay.time.monotonic", lambda: clock[0])
+def bare_relay(told: Told) -> Relay:
     relay = object.__new__(Relay)  # no bundle, no sshd: only what _tell reads
-    told = Told()
     relay.feed = told  # type: ignore[assignment]
     relay.listen = Endpoint("127.0.0.1", 2222)
     relay.sessions = Sessions(relay.listen, lambda *_, **__: None)
     relay._said, relay._said_at = None, 0.0
+    return relay
+
+
+def login(port: int) -> str:
+    """sshd's line for a client's login from 127.0.0.1:``port``."""
+    return (
+        f"Accepted publickey for tether from 127.0.0.1 port {port} ssh2: ED25519-CERT "
+        "SHA256:abc ID alice@lab/echo@20991231000000Z (serial 3) CA ED25519 SHA256:def"
+    )
+
+
+def test_a_relay_repeats_its_status_each_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("tether.gateway.relay.time.monotonic", lambda: clock[0])
+    told = Told()
+    relay = bare_relay(told)
     relay._tell()
     clock[0] += HEARTBEAT - 1
     relay._tell()  # unchanged, and a heartbeat has not passed
@@ -41,6 +54,40 @@ def test_a_relay_repeats_its_status_each_heartbeat(monkeypatch: pytest.MonkeyPat
     clock[0] += 1
     relay._tell()
     assert len(told.said) == 2
+
+
+def test_a_relay_tells_a_change_at_once_and_ages_at_the_heartbeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Thousands of idle sessions age each second: that alone is not sent each second.
+    clock = [1000.0]
+    monkeypatch.setattr("tether.gateway.relay.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("tether.gateway.reaper.time.monotonic", lambda: clock[0])
+    told = Told()
+    relay = bare_relay(told)
+    relay._tell()
+    relay.sessions.heard(login(50000))
+    relay._tell()
+    assert len(told.said) == 2 and len(cast(list[object], told.said[1]["sessions"])) == 1
+    clock[0] += 2
+    relay._tell()
+    assert len(told.said) == 2
+    relay.sessions.closed(("127.0.0.1", 50000))
+    relay._tell()
+    assert len(told.said) == 3 and told.said[2]["sessions"] == []
+
+
+def test_a_relay_lists_so_many_sessions_and_counts_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tether.gateway.relay.MAX_TOLD", 2)
+    told = Told()
+    relay = bare_relay(told)
+    for port in (50000, 50001, 50002):
+        relay.sessions.heard(login(port))
+    relay._tell()
+    (said,) = told.said
+    assert len(cast(list[object], said["sessions"])) == 2 and said["untold"] == 1
 
 
 def feed(tmp_path: Path) -> tuple[Feed, Path]:
