@@ -189,22 +189,26 @@ def descendants(root: int) -> list[int]:
 
 
 def halt_tree(root: int, timeout: float = 5.0) -> list[int]:
-    """SIGSTOP ``root`` and every process below it until no new one appears; those below.
+    """SIGSTOP ``root`` and every process below it until no new one appears; every process
+    it stopped but ``root``.
 
     A stopped process forks no more (a fork under way when the signal came has finished by the
     time it shows as stopped), so once every one shows stopped and a pass finds nothing new, no
-    process of the tree can escape a signal sent to them all next. Synchronous and brief: call
-    it from a thread in an event loop.
+    process of the tree can escape a signal sent to them all next. Those it stopped are all
+    returned, not only the tree's last pass: one whose parent died meanwhile (a session's
+    sshd ending on its own) is below ``root`` no more, and left out it would stay stopped for
+    good. Synchronous and brief: call it from a thread in an event loop.
     """
     stopped: set[int] = set()
     deadline = time.monotonic() + timeout
     while True:
         found = [root, *descendants(root)]
         new = [pid for pid in found if pid not in stopped]
+        below = [*found[1:], *(pid for pid in stopped - set(found) if pid != root)]
         if not new and all(halted(pid) for pid in found):
-            return found[1:]
+            return below
         if time.monotonic() > deadline:
-            return found[1:]  # the caller's next signal reaches those it can
+            return below  # the caller's next signal reaches those it can
         for pid in new:
             try:
                 os.kill(pid, signal.SIGSTOP)
