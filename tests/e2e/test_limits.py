@@ -12,14 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from tests.support.gateway import running_gateway
 from tests.support.servers import EchoServer
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import TetherRunner
 from tests.support.waiting import wait_until_sync
-from tether.modes.runtime import WANTED_OPEN_FILES
 from tether.procs import descendants
 
 LOWERED = 256  # tether's soft descriptor limit in the tests of its children's
@@ -148,39 +145,14 @@ def programs(root: int, name: str) -> list[int]:
     return found
 
 
-def test_the_relays_sshd_and_the_agents_links_get_the_hard_limit(
-    tether: TetherRunner, echo_server: EchoServer
-) -> None:
-    # Each carries a socket per client session of the site: thousands. A tether command raises
-    # its own soft limit to WANTED_OPEN_FILES at most; these children get the hard limit, here
-    # above that (raising a hard limit needs root).
-    hard = max(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 2 * WANTED_OPEN_FILES)
-    launcher = ["prlimit", f"--nofile={LOWERED}:{hard}", "--"]
-    if subprocess.run([*launcher, "true"], capture_output=True).returncode != 0:
-        pytest.skip(f"a hard descriptor limit of {hard} needs CAP_SYS_RESOURCE here")
-    with running_gateway(tether, {"echo": echo_server.address}) as run:
-        for process in (run.agent, run.relay):
-            process.send_signal(signal.SIGTERM)
-            assert process.finish() == 0
-        run.relay = run.relays["r1"] = run.start_relay(launcher=launcher)
-        run.agent = run.start_agent(launcher=launcher)
-        for process in (run.relay, run.agent):
-            assert soft_nofile(process.pid) == WANTED_OPEN_FILES
-        sshd = programs(run.relay.pid, "sshd")
-        links = programs(run.agent.pid, "ssh")
-        assert sshd and links
-        for pid in (*sshd, *links):
-            assert soft_nofile(pid) == hard
-
-
 def test_a_callers_tunnel_raises_its_master_not_the_caller(
     tmp_path: Path, shared_sshd: SshdServer, echo_server: EchoServer
 ) -> None:
     # The Python API runs in the caller's process, whose limits are the caller's: only the
     # OpenSSH master, which carries a socket per connection, is raised.
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard <= LOWERED:
-        pytest.skip(f"the hard descriptor limit is {hard}: nothing to raise to")
+    # A machine whose hard limit is this low cannot show the raise: said, not skipped.
+    assert hard == resource.RLIM_INFINITY or hard > LOWERED, f"the hard limit is {hard}"
     sshd = shared_sshd.through("openssh")
     script = f"""
 import json, os, resource, sys, tether
