@@ -32,9 +32,7 @@ from pathlib import Path
 from tether import paths
 from tether.errors import (
     AccessRefused,
-    AuthenticationError,
     ConfigError,
-    HostKeyError,
     TetherError,
     TransportUnreachableError,
     UsageError,
@@ -228,15 +226,15 @@ class GatewayTransport(OpenSshTransport):
         )
 
     def attempt_ended(self, failure: BaseException | None) -> None:
-        """Keep the certificate of this attempt's master for the next one, unless a login
-        refused it (a revocation, a CA retired): the next attempt then asks the signers, and
-        hears the policy's word. An attempt that failed otherwise (a relay down or without the
-        site's link, a timeout on a loaded host) says nothing against the certificate: asking
-        for a new one would only add to a failover's load."""
-        refused = isinstance(failure, AuthenticationError | HostKeyError)
+        """Keep the certificate of this attempt's master for the next one if it connected, or
+        if the attempt ran out of time (a failover's load says nothing against it). Any other
+        failure drops it, and the next attempt asks the signers and hears the policy's word: a
+        relay refusing a revoked certificate only closes the connection, which reads like a
+        relay that is down."""
         if failure is None and self._using is not None:
             self._using.connected += 1
-        self._held = None if refused else self._using
+        timed_out = isinstance(failure, TimeoutError | asyncio.CancelledError)
+        self._held = self._using if failure is None or timed_out else None
 
     async def _reusable(self) -> tuple[Answer | None, Candidate | None]:
         """The certificate kept from the last attempt, if it has REUSE_MARGIN left, and the

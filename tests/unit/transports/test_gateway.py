@@ -200,8 +200,9 @@ async def test_a_reconnect_keeps_the_certificate_of_the_master_that_connected(
     (tmp_path / "third").mkdir()
     await transport.prepare(tmp_path / "third")
     assert signers.asked == ["10.0.0.1"]
-    # A login refused it (revoked, say): the next attempt asks a signer (the healthy first).
-    transport.attempt_ended(AuthenticationError("permission denied (publickey)"))
+    # Any other failure drops it (a relay refusing a revoked certificate only closes the
+    # connection): the next attempt asks a signer (the healthy first).
+    transport.attempt_ended(TransportUnreachableError("Connection closed by UNKNOWN port 65535"))
     (tmp_path / "fourth").mkdir()
     await transport.prepare(tmp_path / "fourth")
     assert signers.asked == ["10.0.0.1", "10.0.0.2"]
