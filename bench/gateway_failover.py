@@ -436,6 +436,8 @@ def main() -> None:
     if base is None:
         sys.exit("bench: no directory sshd's StrictModes accepts (XDG_RUNTIME_DIR, ~)")
     raise_fd_limit()
+    # SIGTERM ends the run as Ctrl-C does: through the cleanup below (the bench's own process).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix=".tether-bench-failover-", dir=base))
     spawn = multiprocessing.get_context("spawn")
     echo_end, echo_there = spawn.Pipe()
