@@ -568,9 +568,11 @@ def report(
         f"  load: {total / 1e6:.1f} MB echoed and checked, "
         f"{args.rate:.0f} messages of {MESSAGE} B per second"
     )
-    print(
-        f"  relay r1 killed ({killed} processes); every flow carried again {recovered:.1f} s later"
+    broken = sum(f.broken_since is not None for f in flows)
+    ended = (
+        f"{broken} flows still broken at the deadline," if broken else "every flow carried again"
     )
+    print(f"  relay r1 killed ({killed} processes); {ended} {recovered:.1f} s later")
     print(
         f"  placed at their start: r1 {len(moved)}, r2 {len(survivors)} "
         "(half the vias name each relay first)"
@@ -589,6 +591,8 @@ def report(
         f"the kill, or sent before the break was seen): {sum(f.in_flight_lost for f in moved)}"
     )
     print(f"    refused at the local listeners: {sum(f.refused for f in flows)} (goal 0)")
+    back = sum(1 for f in moved if f.gaps and f.broken_since is None)
+    print(f"    carried again by the end: {back} of {len(moved)}")
     print(f"    break to first byte through r2: {spread([g for f in moved for g in f.gaps])}")
     print(f"    certificates issued after the kill: {issued_after} (a reconnect keeps its own)")
     print(
