@@ -139,7 +139,7 @@ class GatewayTransport(OpenSshTransport):
         self._forward_to: Endpoint | None = None
         self._answer: Answer | None = None
         self._using: Answer | None = None  # the answer of the master being connected
-        self._held: Answer | None = None  # the answer of the last master that connected
+        self._held: Answer | None = None  # kept for the next attempt (attempt_ended)
 
     def known_hosts(self) -> str:
         return self.options.known_hosts or str(paths.known_hosts())
