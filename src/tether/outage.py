@@ -7,6 +7,9 @@ refuses, it is unreachable, or it accepted and never spoke, as a frozen one does
 connection is tried once a second and, once accepted, held until the server sends its greeting.
 When it does, the server is back, and the next attempt comes after a short random pause
 (Backoff.wake_delay) instead of the rest of the step.
+
+The tunnels of one process take turns at their attempts (``turn``): a few run at once, and an
+attempt's time bound starts with its turn.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import asyncio
 import itertools
 import logging
 import socket
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from tether.backoff import Backoff
@@ -32,6 +38,30 @@ PENDING = 4  # connections tried at once at most; the oldest is dropped for a ne
 RESOLVE_MAX = 30.0  # the longest wait between lookups of a server name that does not resolve
 # What getaddrinfo gives for one address: family, type, protocol and the address itself.
 Address = tuple[int, int, int, tuple[Any, ...]]
+
+#: Reconnect attempts under way at once in one process (one event loop); the others wait their
+#: turn. Hundreds of tunnels that lose one relay together would otherwise each start a login at
+#: once, share the CPU (and the server's) among them, all run out of their time bound, and
+#: start over together: on a 2-core machine 492 moved tunnels did not recover in 10 minutes.
+#: Eight at once keeps a far server busy (a login is mostly round trips) without a herd.
+ATTEMPTS_AT_ONCE = 8
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def turn(name: str) -> AsyncIterator[None]:
+    """Hold one of the process's ATTEMPTS_AT_ONCE places for a reconnect attempt, waiting for
+    one first if all are taken (first come, first served)."""
+    loop = asyncio.get_running_loop()
+    places = _turns.get(loop)
+    if places is None:  # one per loop: a semaphore belongs to the loop that first waits on it
+        places = _turns[loop] = asyncio.Semaphore(ATTEMPTS_AT_ONCE)
+    if places.locked():
+        log.debug("%s: waiting for other tunnels' reconnect attempts to end", name)
+    async with places:
+        yield
 
 
 async def greeting(host: str, port: int, interval: float = WATCH_INTERVAL) -> None:
@@ -228,7 +258,7 @@ class Attempts(Protocol):
     """What a tunnel hears of its reconnect attempts (tunnel.Tunnel is the one)."""
 
     def attempting(self, attempt: int) -> None:
-        """Attempt number ``attempt`` (from 1) is about to wait for its turn, then begin."""
+        """Attempt number ``attempt`` (from 1) is about to wait for its pause and its turn."""
 
     def attempt_failed(self, attempt: int, reason: str) -> None: ...
 
@@ -237,7 +267,8 @@ async def reconnect(
     spec: TunnelSpec, transport: Transport, on_lost: LossCallback, hear: Attempts
 ) -> int | None:
     """Get ``transport`` back after a loss: attempts bounded by ``spec.reconnect_timeout``, each
-    after its pause (``Outage.pause``), until one connects or ``max_retries`` have failed.
+    after its pause (``Outage.pause``) and in its turn (``turn``), until one connects or
+    ``max_retries`` have failed.
 
     Returns the attempts it took, or None once it gives up (at once if reconnecting is off).
     ``on_lost`` goes to each connect, as the callback of the transport's next loss.
@@ -252,7 +283,8 @@ async def reconnect(
             attempt += 1
             hear.attempting(attempt)
             await outage.pause(attempt)
-            reason = await outage.attempt(transport, on_lost, spec.reconnect_timeout)
+            async with turn(spec.name):
+                reason = await outage.attempt(transport, on_lost, spec.reconnect_timeout)
             if reason is None:
                 return attempt
             hear.attempt_failed(attempt, reason)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from tether.backoff import Backoff
-from tether.outage import Outage, greeting
+from tether.outage import Outage, greeting, reconnect
+from tether.spec import Endpoint, TunnelSpec
+from tether.transports.base import LossCallback, PhaseCallback
+from tether.transports.direct import DirectTransport
 
 GREETING = b"SSH-2.0-OpenSSH_9.2\r\n"
 INTERVAL = 0.05  # the watch's, here: a new connection tried every 50 ms
@@ -150,3 +154,66 @@ async def test_without_an_address_the_backoff_alone_paces() -> None:
     await asyncio.wait_for(outage.pause(1), 10)
     assert loop.time() - began >= 0.2 and outage.wakes == 0
     outage.close()
+
+
+class SlowLogin(DirectTransport):
+    """A transport whose every connect takes ``LOGIN`` seconds, counting how many run at once."""
+
+    def __init__(self, running: list[int]) -> None:
+        self.running = running  # [now, most]: shared by every tunnel of the test
+
+    async def server_address(self) -> tuple[str, int] | None:
+        return None  # no watch: the backoff alone paces
+
+    async def connect(
+        self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        self.running[0] += 1
+        self.running[1] = max(self.running)
+        try:
+            await asyncio.sleep(LOGIN)
+        finally:
+            self.running[0] -= 1
+
+
+class Heard:
+    """outage.Attempts for a test: the reasons of the attempts that failed."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def attempting(self, attempt: int) -> None:
+        pass
+
+    def attempt_failed(self, attempt: int, reason: str) -> None:
+        self.failures.append(reason)
+
+
+LOGIN = 0.2
+
+
+async def test_tunnels_of_one_process_take_turns_at_reconnecting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A few attempts run at once, and each one's bound starts with its turn: twelve tunnels
+    whose logins take 0.2 s, three at a time, are all back at their first attempt although the
+    last one's turn comes 0.6 s after the loss, past the 0.5 s bound."""
+    monkeypatch.setattr("tether.outage.ATTEMPTS_AT_ONCE", 3)
+    spec = TunnelSpec(target=Endpoint("127.0.0.1", 9), timeout=10)
+    spec = spec.with_changes(backoff_initial=0.01, ssh=replace(spec.ssh, connect_timeout=0.5))
+    assert spec.reconnect_timeout == 0.5
+    running = [0, 0]
+    heard = Heard()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    taken = await asyncio.wait_for(
+        asyncio.gather(*(reconnect(spec, SlowLogin(running), noop, heard) for _ in range(12))),
+        30,
+    )
+    assert taken == [1] * 12 and heard.failures == []
+    assert running == [0, 3]  # never more than three at once, and three did run together
+    assert loop.time() - began >= 4 * LOGIN  # four turns of three
+
+
+def noop(reason: str) -> None:
+    pass
