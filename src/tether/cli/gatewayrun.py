@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from tether.cli.gatewayoptions import listen_option, state_option, target_options
+
 if TYPE_CHECKING:
     from tether.modes.gatewayhost import Described, Service
 
@@ -57,12 +59,7 @@ def _launch(
 
 @click.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option(
-    "--listen",
-    required=True,
-    metavar="ADDR:PORT",
-    help="Where the signer's sshd listens for the relays.",
-)
+@listen_option("the signer's sshd listens for the relays")
 @_running
 def signer(
     directory: Path,
@@ -89,17 +86,8 @@ def signer(
 
 @click.command()
 @click.argument("bundle_file", metavar="BUNDLE", type=click.Path(path_type=Path))
-@click.option(
-    "--listen",
-    required=True,
-    metavar="ADDR:PORT",
-    help="Where the relay's sshd listens for agents and clients.",
-)
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    help="Where the relay keeps its sshd's files [the user's state directory].",
-)
+@listen_option("the relay's sshd listens for agents and clients")
+@state_option("relay", "the user's state directory")
 @_running
 def relay(
     bundle_file: Path,
@@ -144,23 +132,8 @@ def _state_dir(leaf: str) -> Path:
 
 @click.command()
 @click.argument("enrolment_file", metavar="ENROLMENT", type=click.Path(path_type=Path))
-@click.option(
-    "--target",
-    "targets",
-    multiple=True,
-    metavar="NAME=HOST:PORT",
-    help="A target this site serves, as clients name it (SITE/NAME); repeat for each.",
-)
-@click.option(
-    "--targets-file",
-    type=click.Path(path_type=Path),
-    help='A TOML file whose [targets] table names more: NAME = "HOST:PORT".',
-)
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    help="Where the agent keeps its site sshd's files [the user's state directory].",
-)
+@target_options
+@state_option("agent", "the user's state directory")
 @_running
 def agent(
     enrolment_file: Path,

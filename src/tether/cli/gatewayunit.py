@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from tether.cli.candidates import directories
+from tether.cli.gatewayoptions import listen_option, state_option, target_options
 from tether.cli.render import echo
 from tether.cli.units import tether_command, write_units
 from tether.errors import UsageError, shown
@@ -59,22 +60,16 @@ def _unit_options(func: Callable[..., None]) -> Callable[..., None]:
     return func
 
 
-def _state_option(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return click.option(
-        "--state-dir",
-        type=click.Path(path_type=Path),
-        help=f"Where the {what} keeps its sshd's files [system unit: /var/lib/tether/NAME, made "
-        "by systemd; user unit: the user's state directory, as when run by hand].",
-    )
-
-
-def _listen_option(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return click.option("--listen", required=True, metavar="ADDR:PORT", help=f"Where {what}.")
+#: Where a unit's relay or agent keeps its files when --state-dir is not given.
+UNIT_STATE = (
+    "system unit: /var/lib/tether/NAME, made by systemd; user unit: the user's state directory, "
+    "as when run by hand"
+)
 
 
 @systemd_unit.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@_listen_option("the signer's sshd listens for the relays")
+@listen_option("the signer's sshd listens for the relays")
 @_unit_options
 def signer(
     directory: Path,
@@ -103,8 +98,8 @@ def signer(
 
 @systemd_unit.command()
 @click.argument("bundle_file", metavar="BUNDLE", type=click.Path(path_type=Path))
-@_listen_option("the relay's sshd listens for agents and clients")
-@_state_option("relay")
+@listen_option("the relay's sshd listens for agents and clients")
+@state_option("relay", UNIT_STATE)
 @_unit_options
 def relay(
     bundle_file: Path,
@@ -135,19 +130,8 @@ def relay(
 
 @systemd_unit.command()
 @click.argument("enrolment_file", metavar="ENROLMENT", type=click.Path(path_type=Path))
-@click.option(
-    "--target",
-    "targets",
-    multiple=True,
-    metavar="NAME=HOST:PORT",
-    help="A target this site serves, as clients name it (SITE/NAME); repeat for each.",
-)
-@click.option(
-    "--targets-file",
-    type=click.Path(path_type=Path),
-    help="A TOML file whose [targets] table names more (read again at each start).",
-)
-@_state_option("agent")
+@target_options
+@state_option("agent", UNIT_STATE)
 @_unit_options
 def agent(
     enrolment_file: Path,
