@@ -196,6 +196,16 @@ def linked(tether: TetherRunner) -> int:
     return int(str(agent["connections_active"]))
 
 
+def talks_through(tether: TetherRunner, two_relays: TwoRelays, listen: Endpoint) -> None:
+    """A tunnel whose via names the relay at ``listen`` alone carries a connection to the site."""
+    code, out, err = tether.run(
+        "start", *flags(f"gw://{listen}", two_relays.key, two_relays.known_hosts),
+        "--", sys.executable, "-c", TALK,
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.strip().endswith("through a relay"), out
+
+
 @pytest.fixture
 def two_relays(tether: TetherRunner, echo_server: EchoServer) -> Iterator[TwoRelays]:
     """A gateway whose site lab is enrolled with two relays, the first here on loopback, the
@@ -274,13 +284,7 @@ def test_an_agent_links_to_both_relays(tether: TetherRunner, two_relays: TwoRela
     )
     # Either relay alone carries a tunnel to the site.
     for listen in two_relays.listens:
-        via = f"gw://{listen}"
-        code, out, err = tether.run(
-            "start", *flags(via, two_relays.key, two_relays.known_hosts),
-            "--", sys.executable, "-c", TALK,
-        )  # fmt: skip
-        assert code == 0, err
-        assert out.strip().endswith("through a relay"), out
+        talks_through(tether, two_relays, listen)
 
 
 @pytest.mark.needs_root
@@ -417,12 +421,7 @@ def test_an_agent_relinks_to_a_relay_restarted_after_a_kill(
         lambda: agent_links(gateway, "opened", mark) == {"r1"},
         "the restarted relay's audit of the agent's link",
     )
-    code, out, err = tether.run(
-        "start", *flags(f"gw://{listen}", two_relays.key, two_relays.known_hosts),
-        "--", sys.executable, "-c", TALK,
-    )  # fmt: skip
-    assert code == 0, err
-    assert out.strip().endswith("through a relay"), out
+    talks_through(tether, two_relays, listen)
     assert [e["relay"] for e in audit(gateway)[mark:] if e["event"] == "issued"] == ["r1"]
 
 
@@ -475,12 +474,7 @@ def test_a_frozen_agent_is_dropped_by_both_relays(
     (entry,) = listed(tether, "agent")
     assert (entry["pid"], entry["state"]) == (agent.pid, "ready")
     for listen in two_relays.listens:
-        code, out, err = tether.run(
-            "start", *flags(f"gw://{listen}", two_relays.key, two_relays.known_hosts),
-            "--", sys.executable, "-c", TALK,
-        )  # fmt: skip
-        assert code == 0, err
-        assert out.strip().endswith("through a relay"), out
+        talks_through(tether, two_relays, listen)
     issued = [e["relay"] for e in audit(gateway)[dropped:] if e["event"] == "issued"]
     assert issued == ["r1", "r2"]
 
