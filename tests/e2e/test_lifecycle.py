@@ -297,9 +297,12 @@ LIGHT = ("asyncssh", "rich", "click", "asyncio", "tether.spec", "tether.tunnel")
         (["ls", "--json"], LIGHT),
         (["--debug", "list"], ("asyncssh", "rich")),
         (["list", "--json", "--help"], ("asyncssh", "rich")),
+        (["stop", "--missing-ok", "no-such-tunnel"], LIGHT),
+        (["stop", "--all"], LIGHT),
+        (["stop", "--all", "--timeout", "5s"], ("asyncssh", "rich")),
     ],
 )
-def test_list_imports_only_what_it_needs(
+def test_list_and_stop_import_only_what_they_need(
     tether: TetherRunner, argv: list[str], heavy: tuple[str, ...]
 ) -> None:
     probe = (
@@ -322,6 +325,21 @@ def test_list_imports_only_what_it_needs(
         check=True,
     )
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["no-such-tunnel"], ["--all", "--missing-ok", "--bogus"], ["-"], [""], ["--all", "x", "y"]],
+)
+def test_stop_answers_alike_with_and_without_the_parser(
+    tether: TetherRunner, args: list[str]
+) -> None:
+    """The plain form (no option with a value) skips click: its output, errors and exit codes
+    are those of the parsed form (--timeout makes it go through click)."""
+    plain = tether.run("stop", *args)
+    parsed = tether.run("stop", *args, "--timeout", "5s")
+    assert plain == parsed
+    assert plain[0] != 0 and plain[2].count("\n") == 1 and "Traceback" not in plain[2], plain
 
 
 def test_stop_all_stops_what_it_can_and_reports_the_rest(

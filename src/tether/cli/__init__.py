@@ -1,8 +1,8 @@
 """The command line: parse, call a mode, render. The only place errors become exit codes.
 
 The click application is in ``app``; the program's name and its log lines, in ``console``.
-``main`` answers the plain forms of `tether list` without click: they run in scripts' loops, and
-click alone costs more start-up time than the whole answer.
+``main`` answers the plain forms of `tether list` and `tether stop` without click: they run in
+scripts' loops and cleanup steps, and click alone costs more start-up time than the whole answer.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ def main() -> None:
 
         configure_logging(debug=False)
         sys.exit(show_tunnels_now(as_json=as_json))
+    if sys.argv[1:2] == ["stop"]:
+        from tether.cli.stopping import plain_stop, stop_now
+
+        plain = plain_stop(sys.argv[2:])
+        if plain is not None:
+            selectors, every, missing_ok = plain
+            configure_logging(debug=False)
+            sys.exit(stop_now(selectors, every=every, missing_ok=missing_ok))
     from tether.cli.app import cli
 
     cli(prog_name=PROG, complete_var=COMPLETE_VAR)

@@ -1,13 +1,13 @@
-"""`tether stop`: graceful stop through the control channel, waiting until each process exits."""
+"""`tether stop`: graceful stop through the control channel, waiting until each process exits.
+Its plain forms skip click (cli/stopping.py, which does the work for both)."""
 
 from __future__ import annotations
 
 import click
 
 from tether.cli.candidates import running
-from tether.cli.render import echo, report_stopped
-from tether.client import STOP_TIMEOUT, select_entries, stop_tunnels
-from tether.registry import Registry
+from tether.cli.stopping import stop_selected
+from tether.client import STOP_TIMEOUT
 from tether.values import parse_duration
 
 
@@ -25,11 +25,4 @@ from tether.values import parse_duration
 def stop(selectors: tuple[str, ...], every: bool, missing_ok: bool, timeout: str | None) -> None:
     """Stop tunnels by ID, NAME or local PORT."""
     seconds = parse_duration(timeout, what="--timeout") if timeout is not None else STOP_TIMEOUT
-    registry = Registry.default()
-    entries = select_entries(registry, list(selectors), every=every, missing_ok=missing_ok)
-    report_stopped(stop_tunnels(registry, entries, timeout=seconds))
-    if not entries and selectors:
-        named = ", ".join(repr(s) for s in selectors)
-        echo(f"tether: no running tunnel matches {named}; nothing to stop", err=True)
-    elif not entries:
-        echo("No tunnels running", err=True)
+    stop_selected(list(selectors), every=every, missing_ok=missing_ok, timeout=seconds)
