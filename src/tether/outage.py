@@ -18,7 +18,6 @@ import asyncio
 import itertools
 import logging
 import socket
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -28,6 +27,7 @@ from tether.errors import AccessRefused, TetherError, TransportUnreachableError
 from tether.spec import TunnelSpec
 from tether.states import State
 from tether.transports.base import LossCallback, Transport
+from tether.turns import Turns
 
 log = logging.getLogger("tether")
 
@@ -39,28 +39,22 @@ RESOLVE_MAX = 30.0  # the longest wait between lookups of a server name that doe
 # What getaddrinfo gives for one address: family, type, protocol and the address itself.
 Address = tuple[int, int, int, tuple[Any, ...]]
 
-#: Reconnect attempts under way at once in one process (one event loop); the others wait their
-#: turn. Hundreds of tunnels that lose one relay together would otherwise each start a login at
-#: once, share the CPU (and the server's) among them, all run out of their time bound, and
-#: start over together: on a 2-core machine 492 moved tunnels did not recover in 10 minutes.
-#: Eight at once keeps a far server busy (a login is mostly round trips) without a herd.
+#: Reconnect attempts under way at once in one process (over all its event loops); the others
+#: wait their turn. Hundreds of tunnels that lose one relay together would otherwise each start a
+#: login at once, share the CPU (and the server's) among them, all run out of their time bound,
+#: and start over together: on a 2-core machine 492 moved tunnels did not recover in 10
+#: minutes. Eight at once keeps a far server busy (a login is mostly round trips) without a herd.
 ATTEMPTS_AT_ONCE = 8
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+ATTEMPTS = Turns(ATTEMPTS_AT_ONCE)
 
 
 @asynccontextmanager
 async def turn(name: str) -> AsyncIterator[None]:
-    """Hold one of the process's ATTEMPTS_AT_ONCE places for a reconnect attempt, waiting for
-    one first if all are taken (first come, first served)."""
-    loop = asyncio.get_running_loop()
-    places = _turns.get(loop)
-    if places is None:  # one per loop: a semaphore belongs to the loop that first waits on it
-        places = _turns[loop] = asyncio.Semaphore(ATTEMPTS_AT_ONCE)
-    if places.locked():
+    """Hold one of the process's places for a reconnect attempt, waiting for one first if all
+    are taken (first come, first served)."""
+    if ATTEMPTS.busy:
         log.debug("%s: waiting for other tunnels' reconnect attempts to end", name)
-    async with places:
+    async with ATTEMPTS.turn():
         yield
 
 

@@ -14,6 +14,7 @@ from tether.outage import Outage, greeting, reconnect
 from tether.spec import Endpoint, TunnelSpec
 from tether.transports.base import LossCallback, PhaseCallback
 from tether.transports.direct import DirectTransport
+from tether.turns import Turns
 
 GREETING = b"SSH-2.0-OpenSSH_9.2\r\n"
 INTERVAL = 0.05  # the watch's, here: a new connection tried every 50 ms
@@ -198,7 +199,7 @@ async def test_tunnels_of_one_process_take_turns_at_reconnecting(
     """A few attempts run at once, and each one's bound starts with its turn: twelve tunnels
     whose logins take 0.2 s, three at a time, are all back at their first attempt although the
     last one's turn comes 0.6 s after the loss, past the 0.5 s bound."""
-    monkeypatch.setattr("tether.outage.ATTEMPTS_AT_ONCE", 3)
+    monkeypatch.setattr("tether.outage.ATTEMPTS", Turns(3))
     spec = TunnelSpec(target=Endpoint("127.0.0.1", 9), timeout=10)
     spec = spec.with_changes(backoff_initial=0.01, ssh=replace(spec.ssh, connect_timeout=0.5))
     assert spec.reconnect_timeout == 0.5
