@@ -218,3 +218,30 @@ async def test_tunnels_of_one_process_take_turns_at_reconnecting(
 
 def noop(reason: str) -> None:
     pass
+
+
+class Slower(SlowLogin):
+    """Every connect takes 0.3 s."""
+
+    async def connect(
+        self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        await asyncio.sleep(0.3)
+
+
+@pytest.mark.parametrize("set_by_user", [False, True])
+async def test_an_attempt_that_ran_out_of_time_gets_twice_as_long(set_by_user: bool) -> None:
+    """A login slowed by load (0.3 s here) against a 0.2 s bound: the next attempt has 0.4 s and
+    connects. A bound the user set (--connect-timeout) stays as set."""
+    spec = TunnelSpec(target=Endpoint("127.0.0.1", 9), timeout=0.2)
+    connect_timeout = 0.2 if set_by_user else None
+    spec = spec.with_changes(
+        backoff_initial=0.01, max_retries=3, ssh=replace(spec.ssh, connect_timeout=connect_timeout)
+    )
+    assert spec.reconnect_timeout == 0.2
+    heard = Heard()
+    taken = await asyncio.wait_for(reconnect(spec, Slower([0, 0]), noop, heard), 30)
+    if set_by_user:
+        assert taken is None and heard.failures == ["reconnect timed out after 0.2s"] * 3
+    else:
+        assert taken == 2 and heard.failures == ["reconnect timed out after 0.2s"]
