@@ -496,9 +496,18 @@ def main() -> None:
             kill_at, recovered = asyncio.run(load(flows, args, kill))
             lost_later: dict[int, str] = {}
             for _, conn in holders:
-                conn.send("stop")
-            for holder, conn in holders:
-                lost_later.update(conn.recv())
+                with contextlib.suppress(OSError):  # a holder that died: said below
+                    conn.send("stop")
+            for share, (holder, conn) in enumerate(holders):
+                try:
+                    lost_later.update(conn.recv())
+                except (EOFError, OSError):
+                    holder.join(10)
+                    why = f"its holder process ended early (exit code {holder.exitcode})"
+                    print(f"holder {share}: {why}")
+                    lost_later.update(
+                        {i: why for i in range(share, args.tunnels, args.holders) if i in ports}
+                    )
                 holder.join(120)
             issued_after = gw.issued() - issued_before[0]
             gw.stop()
