@@ -4,7 +4,8 @@
 
 Every figure is the median wall time of whole commands, as a script sees them:
 - `tether list` with no tunnels and with --tunnels of them (and `--json`), next to a bare
-  `python -c pass`; `tether stop --all` of --tunnels;
+  `python -c pass`; `tether stop` of one tunnel next to `tether list` with that one running;
+  `tether stop --all` of --tunnels;
 - `tether start --background` through sshd to ready, next to `ssh -f -N -o
   ExitOnForwardFailure=yes` followed by the same probe (a round trip through the forward to the
   echo target: tether probes the target before it says ready, and ssh -f does not);
@@ -140,10 +141,11 @@ def main() -> None:
             runtime_dir=f"{tmp}/run",
         )
         starts, stops, ssh_starts, ssh_stops, runs, ssh_runs = [], [], [], [], [], []
-        reuses, opens = [], []
+        reuses, opens, lists = [], [], []
         for _ in range(args.runs):  # alternated, so a slow moment falls on both alike
             starts.append(timed([*TETHER, "start", *through, "--background"], env))
             reuses.append(timed([*TETHER, "start", *through, "--background", "--reuse"], env))
+            lists.append(timed([*TETHER, "list"], env))
             stops.append(timed([*TETHER, "stop", "--all"], env))
             began = time.perf_counter()
             with tether.open(**api) as opened:
@@ -163,6 +165,7 @@ def main() -> None:
             ssh_runs.append(time.perf_counter() - began)
         figures["tether start --background, to ready"] = statistics.median(starts)
         figures["ssh -f -N + probe"] = statistics.median(ssh_starts)
+        figures["tether list, 1 tunnel"] = statistics.median(lists)
         figures["tether stop (1 tunnel)"] = statistics.median(stops)
         figures["ssh -O exit"] = statistics.median(ssh_stops)
         figures["tether start --run true"] = statistics.median(runs)
@@ -189,6 +192,7 @@ def main() -> None:
         ("tether list, 0 tunnels", "python -c pass"),
         ("tether start --background, to ready", "ssh -f -N + probe"),
         ("tether stop (1 tunnel)", "ssh -O exit"),
+        ("tether stop (1 tunnel)", "tether list, 1 tunnel"),
         ("tether start --run true", "ssh -f + probe + true + ssh -O exit"),
         ("with tether.open(): ready, probe, closed", "ssh -f + probe + true + ssh -O exit"),
     ):
