@@ -4,6 +4,7 @@ a whole gateway of `tether gateway` processes (signer, relay, agent)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -111,7 +112,10 @@ def gateway_sshd(
         yield
     finally:
         for pid in stop_tree(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+            # A process of the tree may be gone already: halted() counts a zombie or an
+            # exited one as stopped, and its parent may reap it meanwhile.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
 
