@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from functools import partial
 
 from tether.cli.console import COMPLETE_VAR, PROG, configure_logging
 
@@ -23,21 +25,33 @@ def main() -> None:
         sys.exit(complete())
     as_json = PLAIN_LIST.get(tuple(sys.argv[1:]))
     if as_json is not None:
-        from tether.cli.listing import show_tunnels_now
+        from tether.cli.listing import show_tunnels
 
-        configure_logging(debug=False)
-        sys.exit(show_tunnels_now(as_json=as_json))
+        sys.exit(_plainly(partial(show_tunnels, as_json=as_json)))
     if sys.argv[1:2] == ["stop"]:
-        from tether.cli.stopping import plain_stop, stop_now
+        from tether.cli.stopping import plain_stop, stop_selected
 
         plain = plain_stop(sys.argv[2:])
         if plain is not None:
             selectors, every, missing_ok = plain
-            configure_logging(debug=False)
-            sys.exit(stop_now(selectors, every=every, missing_ok=missing_ok))
+            stop = partial(stop_selected, selectors, every=every, missing_ok=missing_ok)
+            sys.exit(_plainly(stop))
     from tether.cli.app import cli
 
     cli(prog_name=PROG, complete_var=COMPLETE_VAR)
+
+
+def _plainly(answer: Callable[[], None]) -> int:
+    """Run a plain form's ``answer`` without the click application: the same output, one-line
+    errors and exit codes as its parsed form."""
+    from tether.cli.render import show_error
+
+    configure_logging(debug=False)
+    try:
+        answer()
+    except (KeyboardInterrupt, Exception) as exc:
+        return show_error(exc, debug=False)
+    return 0
 
 
 def complete() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tether.cli.render import echo, human_bytes, human_duration, show_error, table
+from tether.cli.render import echo, human_bytes, human_duration, table
 from tether.client import list_tunnels
 from tether.record import TunnelInfo
 from tether.protocol import Status
@@ -82,13 +82,3 @@ def render_list(infos: list[TunnelInfo], *, as_json: bool) -> str:
 
 def show_tunnels(*, as_json: bool) -> None:
     echo(render_list(list_tunnels(Registry.default()), as_json=as_json))
-
-
-def show_tunnels_now(*, as_json: bool) -> int:
-    """`tether list` without the click application: the same output, the same one-line
-    errors and exit codes."""
-    try:
-        show_tunnels(as_json=as_json)
-    except (KeyboardInterrupt, Exception) as exc:
-        return show_error(exc, debug=False)
-    return 0

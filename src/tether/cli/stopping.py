@@ -3,7 +3,7 @@ start as fast as `tether list`: cleanup steps and scripts call it, often in a lo
 
 from __future__ import annotations
 
-from tether.cli.render import echo, report_stopped, show_error
+from tether.cli.render import echo, report_stopped
 from tether.client import STOP_TIMEOUT, select_entries, stop_tunnels
 from tether.registry import Registry
 
@@ -34,13 +34,3 @@ def stop_selected(
         echo(f"tether: no running tunnel matches {named}; nothing to stop", err=True)
     elif not entries:
         echo("No tunnels running", err=True)
-
-
-def stop_now(selectors: list[str], *, every: bool, missing_ok: bool) -> int:
-    """`tether stop` without the click application: the same output, the same one-line errors
-    and exit codes."""
-    try:
-        stop_selected(selectors, every=every, missing_ok=missing_ok)
-    except (KeyboardInterrupt, Exception) as exc:
-        return show_error(exc, debug=False)
-    return 0
