@@ -96,12 +96,11 @@ def gateway_sshd(
             revoked=revoked,
         )
     )
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    sshd = require_sshd()
     log_path = work / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [require_sshd(), "-D", "-e", "-f", str(config)],
+            [sshd, "-D", "-e", "-f", str(config)],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -261,6 +260,7 @@ def running_gateway(
     relays' bundles), ``relays`` relays (r1, r2, ...) and an agent of site "lab" linked to
     each, serving ``targets`` (name -> HOST:PORT), each a `tether gateway` process, ended with
     SIGTERM after."""
+    require_sshd()
     with strict_tmp() as work:
         gateway = layout.init(work / "gw")
         signer_ports = [free_port() for _ in range(signers)]

@@ -73,4 +73,3 @@ def register(
         local_port=local_port,
         log_file=log_file,
     )
-

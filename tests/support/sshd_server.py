@@ -27,11 +27,16 @@ STOP_TIMEOUT = 5.0
 
 
 def require_sshd() -> str:
+    """sshd's path, once it can run here: as root it refuses to start without its privilege
+    separation directory, which Debian's package leaves to its service (never started in a
+    container), so a test's sshd, or a gateway's that tether starts, needs it made first."""
     if not os.access(SSHD_PATH, os.X_OK):
         pytest.fail(
             "OpenSSH sshd not found at /usr/sbin/sshd; "
             "install it with: sudo apt-get install openssh-server"
         )
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     return SSHD_PATH
 
 
@@ -168,9 +173,6 @@ class SshdServer:
             # Chosen once so restart() comes back on the address clients already know.
             self._port = _free_port()
             self._write_files()
-        if os.geteuid() == 0:
-            # Root sshd refuses to start without its privilege separation directory.
-            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         with open(self.log_path, "ab") as log:
             # Absolute path is mandatory: sshd re-execs itself for every connection.
             self._proc = subprocess.Popen(
