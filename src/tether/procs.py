@@ -171,20 +171,21 @@ def flock_holders(path: Path) -> set[int]:
 def descendants(root: int) -> list[int]:
     """The processes below ``root``, found by their parent in /proc (a process-group signal
     would miss sshd's sessions, which call setsid)."""
-    parent_of: dict[int, int] = {}
+    # Children by parent, in one pass over /proc: a relay's sshd under a thousand sessions has
+    # thousands of processes below it, and a scan per parent made each pass take seconds.
+    children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         fields = _stat_fields(int(name))
         if fields is not None:
-            parent_of[int(name)] = int(fields[1])
+            children.setdefault(int(fields[1]), []).append(int(name))
     found: list[int] = []
     frontier = [root]
     while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parent_of.items() if ppid == parent]
-        found += children
-        frontier += children
+        below = children.get(frontier.pop(), [])
+        found += below
+        frontier += below
     return found
 
 

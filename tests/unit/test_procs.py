@@ -1,11 +1,15 @@
-"""Process identity: pid and start time, and pidfds that PID reuse cannot redirect."""
+"""Process identity: pid and start time, pidfds that PID reuse cannot redirect, and a process's
+tree found and stopped whole."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 
-from tether.procs import Pinned, ProcessRef, wait_exited
+from tests.support.waiting import wait_until_sync
+from tether.procs import Pinned, ProcessRef, descendants, halt_tree, halted, wait_exited
 
 
 def test_a_process_is_its_pid_and_start_time() -> None:
@@ -35,3 +39,27 @@ def test_pinned_signal_and_wait() -> None:
         assert wait_exited([pinned], 10) == {pinned}
         proc.wait()
         pinned.signal()  # gone: no error
+
+
+def test_a_tree_is_found_to_its_leaves_and_stopped_whole() -> None:
+    """Three levels below the root, siblings on each: every one found, and every one stopped
+    with the root; a tree of one root and nothing below is found empty."""
+    script = "sleep 300 & sh -c 'sleep 300 & sleep 300 & wait' & wait"
+    root = subprocess.Popen(["sh", "-c", script])
+    try:
+        # sh, and below it a sleep and a sh with two sleeps of its own.
+        wait_until_sync(lambda: len(descendants(root.pid)) == 4, "the tree to grow")
+        below = descendants(root.pid)
+        assert len(set(below)) == 4 and root.pid not in below, below
+        assert not any(halted(pid) for pid in [root.pid, *below])
+        stopped = halt_tree(root.pid)
+        assert sorted(stopped) == sorted(below)
+        assert all(halted(pid) for pid in [root.pid, *below])
+    finally:
+        for pid in [root.pid, *descendants(root.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        root.wait()
+    with subprocess.Popen(["sleep", "300"]) as leaf:
+        assert descendants(leaf.pid) == []
+        leaf.kill()
