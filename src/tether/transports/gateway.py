@@ -21,10 +21,13 @@ ended".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import re
 import shutil
+import signal
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,8 +54,10 @@ from tether.transports.workdir import Workdir
 
 log = logging.getLogger("tether")
 
-# What the signer's answer may hold: a certificate line, and nothing long.
+# What the signer's answer may hold: a certificate line, and nothing long; and what its ssh may
+# say on stderr (the signer's error line, ssh's own): both come from a peer, read to a bound.
 MAX_ANSWER = 64 * 1024
+MAX_SAID = 64 * 1024
 _CERTIFICATE = re.compile(r"[a-z0-9-]+-cert-v01@openssh\.com [A-Za-z0-9+/]+={0,2}\Z")
 _PUBLIC_KEY = re.compile(r"(?:ssh|ecdsa|sk)-[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}\Z")
 # The signer's own exit statuses (errors.py): access refused, the site not linked.
@@ -64,6 +69,43 @@ RELAY_TIMEOUT = 10.0
 # A reconnect keeps the certificate it has while this much of its validity is left (they are
 # issued for 5 minutes): a relay checks it (and the revocation list) at the login all the same.
 REUSE_MARGIN = 60.0
+
+
+class _Over(Exception):
+    """A stream of the signer's ssh went over its bound."""
+
+
+async def collected(process: asyncio.subprocess.Process) -> tuple[bytes, bytes] | None:
+    """``process``'s stdout and stderr to their ends, once it has exited; None if either went
+    over its bound (MAX_ANSWER, MAX_SAID): then its process group (it leads one: it was started
+    with start_new_session) is killed at once, so that a hostile or broken relay's flood is
+    neither kept in memory nor waited out."""
+    assert process.stdout is not None and process.stderr is not None
+
+    async def capped(stream: asyncio.StreamReader, limit: int) -> bytes:
+        data = b""
+        while chunk := await stream.read(limit + 1 - len(data)):
+            data += chunk
+            if len(data) > limit:
+                raise _Over
+        return data
+
+    over = False
+    try:
+        async with asyncio.TaskGroup() as group:  # one over its bound cancels the other
+            out = group.create_task(capped(process.stdout, MAX_ANSWER))
+            err = group.create_task(capped(process.stderr, MAX_SAID))
+    except* _Over:
+        over = True
+        with contextlib.suppress(ProcessLookupError):  # all of it may have exited already
+            os.killpg(process.pid, signal.SIGKILL)
+        # What its pipes still hold, dropped: asyncio ends a process's wait only once they are
+        # closed, and a full reader reads no more by itself.
+        for stream in (process.stdout, process.stderr):
+            while await stream.read(65536):
+                pass
+    await process.wait()
+    return None if over else (out.result(), err.result())
 
 
 class Answer:
@@ -317,15 +359,20 @@ class GatewayTransport(OpenSshTransport):
             start_new_session=True,
         )
         try:
-            out, err = await process.communicate()
+            output = await collected(process)
         finally:
             if process.returncode is None:  # cancelled: by the timeout, or a signal
                 process.kill()
                 await process.wait()
+        if output is None:
+            raise TransportUnreachableError(
+                f"relay {relay.label}: the signer's answer is over {MAX_ANSWER // 1024} KiB"
+            )
+        out, err = output
         said = err.decode(errors="replace").strip()
         last = visible(said.splitlines()[-1]) if said else ""
         last = last.removeprefix("tether: ").removeprefix("error: ")
-        if process.returncode == 0 and len(out) <= MAX_ANSWER:
+        if process.returncode == 0:
             try:
                 return Answer(out.decode(errors="replace"))
             except TransportUnreachableError as exc:
