@@ -60,21 +60,25 @@ def master_environ() -> dict[str, str]:
 
 
 @functools.cache
-def parent_death_wrapper() -> list[str]:
+def parent_death_wrapper() -> tuple[str, ...]:
     """The command that makes the master receive SIGTERM if tether dies without stopping it
     (SIGKILL, a crash), so that no ssh outlives its tunnel: util-linux's setpriv, where it
-    knows --pdeathsig (2.33 and later). Nothing where it does not."""
+    knows --pdeathsig (2.33 and later). Nothing where it does not.
+
+    Asked once a process, and a tuple, which no caller can change for the others: every ssh a
+    tunnel starts (each reconnect's, its signer's) is wrapped, and the probe is a process run
+    to its end, which would hold up the event loop of every tunnel of a process each time."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        return []
-    wrapper = [setpriv, "--pdeathsig", "TERM", "--"]
+        return ()
+    wrapper = (setpriv, "--pdeathsig", "TERM", "--")
     try:
         done = subprocess.run(
             [*wrapper, "true"], capture_output=True, timeout=10, stdin=subprocess.DEVNULL
         )
     except (OSError, subprocess.TimeoutExpired):
-        return []
-    return wrapper if done.returncode == 0 else []
+        return ()
+    return wrapper if done.returncode == 0 else ()
 
 
 class Master:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.support.sshd_server import SshdServer
 from tests.support.tether_process import processes_with
@@ -45,3 +49,26 @@ async def test_a_control_socket_nobody_serves_is_left_alone(tmp_path: Path) -> N
         stale.bind(str(tmp_path / "control"))  # bound, never listening: a dead master's
         await master.end_stray_master(tmp_path / "control")
         await master.end_stray_master(tmp_path / "missing")
+
+
+def test_the_parent_death_wrapper_is_probed_once_a_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each reconnect wraps its ssh: the probe (a process run to its end, on the event loop)
+    runs at the first only, and the wrapper it found makes a child die with its parent."""
+    runs: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counted(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        runs.append(argv)
+        return real_run(argv, **kwargs)
+
+    master.parent_death_wrapper.cache_clear()
+    monkeypatch.setattr(subprocess, "run", counted)
+    try:
+        first = master.parent_death_wrapper()
+        assert master.parent_death_wrapper() == first and len(runs) == 1
+    finally:
+        master.parent_death_wrapper.cache_clear()
+    assert first and first[-1] == "--", first  # Debian's util-linux knows --pdeathsig
+    assert runs == [[*first, "true"]]
