@@ -13,7 +13,9 @@ import pytest
 from tests.support.servers import AsyncSshServer, EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer, require_sshd
 from tests.support.tether_process import TetherRunner
+from tether import outage
 from tether.paths import SSH_CONFIG_ENV
+from tether.turns import Turns
 
 ENGINES = ("openssh", "asyncssh")
 
@@ -68,6 +70,13 @@ def own_tempdir(
     yield directory
     left = sorted(p.name for p in directory.iterdir())
     assert not left, f"files left in the temp dir after the test: {left}"
+
+
+@pytest.fixture(autouse=True)
+def own_reconnect_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's reconnect turns narrow when attempts run out of time (outage.py): each
+    test starts with all of them, whatever the tests before it timed out."""
+    monkeypatch.setattr(outage, "ATTEMPTS", Turns(outage.ATTEMPTS_AT_ONCE))
 
 
 @pytest.fixture(scope="session")

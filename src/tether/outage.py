@@ -43,7 +43,10 @@ Address = tuple[int, int, int, tuple[Any, ...]]
 #: wait their turn. Hundreds of tunnels that lose one relay together would otherwise each start a
 #: login at once, share the CPU (and the server's) among them, all run out of their time bound,
 #: and start over together (100 tunnels moved in 56 s on a 2-core machine; 19 s with turns).
-#: Eight at once keeps a far server busy (a login is mostly round trips) without a herd.
+#: Eight at once keeps a far server busy (a login is mostly round trips) without a herd. An
+#: attempt that runs out of time halves the number (down to one): a machine, or a server, too busy
+#: to log in eight within the bound does not spend its CPU on logins that are then thrown away;
+#: each attempt that connects gives one place back.
 ATTEMPTS_AT_ONCE = 8
 ATTEMPTS = Turns(ATTEMPTS_AT_ONCE)
 #: The longest an attempt's bound grows to, unless --connect-timeout sets it: an attempt that ran
@@ -290,10 +293,13 @@ async def reconnect(
             async with turn(spec.name):
                 reason = await outage.attempt(transport, on_lost, bound)
             if reason is None:
+                ATTEMPTS.widen()
                 return attempt
             hear.attempt_failed(attempt, reason)
-            if outage.timed_out and spec.ssh.connect_timeout is None:
-                bound = max(bound, min(bound * 2, SLOW_BOUND_MAX))
+            if outage.timed_out:
+                ATTEMPTS.narrow()
+                if spec.ssh.connect_timeout is None:
+                    bound = max(bound, min(bound * 2, SLOW_BOUND_MAX))
         return None
     finally:
         outage.close()

@@ -5,6 +5,10 @@ helper thread and loop, ``open_async`` shares the caller's. A bound meant for th
 many reconnect attempts run at once) must hold across them, so an asyncio.Semaphore, which
 belongs to one loop, does not do: the places here are counted under a thread lock, and a
 waiter on any loop is woken on its own loop when a place is handed to it.
+
+The number of places can narrow and widen with what the turns find (``narrow``, ``widen``): the
+caller halves it when a turn shows the machine too busy for so many at once, and adds one back
+after each turn that went well, up to the number it was made with.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
 class Turns:
-    """``places`` turns at once; the others wait, first come, first served, on any loop."""
+    """``places`` turns at once at most; the others wait, first come, first served, on any
+    loop."""
 
     def __init__(self, places: int) -> None:
-        self._places = places
+        self._most = places
         self._reset()
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._free = self._places
+        self._limit = self._most  # places now: from 1 to _most
+        self._held = 0
         self._lock = threading.Lock()
         self._waiting: deque[Waiter] = deque()
 
@@ -43,7 +49,25 @@ class Turns:
         """Whether a new turn would wait now."""
         self._forked()
         with self._lock:
-            return self._free == 0 or bool(self._waiting)
+            return self._held >= self._limit or bool(self._waiting)
+
+    @property
+    def places(self) -> int:
+        self._forked()
+        return self._limit
+
+    def narrow(self) -> None:
+        """Half as many places (one at least); the turns under way end as they would."""
+        self._forked()
+        with self._lock:
+            self._limit = max(1, self._limit // 2)
+
+    def widen(self) -> None:
+        """One place more, up to the number the turns were made with."""
+        self._forked()
+        with self._lock:
+            self._limit = min(self._most, self._limit + 1)
+            self._hand_over()
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
@@ -58,8 +82,8 @@ class Turns:
         self._forked()
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._free and not self._waiting:
-                self._free -= 1
+            if self._held < self._limit and not self._waiting:
+                self._held += 1
                 return
             waiter: Waiter = (loop, loop.create_future())
             self._waiting.append(waiter)
@@ -77,14 +101,19 @@ class Turns:
 
     def _release(self) -> None:
         with self._lock:
-            while self._waiting:
-                loop, future = self._waiting.popleft()
-                try:
-                    loop.call_soon_threadsafe(self._handed, future)
-                except RuntimeError:  # its loop is closed: nobody waits there any more
-                    continue
-                return
-            self._free += 1
+            self._held -= 1
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Free places to the first waiters (the lock held): each is counted as held from
+        here, and woken on its own loop."""
+        while self._held < self._limit and self._waiting:
+            loop, future = self._waiting.popleft()
+            try:
+                loop.call_soon_threadsafe(self._handed, future)
+            except RuntimeError:  # its loop is closed: nobody waits there any more
+                continue
+            self._held += 1
 
     def _handed(self, future: asyncio.Future[None]) -> None:
         """On the waiter's loop: the place is its, unless it gave up meanwhile."""

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from tether import outage as outage_module
 from tether.backoff import Backoff
 from tether.outage import Outage, greeting, reconnect
 from tether.spec import Endpoint, TunnelSpec
@@ -245,3 +246,16 @@ async def test_an_attempt_that_ran_out_of_time_gets_twice_as_long(set_by_user: b
         assert taken is None and heard.failures == ["reconnect timed out after 0.2s"] * 3
     else:
         assert taken == 2 and heard.failures == ["reconnect timed out after 0.2s"]
+
+
+async def test_attempts_that_run_out_of_time_narrow_the_turns() -> None:
+    """Each attempt that runs out of time halves the places of the process (8, 4, 2); the one
+    that connects gives one back (3)."""
+    spec = TunnelSpec(target=Endpoint("127.0.0.1", 9), timeout=0.1)
+    spec = spec.with_changes(backoff_initial=0.01)
+    heard = Heard()
+    assert outage_module.ATTEMPTS.places == 8
+    # Logins of 0.3 s: out of time at 0.1 and 0.2 s, in time at 0.4 s.
+    taken = await asyncio.wait_for(reconnect(spec, Slower([0, 0]), noop, heard), 30)
+    assert taken == 3 and len(heard.failures) == 2
+    assert outage_module.ATTEMPTS.places == 3

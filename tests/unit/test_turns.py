@@ -76,3 +76,28 @@ async def test_a_place_handed_to_a_waiter_that_gave_up_comes_back() -> None:
     await asyncio.sleep(0)
     assert not turns.busy
     await asyncio.wait_for(Count().take(turns), 10)
+
+
+async def test_places_narrow_by_half_and_widen_by_one() -> None:
+    """Four places: halved twice to one (never none), then widened back to four at most. A
+    turn that waits gets the place a widening adds, and turns held past a narrowing end as
+    they would, without handing their places on."""
+    turns = Turns(4)
+    held = [turns.turn() for _ in range(4)]
+    for turn in held:
+        await turn.__aenter__()
+    turns.narrow()
+    turns.narrow()
+    turns.narrow()
+    assert turns.places == 1
+    for turn in held[:3]:
+        await turn.__aexit__(None, None, None)
+    waiter = asyncio.ensure_future(Count().take(turns))
+    await asyncio.sleep(HOLD)
+    assert not waiter.done() and turns.busy  # one held, one place
+    turns.widen()
+    await asyncio.wait_for(waiter, 10)  # the new place was handed to it
+    await held[3].__aexit__(None, None, None)
+    for _ in range(5):
+        turns.widen()
+    assert turns.places == 4 and not turns.busy
