@@ -97,15 +97,23 @@ async def collected(process: asyncio.subprocess.Process) -> tuple[bytes, bytes] 
             err = group.create_task(capped(process.stderr, MAX_SAID))
     except* _Over:
         over = True
-        with contextlib.suppress(ProcessLookupError):  # all of it may have exited already
-            os.killpg(process.pid, signal.SIGKILL)
-        # What its pipes still hold, dropped: asyncio ends a process's wait only once they are
-        # closed, and a full reader reads no more by itself.
-        for stream in (process.stdout, process.stderr):
-            while await stream.read(65536):
-                pass
+    if over:
+        await killed(process)
+        return None
     await process.wait()
-    return None if over else (out.result(), err.result())
+    return out.result(), err.result()
+
+
+async def killed(process: asyncio.subprocess.Process) -> None:
+    """Kill ``process``'s group (a ProxyJump's ssh below it holds its stderr too) and wait for
+    its end. What its pipes still hold is dropped: asyncio ends a process's wait only once they
+    are closed, and a reader with a full buffer reads no more by itself."""
+    with contextlib.suppress(ProcessLookupError):  # all of it may have exited already
+        os.killpg(process.pid, signal.SIGKILL)
+    for stream in (process.stdout, process.stderr):
+        while stream is not None and await stream.read(65536):
+            pass
+    await process.wait()
 
 
 class Answer:
@@ -362,8 +370,7 @@ class GatewayTransport(OpenSshTransport):
             output = await collected(process)
         finally:
             if process.returncode is None:  # cancelled: by the timeout, or a signal
-                process.kill()
-                await process.wait()
+                await killed(process)
         if output is None:
             raise TransportUnreachableError(
                 f"relay {relay.label}: the signer's answer is over {MAX_ANSWER // 1024} KiB"

@@ -18,7 +18,9 @@ from tether.errors import (
 )
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import gateway as gateway_module
-from tether.transports.gateway import MAX_ANSWER, Answer, GatewayTransport, collected
+from tests.support.waiting import wait_until
+from tether.procs import ProcessRef, descendants
+from tether.transports.gateway import MAX_ANSWER, Answer, GatewayTransport, collected, killed
 from tether.transports.relayorder import Candidate
 
 CERT = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29t"
@@ -256,3 +258,14 @@ async def test_a_flood_from_the_signer_ends_it_at_once(flood: str) -> None:
     process = await spawned(f"{flood}; sleep 300")
     assert await asyncio.wait_for(collected(process), 30) is None
     assert process.returncode is not None and process.returncode < 0
+
+
+async def test_a_signer_given_up_on_ends_with_what_runs_below_it() -> None:
+    """Cancelled (the relay's time ran out), the signer's ssh is killed with its group: a
+    ProxyJump's ssh below it, which holds its stderr too, does not keep the wait going."""
+    process = await spawned("sleep 300 & sleep 300")
+    await wait_until(lambda: len(descendants(process.pid)) == 2, "both sleeps")
+    below = descendants(process.pid)
+    await asyncio.wait_for(killed(process), 30)
+    assert process.returncode is not None and process.returncode < 0
+    assert all(ProcessRef.of(pid) is None for pid in below)  # gone, or a zombie for init
