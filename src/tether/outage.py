@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,9 +45,10 @@ Address = tuple[int, int, int, tuple[Any, ...]]
 #: login at once, share the CPU (and the server's) among them, all run out of their time bound,
 #: and start over together (100 tunnels moved in 56 s on a 2-core machine; 19 s with turns).
 #: Eight at once keeps a far server busy (a login is mostly round trips) without a herd. An
-#: attempt that runs out of time halves the number (down to one): a machine, or a server, too busy
-#: to log in eight within the bound does not spend its CPU on logins that are then thrown away;
-#: each attempt that connects gives one place back.
+#: attempt that runs out of time while this machine is overloaded (``overloaded``) halves the
+#: number (down to one), so that its CPU is not spent on logins thrown away at their bound; each
+#: attempt that connects gives one place back. A server that is slow on its own (an idle machine
+#: here) narrows nothing: its attempts would otherwise hold up the other tunnels' to other servers.
 ATTEMPTS_AT_ONCE = 8
 ATTEMPTS = Turns(ATTEMPTS_AT_ONCE)
 #: The longest an attempt's bound grows to, unless --connect-timeout sets it: an attempt that ran
@@ -54,6 +56,15 @@ ATTEMPTS = Turns(ATTEMPTS_AT_ONCE)
 #: or server, not a silent one: the watch waits for its greeting first) end instead of all
 #: starting over. With 1,000 tunnels on one 2-core machine a login took more than 10 s.
 SLOW_BOUND_MAX = 60.0
+
+
+def overloaded() -> bool:
+    """Whether more tasks run or wait to run here, over the last minute, than the CPUs this
+    process may use (the load average: host-wide, which is what a login competes with)."""
+    try:
+        return os.getloadavg()[0] > len(os.sched_getaffinity(0))
+    except OSError:  # no load average to read: never narrow
+        return False
 
 
 @asynccontextmanager
@@ -297,7 +308,8 @@ async def reconnect(
                 return attempt
             hear.attempt_failed(attempt, reason)
             if outage.timed_out:
-                ATTEMPTS.narrow()
+                if overloaded():
+                    ATTEMPTS.narrow()
                 if spec.ssh.connect_timeout is None:
                     bound = max(bound, min(bound * 2, SLOW_BOUND_MAX))
         return None
