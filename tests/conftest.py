@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,6 +35,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("tether figures measured in this run")
         for name, value in FIGURES.items():
             terminalreporter.write_line(f"{name}: {value}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests interrupt tether processes with SIGINT, as a terminal's Ctrl-C does. A suite that a
+    non-interactive shell started in the background (`make test &`, a CI step under nohup)
+    inherits SIGINT ignored, and so would every process it starts: an exec keeps an ignored
+    signal ignored but resets a handled one. Python's own handler in its place gives them
+    SIGINT's default again."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
