@@ -85,8 +85,8 @@ def own_tempdir(
 
 @pytest.fixture(autouse=True)
 def own_reconnect_turns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process's reconnect turns narrow when attempts run out of time (outage.py): each
-    test starts with all of them, whatever the tests before it timed out."""
+    """The process's reconnect turns narrow when attempts run out of time on a busy machine
+    (outage.py): each test starts with all of them, whatever the tests before it timed out."""
     monkeypatch.setattr(outage, "ATTEMPTS", Turns(outage.ATTEMPTS_AT_ONCE))
 
 
