@@ -21,13 +21,10 @@ ended".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import re
 import shutil
-import signal
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +43,7 @@ from tether.gateway.names import ACCOUNT, RELAY_PRINCIPAL, site_host_alias
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import sshexit
 from tether.transports.base import Forwarding, LossCallback, PhaseCallback
+from tether.transports.childoutput import collected, killed
 from tether.transports.masterconfig import quoted, session_words, write_gateway_config
 from tether.transports.master import parent_death_wrapper
 from tether.transports.openssh import OpenSshTransport
@@ -69,51 +67,6 @@ RELAY_TIMEOUT = 10.0
 # A reconnect keeps the certificate it has while this much of its validity is left (they are
 # issued for 5 minutes): a relay checks it (and the revocation list) at the login all the same.
 REUSE_MARGIN = 60.0
-
-
-class _Over(Exception):
-    """A stream of the signer's ssh went over its bound."""
-
-
-async def collected(process: asyncio.subprocess.Process) -> tuple[bytes, bytes] | None:
-    """``process``'s stdout and stderr to their ends, once it has exited; None if either went
-    over its bound (MAX_ANSWER, MAX_SAID): then its process group (it leads one: it was started
-    with start_new_session) is killed at once, so that a hostile or broken relay's flood is
-    neither kept in memory nor waited out."""
-    assert process.stdout is not None and process.stderr is not None
-
-    async def capped(stream: asyncio.StreamReader, limit: int) -> bytes:
-        data = b""
-        while chunk := await stream.read(limit + 1 - len(data)):
-            data += chunk
-            if len(data) > limit:
-                raise _Over
-        return data
-
-    over = False
-    try:
-        async with asyncio.TaskGroup() as group:  # one over its bound cancels the other
-            out = group.create_task(capped(process.stdout, MAX_ANSWER))
-            err = group.create_task(capped(process.stderr, MAX_SAID))
-    except* _Over:
-        over = True
-    if over:
-        await killed(process)
-        return None
-    await process.wait()
-    return out.result(), err.result()
-
-
-async def killed(process: asyncio.subprocess.Process) -> None:
-    """Kill ``process``'s group (a ProxyJump's ssh below it holds its stderr too) and wait for
-    its end. What its pipes still hold is dropped: asyncio ends a process's wait only once they
-    are closed, and a reader with a full buffer reads no more by itself."""
-    with contextlib.suppress(ProcessLookupError):  # all of it may have exited already
-        os.killpg(process.pid, signal.SIGKILL)
-    for stream in (process.stdout, process.stderr):
-        while stream is not None and await stream.read(65536):
-            pass
-    await process.wait()
 
 
 class Answer:
@@ -367,7 +320,7 @@ class GatewayTransport(OpenSshTransport):
             start_new_session=True,
         )
         try:
-            output = await collected(process)
+            output = await collected(process, MAX_ANSWER, MAX_SAID)
         finally:
             if process.returncode is None:  # cancelled: by the timeout, or a signal
                 await killed(process)

@@ -18,9 +18,7 @@ from tether.errors import (
 )
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import gateway as gateway_module
-from tests.support.waiting import wait_until
-from tether.procs import ProcessRef, descendants
-from tether.transports.gateway import MAX_ANSWER, Answer, GatewayTransport, collected, killed
+from tether.transports.gateway import Answer, GatewayTransport
 from tether.transports.relayorder import Candidate
 
 CERT = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29t"
@@ -232,40 +230,3 @@ async def test_a_certificate_near_its_end_is_not_kept(tmp_path: Path) -> None:
     (tmp_path / "again").mkdir()
     await transport.prepare(tmp_path / "again")
     assert signers.asked == ["10.0.0.1", "10.0.0.1"]
-
-
-# -- the signer's output, read to a bound ---------------------------------------------------------
-async def spawned(script: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        "sh", "-c", script,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # as the signer's ssh is
-    )  # fmt: skip
-
-
-async def test_the_signers_output_is_read_whole_within_its_bound() -> None:
-    process = await spawned(f"head -c {MAX_ANSWER} /dev/zero; echo refused >&2; exit 5")
-    assert await collected(process) == (bytes(MAX_ANSWER), b"refused\n")
-    assert process.returncode == 5
-
-
-@pytest.mark.parametrize("flood", ["yes", "yes >&2"])
-async def test_a_flood_from_the_signer_ends_it_at_once(flood: str) -> None:
-    """Over the bound on either stream, and never ending by itself: the process is killed, not
-    waited out, and nothing past the bound is kept."""
-    process = await spawned(f"{flood}; sleep 300")
-    assert await asyncio.wait_for(collected(process), 30) is None
-    assert process.returncode is not None and process.returncode < 0
-
-
-async def test_a_signer_given_up_on_ends_with_what_runs_below_it() -> None:
-    """Cancelled (the relay's time ran out), the signer's ssh is killed with its group: a
-    ProxyJump's ssh below it, which holds its stderr too, does not keep the wait going."""
-    process = await spawned("sleep 300 & sleep 300")
-    await wait_until(lambda: len(descendants(process.pid)) == 2, "both sleeps")
-    below = descendants(process.pid)
-    await asyncio.wait_for(killed(process), 30)
-    assert process.returncode is not None and process.returncode < 0
-    assert all(ProcessRef.of(pid) is None for pid in below)  # gone, or a zombie for init
