@@ -41,6 +41,7 @@ class Status:
     bytes_in: int | None = None  # from the target
     bytes_out: int | None = None  # to the target
     last_error: str | None = None
+    ssh_master: str | None = None  # the shared SSH master's id (a tunnel that shares one)
 
     @classmethod
     def of(cls, stats: TunnelStats, *, ready_once: bool) -> Status:
@@ -57,6 +58,7 @@ class Status:
             bytes_in=stats.bytes_in,
             bytes_out=stats.bytes_out,
             last_error=stats.last_error,
+            ssh_master=stats.ssh_master,
         )
 
     @classmethod
@@ -69,7 +71,7 @@ class Status:
     @classmethod
     def from_json(cls, data: JSONObject) -> Status:
         """The status in a reply; a field of the wrong type is taken as not said."""
-        types: dict[str, type | UnionType] = {"state": str, "last_error": str}
+        types: dict[str, type | UnionType] = {"state": str, "last_error": str, "ssh_master": str}
         values: JSONObject = {}
         for item in fields(cls):
             value = data.get(item.name)

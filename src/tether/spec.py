@@ -22,6 +22,8 @@ DEFAULT_TIMEOUT = 30.0
 #: that hangs must end in time for the next, so that the tunnel is back soon after its server.
 RECONNECT_TIMEOUT = 10.0
 #: How long a connection that arrives while the transport is down waits for it by default.
+# A shared OpenSSH master's wait for the next tunnel after its last (a --run in a loop).
+DEFAULT_MASTER_LINGER = 10.0
 DEFAULT_HOLD = 3.0
 DEFAULT_SSH_PORT = 22
 DEFAULT_MAX_CONNECTIONS = 1024
@@ -288,6 +290,21 @@ class SshOptions:
         help="SSH certificate to log in with, signed for by its key from an identity file or "
         "the agent (a profile may list several)",
         default_text="ssh_config's CertificateFile, else KEY-cert.pub beside each key",
+    )
+    share_master: bool = option(
+        True,
+        parse=values.boolean,
+        toml=(bool,),
+        help="Log in once per SSH server: share an OpenSSH master with this user's other "
+        "tunnels that reach it with the same ssh settings",
+    )
+    master_linger: float = option(
+        DEFAULT_MASTER_LINGER,
+        parse=values.duration,
+        toml=DURATION,
+        metavar="DURATION",
+        help="How long a shared master stays after its last tunnel ends, for the next",
+        default_text=f"{DEFAULT_MASTER_LINGER:g}s",
     )
 
 

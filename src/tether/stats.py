@@ -42,3 +42,4 @@ class TunnelStats:
     reconnects: int
     ttl_left: float | None
     idle_left: float | None
+    ssh_master: str | None = None  # the shared SSH master's id, if the tunnel shares one

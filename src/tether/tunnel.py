@@ -281,6 +281,7 @@ class Tunnel:
             reconnects=self.reconnects,
             ttl_left=self._bounds.left("ttl"),
             idle_left=self._bounds.left("idle"),
+            ssh_master=self.transport.shared_master,
         )
 
     # -- lifetime bounds ------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def test_wrong_key(tether: TetherRunner, sshd: SshdServer, echo_server: EchoServ
         "--known-hosts",
         str(sshd.known_hosts),
     )
-    assert code == 5
+    assert code == 5, err
     assert "authentication" in one_line_error(err)
 
 
@@ -82,7 +82,7 @@ def test_unknown_host_key(
     code, _, err = tether.run(
         "start", "--to", echo_server.address, "--via", sshd.via, "-i", str(sshd.client_key)
     )
-    assert code == 5
+    assert code == 5, err
     line = one_line_error(err)
     listing = subprocess.run(
         ["ssh-keygen", "-lf", str(sshd.directory / "host_ed25519.pub")],
@@ -399,7 +399,7 @@ def test_a_revoked_host_key_says_so(
     known_hosts.write_text(f"@revoked {sshd.known_hosts.read_text()}")
     flags = [*sshd.tether_flags(), "--known-hosts", str(known_hosts)]  # the last one wins
     code, _, err = tether.run("start", "--to", echo_server.address, *flags)
-    assert code == 5
+    assert code == 5, err
     assert "is marked @revoked in" in one_line_error(err)
 
 
@@ -411,7 +411,7 @@ def test_a_changed_host_key(
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {Path(f'{impostor}.pub').read_text()}")
     flags = [*sshd.tether_flags(), "--known-hosts", str(known_hosts)]  # the last one wins
     code, _, err = tether.run("start", "--to", echo_server.address, *flags)
-    assert code == 5
+    assert code == 5, err
     line = one_line_error(err)
     assert f"host key for [127.0.0.1]:{sshd.port} does not match {known_hosts}" in line
     assert "SHA256:" in line and "this may be an attack" in line
@@ -494,7 +494,7 @@ def test_a_jump_hosts_refused_login_names_the_hop(
         config = jump_config(tmp_path / "config", jump, inner, known_hosts, jump_user="nobody-here")
         flags = ["--via", "ssh://inner", "--ssh-config", str(config), "--engine", engine]
         code, _, err = tether.run("start", "--to", "127.0.0.1:1", *flags)
-    assert code == 5
+    assert code == 5, err
     assert one_line_error(err) == (
         "tether: error: SSH authentication to jump host nobody-here@127.0.0.1 (ProxyJump jump) "
         "failed: Permission denied, so ssh://inner was not reached (check the User and "

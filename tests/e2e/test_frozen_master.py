@@ -28,9 +28,9 @@ SLACK = 5.0  # what a loaded machine may add to a bound
 
 def start(tether: TetherRunner, shared_sshd: SshdServer, target: str) -> TetherProcess:
     sshd = shared_sshd.through("openssh")
-    return tether.spawn(
-        "start", "--to", target, *sshd.tether_flags(), "--json", "--backoff-initial", "100ms"
-    )
+    # A master of the tunnel's own: these tests find it as the tunnel's child.
+    flags = [*sshd.tether_flags(), "--no-share-master"]
+    return tether.spawn("start", "--to", target, *flags, "--json", "--backoff-initial", "100ms")
 
 
 def status(tether: TetherRunner) -> dict[str, Any]:

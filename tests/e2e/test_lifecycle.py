@@ -143,7 +143,7 @@ def test_a_sigkilled_tunnel_takes_its_ssh_with_it(
     """SIGKILL gives tether no chance to stop its OpenSSH master: the master must still end,
     and the private directory it leaves is removed by the next master's start."""
     sshd = shared_sshd.through("openssh")
-    flags = ["--to", echo_server.address, *sshd.tether_flags()]
+    flags = ["--to", echo_server.address, *sshd.tether_flags(), "--no-share-master"]
     info = start_background(tether, *flags)
     (master,) = children_of(int(str(info["pid"])))
     argv = Path(f"/proc/{master}/cmdline").read_bytes().split(b"\0")

@@ -161,6 +161,7 @@ from tests.e2e.test_limits import programs, soft_nofile
 with tether.open(
     to={echo_server.address!r}, via={sshd.via!r}, identity_file={str(sshd.client_key)!r},
     known_hosts={str(sshd.known_hosts)!r}, engine="openssh", runtime_dir={str(tmp_path)!r},
+    share_master=False,  # the caller's child: a shared master is raised alike, as it starts
 ):
     masters = programs(os.getpid(), "ssh")
     print(json.dumps([soft_nofile(os.getpid()), [soft_nofile(pid) for pid in masters]]))

@@ -170,7 +170,9 @@ def test_signals_reach_the_prompt_and_never_stay_blocked_in_ssh(
     inherit that thread's mask, or SIGTERM would never stop it."""
     sshd = shared_sshd.through("openssh")
     shell, send = start_shell(tether)
-    send(f"start --to {echo_server.address} --name masked {' '.join(sshd.tether_flags())}")
+    # A master of the tunnel's own, the shell loop thread's child (a shared one is no one's).
+    flags = " ".join([*sshd.tether_flags(), "--no-share-master"])
+    send(f"start --to {echo_server.address} --name masked {flags}")
     shell.wait_stderr("masked ready on")
     prompt = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
     tasks = Path(f"/proc/{shell.pid}/task")

@@ -48,6 +48,14 @@ def expires(status: Status) -> str:
     return f"{label} {human_duration(left)}"
 
 
+def via(info: TunnelInfo) -> str:
+    """The VIA column: the server, and the id of the SSH master the tunnel shares, if it does
+    (tunnels with the same id share one login)."""
+    shared = info.status.ssh_master
+    via = info.entry.via or DIRECT
+    return f"{via} [master {shared}]" if shared else via
+
+
 def row(info: TunnelInfo) -> list[str]:
     e, status = info.entry, info.status
     conns = (
@@ -62,7 +70,7 @@ def row(info: TunnelInfo) -> list[str]:
         str(e.pid),
         host_port(e.local_host, e.local_port),
         info.target,
-        e.via or DIRECT,
+        via(info),
         state(status),
         human_duration(status.uptime),
         conns,

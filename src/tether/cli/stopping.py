@@ -29,8 +29,19 @@ def stop_selected(
     registry = Registry.default()
     entries = select_entries(registry, selectors, every=every, missing_ok=missing_ok)
     report_stopped(stop_tunnels(registry, entries, timeout=timeout))
+    if every and not selectors:
+        _end_shared_masters()
     if not entries and selectors:
         named = ", ".join(repr(s) for s in selectors)
         echo(f"tether: no running tunnel matches {named}; nothing to stop", err=True)
     elif not entries:
         echo("No tunnels running", err=True)
+
+
+def _end_shared_masters() -> None:
+    """`stop --all` leaves nothing running: not even a shared SSH master in its linger."""
+    from tether import masters
+
+    ended = masters.end_all(masters.place())
+    if ended:
+        echo(f"Ended {ended} idle shared SSH master{'s' if ended > 1 else ''}", err=True)

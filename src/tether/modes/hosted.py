@@ -44,6 +44,7 @@ class HostedTunnel:
         self.registry = registry
         self.mode = mode
         self.tunnel = Tunnel(spec, on_phase=on_phase, sockets=sockets)
+        self.tunnel.transport.runtime = registry.directory
         self._activated = bool(sockets)
         self._on_stop = on_stop
         self._entry_id = entry_id

@@ -3,6 +3,7 @@ two data paths, each a type of its own (``RelayingTransport``, ``HandoffTranspor
 
 from __future__ import annotations
 
+from pathlib import Path
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from socket import socket, socketpair
@@ -43,6 +44,9 @@ class Transport(ABC):
     label: str = DIRECT
     #: Which SSH implementation moves the bytes; None for direct TCP.
     engine: str | None = None
+    #: The registry directory of the tunnel: the tunnels of one may share a connection (the
+    #: OpenSSH engine's master). None: the user's default one.
+    runtime: Path | None = None
 
     @abstractmethod
     async def connect(
@@ -53,6 +57,11 @@ class Transport(ABC):
         May be called again after a loss to reconnect. ``on_lost(reason)`` is called if the shared
         state dies later on its own (never for ``close``).
         """
+
+    @property
+    def shared_master(self) -> str | None:
+        """The id of the SSH connection the transport shares with other tunnels, if it does."""
+        return None
 
     async def server_address(self) -> tuple[str, int] | None:
         """Where the server behind the shared state can be reached by plain TCP, as the

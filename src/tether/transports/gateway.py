@@ -122,6 +122,9 @@ def _instant(value: object) -> datetime | None:
 class GatewayTransport(OpenSshTransport):
     """A private OpenSSH ControlMaster to a site's sshd, through one of a gateway's relays."""
 
+    # Its login is a certificate made for this tunnel alone: no other tunnel could share it.
+    shareable = False
+
     def __init__(
         self,
         via: Via,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import os
 import re
@@ -20,10 +19,10 @@ from pathlib import Path
 
 from tether.errors import TransportUnreachableError, describe
 from tether.limits import raise_nofile
+from tether.masters import names_control
 from tether.procs import Pinned, ProcessRef
 from tether.transports import mux
 from tether.transports.base import LossCallback
-from tether.transports.masterconfig import tokens_escaped
 from tether.transports.peerwatch import PeerWatch
 
 log = logging.getLogger("tether")
@@ -41,10 +40,9 @@ STDERR_KEPT = 40
 STDERR_KEPT_TRACED = 1000
 PF_EXITING = 0x4  # include/linux/sched.h: the process is exiting
 HAVE_PROCFS = os.path.exists("/proc/self/stat")
-_OPEN_FAILED = re.compile(r"channel \d+: open failed: (?:connect failed: )?(.*)")
+OPEN_FAILED = re.compile(r"channel \d+: open failed: (?:connect failed: )?(.*)")
 # The master's words for a peer gone silent, said the way the asyncssh engine says it.
 _SILENT = re.compile(r"Timeout, server .* not responding")
-
 
 
 # What a service manager passes to tether's own process (sd_notify, the watchdog, socket
@@ -81,6 +79,33 @@ def parent_death_wrapper() -> tuple[str, ...]:
     return wrapper if done.returncode == 0 else ()
 
 
+def spawn_ssh(argv: list[str], stderr: tuple[object, ...]) -> int:
+    """Start a master's ssh: /dev/null in and out, ``stderr`` (a posix_spawn file action for
+    fd 2), a session of its own, the open-file limit raised; its pid."""
+    try:
+        pid = os.posix_spawnp(
+            argv[0],
+            argv,
+            master_environ(),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                stderr,
+            ],
+            # A session of its own: Ctrl-C on tether's terminal must not reach it.
+            setsid=True,
+            # Python ignores these, and a helper thread (the shell's loop) blocks signals: ssh
+            # starts with the defaults, or SIGTERM and its parent-death signal would wait
+            # forever.
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            setsigmask=(),
+        )
+    except OSError as exc:
+        raise TransportUnreachableError(f"cannot start ssh: {describe(exc)}") from None
+    raise_nofile(pid)  # one socket per forwarded connection (of every tunnel, if shared)
+    return pid
+
+
 class Master:
     """A running `ssh -M`: its process, its stderr, and its control socket."""
 
@@ -108,29 +133,12 @@ class Master:
         self._loop = asyncio.get_running_loop()
         read_end, write_end = os.pipe()
         try:
-            pid = os.posix_spawnp(
-                argv[0],
-                argv,
-                master_environ(),
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, write_end, 2),
-                ],
-                # A session of its own: Ctrl-C on tether's terminal must not reach it.
-                setsid=True,
-                # Python ignores these, and a helper thread (the shell's loop) blocks signals:
-                # ssh starts with the defaults, or SIGTERM and its parent-death signal would
-                # wait forever.
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-                setsigmask=(),
-            )
-        except OSError as exc:
+            pid = spawn_ssh(argv, (os.POSIX_SPAWN_DUP2, write_end, 2))
+        except BaseException:
             os.close(read_end)
-            raise TransportUnreachableError(f"cannot start ssh: {describe(exc)}") from None
+            raise
         finally:
             os.close(write_end)
-        raise_nofile(pid)  # one socket per forwarded connection
         self.process = Pinned.child(pid)
         self._stderr_fd = read_end
         os.set_blocking(read_end, False)
@@ -178,23 +186,8 @@ class Master:
         self.process.signal(signal.SIGKILL)
 
     def exiting(self) -> bool:
-        """Whether the master is dying or dead. It closes its descriptors (the forwards' control
-        connections among them) before it becomes a zombie, so the kernel's PF_EXITING flag,
-        set before either, is what tells a death from a forward that ended."""
-        if self._exited.is_set():
-            return True
-        if not HAVE_PROCFS:  # only a death already seen counts
-            return False
-        try:  # once per connection: os calls, not pathlib, keep it cheap
-            fd = os.open(f"/proc/{self.process.pid}/stat", os.O_RDONLY)
-            try:
-                stat = os.read(fd, 1024)
-            finally:
-                os.close(fd)
-            flags = int(stat.rpartition(b")")[2].split()[6])
-        except (OSError, ValueError, IndexError):
-            return True
-        return bool(flags & PF_EXITING)
+        """Whether the master is dying or dead (see ``process_exiting``)."""
+        return self._exited.is_set() or process_exiting(self.process.pid)
 
     def stderr_text(self) -> str:
         """What it said, less the debug lines of a traced master: a failure reads the same
@@ -205,7 +198,7 @@ class Master:
         """Why the master refused a forward, as its stderr says ("connect failed: ...")."""
         for _ in range(2):
             for line in reversed(self._stderr):
-                found = _OPEN_FAILED.search(line)
+                found = OPEN_FAILED.search(line)
                 if found:
                     self._stderr.remove(line)
                     return found.group(1).strip()
@@ -245,21 +238,7 @@ class Master:
             self._on_lost(self._loss_reason())
 
     def _loss_reason(self) -> str:
-        if self._unanswered is not None:
-            return f"ssh master {self._unanswered}"
-        status = self.failure or 0
-        if status < 0:
-            return f"ssh was killed by {signal.Signals(-status).name}"
-        said = [
-            line
-            for line in self._stderr
-            if not _OPEN_FAILED.search(line) and not line.startswith("Authenticated to ")
-        ]
-        if not said:
-            return f"ssh exited with status {status}"
-        if _SILENT.search(said[-1]):
-            return "Server not responding to keepalive"
-        return said[-1]
+        return loss_reason(self._stderr, self.failure or 0, self._unanswered)
 
     async def stop(self) -> None:
         """End the master (its forwards go with it) and reap it."""
@@ -279,41 +258,88 @@ class Master:
         await end_stray_master(self.control)
 
 
+def process_exiting(pid: int) -> bool:
+    """Whether master ``pid`` is dying or dead. It closes its descriptors (the forwards' control
+    connections among them) before it becomes a zombie, so the kernel's PF_EXITING flag, set
+    before either, is what tells a death from a forward that ended. Without /proc, only a death
+    already seen counts."""
+    if not HAVE_PROCFS:
+        return False
+    try:  # once per connection: os calls, not pathlib, keep it cheap
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            stat = os.read(fd, 1024)
+        finally:
+            os.close(fd)
+        flags = int(stat.rpartition(b")")[2].split()[6])
+    except (OSError, ValueError, IndexError):
+        return True
+    return bool(flags & PF_EXITING)
+
+
+def loss_reason(said: list[str], status: int | None, unanswered: str | None) -> str:
+    """Why a master that was up has gone, from its last lines ``said`` and exit ``status``
+    (negative: the signal; None: not known, a shared master is no child of tether's), or
+    ``unanswered``, the reason tether killed it."""
+    if unanswered is not None:
+        return f"ssh master {unanswered}"
+    if status is not None and status < 0:
+        return f"ssh was killed by {signal.Signals(-status).name}"
+    said = [
+        line
+        for line in said
+        if not OPEN_FAILED.search(line) and not line.startswith("Authenticated to ")
+    ]
+    if not said:
+        return (
+            "the shared ssh master ended" if status is None else f"ssh exited with status {status}"
+        )
+    if _SILENT.search(said[-1]):
+        return "Server not responding to keepalive"
+    return said[-1]
+
+
 async def end_stray_master(control: Path) -> None:
     """End the master that still serves ``control`` though tether's own child is gone: one
     that forked into the background (ForkAfterAuthentication, whatever made ssh do it) is
-    adopted by init, and would run, logged in, for ever. It says its pid over the control
-    socket; it is ended only if it is this user's ssh, started with this very socket."""
+    adopted by init, and would run, logged in, for ever."""
+    pid = await end_master(control)
+    if pid is not None:
+        log.warning("ssh left a master running in the background (pid %d): ended it", pid)
+
+
+async def end_master(control: Path) -> int | None:
+    """End the master that serves ``control``; its pid, or None if none did. It says its pid
+    over the control socket; it is ended only if it is this user's ssh, started with this
+    very socket."""
     try:
         if not stat.S_ISSOCK(os.lstat(control).st_mode):
-            return
+            return None
         pid = await asyncio.wait_for(mux.alive(str(control)), STOP_GRACE)
     except (OSError, mux.MuxError, TimeoutError):
-        return  # nobody serves it: the usual case
+        return None  # nobody serves it: the usual case
     ref = ProcessRef.of(pid)
     pinned = ref.pin() if ref is not None else None
     if pinned is None:
-        return
+        return None
     with pinned:
-        if not _is_master_of(pid, control):
-            return
-        log.warning("ssh left a master running in the background (pid %d): ending it", pid)
+        if not is_master_of(pid, control):
+            return None
         pinned.signal(signal.SIGTERM)
         if not await _exits(pinned, STOP_GRACE):
             pinned.signal(signal.SIGKILL)
             await _exits(pinned, STOP_GRACE)
+    return pid
 
 
-def _is_master_of(pid: int, control: Path) -> bool:
+def is_master_of(pid: int, control: Path) -> bool:
     """Whether process ``pid`` is an ssh whose command line names ``control`` (after -S)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             argv = handle.read().split(b"\0")
     except OSError:
         return False
-    wanted = os.fsencode(tokens_escaped(str(control)))
-    named = any(a == b"-S" and b == wanted for a, b in itertools.pairwise(argv))
-    return os.path.basename(argv[0]) == b"ssh" and named
+    return names_control(argv, control)
 
 
 async def _exits(pinned: Pinned, timeout: float) -> bool:

@@ -183,6 +183,16 @@ async def _send_fd(sock: socket.socket, fd: int) -> None:
 async def alive(path: str) -> int:
     """The master's pid, if the master behind ``path`` answers a health check; Unanswered if it
     does not within MUX_ANSWER_TIMEOUT."""
+    sock, pid = await hold(path)
+    sock.close()
+    return pid
+
+
+async def hold(path: str) -> tuple[socket.socket, int]:
+    """A control connection to the master behind ``path``, kept open, and the master's pid
+    (its answer to a health check on it). An open control connection is a client of the
+    master's: one started with ControlPersist lives while any is open (sharedmaster.py).
+    Unanswered if it does not answer within MUX_ANSWER_TIMEOUT."""
     try:
         async with asyncio.timeout(MUX_ANSWER_TIMEOUT):
             sock = await _connect(path)
@@ -191,13 +201,14 @@ async def alive(path: str) -> int:
                     sock, HELLO + _packet(MUX_C_ALIVE_CHECK, _u32(REQUEST_ID))
                 )
                 reply = await Inbox(sock).past_hello()
-            finally:
+                if reply.kind != MUX_S_ALIVE or reply.u32() != REQUEST_ID:
+                    raise MuxError(f"unexpected answer 0x{reply.kind:08x} to a health check")
+                return sock, reply.u32()
+            except BaseException:
                 sock.close()
+                raise
     except TimeoutError:
         raise Unanswered() from None
-    if reply.kind != MUX_S_ALIVE or reply.u32() != REQUEST_ID:
-        raise MuxError(f"unexpected answer 0x{reply.kind:08x} to a health check")
-    return reply.u32()
 
 
 async def start_forward(path: str, host: str, port: int, conn: socket.socket) -> Inbox:

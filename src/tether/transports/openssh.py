@@ -10,6 +10,8 @@ never touches the bytes. tether keeps the listener, readiness, reconnects, drain
 from __future__ import annotations
 
 import functools
+import logging
+import math
 import shutil
 import socket
 from collections.abc import Callable
@@ -17,12 +19,15 @@ from pathlib import Path
 
 from tether.errors import ConfigError, TransportUnreachableError, describe
 from tether.spec import Endpoint, SshOptions, Via
-from tether.transports import mux, sshexit
+from tether.transports import mux, sharedmaster, sshexit
 from tether.transports.base import Forwarding, HandoffTransport, LossCallback, PhaseCallback
 from tether.transports.master import Master, parent_death_wrapper
+from tether.transports.sharedmaster import MasterPaths, SharedMaster
 from tether.transports.masterconfig import openssh_version, tokens_escaped, write_config
 from tether.transports.sshsetup import check_files, target_error
 from tether.transports.workdir import Workdir
+
+log = logging.getLogger("tether")
 
 MIN_VERSION = (7, 6)  # stdio forwarding through the mux socket
 # What ssh -G names when the server is reached through something else: no address to watch.
@@ -38,7 +43,7 @@ class _Forwarding:
     """The control connection of one forward: it closes when the forward is over, and when
     the master dies."""
 
-    def __init__(self, control: socket.socket, master: Master) -> None:
+    def __init__(self, control: socket.socket, master: Master | SharedMaster) -> None:
         self.control = control
         self.master = master
 
@@ -54,6 +59,8 @@ class OpenSshTransport(HandoffTransport):
     """Each local connection is handed to a private OpenSSH ControlMaster."""
 
     engine = "openssh"
+    # A master shared with the user's other tunnels (sharedmaster.py), where the options allow.
+    shareable = True
 
     def __init__(
         self, via: Via, options: SshOptions, *, trace: Callable[[str], None] | None = None
@@ -62,12 +69,18 @@ class OpenSshTransport(HandoffTransport):
         self.options = options
         self.label = str(via)
         # tether diagnose: the master logs at DEBUG1 (its own connection only, not a
-        # ProxyJump hop's) and each line of it goes to ``trace`` as it comes.
+        # ProxyJump hop's) and each line of it goes to ``trace`` as it comes. Its master is
+        # its own: a shared one says nothing on tether's stderr.
         self._trace = trace
-        self._master: Master | None = None
+        self._master: Master | SharedMaster | None = None
         self._workdir: Workdir | None = None
         self._address: tuple[str, int] | None = None
         self._address_known = False
+
+    @property
+    def shared_master(self) -> str | None:
+        """The id of the shared master the tunnel uses (what `tether list` shows), if it does."""
+        return self._master.id if isinstance(self._master, SharedMaster) else None
 
     async def connect(
         self, on_phase: PhaseCallback | None = None, on_lost: LossCallback | None = None
@@ -77,9 +90,67 @@ class OpenSshTransport(HandoffTransport):
         self._workdir = Workdir()
         try:
             config = await self.prepare(self._workdir.path)
+            if self.shares() and self.runtime is not None:
+                self._master = await self._lease(config, on_phase, on_lost, self.runtime)
         except BaseException:
             await self.close()
             raise
+        if self._master is None:
+            await self._start_own(config, on_phase, on_lost)
+        else:  # the shared master's config is beside it: nothing of this one is left to kill
+            self._workdir.remove()
+            self._workdir = None
+
+    def shares(self) -> bool:
+        """Whether the tunnel shares a master: one registered (``runtime`` set: the tunnels of
+        a registry share, and `tether list` shows them), that may, and that does not trace its
+        master's every line (tether diagnose)."""
+        return (
+            self.shareable
+            and self.options.share_master
+            and self._trace is None
+            and self.runtime is not None
+        )
+
+    async def _lease(
+        self,
+        config: Path,
+        on_phase: PhaseCallback | None,
+        on_lost: LossCallback | None,
+        runtime: Path,
+    ) -> SharedMaster | None:
+        """A lease on the shared master of ``runtime``'s tunnels for this connection, started
+        if none runs; None where masters cannot be shared (the tunnel then starts its own)."""
+        try:
+            directory = sharedmaster.directory(runtime)
+        except sharedmaster.Unshareable as exc:
+            log.warning("%s: this tunnel logs in on its own", exc)
+            return None
+        argv = self.ssh_argv(config, Path("/nonexistent"))
+        resolved = await sshexit.resolve(argv)
+        if "hostname" not in resolved:  # ssh cannot read the config: its own start says why
+            return None
+        self._address, self._address_known = address_of(resolved), True
+        place = MasterPaths(directory, sharedmaster.key(resolved, argv[0], runtime))
+        linger = self.options.master_linger
+        argv = self.ssh_argv(place.config, place.control, linger=linger, log=place.log)
+        heard = None if on_phase is None else functools.partial(on_phase, "authenticating")
+        leased = await sharedmaster.lease(place, config.read_bytes(), argv, heard, on_lost)
+        if isinstance(leased, str) and self._address is None:
+            # Through a ProxyJump or ProxyCommand: ssh gives the proxy of a ControlPersist
+            # master no stderr, and the hop's own words (a refused login) are lost. A master of
+            # the tunnel's own tries once more, and says them.
+            log.debug("the shared ssh master did not start: %s", leased)
+            return None
+        if isinstance(leased, str):
+            raise await sshexit.startup_error(leased, resolved, self.label)
+        return leased
+
+    async def _start_own(
+        self, config: Path, on_phase: PhaseCallback | None, on_lost: LossCallback | None
+    ) -> None:
+        """Start a master for this tunnel alone, which dies with it."""
+        assert self._workdir is not None
         control = self._workdir.path / "control"
         argv = [*parent_death_wrapper(), *self.ssh_argv(config, control)]
         master = Master(argv, control, on_lost, on_line=self._trace)
@@ -122,24 +193,25 @@ class OpenSshTransport(HandoffTransport):
             return None
         finally:
             workdir.remove()
-        if any(sshexit.first(resolved, key, "none") != "none" for key in PROXIES):
-            return None
-        hostname = sshexit.first(resolved, "hostname", "")
-        try:
-            port = int(sshexit.first(resolved, "port", ""))
-        except ValueError:
-            return None
-        return (hostname, port) if hostname else None
+        return address_of(resolved)
 
-    def ssh_argv(self, config: Path, control: Path) -> list[str]:
-        """The master's command line, with its generated ``config`` and ``control`` socket."""
+    def ssh_argv(
+        self, config: Path, control: Path, *, linger: float | None = None, log: Path | None = None
+    ) -> list[str]:
+        """The master's command line, with its generated ``config`` and ``control`` socket;
+        with ``linger`` and ``log``, a shared master's, which stays that long after its last
+        client and writes its words to ``log`` (-E: its stderr goes once it forks)."""
         # -F is read as it is; -S is token- and variable-expanded as ControlPath is.
         argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M"]
         argv += ["-S", tokens_escaped(str(control), "TMPDIR")]
         argv += ["-N", "-T"]
         # On the command line, these are the main connection's alone: not a hop's.
         level = "DEBUG1" if self._trace is not None else "INFO"
-        argv += ["-o", "ControlPersist=no", "-o", f"LogLevel={level}"]
+        # ssh takes whole seconds, and 0 would mean for ever.
+        persist = "no" if linger is None else f"{max(1, math.ceil(linger))}s"
+        argv += ["-o", f"ControlPersist={persist}", "-o", f"LogLevel={level}"]
+        if log is not None:
+            argv += ["-E", str(log)]  # taken as it is: no tokens, no variables
         return [*argv, *self.destination()]
 
     def destination(self) -> list[str]:
@@ -187,6 +259,18 @@ class OpenSshTransport(HandoffTransport):
         workdir, self._workdir = self._workdir, None
         if workdir is not None:
             workdir.remove()
+
+
+def address_of(resolved: dict[str, list[str]]) -> tuple[str, int] | None:
+    """The server's address as `ssh -G` resolved it; None through a proxy (nothing to watch)."""
+    if any(sshexit.first(resolved, key, "none") != "none" for key in PROXIES):
+        return None
+    hostname = sshexit.first(resolved, "hostname", "")
+    try:
+        port = int(sshexit.first(resolved, "port", ""))
+    except ValueError:
+        return None
+    return (hostname, port) if hostname else None
 
 
 __all__ = ["OpenSshTransport", "available"]

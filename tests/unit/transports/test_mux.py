@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.sshd_server import SshdServer
 from tether.transports import mux
+from tether.transports.master import Master
 from tether.transports.openssh import OpenSshTransport
 from tether.spec import SshOptions, Via
 
@@ -47,7 +48,7 @@ async def master(shared_sshd: SshdServer) -> AsyncIterator[OpenSshTransport]:
 
 
 async def test_a_real_master_answers_with_its_pid(master: OpenSshTransport) -> None:
-    assert master._master is not None
+    assert isinstance(master._master, Master)  # a bare transport's own
     assert await mux.alive(str(master._master.control)) == master._master.process.pid
 
 

@@ -23,6 +23,7 @@ from tether.errors import (
 )
 from tether.spec import Endpoint, SshOptions, Via
 from tether.transports import master, masterconfig, mux, openssh
+from tether.transports.master import Master
 from tether.transports.masterconfig import write_config
 from tether.transports.openssh import OpenSshTransport
 
@@ -54,7 +55,7 @@ async def test_forwards_and_leaves_nothing_behind(
     ssh = transport(shared_sshd)
     await ssh.connect()
     master = ssh._master
-    assert master is not None and ssh._workdir is not None
+    assert isinstance(master, Master) and ssh._workdir is not None
     directory = ssh._workdir.path
     pid = master.process.pid
     here, there = socket.socketpair()
@@ -80,7 +81,7 @@ async def test_a_forward_cut_by_the_masters_death_says_so(
     ssh = transport(shared_sshd)
     await ssh.connect()
     try:
-        assert ssh._master is not None
+        assert isinstance(ssh._master, master.Master)  # a bare transport's own
         here, there = socket.socketpair()
         with here, there:
             forwarding = await ssh.forward(Endpoint("127.0.0.1", echo_server.port), there)
@@ -111,7 +112,7 @@ async def test_a_master_that_dies_is_reported_lost(shared_sshd: SshdServer) -> N
     ssh = transport(shared_sshd)
     await ssh.connect(on_lost=lost.append)
     try:
-        assert ssh._master is not None
+        assert isinstance(ssh._master, master.Master)  # a bare transport's own
         os.kill(ssh._master.process.pid, signal.SIGKILL)
         await wait_until(lambda: bool(lost), "the loss to be reported")
     finally:
@@ -129,7 +130,7 @@ async def test_a_stopped_master_is_killed_and_reported_lost(
     ssh = transport(shared_sshd)
     await ssh.connect(on_lost=lost.append)
     try:
-        assert ssh._master is not None
+        assert isinstance(ssh._master, master.Master)  # a bare transport's own
         pid = ssh._master.process.pid
         os.kill(pid, signal.SIGSTOP)
         here, there = socket.socketpair()
@@ -148,7 +149,7 @@ async def test_a_stopped_master_is_closed_at_once(shared_sshd: SshdServer) -> No
     """Closing does not wait out the kill's grace for a master that cannot act on SIGTERM."""
     ssh = transport(shared_sshd)
     await ssh.connect()
-    assert ssh._master is not None
+    assert isinstance(ssh._master, master.Master)  # a bare transport's own
     pid = ssh._master.process.pid
     os.kill(pid, signal.SIGSTOP)
     began = asyncio.get_running_loop().time()

@@ -1,0 +1,89 @@
+"""The key and the place of a shared master; sharing itself is tested against sshd in
+tests/e2e/test_shared_master.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tether import masters
+from tether.transports import sharedmaster
+
+RESOLVED = {
+    "hostname": ["bastion.example"],
+    "port": ["22"],
+    "user": ["deploy"],
+    "proxyjump": ["none"],
+    "identityfile": ["~/.ssh/a", "~/.ssh/b"],
+    "serveraliveinterval": ["15"],
+    "controlpath": ["/run/user/1000/tether/masters/x"],
+}
+
+
+def key_of(resolved: dict[str, list[str]], runtime: str = "/run/user/1000/tether") -> str:
+    return sharedmaster.key(resolved, "/usr/bin/ssh", Path(runtime))
+
+
+def test_the_same_connection_has_the_same_key_and_any_setting_changes_it() -> None:
+    base = key_of(RESOLVED)
+    assert base == key_of(dict(reversed(list(RESOLVED.items()))))  # the order of settings
+    assert len(base) == masters.KEY_CHARS
+    changes = {
+        "port": ["2222"],
+        "user": ["root"],
+        "proxyjump": ["jump.example"],
+        "identityfile": ["~/.ssh/b", "~/.ssh/a"],  # the order of keys is tried in: it counts
+        "serveraliveinterval": ["7"],
+    }
+    keys = {key_of({**RESOLVED, name: value}) for name, value in changes.items()}
+    assert len(keys) == len(changes) and base not in keys
+    assert key_of(RESOLVED, runtime="/tmp/other") != base  # another set of tunnels
+    # What names this invocation's socket is not part of the connection.
+    assert key_of({**RESOLVED, "controlpath": ["/elsewhere"], "controlpersist": ["10"]}) == base
+
+
+def test_an_edited_known_hosts_file_or_key_is_a_new_master(tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("[127.0.0.1]:2222 ssh-ed25519 AAAA\n")
+    resolved = {**RESOLVED, "userknownhostsfile": [f"{known_hosts} {tmp_path / 'none'}"]}
+    before = key_of(resolved)
+    assert key_of(resolved) == before
+    known_hosts.write_text("")  # the server's key taken out: a master must check again
+    assert key_of(resolved) != before
+
+
+def test_masters_live_in_the_runtime_directory_or_a_short_place_named_after_it(
+    tmp_path: Path,
+) -> None:
+    short = Path("/run/user/1000/tether")
+    assert masters.place(short) == short / "masters"
+    long = tmp_path / ("x" * 80)
+    far = masters.place(long)
+    assert far.name.startswith(f"tether-masters-{os.getuid()}-") and far != masters.place(
+        tmp_path / ("y" * 80)
+    )
+    assert len(os.fsencode(far)) + 1 + masters.KEY_CHARS + masters.SSH_SUFFIX <= 107
+
+
+def test_a_masters_directory_others_can_write_to_is_not_shared(tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    made = sharedmaster.directory(runtime)
+    try:
+        assert made == masters.place(runtime) and made.stat().st_mode & 0o777 == 0o700
+        os.chmod(made, 0o777)
+        with pytest.raises(sharedmaster.Unshareable, match="writable"):
+            sharedmaster.directory(runtime)
+    finally:
+        made.rmdir()
+
+
+def test_ending_all_masters_removes_what_dead_ones_left(tmp_path: Path) -> None:
+    place = tmp_path / "masters"
+    place.mkdir(mode=0o700)
+    for name in ("k", "k.lock", "k.log", "k.config"):
+        (place / name).write_text("")  # a socket's name with no master behind it
+    assert masters.end_all(place) == 0
+    assert not place.exists()
+    assert masters.end_all(place) == 0  # none at all: nothing to do
