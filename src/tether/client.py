@@ -177,8 +177,10 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
     ``timeout`` seconds in total.
 
     Every tunnel is asked at once through its control channel, within half of ``timeout``, so
-    that the fallback has time to work. SIGTERM is only a fallback, only for a process proven
-    to be that tunnel (it holds the entry's own lock, started when recorded, and is ours), and
+    that the fallback has time to work; the kernel vouches for who answers there (its peer's
+    pid and uid must be the entry's). SIGTERM is only a fallback, only for a process proven
+    to be that tunnel (it holds the entry's own lock, started when recorded, and is ours: the
+    proof reads /proc/locks, whose first read costs a process milliseconds), and
     never for a tunnel inside `tether shell` or a Python program, whose process is more than
     the tunnel. A signal cannot be taken back: a tunnel that got one and has not exited by the
     deadline (a frozen one) stops when it runs again, and its failure says so.
@@ -188,16 +190,19 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
     result = StopResult()
     candidates: list[tuple[Entry, Pinned]] = []
     for entry in entries:
-        # Pinned: PID reuse cannot redirect a signal to another process from now on.
-        pinned = entry.process.pin() if registry.is_verified(entry) else None
+        if not registry.is_alive(entry):
+            registry.discard(entry.id)  # it ended meanwhile: the goal is met
+            continue
+        # Pinned: PID reuse cannot redirect a wait or a signal to another process from now on.
+        pinned = entry.process.pin()
         if pinned is not None:
             candidates.append((entry, pinned))
-        elif registry.is_alive(entry):
+        elif not registry.is_alive(entry):
+            registry.discard(entry.id)  # it ended just now
+        else:
             result.failures.append(
                 f"refusing to stop {entry.id}: pid {entry.pid} is not verified as that tunnel"
             )
-        else:
-            registry.discard(entry.id)  # it ended meanwhile: the goal is met
     replies = request_many(
         [(e.control, e.pid) for e, _ in candidates],
         "stop",
@@ -212,6 +217,11 @@ def stop_tunnels(registry: Registry, entries: list[Entry], *, timeout: float) ->
                 result.failures.append(
                     f"{entry.id} ({entry.name}) lives in {HOSTS[entry.mode]} pid {entry.pid}, "
                     "which does not answer; stop it there"
+                )
+            elif isinstance(reply, ControlError) and not registry.is_verified(entry):
+                pinned.close()
+                result.failures.append(
+                    f"refusing to stop {entry.id}: pid {entry.pid} is not verified as that tunnel"
                 )
             elif isinstance(reply, ControlError):
                 pinned.signal()
