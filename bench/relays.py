@@ -32,6 +32,7 @@ from pathlib import Path
 
 from tests.support.socks import socks_connect
 from tests.support.sshd_server import SshdServer, require_sshd
+from tether import masters
 from tether.procs import descendants
 
 CHUNK = 1 << 20
@@ -156,8 +157,11 @@ class Relay:
         return [pid for proc in self.procs for pid in family(proc.pid)]
 
     def helpers(self) -> list[int]:
-        """Processes the relay started: an OpenSSH engine's master."""
-        return [pid for proc in self.procs for pid in family(proc.pid)[1:]]
+        """Processes the relay started: an OpenSSH engine's master (its tunnels' shared one is
+        no child of theirs)."""
+        children = [pid for proc in self.procs for pid in family(proc.pid)[1:]]
+        shared = masters.running(masters.place()) if self.name == "tether openssh" else []
+        return [*children, *shared]
 
 
 def listening(port: int, proc: subprocess.Popen[bytes]) -> None:

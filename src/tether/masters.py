@@ -61,16 +61,14 @@ def end_all(directory: Path) -> int:
         entries = list(directory.iterdir())
     except OSError:
         return 0
-    sockets = {entry for entry in entries if "." not in entry.name}
     ended = []
-    for pid, argv in _own_processes():
-        if any(names_control(argv, control) for control in sockets):
-            ref = ProcessRef.of(pid)
-            pinned = ref.pin() if ref is not None else None
-            if pinned is not None:
-                pinned.signal(signal.SIGTERM)
-                pinned.signal(signal.SIGCONT)  # a stopped one acts on it only once it runs
-                ended.append(pinned)
+    for pid in running(directory):
+        ref = ProcessRef.of(pid)
+        pinned = ref.pin() if ref is not None else None
+        if pinned is not None:
+            pinned.signal(signal.SIGTERM)
+            pinned.signal(signal.SIGCONT)  # a stopped one acts on it only once it runs
+            ended.append(pinned)
     exited = wait_exited(ended, STOP_GRACE)
     for pinned in ended:
         if pinned not in exited:
@@ -81,6 +79,19 @@ def end_all(directory: Path) -> int:
     with contextlib.suppress(OSError):
         directory.rmdir()  # only if empty: a master started meanwhile keeps it
     return len(ended)
+
+
+def running(directory: Path) -> list[int]:
+    """The pids of this user's ssh processes that serve a control socket in ``directory``."""
+    try:
+        sockets = [entry for entry in directory.iterdir() if "." not in entry.name]
+    except OSError:
+        return []
+    return [
+        pid
+        for pid, argv in _own_processes()
+        if any(names_control(argv, control) for control in sockets)
+    ]
 
 
 def _own_processes() -> list[tuple[int, list[bytes]]]:

@@ -223,3 +223,34 @@ def test_another_user_cannot_use_the_master(
         shutil.rmtree(open_dir)
     (entry,) = tether.list_json()
     assert entry["state"] == "ready" and echoes(entry["local_port"])
+
+
+def test_a_stopped_shared_master_is_killed_and_every_tunnel_on_it_recovers(
+    tether: TetherRunner, server: SshdServer, echo_server: EchoServer
+) -> None:
+    """A master that does not answer (SIGSTOP) is lost for all: the tunnel whose client waited
+    on it kills it, and each tunnel on it reconnects to one new master."""
+    flags = ["--to", echo_server.address, *server.tether_flags()]
+    tunnels = [start(tether, *flags, "--name", name) for name in ("a", "b")]
+    (master,) = master_pids(server)
+    os.kill(master, signal.SIGSTOP)
+    with socket.create_connection(("127.0.0.1", int(str(tunnels[0]["local_port"]))), 30) as sock:
+        sock.sendall(b"x")
+        sock.settimeout(mux.MUX_ANSWER_TIMEOUT + 10)
+        try:
+            assert sock.recv(1) == b""  # reset or closed: never an answer, never left waiting
+        except ConnectionResetError:
+            pass
+    wait_until_sync(lambda: not alive(master), "the stopped master to be killed")
+
+    def all_back() -> bool:
+        entries = listed(tether).values()
+        return all(e["state"] == "ready" and e["reconnects"] == 1 for e in entries)
+
+    wait_until_sync(all_back, "both tunnels to reconnect", deadline=30)
+    assert listed(tether)["a"]["last_error"] == (
+        f"ssh master did not answer within {mux.MUX_ANSWER_TIMEOUT:g}s"
+    )
+    assert all(echoes(tunnel["local_port"]) for tunnel in tunnels)
+    (again,) = master_pids(server)
+    assert again != master and logins(server) == 2
