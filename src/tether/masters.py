@@ -9,7 +9,6 @@ import hashlib
 import itertools
 import os
 import signal
-import tempfile
 from pathlib import Path
 
 from tether import paths
@@ -25,17 +24,15 @@ STOP_GRACE = 3.0
 
 def place(runtime: Path | None = None) -> Path:
     """Where the shared masters of ``runtime``'s tunnels are: "masters" in the runtime
-    directory, or where a socket's path would be too long there, a directory in the temp dir
-    (else /tmp) named after the runtime directory: each runtime directory is its own set of
-    tunnels."""
+    directory, or where a socket's path would be too long there, a directory in /tmp named
+    after the user and the runtime directory. Every process of the registry must find the
+    same place: not $TMPDIR, which differs from one process to the next."""
     runtime = runtime or paths.runtime_directory()
     path = runtime / DIRECTORY
     if not too_long(path):
         return path
     tag = hashlib.sha256(os.fsencode(runtime)).hexdigest()[:12]
-    name = f"tether-masters-{os.getuid()}-{tag}"
-    path = Path(tempfile.gettempdir()) / name
-    return Path("/tmp") / name if too_long(path) else path
+    return Path("/tmp") / f"tether-masters-{os.getuid()}-{tag}"
 
 
 def too_long(directory: Path) -> bool:

@@ -21,9 +21,9 @@ DEFAULT_TIMEOUT = 30.0
 #: shorter): the start's timeout is for a first connection, and an attempt against a server
 #: that hangs must end in time for the next, so that the tunnel is back soon after its server.
 RECONNECT_TIMEOUT = 10.0
-#: How long a connection that arrives while the transport is down waits for it by default.
-# A shared OpenSSH master's wait for the next tunnel after its last (a --run in a loop).
+#: A shared OpenSSH master's wait for the next tunnel after its last (a --run in a loop).
 DEFAULT_MASTER_LINGER = 10.0
+#: How long a connection that arrives while the transport is down waits for it by default.
 DEFAULT_HOLD = 3.0
 DEFAULT_SSH_PORT = 22
 DEFAULT_MAX_CONNECTIONS = 1024

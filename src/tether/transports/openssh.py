@@ -56,7 +56,8 @@ class _Forwarding:
 
 
 class OpenSshTransport(HandoffTransport):
-    """Each local connection is handed to a private OpenSSH ControlMaster."""
+    """Each local connection is handed to an OpenSSH ControlMaster: one shared by the user's
+    tunnels to the same server (sharedmaster.py), or the tunnel's own (master.py)."""
 
     engine = "openssh"
     # A master shared with the user's other tunnels (sharedmaster.py), where the options allow.
@@ -133,7 +134,7 @@ class OpenSshTransport(HandoffTransport):
         self._address, self._address_known = address_of(resolved), True
         place = MasterPaths(directory, sharedmaster.key(resolved, argv[0], runtime))
         linger = self.options.master_linger
-        argv = self.ssh_argv(place.config, place.control, linger=linger, log=place.log)
+        argv = self.ssh_argv(place.config, place.control, linger=linger, log_file=place.log)
         heard = None if on_phase is None else functools.partial(on_phase, "authenticating")
         leased = await sharedmaster.lease(place, config.read_bytes(), argv, heard, on_lost)
         if isinstance(leased, str) and self._address is None:
@@ -196,11 +197,16 @@ class OpenSshTransport(HandoffTransport):
         return address_of(resolved)
 
     def ssh_argv(
-        self, config: Path, control: Path, *, linger: float | None = None, log: Path | None = None
+        self,
+        config: Path,
+        control: Path,
+        *,
+        linger: float | None = None,
+        log_file: Path | None = None,
     ) -> list[str]:
         """The master's command line, with its generated ``config`` and ``control`` socket;
-        with ``linger`` and ``log``, a shared master's, which stays that long after its last
-        client and writes its words to ``log`` (-E: its stderr goes once it forks)."""
+        with ``linger`` and ``log_file``, a shared master's, which stays that long after its
+        last client and writes its words to ``log_file`` (-E: its stderr goes once it forks)."""
         # -F is read as it is; -S is token- and variable-expanded as ControlPath is.
         argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M"]
         argv += ["-S", tokens_escaped(str(control), "TMPDIR")]
@@ -210,8 +216,8 @@ class OpenSshTransport(HandoffTransport):
         # ssh takes whole seconds, and 0 would mean for ever.
         persist = "no" if linger is None else f"{max(1, math.ceil(linger))}s"
         argv += ["-o", f"ControlPersist={persist}", "-o", f"LogLevel={level}"]
-        if log is not None:
-            argv += ["-E", str(log)]  # taken as it is: no tokens, no variables
+        if log_file is not None:
+            argv += ["-E", str(log_file)]  # taken as it is: no tokens, no variables
         return [*argv, *self.destination()]
 
     def destination(self) -> list[str]:

@@ -184,10 +184,10 @@ class SharedMaster:
     async def stop(self) -> None:
         """Let go of the master: it lives on while other tunnels hold it, and for its linger."""
         self._stopping = True
-        self._sock.close()
-        self._watch.cancel()
+        self._watch.cancel()  # first: its wait is on the socket's descriptor
         with contextlib.suppress(asyncio.CancelledError):
             await self._watch
+        self._sock.close()
 
 
 class MasterPaths:
