@@ -146,7 +146,8 @@ def tether(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "TETHER_"))}
-    runtime = tmp_path / "run"
+    # Short too: the shared OpenSSH masters live in it (runtime/masters), the test's own.
+    runtime = tmp_path_factory.mktemp("run") / "r"
     env.update(
         # Short, so that an OpenSSH master's control socket fits in it (tmp_path may not).
         TMPDIR=str(tmp_path_factory.mktemp("tmp")),

@@ -36,7 +36,7 @@ from pathlib import Path
 from tether.masters import KEY_CHARS, place
 from tether.errors import RegistryError
 from tether.files import ensure_private_directory
-from tether.locks import LockWait
+from tether.locks import LockWait, try_lock
 from tether.procs import Pinned, ProcessRef
 from tether.transports import mux
 from tether.transports.base import LossCallback
@@ -268,6 +268,7 @@ async def _start(
     else what it said."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(paths_.control)  # a master killed with SIGKILL leaves its socket behind
+    sweep(paths_.control.parent, paths_.key)
     _write(paths_.config, config_text)
     os.close(os.open(paths_.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
     # A ProxyJump hop's `ssh -W` says why it failed on the stderr it inherits.
@@ -311,6 +312,32 @@ async def _exit_of(process: Pinned, on_heard: Callable[[], None] | None) -> int:
     if on_heard is not None and code == 0:
         on_heard()  # logged in: it has heard the server, seen or not
     return code
+
+
+def sweep(directory_: Path, keep: str) -> None:
+    """Remove the files of masters that ended (by their linger, or killed) in ``directory_``:
+    each key's whose socket is gone and whose lock no one holds, but ``keep``'s. A start that
+    opened such a lock just now finds it gone once it holds it, and opens it again."""
+    try:
+        names = os.listdir(directory_)
+    except OSError:
+        return
+    for name in names:
+        key_, _, kind = name.partition(".")
+        if kind != "lock" or key_ == keep or key_ in names:
+            continue  # its socket is there: a master serves it, or is starting
+        lock = directory_ / name
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if not try_lock(fd, "flock"):
+                continue  # a tunnel is starting it
+            for part in (f"{key_}.config", f"{key_}.log", name):
+                (directory_ / part).unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _write(path: Path, data: bytes) -> None:

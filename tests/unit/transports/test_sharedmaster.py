@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tether import masters
+from tether import locks, masters
 from tether.transports import sharedmaster
 
 RESOLVED = {
@@ -89,3 +89,19 @@ def test_ending_all_masters_removes_what_dead_ones_left(tmp_path: Path) -> None:
     assert masters.end_all(place) == 0
     assert not place.exists()
     assert masters.end_all(place) == 0  # none at all: nothing to do
+
+
+def test_a_start_sweeps_what_ended_masters_left_and_nothing_in_use(tmp_path: Path) -> None:
+    place = tmp_path / "m"
+    place.mkdir()
+    for name in ("gone.lock", "gone.log", "gone.config", "live", "live.lock", "live.log"):
+        (place / name).write_text("")  # "live" stands for a master's socket
+    held = os.open(place / "busy.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        assert locks.try_lock(held, "flock")  # a tunnel starting that master holds it
+        (place / "busy.config").write_text("")
+        sharedmaster.sweep(place, keep="mine")
+        left = sorted(p.name for p in place.iterdir())
+        assert left == ["busy.config", "busy.lock", "live", "live.lock", "live.log"]
+    finally:
+        os.close(held)
