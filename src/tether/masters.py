@@ -84,6 +84,11 @@ def running(directory: Path) -> list[int]:
         sockets = [entry for entry in directory.iterdir() if "." not in entry.name]
     except OSError:
         return []
+    return serving(sockets)
+
+
+def serving(sockets: list[Path]) -> list[int]:
+    """The pids of this user's ssh processes started with one of ``sockets`` (-S)."""
     return [
         pid
         for pid, argv in _own_processes()

@@ -254,3 +254,20 @@ def test_a_stopped_shared_master_is_killed_and_every_tunnel_on_it_recovers(
     assert all(echoes(tunnel["local_port"]) for tunnel in tunnels)
     (again,) = master_pids(server)
     assert again != master and logins(server) == 2
+
+
+def test_a_stopped_idle_master_is_replaced_not_left_behind(
+    tether: TetherRunner, server: SshdServer, echo_server: EchoServer
+) -> None:
+    """A lingering master that no tunnel holds and that does not answer (SIGSTOP: its linger
+    cannot end it) is killed by the next start, which logs in anew."""
+    flags = ["--to", echo_server.address, *server.tether_flags(), "--master-linger", "60s"]
+    start(tether, *flags, "--name", "a")
+    (master,) = master_pids(server)
+    code, _, err = tether.run("stop", "a")
+    assert code == 0, err
+    os.kill(master, signal.SIGSTOP)
+    second = start(tether, *flags, "--name", "b")
+    assert echoes(second["local_port"])
+    wait_until_sync(lambda: not alive(master), "the stopped master to be killed")
+    assert master_pids(server) != [master] and logins(server) == 2

@@ -33,7 +33,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from tether.masters import KEY_CHARS, place
+from tether.masters import KEY_CHARS, place, serving
 from tether.errors import RegistryError
 from tether.files import ensure_private_directory
 from tether.locks import LockWait, try_lock
@@ -266,6 +266,14 @@ async def _start(
 ) -> str | None:
     """Start the master; None once it has logged in (its first process exits 0 as it forks),
     else what it said."""
+    # The last master of this key, if it still runs, did not answer (stopped, hung): it would
+    # never serve again, nor end by its linger while stopped.
+    for pid in serving([paths_.control]):
+        ref = ProcessRef.of(pid)
+        pinned = ref.pin() if ref is not None else None
+        if pinned is not None:
+            with pinned:
+                pinned.signal(signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(paths_.control)  # a master killed with SIGKILL leaves its socket behind
     sweep(paths_.control.parent, paths_.key)

@@ -4,6 +4,8 @@ tests/e2e/test_shared_master.py."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,25 @@ def test_a_start_sweeps_what_ended_masters_left_and_nothing_in_use(tmp_path: Pat
         assert left == ["busy.config", "busy.lock", "live", "live.lock", "live.log"]
     finally:
         os.close(held)
+
+
+def test_the_masters_of_a_socket_are_found_by_their_command_line(tmp_path: Path) -> None:
+    """How `stop --all` and a new start find a master (one that does not answer too): an ssh
+    of this user's whose -S names the socket; nothing else with the same words."""
+    control = tmp_path / "k%ey"  # written "%%" in ssh's argv, as tokens_escaped has it
+    ssh = tmp_path / "ssh"
+    ssh.symlink_to(sys.executable)
+    other = tmp_path / "python"
+    other.symlink_to(sys.executable)
+    sleeping = "import time; time.sleep(60)"
+    argv = ["-S", str(control).replace("%", "%%")]
+    with (
+        subprocess.Popen([str(ssh), "-c", sleeping, *argv]) as master,
+        subprocess.Popen([str(other), "-c", sleeping, *argv]) as impostor,
+    ):
+        try:
+            assert masters.serving([control]) == [master.pid]
+            assert masters.serving([tmp_path / "other"]) == []
+        finally:
+            master.kill()
+            impostor.kill()
