@@ -29,8 +29,9 @@ from tether.errors import (
 
 
 @pytest.fixture
-def runtime(tmp_path: Path) -> Path:
-    return tmp_path / "run"
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Short: a shared OpenSSH master's socket is in it (runtime/masters), the test's own.
+    return tmp_path_factory.mktemp("run") / "r"
 
 
 def cli(runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -79,6 +80,8 @@ def test_open_a_profile_seen_and_listed_by_other_processes(
         assert record.status.connections_total == 1
         assert [i.id for i in tether.list(runtime_dir=runtime)] == [t.id]
     assert tether.list(runtime_dir=runtime) == []
+    # The shared master lingers for the next tunnel; `stop --all` ends it and its files.
+    assert cli(runtime, "stop", "--all").returncode == 0
     assert not [p for p in runtime.iterdir() if not p.name.startswith(".")]
     assert capfd.readouterr() == ("", "")  # a library prints nothing
 
