@@ -302,34 +302,26 @@ def loss_reason(said: list[str], status: int | None, unanswered: str | None) -> 
 async def end_stray_master(control: Path) -> None:
     """End the master that still serves ``control`` though tether's own child is gone: one
     that forked into the background (ForkAfterAuthentication, whatever made ssh do it) is
-    adopted by init, and would run, logged in, for ever."""
-    pid = await end_master(control)
-    if pid is not None:
-        log.warning("ssh left a master running in the background (pid %d): ended it", pid)
-
-
-async def end_master(control: Path) -> int | None:
-    """End the master that serves ``control``; its pid, or None if none did. It says its pid
-    over the control socket; it is ended only if it is this user's ssh, started with this
-    very socket."""
+    adopted by init, and would run, logged in, for ever. It says its pid over the control
+    socket; it is ended only if it is this user's ssh, started with this very socket."""
     try:
         if not stat.S_ISSOCK(os.lstat(control).st_mode):
-            return None
+            return
         pid = await asyncio.wait_for(mux.alive(str(control)), STOP_GRACE)
     except (OSError, mux.MuxError, TimeoutError):
-        return None  # nobody serves it: the usual case
+        return  # nobody serves it: the usual case
     ref = ProcessRef.of(pid)
     pinned = ref.pin() if ref is not None else None
     if pinned is None:
-        return None
+        return
     with pinned:
         if not is_master_of(pid, control):
-            return None
+            return
+        log.warning("ssh left a master running in the background (pid %d): ending it", pid)
         pinned.signal(signal.SIGTERM)
         if not await _exits(pinned, STOP_GRACE):
             pinned.signal(signal.SIGKILL)
             await _exits(pinned, STOP_GRACE)
-    return pid
 
 
 def is_master_of(pid: int, control: Path) -> bool:
