@@ -170,6 +170,7 @@ class _Detached:
     def __init__(self, place: Detached, log_reporter: Reporter) -> None:
         self.place = place
         self.pipe: int | None = place.pipe  # used until the report: then its number is reused
+        self.parent_gone = False
         self.log_reporter = log_reporter
 
     def run(self, log_fd: int, body: Callable[[Detached, Reporter], int]) -> int:
@@ -207,13 +208,19 @@ class _Detached:
         return self.log_reporter
 
     def _send(self, message: JSONObject, *, last: bool = False) -> None:
-        """Send a line to the parent; the ``last`` one closes the pipe."""
+        """Send a line to the parent; the ``last`` one closes the pipe.
+
+        A parent that is gone (killed, or it gave up waiting) gets nothing more, and its end
+        is what the starting tunnel's watch of the pipe sees (foreground.py): so the pipe stays
+        open until the last report, and its number is not reused under that watch. The log
+        still has everything."""
         if self.pipe is None:
             return
-        try:
-            os.write(self.pipe, json.dumps(message).encode() + b"\n")
-        except OSError:
-            last = True  # the parent gave up waiting; the log still has everything
+        if not self.parent_gone:
+            try:
+                os.write(self.pipe, json.dumps(message).encode() + b"\n")
+            except OSError:
+                self.parent_gone = True
         if last:
             os.close(self.pipe)
             self.pipe = None
