@@ -7,7 +7,6 @@ it at once and closes the descriptor, so nothing is held by a waiter nobody wait
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import threading
@@ -76,6 +75,8 @@ class LockWait:
 
     async def wait_async(self) -> None:
         """Wait until the lock is held (OSError if it failed); a cancellation gives it up."""
+        import asyncio  # here: a start's first steps take locks before asyncio is loaded
+
         loop = asyncio.get_running_loop()
         woken = asyncio.Event()
 

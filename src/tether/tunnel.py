@@ -25,8 +25,8 @@ from tether.socksserve import HANDSHAKE_TIMEOUT
 from tether.states import State
 from tether.spec import Endpoint, TunnelSpec
 from tether.stats import Counters, TunnelStats
-from tether.transports import Transport, transport_for
-from tether.transports.base import PhaseCallback
+from tether.transports import transport_for
+from tether.transports.base import PhaseCallback, Transport
 
 log = logging.getLogger("tether")
 

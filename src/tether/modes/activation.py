@@ -21,6 +21,15 @@ def passed_to_us(environ: MutableMapping[str, str], pid: int) -> bool:
     return "LISTEN_FDS" in environ and environ.get("LISTEN_PID", "").strip() == str(pid)
 
 
+def refuse_passed_sockets(environ: MutableMapping[str, str], pid: int) -> None:
+    """Sockets passed to a mode that would not serve them (background, run) are refused."""
+    if passed_to_us(environ, pid) and environ["LISTEN_FDS"].strip() not in ("", "0"):
+        raise UsageError(
+            "socket activation (LISTEN_FDS) works in foreground mode only",
+            hint="use: tether start PROFILE --foreground",
+        )
+
+
 def listen_sockets(
     environ: MutableMapping[str, str] | None = None, pid: int | None = None
 ) -> list[socket.socket] | None:

@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -34,17 +35,16 @@ from tether.errors import (
 )
 from tether.files import ensure_private_directory
 from tether.logs import TimestampedLog, as_text_stream, rotated
-from tether.modes.foreground import Detached, Foreground
 from tether.modes.pidfile import NO_FILES, ReadyFiles
 from tether.modes.report import Reporter, exit_status
 from tether.modes.signals import STOP_SIGNALS
-from tether.modes import runtime
 from tether.procs import Pinned
 from tether.protocol import JSONObject
 from tether.states import STATES, State
 from tether.record import TunnelInfo
 from tether.registry import Registry, new_id
 from tether.spec import TunnelSpec
+from tether.transports.prelogin import logins_begun
 
 # Extra seconds the parent waits beyond --timeout, so the child can report its own, more
 # precise, timeout error first.
@@ -103,7 +103,12 @@ def run_background(
     """
 
     def foreground(place: Detached, child: Reporter) -> int:
-        return runtime.run(Foreground(spec, registry, child, files=files, detached=place).run())
+        with logins_begun([spec], registry.directory):  # while the rest loads
+            from tether.modes import runtime
+            from tether.modes.foreground import Foreground
+
+            tunnel = Foreground(spec, registry, child, files=files, detached=place)
+            return runtime.run(tunnel.run())
 
     return detach(foreground, registry, reporter, log_directory, spec.timeout)
 
@@ -162,6 +167,17 @@ def _close_inherited(keep: tuple[int, ...]) -> None:
         low = fd + 1
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     os.closerange(low, soft if soft != resource.RLIM_INFINITY else 1 << 20)
+
+
+@dataclass(frozen=True)
+class Detached:
+    """A background tunnel's child: the entry id and log its parent chose, and the write end of
+    the ready pipe. If the parent goes away before ready, nobody would ever learn of this
+    tunnel, so it stops as on SIGHUP."""
+
+    entry_id: str
+    log_file: Path
+    pipe: int
 
 
 class _Detached:

@@ -12,10 +12,9 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 from tether.errors import TetherError
+from tether.modes.background import Detached
 from tether.modes.drain import Ending, bound_ending, drain_for
 from tether.modes.hosted import HostedTunnel, serve_until_end, start_all
 from tether.modes.pidfile import NO_FILES, PidFile, ReadyFiles
@@ -27,17 +26,6 @@ from tether.registry import Registry
 from tether.spec import TunnelSpec
 
 CONTROL_STOP = 0  # the "signal number" recorded when `tether stop` asks us to stop
-
-
-@dataclass(frozen=True)
-class Detached:
-    """A background tunnel's child: the entry id and log its parent chose, and the write end of
-    the ready pipe. If the parent goes away before ready, nobody would ever learn of this
-    tunnel, so it stops as on SIGHUP."""
-
-    entry_id: str
-    log_file: Path
-    pipe: int
 
 
 class Foreground:

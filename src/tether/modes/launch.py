@@ -6,17 +6,20 @@ The command line builds a ``Launch`` and a reporter and calls ``launch``; everyt
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from tether import paths
+from tether.modes.activation import refuse_passed_sockets
 from tether.modes.pidfile import ReadyFiles
 from tether.modes.report import Reporter
 from tether.states import State
 from tether.record import TunnelInfo
 from tether.registry import Registry
 from tether.spec import TunnelSpec
+from tether.transports.prelogin import logins_begun
 
 if TYPE_CHECKING:
     from tether.modes.service import ServiceManager
@@ -38,11 +41,17 @@ class Launch:
 def launch(req: Launch, registry: Registry, reporter: Reporter) -> int:
     """Start in the mode asked (first, with ``reuse``, look for the tunnel running already);
     the exit status."""
-    from tether.modes.service import ServiceManager
-
     # What systemd passed (a notify socket, listening sockets), taken before anything starts;
-    # sockets passed to a mode that would not serve them are refused (exit 2).
-    service = ServiceManager.from_environ(foreground=req.mode == "foreground")
+    # sockets passed to a mode that would not serve them are refused (exit 2). Only foreground
+    # mode loads the service manager's module (and asyncio with it) here: the others begin
+    # their SSH logins first (prelogin.py).
+    service = None
+    if req.mode == "foreground":
+        from tether.modes.service import ServiceManager
+
+        service = ServiceManager.from_environ(foreground=True)
+    else:
+        refuse_passed_sockets(os.environ, os.getpid())
     if not req.reuse:
         return _start(req, registry, reporter, service)
     from tether.modes.reuse import ReuseLock, find_reusable
@@ -57,24 +66,27 @@ def launch(req: Launch, registry: Registry, reporter: Reporter) -> int:
         return _start(req, registry, releasing, service)
 
 
-def _start(req: Launch, registry: Registry, reporter: Reporter, service: ServiceManager) -> int:
-    from tether.modes import runtime
-
+def _start(
+    req: Launch, registry: Registry, reporter: Reporter, service: ServiceManager | None
+) -> int:
     if req.mode == "background":
         from tether.modes.background import run_background
 
         logs = paths.log_directory()
         return run_background(req.specs[0], registry, reporter, logs, files=req.files)
-    if req.mode == "run":
-        from tether.modes.run import run_command
+    with logins_begun(req.specs, registry.directory):  # while the rest loads
+        from tether.modes import runtime
 
-        assert req.command is not None
-        run = run_command(req.specs, registry, req.command, reporter, files=req.files)
-        return runtime.run(run)
-    from tether.modes.foreground import Foreground
+        if req.mode == "run":
+            from tether.modes.run import run_command
 
-    foreground = Foreground(req.specs[0], registry, reporter, files=req.files, service=service)
-    return runtime.run(foreground.run())
+            assert req.command is not None
+            run = run_command(req.specs, registry, req.command, reporter, files=req.files)
+            return runtime.run(run)
+        from tether.modes.foreground import Foreground
+
+        foreground = Foreground(req.specs[0], registry, reporter, files=req.files, service=service)
+        return runtime.run(foreground.run())
 
 
 class _Releasing:

@@ -14,8 +14,7 @@ import socket
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
-from tether.errors import UsageError
-from tether.modes.activation import listen_sockets, passed_to_us
+from tether.modes.activation import listen_sockets, refuse_passed_sockets
 from tether.modes.notify import Notifier
 from tether.states import DIRECT, State
 from tether.record import TunnelInfo
@@ -47,11 +46,7 @@ class ServiceManager:
         environ = os.environ if environ is None else environ
         pid = os.getpid() if pid is None else pid
         if not foreground:
-            if passed_to_us(environ, pid) and environ["LISTEN_FDS"].strip() not in ("", "0"):
-                raise UsageError(
-                    "socket activation (LISTEN_FDS) works in foreground mode only",
-                    hint="use: tether start PROFILE --foreground",
-                )
+            refuse_passed_sockets(environ, pid)
             return cls()
         sockets = listen_sockets(environ, pid)
         return cls(Notifier.from_environ(environ, pid), sockets)

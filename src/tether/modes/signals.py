@@ -1,8 +1,11 @@
-"""Turning SIGINT, SIGTERM and SIGHUP into an awaitable stop request."""
+"""Turning SIGINT, SIGTERM and SIGHUP into an awaitable stop request.
+
+asyncio is imported where it is used: a background start's parent takes STOP_SIGNALS from here
+and never loads it, so that its child begins the SSH login sooner (prelogin.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +24,8 @@ class StopRequest:
     """
 
     def __init__(self) -> None:
+        import asyncio
+
         self.event = asyncio.Event()
         self.hurry = asyncio.Event()
         self.signum: int | None = None
@@ -49,6 +54,8 @@ class StopRequest:
 @contextmanager
 def capture_stop_signals(request: StopRequest) -> Iterator[StopRequest]:
     """Route stop signals to ``request`` while the block runs; restore the defaults after."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, request.signalled, signum)

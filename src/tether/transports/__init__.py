@@ -1,17 +1,23 @@
-"""Transports: how a tunnel reaches its target. asyncssh is imported only when it is used."""
+"""Transports: how a tunnel reaches its target. Each is imported only when it is used: asyncssh
+above all, and asyncio too, which a start's first steps (prelogin.py) do without."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tether.errors import UsageError
 from tether.spec import GATEWAY, TunnelSpec
-from tether.transports.base import Transport
-from tether.transports.direct import DirectTransport
+
+if TYPE_CHECKING:
+    from tether.transports.base import Transport
 
 
 def transport_for(spec: TunnelSpec) -> Transport:
     """The transport a spec asks for: direct without ``via``; with it, the SSH engine it names,
     or OpenSSH's when an ssh client new enough is installed, else the in-process one."""
     if spec.via is None:
+        from tether.transports.direct import DirectTransport
+
         return DirectTransport()
     from tether.transports import openssh
 
@@ -36,4 +42,4 @@ def transport_for(spec: TunnelSpec) -> Transport:
     return AsyncSshTransport(spec.via, spec.ssh)
 
 
-__all__ = ["DirectTransport", "Transport", "transport_for"]
+__all__ = ["transport_for"]

@@ -17,12 +17,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tether.errors import TransportUnreachableError, describe
-from tether.limits import raise_nofile
 from tether.masters import names_control
 from tether.procs import Pinned, ProcessRef
 from tether.transports import mux
 from tether.transports.base import LossCallback
+from tether.transports.masterspawn import spawn_ssh
 from tether.transports.peerwatch import PeerWatch
 
 log = logging.getLogger("tether")
@@ -45,18 +44,6 @@ OPEN_FAILED = re.compile(r"channel \d+: open failed: (?:connect failed: )?(.*)")
 _SILENT = re.compile(r"Timeout, server .* not responding")
 
 
-# What a service manager passes to tether's own process (sd_notify, the watchdog, socket
-# activation): never ssh's, nor a ProxyCommand's, to act on.
-SERVICE_MANAGER_VARIABLES = frozenset(
-    ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-)
-
-
-def master_environ() -> dict[str, str]:
-    """The master's environment: tether's, less what the service manager gave tether."""
-    return {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
-
-
 @functools.cache
 def parent_death_wrapper() -> tuple[str, ...]:
     """The command that makes the master receive SIGTERM if tether dies without stopping it
@@ -77,33 +64,6 @@ def parent_death_wrapper() -> tuple[str, ...]:
     except (OSError, subprocess.TimeoutExpired):
         return ()
     return wrapper if done.returncode == 0 else ()
-
-
-def spawn_ssh(argv: list[str], stderr: tuple[object, ...]) -> int:
-    """Start a master's ssh: /dev/null in and out, ``stderr`` (a posix_spawn file action for
-    fd 2), a session of its own, the open-file limit raised; its pid."""
-    try:
-        pid = os.posix_spawnp(
-            argv[0],
-            argv,
-            master_environ(),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                stderr,
-            ],
-            # A session of its own: Ctrl-C on tether's terminal must not reach it.
-            setsid=True,
-            # Python ignores these, and a helper thread (the shell's loop) blocks signals: ssh
-            # starts with the defaults, or SIGTERM and its parent-death signal would wait
-            # forever.
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-            setsigmask=(),
-        )
-    except OSError as exc:
-        raise TransportUnreachableError(f"cannot start ssh: {describe(exc)}") from None
-    raise_nofile(pid)  # one socket per forwarded connection (of every tunnel, if shared)
-    return pid
 
 
 class Master:

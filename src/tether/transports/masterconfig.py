@@ -20,7 +20,9 @@ from pathlib import Path
 
 from tether import paths
 from tether.errors import ConfigError
-from tether.spec import SshOptions
+from tether.spec import SshOptions, Via
+
+MIN_VERSION = (7, 6)  # stdio forwarding through the mux socket
 
 CIPHERS = (
     "aes128-gcm@openssh.com",
@@ -46,6 +48,58 @@ def openssh_version() -> tuple[int, int] | None:
         return None
     found = re.search(r"OpenSSH_(\d+)\.(\d+)", done.stderr + done.stdout)
     return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def available() -> bool:
+    """Whether the ssh on PATH can be the OpenSSH engine's master."""
+    version = openssh_version()
+    return version is not None and version >= MIN_VERSION
+
+
+def master_argv(
+    config: Path,
+    control: Path,
+    whom: list[str],
+    *,
+    linger: float | None = None,
+    log_file: Path | None = None,
+    traced: bool = False,
+) -> list[str]:
+    """A master's command line, with its generated ``config`` and ``control`` socket, logging
+    in to ``whom`` (``destination``'s words, last); with
+    ``linger`` and ``log_file``, a shared master's, which stays that long after its last client
+    and writes its words to ``log_file`` (-E: its stderr goes once it forks); ``traced``, one
+    that logs at DEBUG1 (tether diagnose)."""
+    # -F is read as it is; -S is token- and variable-expanded as ControlPath is.
+    argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M"]
+    argv += ["-S", tokens_escaped(str(control), "TMPDIR")]
+    argv += ["-N", "-T"]
+    # On the command line, these are the main connection's alone: not a hop's.
+    level = "DEBUG1" if traced else "INFO"
+    # ssh takes whole seconds, and 0 would mean for ever.
+    persist = "no" if linger is None else f"{max(1, math.ceil(linger))}s"
+    argv += ["-o", f"ControlPersist={persist}", "-o", f"LogLevel={level}"]
+    if log_file is not None:
+        argv += ["-E", str(log_file)]  # taken as it is: no tokens, no variables
+    return [*argv, *whom]
+
+
+def destination(via: Via) -> list[str]:
+    """The last words of an ssh command line: whom the master logs in to."""
+    words = ["-p", str(via.port)] if via.port_given else []
+    if via.user:
+        words += ["-l", via.user]
+    return [*words, "--", via.host]
+
+
+def parse_resolved(text: str) -> dict[str, list[str]]:
+    """What `ssh -G` printed, as each setting's values in order (identityfile is often
+    repeated, and its order matters)."""
+    resolved: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        resolved.setdefault(key, []).append(value)
+    return resolved
 
 
 def _seconds(value: float) -> int:

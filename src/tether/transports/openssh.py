@@ -11,32 +11,25 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
-import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 from tether.errors import ConfigError, TransportUnreachableError, describe
 from tether.spec import Endpoint, SshOptions, Via
-from tether.transports import mux, sharedmaster, sshexit
+from tether.transports import masterspawn, mux, sharedmaster, sshexit
 from tether.transports.base import Forwarding, HandoffTransport, LossCallback, PhaseCallback
 from tether.transports.master import Master, parent_death_wrapper
-from tether.transports.sharedmaster import MasterPaths, SharedMaster
-from tether.transports.masterconfig import openssh_version, tokens_escaped, write_config
+from tether.transports.masterspawn import MasterPaths
+from tether.transports.sharedmaster import SharedMaster
+from tether.transports.masterconfig import available, destination, master_argv, write_config
 from tether.transports.sshsetup import check_files, target_error
 from tether.transports.workdir import Workdir
 
 log = logging.getLogger("tether")
 
-MIN_VERSION = (7, 6)  # stdio forwarding through the mux socket
 # What ssh -G names when the server is reached through something else: no address to watch.
 PROXIES = ("proxyjump", "proxycommand")
-
-
-def available() -> bool:
-    version = openssh_version()
-    return version is not None and version >= MIN_VERSION
 
 
 class _Forwarding:
@@ -123,8 +116,8 @@ class OpenSshTransport(HandoffTransport):
         """A lease on the shared master of ``runtime``'s tunnels for this connection, started
         if none runs; None where masters cannot be shared (the tunnel then starts its own)."""
         try:
-            directory = sharedmaster.directory(runtime)
-        except sharedmaster.Unshareable as exc:
+            directory = masterspawn.directory(runtime)
+        except masterspawn.Unshareable as exc:
             log.warning("%s: this tunnel logs in on its own", exc)
             return None
         argv = self.ssh_argv(config, Path("/nonexistent"))
@@ -132,7 +125,7 @@ class OpenSshTransport(HandoffTransport):
         if "hostname" not in resolved:  # ssh cannot read the config: its own start says why
             return None
         self._address, self._address_known = address_of(resolved), True
-        place = MasterPaths(directory, sharedmaster.key(resolved, argv[0], runtime))
+        place = MasterPaths(directory, masterspawn.key(resolved, argv[0], runtime))
         linger = self.options.master_linger
         argv = self.ssh_argv(place.config, place.control, linger=linger, log_file=place.log)
         heard = None if on_phase is None else functools.partial(on_phase, "authenticating")
@@ -204,28 +197,14 @@ class OpenSshTransport(HandoffTransport):
         linger: float | None = None,
         log_file: Path | None = None,
     ) -> list[str]:
-        """The master's command line, with its generated ``config`` and ``control`` socket;
-        with ``linger`` and ``log_file``, a shared master's, which stays that long after its
-        last client and writes its words to ``log_file`` (-E: its stderr goes once it forks)."""
-        # -F is read as it is; -S is token- and variable-expanded as ControlPath is.
-        argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M"]
-        argv += ["-S", tokens_escaped(str(control), "TMPDIR")]
-        argv += ["-N", "-T"]
-        # On the command line, these are the main connection's alone: not a hop's.
-        level = "DEBUG1" if self._trace is not None else "INFO"
-        # ssh takes whole seconds, and 0 would mean for ever.
-        persist = "no" if linger is None else f"{max(1, math.ceil(linger))}s"
-        argv += ["-o", f"ControlPersist={persist}", "-o", f"LogLevel={level}"]
-        if log_file is not None:
-            argv += ["-E", str(log_file)]  # taken as it is: no tokens, no variables
-        return [*argv, *self.destination()]
+        """The master's command line (masterconfig.master_argv)."""
+        traced = self._trace is not None
+        whom = self.destination()
+        return master_argv(config, control, whom, linger=linger, log_file=log_file, traced=traced)
 
     def destination(self) -> list[str]:
         """The last words of an ssh command line: whom the master logs in to."""
-        words = ["-p", str(self.via.port)] if self.via.port_given else []
-        if self.via.user:
-            words += ["-l", self.via.user]
-        return [*words, "--", self.via.host]
+        return destination(self.via)
 
     async def forward(self, target: Endpoint, sock: socket.socket) -> Forwarding:
         master = self._master

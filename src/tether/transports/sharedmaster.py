@@ -24,21 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
-import pwd
 import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from tether.masters import KEY_CHARS, place, serving
-from tether.errors import RegistryError
-from tether.files import ensure_private_directory
-from tether.locks import LockWait, try_lock
+from tether.locks import LockWait
 from tether.procs import Pinned, ProcessRef
-from tether.transports import mux
+from tether.transports import mux, prelogin
 from tether.transports.base import LossCallback
 from tether.transports.master import (
     HAVE_PROCFS,
@@ -48,73 +43,14 @@ from tether.transports.master import (
     is_master_of,
     loss_reason,
     process_exiting,
-    spawn_ssh,
 )
+from tether.transports.masterspawn import MasterPaths, spawn_shared
 from tether.transports.peerwatch import PeerWatch
 
 log = logging.getLogger("tether")
 
 LOG_TAIL = 16384  # what is read of a master's log for a reason: its last lines
-# What `ssh -G` prints about this invocation's control socket, not about the connection.
-NOT_CONNECTION = ("controlpath", "controlmaster", "controlpersist")
-# The settings of `ssh -G` that name files the login reads, whose contents count too.
-FILES_READ = ("userknownhostsfile", "globalknownhostsfile", "identityfile", "certificatefile")
 SHARED_STATUS = 255  # the exit status a lost shared master is said to have: not known here
-
-
-class Unshareable(Exception):
-    """No safe place for shared masters: the tunnel runs a master of its own."""
-
-
-def directory(runtime: Path | None = None) -> Path:
-    """The user's directory of shared masters (``place``), made 0700 if missing; Unshareable
-    if it is not safe (another user's, a symlink, open to others)."""
-    try:
-        return ensure_private_directory(
-            place(runtime), what="shared masters directory", fix="remove it", error=RegistryError
-        )
-    except RegistryError as exc:
-        raise Unshareable(str(exc)) from None
-
-
-def key(resolved: dict[str, list[str]], ssh: str, runtime: Path) -> str:
-    """The key of a connection, from ``resolved``, `ssh -G`'s settings for it (each value in
-    order: the order of identity files matters), the ``ssh`` that makes it, the ``runtime``
-    directory of the tunnels that may share it, the ssh-agent it asks, and the state of the
-    files it reads (``file_states``): a known_hosts file or a key edited since a master logged
-    in is a new master, checked and logged in anew."""
-    digest = hashlib.sha256()
-    # The agent is where keys come from too (ssh -G names it by its variable, not its socket).
-    for part in (str(runtime), ssh, os.environ.get("SSH_AUTH_SOCK", "")):
-        digest.update(part.encode(errors="surrogateescape") + b"\0")
-    for name in sorted(resolved):
-        if name not in NOT_CONNECTION:
-            for value in resolved[name]:
-                digest.update(f"{name} {value}".encode(errors="surrogateescape") + b"\0")
-    for state in file_states(resolved):
-        digest.update(state.encode(errors="surrogateescape") + b"\0")
-    return digest.hexdigest()[:KEY_CHARS]
-
-
-def file_states(resolved: dict[str, list[str]]) -> list[str]:
-    """Each file the connection reads (known_hosts, keys, certificates), as its path and what
-    changes when it is written: device, inode, size and modification time."""
-    home = pwd.getpwuid(os.getuid()).pw_dir  # ssh's "~" is the passwd entry's, not $HOME
-    states = []
-    for name in FILES_READ:
-        for value in resolved.get(name, []):
-            for path in value.split():
-                if path.startswith("~/"):
-                    path = os.path.join(home, path[2:])
-                try:
-                    found = os.stat(path)
-                except OSError:
-                    states.append(f"{path} -")
-                    continue
-                states.append(
-                    f"{path} {found.st_dev} {found.st_ino} {found.st_size} {found.st_mtime_ns}"
-                )
-    return states
 
 
 class SharedMaster:
@@ -190,18 +126,6 @@ class SharedMaster:
         self._sock.close()
 
 
-class MasterPaths:
-    """The files of one shared master: ``<key>`` its control socket, and beside it its lock,
-    its log and its config."""
-
-    def __init__(self, directory_: Path, key_: str) -> None:
-        self.key = key_
-        self.control = directory_ / key_
-        self.lock = directory_ / f"{key_}.lock"
-        self.log = directory_ / f"{key_}.log"
-        self.config = directory_ / f"{key_}.config"
-
-
 async def lease(
     paths_: MasterPaths,
     config_text: bytes,
@@ -210,7 +134,15 @@ async def lease(
     on_lost: LossCallback | None,
 ) -> SharedMaster | str:
     """A lease on the master of ``paths_``, started with ``argv`` (its config written from
-    ``config_text``) if none runs; or, if it could not start, what it said (its log)."""
+    ``config_text``) if none runs; or, if it could not start, what it said (its log). A start
+    that this process began already (prelogin.py) is taken over, its lock held."""
+    begun = prelogin.take(paths_.key)
+    if begun is not None:
+        try:
+            said = await finish(paths_, begun.pid, on_heard)
+            return said if said is not None else await _held_once_started(paths_, on_lost)
+        finally:
+            os.close(begun.lock)
     held = await _hold(paths_, on_lost)
     if held is not None:
         if on_heard is not None:
@@ -226,12 +158,18 @@ async def lease(
         said = await _start(paths_, config_text, argv, on_heard)
         if said is not None:
             return said
-        held = await _hold(paths_, on_lost)
-        if held is None:
-            return "the shared ssh master did not answer once started"
-        return held
+        return await _held_once_started(paths_, on_lost)
     finally:
         os.close(fd)
+
+
+async def _held_once_started(
+    paths_: MasterPaths, on_lost: LossCallback | None
+) -> SharedMaster | str:
+    held = await _hold(paths_, on_lost)
+    if held is None:
+        return "the shared ssh master did not answer once started"
+    return held
 
 
 async def _hold(paths_: MasterPaths, on_lost: LossCallback | None) -> SharedMaster | None:
@@ -264,24 +202,13 @@ async def _locked(path: Path) -> int:
 async def _start(
     paths_: MasterPaths, config_text: bytes, argv: list[str], on_heard: Callable[[], None] | None
 ) -> str | None:
-    """Start the master; None once it has logged in (its first process exits 0 as it forks),
-    else what it said."""
-    # The last master of this key, if it still runs, did not answer (stopped, hung): it would
-    # never serve again, nor end by its linger while stopped.
-    for pid in serving([paths_.control]):
-        ref = ProcessRef.of(pid)
-        pinned = ref.pin() if ref is not None else None
-        if pinned is not None:
-            with pinned:
-                pinned.signal(signal.SIGKILL)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(paths_.control)  # a master killed with SIGKILL leaves its socket behind
-    sweep(paths_.control.parent, paths_.key)
-    _write(paths_.config, config_text)
-    os.close(os.open(paths_.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
-    # A ProxyJump hop's `ssh -W` says why it failed on the stderr it inherits.
-    log_action = (os.POSIX_SPAWN_OPEN, 2, os.fspath(paths_.log), os.O_WRONLY | os.O_APPEND, 0)
-    pid = spawn_ssh(argv, log_action)  # no parent-death signal: it outlives its starter
+    """Start the master; None once it has logged in, else what it said."""
+    return await finish(paths_, spawn_shared(paths_, config_text, argv), on_heard)
+
+
+async def finish(paths_: MasterPaths, pid: int, on_heard: Callable[[], None] | None) -> str | None:
+    """The end of the start of the master ``pid`` (spawned by this process): None once it has
+    logged in (its first process exits 0 as it forks), else what it said."""
     process = Pinned.child(pid)
     try:
         status = await _exit_of(process, on_heard)
@@ -322,41 +249,6 @@ async def _exit_of(process: Pinned, on_heard: Callable[[], None] | None) -> int:
     return code
 
 
-def sweep(directory_: Path, keep: str) -> None:
-    """Remove the files of masters that ended (by their linger, or killed) in ``directory_``:
-    each key's whose socket is gone and whose lock no one holds, but ``keep``'s. A start that
-    opened such a lock just now finds it gone once it holds it, and opens it again."""
-    try:
-        names = os.listdir(directory_)
-    except OSError:
-        return
-    for name in names:
-        key_, _, kind = name.partition(".")
-        if kind != "lock" or key_ == keep or key_ in names:
-            continue  # its socket is there: a master serves it, or is starting
-        lock = directory_ / name
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            if not try_lock(fd, "flock"):
-                continue  # a tunnel is starting it
-            for part in (f"{key_}.config", f"{key_}.log", name):
-                (directory_ / part).unlink(missing_ok=True)
-        finally:
-            os.close(fd)
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write the master's config in place of the last one (its ssh has read it already)."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 def _size(path: Path) -> int:
     try:
         return os.stat(path).st_size
@@ -376,11 +268,4 @@ def _tail(path: Path, start: int) -> list[str]:
     return [line.strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
 
 
-__all__ = [
-    "MasterPaths",
-    "SharedMaster",
-    "Unshareable",
-    "directory",
-    "key",
-    "lease",
-]
+__all__ = ["SharedMaster", "finish", "lease"]

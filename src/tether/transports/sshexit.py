@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from tether.errors import TetherError, TransportUnreachableError
+from tether.transports.masterconfig import parse_resolved
 from tether.transports import sshagent, sshcerts, sshidentities
 from tether.transports.sshsetup import (
     KeyProblem,
@@ -55,11 +56,7 @@ async def resolve(argv: list[str]) -> dict[str, list[str]]:
     """What ssh makes of the host after ssh_config: `ssh -G` with the master's own arguments
     (hostname, port, userknownhostsfile, ...), every value of a key in order (identityfile is
     often repeated)."""
-    resolved: dict[str, list[str]] = {}
-    for line in (await output([argv[0], "-G", *argv[1:]])).splitlines():
-        key, _, value = line.partition(" ")
-        resolved.setdefault(key, []).append(value)
-    return resolved
+    return parse_resolved(await output([argv[0], "-G", *argv[1:]]))
 
 
 def first(resolved: dict[str, list[str]], key: str, default: str) -> str:

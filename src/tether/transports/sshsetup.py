@@ -27,10 +27,11 @@ from tether.transports import sshcerts
 log = logging.getLogger("tether")
 
 
-def check_files(options: SshOptions) -> None:
+def check_files(options: SshOptions, *, warn: bool = True) -> None:
     """A key, certificate, known_hosts or ssh_config that is named but missing, unreadable or
     not a file is a configuration error (exit 2), found before the network is touched. (ssh
-    itself would take an unreadable known_hosts for an empty one.)"""
+    itself would take an unreadable known_hosts for an empty one.) ``warn``: of skipped lines
+    (a check made twice warns once)."""
     named = [("identity_file", name, KEY_LIMIT) for name in options.identity_files]
     named += [("certificate_file", name, KEY_LIMIT) for name in options.certificate_files]
     if options.known_hosts:
@@ -42,7 +43,7 @@ def check_files(options: SshOptions) -> None:
             data = read_regular(Path(name), limit=limit, what=what, error=ConfigError)
         except FileNotFoundError:
             raise ConfigError(f"{what}: file not found: {name}") from None
-        if what == "known_hosts" and (skipped := unreadable_lines(data)):
+        if warn and what == "known_hosts" and (skipped := unreadable_lines(data)):
             log.warning("known_hosts: skipped %d unreadable line(s) in %s", skipped, name)
         if what == "certificate_file":
             check_certificate(data, name)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tether import locks, masters
-from tether.transports import sharedmaster
+from tether.transports import masterspawn
 
 RESOLVED = {
     "hostname": ["bastion.example"],
@@ -25,7 +25,7 @@ RESOLVED = {
 
 
 def key_of(resolved: dict[str, list[str]], runtime: str = "/run/user/1000/tether") -> str:
-    return sharedmaster.key(resolved, "/usr/bin/ssh", Path(runtime))
+    return masterspawn.key(resolved, "/usr/bin/ssh", Path(runtime))
 
 
 def test_the_same_connection_has_the_same_key_and_any_setting_changes_it() -> None:
@@ -73,12 +73,12 @@ def test_masters_live_in_the_runtime_directory_or_a_short_place_named_after_it(
 
 def test_a_masters_directory_others_can_write_to_is_not_shared(tmp_path: Path) -> None:
     runtime = tmp_path / "run"
-    made = sharedmaster.directory(runtime)
+    made = masterspawn.directory(runtime)
     try:
         assert made == masters.place(runtime) and made.stat().st_mode & 0o777 == 0o700
         os.chmod(made, 0o777)
-        with pytest.raises(sharedmaster.Unshareable, match="writable"):
-            sharedmaster.directory(runtime)
+        with pytest.raises(masterspawn.Unshareable, match="writable"):
+            masterspawn.directory(runtime)
     finally:
         made.rmdir()
 
@@ -102,7 +102,7 @@ def test_a_start_sweeps_what_ended_masters_left_and_nothing_in_use(tmp_path: Pat
     try:
         assert locks.try_lock(held, "flock")  # a tunnel starting that master holds it
         (place / "busy.config").write_text("")
-        sharedmaster.sweep(place, keep="mine")
+        masterspawn.sweep(place, keep="mine")
         left = sorted(p.name for p in place.iterdir())
         assert left == ["busy.config", "busy.lock", "live", "live.lock", "live.log"]
     finally:
