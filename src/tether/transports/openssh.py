@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tether.errors import ConfigError, TransportUnreachableError, describe
 from tether.spec import Endpoint, SshOptions, Via
-from tether.transports import masterspawn, mux, sharedmaster, sshexit
+from tether.transports import masterspawn, mux, prelogin, sharedmaster, sshexit
 from tether.transports.base import Forwarding, HandoffTransport, LossCallback, PhaseCallback
 from tether.transports.master import Master, parent_death_wrapper
 from tether.transports.masterspawn import MasterPaths
@@ -121,7 +121,8 @@ class OpenSshTransport(HandoffTransport):
             log.warning("%s: this tunnel logs in on its own", exc)
             return None
         argv = self.ssh_argv(config, Path("/nonexistent"))
-        resolved = await sshexit.resolve(argv)
+        config_text = config.read_bytes()
+        resolved = prelogin.resolved(config_text, argv, config) or await sshexit.resolve(argv)
         if "hostname" not in resolved:  # ssh cannot read the config: its own start says why
             return None
         self._address, self._address_known = address_of(resolved), True
@@ -129,7 +130,7 @@ class OpenSshTransport(HandoffTransport):
         linger = self.options.master_linger
         argv = self.ssh_argv(place.config, place.control, linger=linger, log_file=place.log)
         heard = None if on_phase is None else functools.partial(on_phase, "authenticating")
-        leased = await sharedmaster.lease(place, config.read_bytes(), argv, heard, on_lost)
+        leased = await sharedmaster.lease(place, config_text, argv, heard, on_lost)
         if isinstance(leased, str) and self._address is None:
             # Through a ProxyJump or ProxyCommand: ssh gives the proxy of a ControlPersist
             # master no stderr, and the hop's own words (a refused login) are lost. A master of

@@ -54,6 +54,9 @@ class Begun:
 
 
 _begun: dict[str, Begun] = {}
+# What `ssh -G` said for a config's text and a command line (its config's path left out): the
+# engine's first connect asks the same, and is answered at once (``resolved``).
+_resolved: dict[tuple[bytes, tuple[str, ...]], dict[str, list[str]]] = {}
 
 
 def begin(specs: Sequence[TunnelSpec], runtime: Path) -> None:
@@ -79,6 +82,16 @@ def logins_begun(specs: Sequence[TunnelSpec], runtime: Path) -> Iterator[None]:
         abandon()
 
 
+def resolved(config_text: bytes, argv: list[str], config: Path) -> dict[str, list[str]] | None:
+    """What `ssh -G` said for ``argv`` with ``config`` holding ``config_text``, if this process
+    asked it while it began logins (once: a reconnect asks ssh again)."""
+    return _resolved.pop(_shape(config_text, argv, config), None)
+
+
+def _shape(config_text: bytes, argv: list[str], config: Path) -> tuple[bytes, tuple[str, ...]]:
+    return config_text, tuple("" if word == str(config) else word for word in argv)
+
+
 def take(key_: str) -> Begun | None:
     """The start of ``key_``'s master that this process began, if it did: the caller now
     waits for its first process and closes its lock."""
@@ -88,6 +101,7 @@ def take(key_: str) -> Begun | None:
 def abandon() -> None:
     """Kill every begun start no tunnel took, and let go of its lock. A master that has logged
     in already is a daemon of its own: it ends after its linger, as an idle one does."""
+    _resolved.clear()
     while _begun:
         _, begun = _begun.popitem()
         with contextlib.suppress(ProcessLookupError):
@@ -115,6 +129,7 @@ def _begin(spec: TunnelSpec, runtime: Path) -> Begun | None:
         workdir.remove()
     if "hostname" not in resolved:
         return None  # ssh cannot read the config: the engine's own start says why
+    _resolved[_shape(config_text, argv, config)] = resolved
     paths = MasterPaths(place, key(resolved, argv[0], runtime))
     lock = _try_lock(paths.lock)
     if lock is None:
@@ -170,4 +185,4 @@ def _answers(control: Path) -> bool:
     return True
 
 
-__all__ = ["Begun", "abandon", "begin", "logins_begun", "take"]
+__all__ = ["Begun", "abandon", "begin", "logins_begun", "resolved", "take"]

@@ -54,18 +54,28 @@ async def test_the_engine_takes_over_a_begun_login_and_logs_in_once(
     spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port), via=via, ssh=options)
     before = logins(shared_sshd)
     prelogin.begin([spec], runtime)
-    assert len(prelogin._begun) == 1
+    assert len(prelogin._begun) == 1 and len(prelogin._resolved) == 1
     assert not lock_is_free(runtime)  # held while the login goes on
-    ssh = OpenSshTransport(via, options)
-    ssh.runtime = runtime
-    await ssh.connect()
+    first = OpenSshTransport(via, options)
+    first.runtime = runtime
+    await first.connect()
     try:
-        assert ssh.shared_master is not None
-        assert not prelogin._begun
+        assert first.shared_master is not None
+        assert not prelogin._begun and not prelogin._resolved  # taken, and ssh -G's answer too
         assert logins(shared_sshd) == before + 1
         assert lock_is_free(runtime)
+        # The next start finds the master running: nothing to begin, but ssh -G's answer is
+        # kept for its engine, which leases the same master.
+        prelogin.begin([spec], runtime)
+        assert not prelogin._begun and len(prelogin._resolved) == 1
+        second = OpenSshTransport(via, options)
+        second.runtime = runtime
+        await second.connect()
+        assert second.shared_master == first.shared_master and not prelogin._resolved
+        await second.close()
+        assert logins(shared_sshd) == before + 1
     finally:
-        await ssh.close()
+        await first.close()
 
 
 def test_a_login_no_tunnel_took_is_killed_and_its_lock_let_go(
