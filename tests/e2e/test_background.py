@@ -67,6 +67,7 @@ def test_interrupted_start_leaves_nothing(
     parent.send_signal(signal.SIGINT)
     assert parent.finish() == 130
     wait_until_sync(lambda: not processes_with(marker), "the child to be gone")
+    assert tether.own_processes() == []  # nor its ssh (the runner's stop --all would end it)
     assert tether.list_json() == []
 
 

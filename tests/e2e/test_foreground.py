@@ -36,3 +36,6 @@ def test_signal_before_ready(
     assert process.finish() == code
     assert "interrupted before the tunnel was ready" in process.stderr
     assert not pid_file.exists()
+    # Its ssh, spawned before the event loop could take the signal, went with it: the
+    # runner's own `stop --all` would end a shared master left over, so it is checked here.
+    assert tether.own_processes() == []

@@ -24,11 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from tether.errors import (
     ChildFailed,
-    Interrupted,
     ReadinessTimeoutError,
     UsageError,
     map_exceptions,
@@ -37,7 +35,7 @@ from tether.files import ensure_private_directory
 from tether.logs import TimestampedLog, as_text_stream, rotated
 from tether.modes.pidfile import NO_FILES, ReadyFiles
 from tether.modes.report import Reporter, exit_status
-from tether.modes.signals import STOP_SIGNALS
+from tether.modes.signals import interrupting
 from tether.procs import Pinned
 from tether.protocol import JSONObject
 from tether.states import STATES, State
@@ -103,7 +101,7 @@ def run_background(
     """
 
     def foreground(place: Detached, child: Reporter) -> int:
-        with logins_begun([spec], registry.directory):  # while the rest loads
+        with interrupting(), logins_begun([spec], registry.directory):  # while the rest loads
             from tether.modes import runtime
             from tether.modes.foreground import Foreground
 
@@ -258,17 +256,15 @@ class _Child:
         """The child's ready record, its phases passed on to ``reporter`` meanwhile; its
         failure, an interruption or a timeout otherwise (the child then stopped and reaped, and
         no entry of it left)."""
-        previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
         try:
-            message = _read_report(self.pipe, timeout + REPORT_GRACE, reporter)
+            with interrupting():
+                message = _read_report(self.pipe, timeout + REPORT_GRACE, reporter)
         except BaseException:
             # Interrupted while waiting: the user wants no tunnel, so none may be left running.
             self.stop()
             raise
         finally:
             os.close(self.pipe)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
         if message is None:
             self.stop()
             raise ReadinessTimeoutError(
@@ -312,10 +308,6 @@ class _Child:
         _, status = os.waitpid(self.process.pid, 0)
         self.process.close()
         return os.waitstatus_to_exitcode(status)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted("interrupted before the tunnel was ready", signum=signum)
 
 
 def _read_report(fd: int, timeout: float, reporter: Reporter) -> JSONObject | None:

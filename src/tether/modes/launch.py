@@ -15,6 +15,7 @@ from tether import paths
 from tether.modes.activation import refuse_passed_sockets
 from tether.modes.pidfile import ReadyFiles
 from tether.modes.report import Reporter
+from tether.modes.signals import interrupting
 from tether.states import State
 from tether.record import TunnelInfo
 from tether.registry import Registry
@@ -74,7 +75,7 @@ def _start(
 
         logs = paths.log_directory()
         return run_background(req.specs[0], registry, reporter, logs, files=req.files)
-    with logins_begun(req.specs, registry.directory):  # while the rest loads
+    with interrupting(), logins_begun(req.specs, registry.directory):  # while the rest loads
         from tether.modes import runtime
 
         if req.mode == "run":

@@ -9,8 +9,12 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+
+from tether.errors import Interrupted
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+BEFORE_READY = "interrupted before the tunnel was ready"
 
 
 class StopRequest:
@@ -64,3 +68,22 @@ def capture_stop_signals(request: StopRequest) -> Iterator[StopRequest]:
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+
+
+@contextmanager
+def interrupting(message: str = BEFORE_READY) -> Iterator[None]:
+    """While the block runs, a stop signal raises Interrupted(``message``), whose exit status is
+    128+N: a start that has begun something (a child, an SSH login) undoes it on the way out,
+    where the default action would end the process and leave it. An event loop's handlers
+    (``capture_stop_signals``) take over within the block; the handlers before it come back
+    after."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(message, signum=signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.errors import Interrupted
 from tether.spec import GATEWAY, TunnelSpec
 from tether.transports.masterconfig import (
     available,
@@ -40,7 +41,13 @@ from tether.transports.workdir import Workdir
 
 log = logging.getLogger("tether")
 
-RESOLVE_TIMEOUT = 10.0  # `ssh -G` reads config files only; the engine's helpers wait as long
+RESOLVE_TIMEOUT = 10.0
+# The signals that stop a start (modes/signals.py), held off while a spawn is recorded.
+STOP_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+)  # `ssh -G` reads config files only; the engine's helpers wait as long
 
 
 @dataclass(frozen=True)
@@ -64,19 +71,18 @@ def begin(specs: Sequence[TunnelSpec], runtime: Path) -> None:
     (the OpenSSH engine, sharing, registered in ``runtime``) and finds none running."""
     for spec in specs:
         try:
-            begun = _begin(spec, runtime)
+            _begin(spec, runtime)
+        except Interrupted:
+            raise  # a stop signal (modes/signals.py: interrupting)
         except Exception as exc:  # the engine does it again, and says what is wrong
             log.debug("%s: the login was not begun early: %s", spec.name, exc)
-            continue
-        if begun is not None:
-            _begun[begun.paths.key] = begun
 
 
 @contextlib.contextmanager
 def logins_begun(specs: Sequence[TunnelSpec], runtime: Path) -> Iterator[None]:
     """``begin`` the logins of ``specs``; on the way out, ``abandon`` what no tunnel took."""
-    begin(specs, runtime)
     try:
+        begin(specs, runtime)
         yield
     finally:
         abandon()
@@ -142,7 +148,14 @@ def _begin(spec: TunnelSpec, runtime: Path) -> Begun | None:
         argv = master_argv(
             paths.config, paths.control, destination(via), linger=linger, log_file=paths.log
         )
-        return Begun(paths, lock, spawn_shared(paths, config_text, argv))
+        # No stop signal between the spawn and the record ``abandon`` reads: an ssh spawned
+        # and not recorded would be left behind.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            begun = _begun[paths.key] = Begun(paths, lock, spawn_shared(paths, config_text, argv))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return begun
     except BaseException:
         os.close(lock)
         raise
