@@ -17,6 +17,7 @@ import pytest
 from tests.support.servers import EchoServer, SilentServer
 from tests.support.sshd_server import SshdServer
 from tether import procs
+from tether.cli.plainstart import plain_start
 from tests.support.tether_process import TetherRunner, start_of
 from tests.support.waiting import wait_until_sync
 
@@ -325,6 +326,59 @@ def test_list_and_stop_import_only_what_they_need(
         check=True,
     )
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+
+
+def test_a_plain_background_start_loads_neither_click_nor_asyncio(
+    tether: TetherRunner, echo_server: EchoServer
+) -> None:
+    """Its parent parses without click and waits without an event loop: the child loads the
+    rest, once it has begun what takes longest (prelogin.py)."""
+    argv = ["start", "--to", echo_server.address, "--background", "--name", "light"]
+    probe = (
+        "import sys\n"
+        "from tether.cli import main\n"
+        f"sys.argv = ['tether', *{argv!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "loaded = set(sys.modules) | {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(loaded & {'click', 'asyncio', 'asyncssh', 'rich'}), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=tether.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+    assert [entry["name"] for entry in tether.list_json()] == ["light"]
+    assert tether.run("stop", "light")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--to", "no-port", "--background"],
+        ["--to", "127.0.0.1:1", "--via", "ftp://h", "--background"],
+        ["no-such-profile", "--background"],
+        ["--to", "127.0.0.1:1", "--reuse"],
+        ["a", "b", "--background"],
+    ],
+)
+def test_start_fails_alike_with_and_without_the_parser(
+    tether: TetherRunner, args: list[str]
+) -> None:
+    """A plain start skips click: its errors and exit codes are those of the parsed form (a
+    flag given twice, with the default, makes it go through click)."""
+    twice = ["--timeout", "30s", "--timeout", "30s"]
+    assert plain_start(args) is not None and plain_start([*args, *twice]) is None
+    plain = tether.run("start", *args)
+    parsed = tether.run("start", *args, *twice)
+    assert plain == parsed
+    assert plain[0] != 0 and plain[2].count("\n") == 1 and "Traceback" not in plain[2], plain
 
 
 @pytest.mark.parametrize(

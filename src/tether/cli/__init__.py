@@ -1,8 +1,9 @@
 """The command line: parse, call a mode, render. The only place errors become exit codes.
 
 The click application is in ``app``; the program's name and its log lines, in ``console``.
-``main`` answers the plain forms of `tether list` and `tether stop` without click: they run in
-scripts' loops and cleanup steps, and click alone costs more start-up time than the whole answer.
+``main`` answers the plain forms of `tether list`, `tether stop` and `tether start` without
+click: they run in scripts' loops and cleanup steps, and click alone costs more start-up time
+than the whole answer of a list (and a tenth of a start's, before its SSH login can begin).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def main() -> None:
             selectors, every, missing_ok = plain
             stop = partial(stop_selected, selectors, every=every, missing_ok=missing_ok)
             sys.exit(_plainly(stop))
+    if sys.argv[1:2] == ["start"]:
+        from tether.cli.plainstart import plain_start, start_plainly
+
+        parsed = plain_start(sys.argv[2:])
+        if parsed is not None:
+            sys.exit(_plainly(partial(start_plainly, *parsed)))
     from tether.cli.app import cli
 
     cli(prog_name=PROG, complete_var=COMPLETE_VAR)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tether.cli.candidates import profiles
-from tether.cli.flags import config_option, load_profiles, some_tunnel_options, spec_from_flags
+from tether.cli.flags import config_option, some_tunnel_options
+from tether.cli.request import load_profiles, spec_from_flags
 from tether.cli.render import echo, table, with_flags
 from tether.errors import visible
 

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Self
 
 from tether.cli.render import Spinner, print_ready, show_error
+from tether.modes.launch import Launch
 from tether.modes.report import Reporter
 from tether.states import State
 from tether.record import TunnelInfo
@@ -91,3 +92,18 @@ class LogReporter:
 
     def detached(self) -> Reporter:
         return self
+
+
+def reporter_for(req: Launch, *, as_json: bool, debug: bool) -> TerminalReporter:
+    """The terminal's view of ``req``: one spinner for all its tunnels; run mode's records go to
+    stderr (the command's stdout is its own), and only a foreground tunnel says how to stop."""
+    label = ", ".join(spec.name for spec in req.specs)
+    timeout = max(spec.timeout for spec in req.specs)
+    return TerminalReporter(
+        label,
+        timeout,
+        as_json=as_json,
+        hint=req.mode == "foreground",
+        json_to_stderr=req.mode == "run",
+        debug=debug,
+    )

@@ -15,7 +15,8 @@ import click
 from tether.cli.app import usage_error
 from tether.cli.listing import render_list
 from tether.cli.render import echo, on_terminal, print_ready, show_error
-from tether.cli.flags import START_HELP, StartCommand, parse_request, start_flags
+from tether.cli.flags import START_HELP, StartCommand, start_flags
+from tether.cli.request import parse_request
 from tether.cli.render import announce_stopped, report_stopped
 from tether.errors import InputError, UsageError, map_exceptions
 from tether.client import STOP_TIMEOUT, list_tunnels, select_entries, stop_tunnels

@@ -8,9 +8,10 @@ from typing import Any
 import click
 
 from tether.cli.candidates import ARGV_META
-from tether.cli.flags import START_HELP, StartCommand, parse_request, start_flags
-from tether.cli.report import TerminalReporter
-from tether.modes.launch import Launch, launch
+from tether.cli.flags import START_HELP, StartCommand, start_flags
+from tether.cli.request import parse_request
+from tether.cli.report import reporter_for
+from tether.modes.launch import launch
 from tether.registry import Registry
 
 
@@ -25,18 +26,3 @@ def start(ctx: click.Context, /, **params: Any) -> None:
         req, as_json=params["as_json"], debug=bool((ctx.obj or {}).get("debug"))
     ) as reporter:
         raise SystemExit(launch(req, registry, reporter))
-
-
-def reporter_for(req: Launch, *, as_json: bool, debug: bool) -> TerminalReporter:
-    """The terminal's view of ``req``: one spinner for all its tunnels; run mode's records go to
-    stderr (the command's stdout is its own), and only a foreground tunnel says how to stop."""
-    label = ", ".join(spec.name for spec in req.specs)
-    timeout = max(spec.timeout for spec in req.specs)
-    return TerminalReporter(
-        label,
-        timeout,
-        as_json=as_json,
-        hint=req.mode == "foreground",
-        json_to_stderr=req.mode == "run",
-        debug=debug,
-    )
