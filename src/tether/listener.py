@@ -142,6 +142,7 @@ class Listener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
         self._paused_by: set[str] = set()
+        self._watching = False  # the event loop watches the sockets
         self._retry: asyncio.TimerHandle | None = None
 
     @property
@@ -178,12 +179,19 @@ class Listener:
             sock.close()
 
     def _update(self) -> None:
+        """Watch the sockets if accepting and not paused, else not. Only a change touches the
+        event loop: every connection that comes or goes resumes a listener that was not
+        paused, and each watch set anew would cost a system call per socket."""
         if self._loop is None:
             return
+        watching = self._accepting and not self._paused_by
+        if watching == self._watching:
+            return
+        self._watching = watching
         for sock in self.socks:
             if sock.fileno() < 0:
                 continue
-            if self._accepting and not self._paused_by:
+            if watching:
                 self._loop.add_reader(sock.fileno(), self._accept, sock)
             else:
                 self._loop.remove_reader(sock.fileno())
