@@ -122,11 +122,15 @@ class OpenSshTransport(HandoffTransport):
             return None
         argv = self.ssh_argv(config, Path("/nonexistent"))
         config_text = config.read_bytes()
-        resolved = prelogin.resolved(config_text, argv, config) or await sshexit.resolve(argv)
+        # The start asked ssh -G already if it began the login (prelogin.py): its key is the
+        # one that finds that login.
+        asked = prelogin.asked(config_text, argv, config)
+        resolved = asked[0] if asked else await sshexit.resolve(argv)
         if "hostname" not in resolved:  # ssh cannot read the config: its own start says why
             return None
         self._address, self._address_known = address_of(resolved), True
-        place = MasterPaths(directory, masterspawn.key(resolved, argv[0], runtime))
+        key = asked[1] if asked else masterspawn.key(resolved, argv[0], runtime)
+        place = MasterPaths(directory, key)
         linger = self.options.master_linger
         argv = self.ssh_argv(place.config, place.control, linger=linger, log_file=place.log)
         heard = None if on_phase is None else functools.partial(on_phase, "authenticating")

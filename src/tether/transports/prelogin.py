@@ -10,7 +10,8 @@ answers. The engine's lease of that key takes the begun login over (``take``), l
 leaves no login going on.
 
 Whatever is unexpected here leaves the work to the engine, which does it again and says what
-is wrong: ``begin`` never raises, and logs why it did nothing at debug level only.
+is wrong: ``begin`` raises nothing but a stop signal's Interrupted, and logs why it did
+nothing at debug level only.
 """
 
 from __future__ import annotations
@@ -41,13 +42,9 @@ from tether.transports.workdir import Workdir
 
 log = logging.getLogger("tether")
 
-RESOLVE_TIMEOUT = 10.0
+RESOLVE_TIMEOUT = 10.0  # `ssh -G` reads config files only; the engine's helpers wait as long
 # The signals that stop a start (modes/signals.py), held off while a spawn is recorded.
-STOP_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-)  # `ssh -G` reads config files only; the engine's helpers wait as long
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -61,9 +58,10 @@ class Begun:
 
 
 _begun: dict[str, Begun] = {}
-# What `ssh -G` said for a config's text and a command line (its config's path left out): the
-# engine's first connect asks the same, and is answered at once (``resolved``).
-_resolved: dict[tuple[bytes, tuple[str, ...]], dict[str, list[str]]] = {}
+# What `ssh -G` said for a config's text and a command line (its config's path left out), and
+# the key made of it: the engine's first connect asks the same, and is answered at once
+# (``asked``), so that it finds the login begun for it.
+_asked: dict[tuple[bytes, tuple[str, ...]], tuple[dict[str, list[str]], str]] = {}
 
 
 def begin(specs: Sequence[TunnelSpec], runtime: Path) -> None:
@@ -88,10 +86,12 @@ def logins_begun(specs: Sequence[TunnelSpec], runtime: Path) -> Iterator[None]:
         abandon()
 
 
-def resolved(config_text: bytes, argv: list[str], config: Path) -> dict[str, list[str]] | None:
-    """What `ssh -G` said for ``argv`` with ``config`` holding ``config_text``, if this process
-    asked it while it began logins (once: a reconnect asks ssh again)."""
-    return _resolved.pop(_shape(config_text, argv, config), None)
+def asked(
+    config_text: bytes, argv: list[str], config: Path
+) -> tuple[dict[str, list[str]], str] | None:
+    """What `ssh -G` said for ``argv`` with ``config`` holding ``config_text``, and the key
+    made of it, if this process asked while it began logins (once: a reconnect asks anew)."""
+    return _asked.pop(_shape(config_text, argv, config), None)
 
 
 def _shape(config_text: bytes, argv: list[str], config: Path) -> tuple[bytes, tuple[str, ...]]:
@@ -107,7 +107,7 @@ def take(key_: str) -> Begun | None:
 def abandon() -> None:
     """Kill every begun start no tunnel took, and let go of its lock. A master that has logged
     in already is a daemon of its own: it ends after its linger, as an idle one does."""
-    _resolved.clear()
+    _asked.clear()
     while _begun:
         _, begun = _begun.popitem()
         with contextlib.suppress(ProcessLookupError):
@@ -135,8 +135,8 @@ def _begin(spec: TunnelSpec, runtime: Path) -> Begun | None:
         workdir.remove()
     if "hostname" not in resolved:
         return None  # ssh cannot read the config: the engine's own start says why
-    _resolved[_shape(config_text, argv, config)] = resolved
     paths = MasterPaths(place, key(resolved, argv[0], runtime))
+    _asked[_shape(config_text, argv, config)] = (resolved, paths.key)
     lock = _try_lock(paths.lock)
     if lock is None:
         return None  # another start holds it: the engine waits for that one
@@ -148,17 +148,22 @@ def _begin(spec: TunnelSpec, runtime: Path) -> Begun | None:
         argv = master_argv(
             paths.config, paths.control, destination(via), linger=linger, log_file=paths.log
         )
-        # No stop signal between the spawn and the record ``abandon`` reads: an ssh spawned
-        # and not recorded would be left behind.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            begun = _begun[paths.key] = Begun(paths, lock, spawn_shared(paths, config_text, argv))
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        return begun
     except BaseException:
         os.close(lock)
         raise
+    # No stop signal between the spawn and the record ``abandon`` reads: an ssh spawned and
+    # not recorded would be left behind (and a lock recorded must not be closed here).
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        try:
+            pid = spawn_shared(paths, config_text, argv)
+        except BaseException:
+            os.close(lock)
+            raise
+        begun = _begun[paths.key] = Begun(paths, lock, pid)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return begun
 
 
 def _resolve(argv: list[str]) -> dict[str, list[str]]:
@@ -198,4 +203,4 @@ def _answers(control: Path) -> bool:
     return True
 
 
-__all__ = ["Begun", "abandon", "begin", "logins_begun", "resolved", "take"]
+__all__ = ["Begun", "abandon", "asked", "begin", "logins_begun", "take"]

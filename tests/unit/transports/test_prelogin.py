@@ -54,28 +54,53 @@ async def test_the_engine_takes_over_a_begun_login_and_logs_in_once(
     spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port), via=via, ssh=options)
     before = logins(shared_sshd)
     prelogin.begin([spec], runtime)
-    assert len(prelogin._begun) == 1 and len(prelogin._resolved) == 1
+    assert len(prelogin._begun) == 1 and len(prelogin._asked) == 1
     assert not lock_is_free(runtime)  # held while the login goes on
     first = OpenSshTransport(via, options)
     first.runtime = runtime
     await first.connect()
     try:
         assert first.shared_master is not None
-        assert not prelogin._begun and not prelogin._resolved  # taken, and ssh -G's answer too
+        assert not prelogin._begun and not prelogin._asked  # taken, and ssh -G's answer too
         assert logins(shared_sshd) == before + 1
         assert lock_is_free(runtime)
         # The next start finds the master running: nothing to begin, but ssh -G's answer is
         # kept for its engine, which leases the same master.
         prelogin.begin([spec], runtime)
-        assert not prelogin._begun and len(prelogin._resolved) == 1
+        assert not prelogin._begun and len(prelogin._asked) == 1
         second = OpenSshTransport(via, options)
         second.runtime = runtime
         await second.connect()
-        assert second.shared_master == first.shared_master and not prelogin._resolved
+        assert second.shared_master == first.shared_master and not prelogin._asked
         await second.close()
         assert logins(shared_sshd) == before + 1
     finally:
         await first.close()
+
+
+async def test_the_engine_finds_the_begun_login_even_if_a_file_changed_meanwhile(
+    shared_sshd: SshdServer, echo_server: EchoServer, runtime: Path, tmp_path: Path
+) -> None:
+    """The key counts the state of known_hosts; the engine takes the key the start made, so
+    an edit in between does not strand the begun login (and its lock) beside a new one."""
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_bytes(shared_sshd.known_hosts.read_bytes())
+    via = Via.parse(shared_sshd.via)
+    options = shared_sshd.ssh_options(known_hosts=str(known_hosts))
+    spec = TunnelSpec(target=Endpoint("127.0.0.1", echo_server.port), via=via, ssh=options)
+    before = logins(shared_sshd)
+    prelogin.begin([spec], runtime)
+    assert len(prelogin._begun) == 1
+    with known_hosts.open("a") as edited:
+        edited.write("\n")
+    ssh = OpenSshTransport(via, options)
+    ssh.runtime = runtime
+    await ssh.connect()
+    try:
+        assert not prelogin._begun
+        assert logins(shared_sshd) == before + 1
+    finally:
+        await ssh.close()
 
 
 def test_a_login_no_tunnel_took_is_killed_and_its_lock_let_go(
