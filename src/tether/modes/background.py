@@ -22,7 +22,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from tether.errors import (
@@ -33,6 +32,7 @@ from tether.errors import (
 )
 from tether.files import ensure_private_directory
 from tether.logs import TimestampedLog, as_text_stream, rotated
+from tether.modes.detached import Detached
 from tether.modes.pidfile import NO_FILES, ReadyFiles
 from tether.modes.report import Reporter, exit_status
 from tether.modes.signals import interrupting
@@ -165,17 +165,6 @@ def _close_inherited(keep: tuple[int, ...]) -> None:
         low = fd + 1
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     os.closerange(low, soft if soft != resource.RLIM_INFINITY else 1 << 20)
-
-
-@dataclass(frozen=True)
-class Detached:
-    """A background tunnel's child: the entry id and log its parent chose, and the write end of
-    the ready pipe. If the parent goes away before ready, nobody would ever learn of this
-    tunnel, so it stops as on SIGHUP."""
-
-    entry_id: str
-    log_file: Path
-    pipe: int
 
 
 class _Detached:

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Iterator
 
 from tether.errors import TetherError
-from tether.modes.background import Detached
+from tether.modes.detached import Detached
 from tether.modes.drain import Ending, bound_ending, drain_for
 from tether.modes.hosted import HostedTunnel, serve_until_end, start_all
 from tether.modes.pidfile import NO_FILES, PidFile, ReadyFiles

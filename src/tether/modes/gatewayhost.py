@@ -13,7 +13,7 @@ from typing import Protocol
 
 from tether.control import ControlServer
 from tether.entry import TunnelIdentity
-from tether.modes.background import Detached
+from tether.modes.detached import Detached
 from tether.modes.notify import Notifier
 from tether.modes.report import Reporter
 from tether.modes.signals import StopRequest, capture_stop_signals
