@@ -1,7 +1,8 @@
 """Turning SIGINT, SIGTERM and SIGHUP into an awaitable stop request.
 
-asyncio is imported where it is used: a background start's parent takes STOP_SIGNALS from here
-and never loads it, so that its child begins the SSH login sooner (prelogin.py).
+asyncio is imported where it is used: a start takes ``interrupting`` from here before it has
+an event loop (a background start's parent never has one), and begins its SSH login sooner for
+not loading asyncio first (prelogin.py).
 """
 
 from __future__ import annotations

@@ -66,10 +66,10 @@ def master_argv(
     traced: bool = False,
 ) -> list[str]:
     """A master's command line, with its generated ``config`` and ``control`` socket, logging
-    in to ``whom`` (``destination``'s words, last); with
-    ``linger`` and ``log_file``, a shared master's, which stays that long after its last client
-    and writes its words to ``log_file`` (-E: its stderr goes once it forks); ``traced``, one
-    that logs at DEBUG1 (tether diagnose)."""
+    in to ``whom`` (``destination``'s words, last). With ``linger`` and ``log_file``, a shared
+    master's, which stays that long after its last client and writes its words to
+    ``log_file`` (-E: its stderr goes once it forks); ``traced``, one that logs at DEBUG1
+    (tether diagnose)."""
     # -F is read as it is; -S is token- and variable-expanded as ControlPath is.
     argv = [shutil.which("ssh") or "ssh", "-F", str(config), "-M"]
     argv += ["-S", tokens_escaped(str(control), "TMPDIR")]
