@@ -286,6 +286,30 @@ def test_unsafe_registry_is_refused(tether: TetherRunner) -> None:
     assert code == 2 and f"registry directory {directory} is group- or world-writable" in err
 
 
+def heavy_loaded(tether: TetherRunner, argv: list[str], heavy: tuple[str, ...]) -> str:
+    """Which of ``heavy`` a `tether ARGV` (run in a process of its own, to success) loaded."""
+    probe = (
+        "import sys\n"
+        "from tether.cli import main\n"
+        f"sys.argv = ['tether', *{argv!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "loaded = set(sys.modules) | {m.split('.')[0] for m in sys.modules}\n"
+        f"print(sorted(loaded & {set(heavy)!r}), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=tether.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stderr
+
+
 # Top-level packages, and the modules of tether a listing has no use for (what a tunnel is).
 LIGHT = ("asyncssh", "rich", "click", "asyncio", "tether.spec", "tether.tunnel")
 
@@ -306,26 +330,8 @@ LIGHT = ("asyncssh", "rich", "click", "asyncio", "tether.spec", "tether.tunnel")
 def test_list_and_stop_import_only_what_they_need(
     tether: TetherRunner, argv: list[str], heavy: tuple[str, ...]
 ) -> None:
-    probe = (
-        "import sys\n"
-        "from tether.cli import main\n"
-        f"sys.argv = ['tether', *{argv!r}]\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit as exc:\n"
-        "    assert not exc.code, exc.code\n"
-        "loaded = set(sys.modules) | {m.split('.')[0] for m in sys.modules}\n"
-        f"print(sorted(loaded & {set(heavy)!r}), file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=tether.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+    said = heavy_loaded(tether, argv, heavy)
+    assert said.strip().splitlines()[-1] == "[]", said
 
 
 def test_a_plain_background_start_loads_neither_click_nor_asyncio(
@@ -334,26 +340,8 @@ def test_a_plain_background_start_loads_neither_click_nor_asyncio(
     """Its parent parses without click and waits without an event loop: the child loads the
     rest, once it has begun what takes longest (prelogin.py)."""
     argv = ["start", "--to", echo_server.address, "--background", "--name", "light"]
-    probe = (
-        "import sys\n"
-        "from tether.cli import main\n"
-        f"sys.argv = ['tether', *{argv!r}]\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit as exc:\n"
-        "    assert not exc.code, exc.code\n"
-        "loaded = set(sys.modules) | {m.split('.')[0] for m in sys.modules}\n"
-        "print(sorted(loaded & {'click', 'asyncio', 'asyncssh', 'rich'}), file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=tether.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+    said = heavy_loaded(tether, argv, ("click", "asyncio", "asyncssh", "rich"))
+    assert said.strip().splitlines()[-1] == "[]", said
     assert [entry["name"] for entry in tether.list_json()] == ["light"]
     assert tether.run("stop", "light")[0] == 0
 

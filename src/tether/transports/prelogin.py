@@ -17,7 +17,6 @@ nothing at debug level only.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tether.errors import Interrupted
+from tether.locks import try_lock
 from tether.spec import GATEWAY, TunnelSpec
 from tether.transports.masterconfig import (
     available,
@@ -184,8 +184,9 @@ def _try_lock(path: Path) -> int | None:
     ``path``: one removed meanwhile by `tether stop --all` is not the lock any more)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+        if try_lock(fd, "flock") and os.path.samestat(
+            os.fstat(fd), os.stat(path, follow_symlinks=False)
+        ):
             return fd
     except OSError:
         pass
