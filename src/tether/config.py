@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +145,8 @@ def load_config(path: Path, *, required: bool) -> Config:
         return Config()
     with map_exceptions({UnicodeDecodeError: ConfigError}, f"{path}: not UTF-8"):
         text = data.decode("utf-8")
+    import tomllib  # here, not at the top: a start without a config file never needs it
+
     try:
         parsed = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

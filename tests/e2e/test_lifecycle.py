@@ -338,9 +338,10 @@ def test_a_plain_background_start_loads_neither_click_nor_asyncio(
     tether: TetherRunner, echo_server: EchoServer
 ) -> None:
     """Its parent parses without click and waits without an event loop: the child loads the
-    rest, once it has begun what takes longest (prelogin.py)."""
+    rest, once it has begun what takes longest (prelogin.py). With no config file, nothing
+    parses TOML either."""
     argv = ["start", "--to", echo_server.address, "--background", "--name", "light"]
-    said = heavy_loaded(tether, argv, ("click", "asyncio", "asyncssh", "rich"))
+    said = heavy_loaded(tether, argv, ("click", "asyncio", "asyncssh", "rich", "tomllib"))
     assert said.strip().splitlines()[-1] == "[]", said
     assert [entry["name"] for entry in tether.list_json()] == ["light"]
     assert tether.run("stop", "light")[0] == 0
