@@ -45,6 +45,18 @@ class TetherProcess:
             if not chunk:
                 stream.close()
 
+    def said(self, within: float) -> str:
+        """Everything on stderr so far, read for up to ``within`` seconds more (for a failure's
+        message: the tunnel's own account of what it did)."""
+        end = time.monotonic() + within
+        while (
+            (left := end - time.monotonic()) > 0
+            and self.proc.stderr
+            and not self.proc.stderr.closed
+        ):
+            self._pump(min(left, 0.1))
+        return self.stderr
+
     def wait_for(self, predicate: Any, what: str, deadline: float = DEADLINE) -> None:
         """Read output until ``predicate(self)`` holds; fail with the output on a deadline."""
         end = time.monotonic() + deadline
