@@ -198,14 +198,12 @@ class SshdServer:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        proc.send_signal(signal.SIGCONT)  # a stopped process never acts on SIGTERM
+        # The listener is killed stopped, not woken to end: woken, it could still accept what
+        # waits in its backlog (a client's connection, tether's watch of the server) and fork
+        # a child that greets it, which would tell the client the server is back as it goes.
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT)
         self._frozen = False
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
     def restart(self) -> None:
         self.stop()
