@@ -133,6 +133,20 @@ class MasterPaths:
         self.config = directory_ / f"{key_}.config"
 
 
+def open_lock(path: Path) -> int:
+    """A descriptor on a master's lock file ``path``, created user-only if missing."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def still_the_lock(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path``: `tether stop --all` removes the files of
+    ended masters, and a lock taken on a removed file locks nothing."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
 def spawn_shared(paths_: MasterPaths, config_text: bytes, argv: list[str]) -> int:
     """Spawn the shared master of ``paths_`` (its key's lock held by the caller), with ``argv``
     and its config written from ``config_text``; its pid. It logs in, forks and exits 0, or

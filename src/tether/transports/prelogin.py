@@ -36,7 +36,14 @@ from tether.transports.masterconfig import (
     parse_resolved,
     write_config,
 )
-from tether.transports.masterspawn import MasterPaths, directory, key, spawn_shared
+from tether.transports.masterspawn import (
+    MasterPaths,
+    directory,
+    key,
+    open_lock,
+    spawn_shared,
+    still_the_lock,
+)
 from tether.transports.sshsetup import check_files
 from tether.transports.workdir import Workdir
 
@@ -182,11 +189,9 @@ def _resolve(argv: list[str]) -> dict[str, list[str]]:
 def _try_lock(path: Path) -> int | None:
     """A descriptor holding the flock of ``path`` if it is free now (and still the file at
     ``path``: one removed meanwhile by `tether stop --all` is not the lock any more)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = open_lock(path)
     try:
-        if try_lock(fd, "flock") and os.path.samestat(
-            os.fstat(fd), os.stat(path, follow_symlinks=False)
-        ):
+        if try_lock(fd, "flock") and still_the_lock(fd, path):
             return fd
     except OSError:
         pass

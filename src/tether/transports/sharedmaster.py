@@ -44,7 +44,7 @@ from tether.transports.master import (
     loss_reason,
     process_exiting,
 )
-from tether.transports.masterspawn import MasterPaths, spawn_shared
+from tether.transports.masterspawn import MasterPaths, open_lock, spawn_shared, still_the_lock
 from tether.transports.peerwatch import PeerWatch
 
 log = logging.getLogger("tether")
@@ -187,14 +187,10 @@ async def _locked(path: Path) -> int:
     """A descriptor holding the flock of ``path`` (the file that is there now: one removed by
     `tether stop --all` meanwhile is opened again)."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = open_lock(path)
         wait = LockWait(fd, "flock")
         await wait.wait_async()  # the descriptor is closed if this is cancelled
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
-        except FileNotFoundError:
-            same = False
-        if same:
+        if still_the_lock(fd, path):
             return fd
         os.close(fd)
 
