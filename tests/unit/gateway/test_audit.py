@@ -118,9 +118,11 @@ def test_two_writing_processes_lose_and_duplicate_nothing(tmp_path: Path) -> Non
     run_writers(log, 2000, LIMIT, whos)
     segments = audit.segments(log)
     assert len(segments) > 20
-    for file in (*segments, log):
+    # The last line may have filled the file and moved it aside, leaving no current file.
+    files = [*segments, *([log] if log.exists() else [])]
+    for file in files:
         assert file.stat().st_mode & 0o777 == 0o600, file
-    assert_each_once(raw_lines(*segments, log), 2000, whos)
+    assert_each_once(raw_lines(*files), 2000, whos)
     assert_each_once(pairs(audit.history(log)), 2000, whos)
 
 
