@@ -3,7 +3,9 @@ forced command): one long session that carries, as JSON lines,
 
 - down to the relay: the policy, the revocation list and the CAs' trusted public keys, at once
   and at each change (so a revoke reaches every relay within a second or two, and so does a CA
-  rollover's step), and the answers to its signing requests;
+  rollover's step), and the answers to its signing requests (each after the state, if that
+  changed since: the relay does not judge the session of a certificate it asked for by a
+  policy older than the certificate);
 - up from the relay: signing requests, the audit lines of its sessions (written here, into the
   gateway's one audit log, with the relay's name), and its status (kept as status/RELAY.json for
   `tether gateway status`).
@@ -133,6 +135,9 @@ class Feed:
         self.reader = reader
         self.writer = writer
         self._sent: State | None = None
+        # One look at the files at a time, so that states go out in the order they were read
+        # (a signing's look and the periodic one may overlap).
+        self._looking = asyncio.Lock()
         self._signing: set[asyncio.Task[None]] = set()
         self._written: str | None = None  # the status file as this feed last wrote it
 
@@ -161,18 +166,24 @@ class Feed:
     async def _push(self) -> None:
         """The state at once, then at each change; return when this relay is no longer in the
         policy (its session ends: a removed relay is cut off)."""
-        while True:
+        while await self._refresh():
+            await asyncio.sleep(CHECK)
+
+    async def _refresh(self) -> bool:
+        """Send the gateway's state if it changed since it was last sent; False once this
+        relay is no longer in the policy."""
+        async with self._looking:
             try:
                 state = await asyncio.to_thread(State.read, self.gateway)
             except TetherError as exc:
                 log.warning("feed %s: not sent: %s", self.relay, exc.message)
-            else:
-                if self.relay not in policy.parse(state.policy, source="policy").relays:
-                    return
-                if state != self._sent:
-                    self._send(state.message())
-                    self._sent = state
-            await asyncio.sleep(CHECK)
+                return True
+            if self.relay not in policy.parse(state.policy, source="policy").relays:
+                return False
+            if state != self._sent:
+                self._send(state.message())
+                self._sent = state
+            return True
 
     async def _read(self) -> None:
         while line := await self.reader.readline():
@@ -206,6 +217,10 @@ class Feed:
             self._send({"refused": ident, "error": f"the signer failed: {describe(exc)}",
                         "exit_code": 1})  # fmt: skip
             return
+        # The state first, if it changed since the last look: the relay applies it before it
+        # hands the certificate on, so its reaper never judges the session this certificate
+        # opens by a policy older than the grant the certificate was issued for.
+        await self._refresh()
         self._send(
             {
                 "signed": ident,
