@@ -109,6 +109,7 @@ def certified_user(run: Running, name: str, grant_for: timedelta | None = None) 
     policy.grant(run.gateway.policy, name, "lab", "echo", until)
     issued = issue(run.gateway, name, public, "lab", "echo")
     Path(f"{key}-cert.pub").write_text(issued.certificate + "\n")
+    run.relay_has_policy()
     return key
 
 
@@ -177,7 +178,7 @@ def test_a_user_gets_a_certificate_from_the_relay_with_their_own_key(
 def test_a_session_ends_when_its_grant_does(running: Running, echo_server: EchoServer) -> None:
     """OpenSSH lets a session outlive its certificate (whose end is the grant's here); the
     relay does not let it outlive the grant."""
-    key = certified_user(running, "dave", grant_for=timedelta(seconds=4))
+    key = certified_user(running, "dave", grant_for=timedelta(seconds=6))
     end = next(
         datetime.fromisoformat(str(e["valid_before"]))
         for e in map(json.loads, running.gateway.audit.open())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gateway import wait_for_policy
 from tests.support.netns import Netns, NetnsEcho
 from tests.support.servers import echo_once
 from tests.support.sshd_server import require_sshd
@@ -103,6 +104,7 @@ def networks(tether: TetherRunner) -> Iterator[Networks]:
                 known_hosts.write_text(trusted)
                 keys = work / "relay" / "authorized_keys"
                 wait_until_sync(lambda: "'alice'" in keys.read_text(), "the relay to know alice")
+                wait_for_policy(work / "relay", gateway, "the relay")
                 yield Networks(relay_net, site_net, gateway, key, known_hosts, target, relay, agent)
             finally:
                 agent.send_signal(15)

@@ -218,6 +218,10 @@ class Running:
         """Where relay ``name`` keeps its files: its sshd's, and what its agents announce."""
         return self.work / f"relay-{name}"
 
+    def relay_has_policy(self, name: str = "r1") -> None:
+        """Wait until relay ``name`` holds the gateway's policy as it is now."""
+        wait_for_policy(self.relay_state(name), self.gateway, f"relay {name}")
+
     def start_signer(self, port: int | None = None) -> TetherProcess:
         listen = f"127.0.0.1:{port or self.signer_port}"
         signer = self.tether.spawn("gateway", "signer", str(self.gateway.root), "--listen", listen)
@@ -320,6 +324,24 @@ class Client:
         ]
 
 
+def wait_for_policy(state: Path, gateway: layout.Gateway, relay: str) -> None:
+    """Wait until the relay whose state directory is ``state`` holds ``gateway``'s policy
+    as it is now. The signer sends it at its next look at the files (every half second),
+    and a relay judges live sessions by its own copy: a login made before the copy arrives
+    is cut for a grant the relay does not know yet. Its key in authorized_keys is not
+    enough, as the signer may have sent the policy between a user's adding and grant."""
+    cache = state / "policy.toml"
+    wanted = gateway.policy.read_bytes()
+
+    def holds() -> bool:
+        try:
+            return cache.read_bytes() == wanted
+        except FileNotFoundError:
+            return False
+
+    wait_until_sync(holds, f"{relay} to hold the gateway's policy")
+
+
 def alice(tether: TetherRunner, run: Running, relay: str = "r1") -> Client:
     """User alice, her own key, a grant of lab/echo, her known_hosts trusting the gateway; a
     client of relay ``relay``, once every relay knows her key."""
@@ -331,6 +353,7 @@ def alice(tether: TetherRunner, run: Running, relay: str = "r1") -> Client:
     known_hosts = run.work / "known_hosts"
     known_hosts.write_text(trusted)
     for name in run.relay_ports or {"r1": run.relay_port}:
+        run.relay_has_policy(name)
         keys = run.relay_state(name) / "authorized_keys"
         # The relay follows the policy as a signer feeds it.
         wait_until_sync(
