@@ -121,10 +121,16 @@ def test_a_killed_agent_that_comes_back_brings_the_tunnel_back(
     assert tunnel.proc.poll() is None
     tunnel.send_signal(signal.SIGTERM)
     assert tunnel.finish() == 0
-    events = [e for e in map(json.loads, run.gateway.audit.open())]
-    issued = {e["serial"] for e in events if e["event"] == "issued"}
-    tunnels = [e for e in events if e["event"] == "opened" and e["serial"] in issued]
-    assert len(tunnels) >= 2  # its session before the kill, and one after
+
+    def sessions() -> int:
+        """The tunnel's sessions in the audit log: its line of a session reaches the log
+        through the signer, a little after the session carries bytes."""
+        events = [e for e in map(json.loads, run.gateway.audit.open())]
+        issued = {e["serial"] for e in events if e["event"] == "issued"}
+        return len([e for e in events if e["event"] == "opened" and e["serial"] in issued])
+
+    # Its session before the kill, and one after.
+    wait_until_sync(lambda: sessions() >= 2, "the audit log to have both sessions")
 
 
 def test_a_restarted_relay_brings_the_tunnel_back(tether: TetherRunner, client: Client) -> None:

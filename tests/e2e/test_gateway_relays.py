@@ -520,6 +520,16 @@ def opened_by_clients(gateway: layout.Gateway, since: int = 0) -> list[str]:
     ]
 
 
+def opened_once(gateway: layout.Gateway, count: int, since: int = 0) -> list[str]:
+    """opened_by_clients once it has ``count`` lines. A relay's line of a session reaches the
+    log through the signer, a little after the session carries bytes."""
+    wait_until_sync(
+        lambda: len(opened_by_clients(gateway, since)) >= count,
+        f"the audit log to have {count} client sessions opened",
+    )
+    return opened_by_clients(gateway, since)
+
+
 def through(tether: TetherRunner, balanced: Balanced, name: str) -> tuple[TetherProcess, int]:
     """A tunnel through the balancer, reconnecting quickly, proven to carry, and its port."""
     relays = balanced.relays
@@ -561,7 +571,7 @@ def test_tunnels_through_a_balancer_are_spread_over_both_relays(
     with tunnels_through(tether, balanced, 10) as tunnels:
         for _, port in tunnels:
             assert carries(port)
-        sessions = opened_by_clients(gateway)
+        sessions = opened_once(gateway, 10)
         assert len(sessions) == 10, sessions
         shares = {relay: sessions.count(relay) for relay in ("r1", "r2")}
         # 5 and 5 as a rule; one more on either side if a certificate's request had not quite
@@ -578,7 +588,7 @@ def test_a_relay_down_behind_the_balancer_leaves_every_tunnel_to_the_other(
     relays, balancer = balanced.relays, balanced.balancer
     gateway = relays.gateway
     with tunnels_through(tether, balanced, 4) as tunnels:
-        before = opened_by_clients(gateway)
+        before = opened_once(gateway, 4)
         assert set(before) == {"r1", "r2"}, before  # two each, as a rule
         mark = len(audit(gateway))
 
@@ -600,11 +610,12 @@ def test_a_relay_down_behind_the_balancer_leaves_every_tunnel_to_the_other(
             wait_until_sync(partial(carries, port), f"tunnel lb{n} to carry again", deadline=30)
             assert tunnel.proc.poll() is None
         # Those that were on r1 came back, through r2; those on r2 never left it.
-        assert opened_by_clients(gateway, mark) == ["r2"] * before.count("r1")
+        came_back = opened_once(gateway, before.count("r1"), mark)
+        assert came_back == ["r2"] * before.count("r1")
         assert balancer.states() == {"r1": "DOWN", "r2": "UP"}
 
         mark = len(audit(gateway))
         with tunnels_through(tether, balanced, 3, prefix="after") as more:
             for _, port in more:
                 assert carries(port)
-        assert opened_by_clients(gateway, mark) == ["r2"] * 3
+        assert opened_once(gateway, 3, mark) == ["r2"] * 3
