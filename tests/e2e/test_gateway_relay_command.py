@@ -92,11 +92,13 @@ def test_the_relay_serves_sites_added_while_it_runs_and_leaves_nothing(
         # The relay took its sessions with it: the agent's connection is gone too.
         assert agent.wait(timeout=20) != 0
         assert not listens(site_port)
-        assert [pid for pid in sshd if alive(pid)] == []
+        # Killed, not waited for: each is gone a moment after (a SIGTERM'd ssh, a SIGKILL'd
+        # session), and its socket may close before it has exited.
+        wait_until_sync(lambda: not any(map(alive, sshd)), "the relay's processes to be gone")
         feeds = descendants(signer_process.pid)
         signer_process.send_signal(signal.SIGTERM)
         assert signer_process.finish() == 0, signer_process.stderr
-        assert [pid for pid in feeds if alive(pid)] == []
+        wait_until_sync(lambda: not any(map(alive, feeds)), "the signer's feeds to be gone")
     finally:
         agent.kill()
         agent.wait()
