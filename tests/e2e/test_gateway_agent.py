@@ -90,8 +90,9 @@ def test_a_revoked_grant_cuts_the_live_session_within_5s(
 
 
 def audited_cut(running: Running, reason: str) -> None:
-    """Wait for the audit log's line of a session cut for ``reason``. The relay cuts the session,
-    then hands the line to a signer, which writes it: the session can be seen to end first."""
+    """Wait for the audit log's line of a session cut for ``reason``. The relay hands the line
+    to a signer as it cuts the session, and the signer writes it: the session can be seen to end
+    first."""
 
     def said() -> bool:
         events = map(json.loads, running.gateway.audit.open())

@@ -153,10 +153,12 @@ class Sessions:
             if pid is None:
                 self.closed(peer)  # it ended by itself
                 continue
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+            # The line on its way first: a relay that died right after the kill would
+            # otherwise leave a cut session without its audit line.
             log.warning("relay: session of %s cut: %s", visible(login.key_id), reason)
             self._record("cut", login, reason=reason)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         return cut
 
     def _record(self, event: str, login: Login, **fields: object) -> None:

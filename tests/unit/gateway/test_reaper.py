@@ -1,13 +1,20 @@
-"""Which sessions the relay's reaper ends (reaper.access_ended)."""
+"""Which sessions the relay's reaper ends (reaper.access_ended), and how it cuts one."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from tether.gateway import reaper
 from tether.gateway.policy import Grant, Policy, Site
 from tether.gateway.reaper import access_ended
 from tether.gateway.sessions import Login
 from tether.gateway.signer import client_key_id
+from tether.spec import Endpoint
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -45,3 +52,36 @@ def test_an_agent_of_a_removed_or_re_enrolled_site_is_cut() -> None:
 
 def test_a_key_id_tether_did_not_write_is_left_alone() -> None:
     assert access_ended(Login("someone", 3, "127.0.0.1", 1), policy_with(), NOW) is None
+
+
+async def test_a_cut_is_recorded_before_its_session_is_killed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The audit line leaves first: a relay that dies right after the kill has still sent it."""
+    session = subprocess.Popen(["sleep", "300"])
+    done: list[str] = []  # each audit line's event, and "kill" when the session is signalled
+    kill = os.kill
+
+    def killing(pid: int, signum: int) -> None:
+        done.append("kill")
+        kill(pid, signum)
+
+    monkeypatch.setattr(reaper, "holder", lambda root, host, port: session.pid)
+    monkeypatch.setattr(os, "kill", killing)
+    try:
+        sessions = reaper.Sessions(
+            Endpoint("127.0.0.1", 2222), lambda event, **_: done.append(event)
+        )
+        sessions.heard(ACCEPTED.format(key_id=client(NOW).key_id))
+        assert await sessions.reap(1, policy_with(), NOW)
+        assert done == ["opened", "cut", "kill"]
+        assert session.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        session.kill()
+        session.wait()
+
+
+ACCEPTED = (
+    "Accepted publickey for tether from 127.0.0.1 port 50000 ssh2: ED25519-CERT SHA256:abc "
+    "ID {key_id} (serial 12) CA ED25519 SHA256:def"
+)
