@@ -219,8 +219,12 @@ class Feed:
             return
         # The state first, if it changed since the last look: the relay applies it before it
         # hands the certificate on, so its reaper never judges the session this certificate
-        # opens by a policy older than the grant the certificate was issued for.
-        await self._refresh()
+        # opens by a policy older than the grant the certificate was issued for. A file gone
+        # meanwhile does not hold the answer back: the periodic look meets it too.
+        try:
+            await self._refresh()
+        except OSError as exc:
+            log.warning("feed %s: state not sent first: %s", self.relay, describe(exc))
         self._send(
             {
                 "signed": ident,
